@@ -1,0 +1,154 @@
+//! End-to-end: one large object (default 1 GiB; `BIG_MB` to change) through a real `peercache`
+//! process, first as a MISS (streamed to disk and to the client at once), then as a HIT.
+//! Reports throughput and the proxy's peak RSS (VmHWM). Run: `cargo bench --bench big_object`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+const CHUNK: usize = 256 * 1024;
+
+fn chunk() -> Bytes {
+    Bytes::from((0..CHUNK).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+}
+
+async fn origin(len: u64) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = listener.local_addr().expect("addr");
+    let data = chunk();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let data = data.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let data = data.clone();
+                    async move {
+                        let (tx, body) = peercache::body::channel(Some(len));
+                        tokio::spawn(async move {
+                            let mut left = len;
+                            while left > 0 {
+                                let n = left.min(CHUNK as u64) as usize;
+                                if tx.send(Ok(data.slice(..n))).await.is_err() {
+                                    return;
+                                }
+                                left -= n as u64;
+                            }
+                        });
+                        let resp = hyper::Response::builder()
+                            .header("content-length", len)
+                            .header("cache-control", "max-age=3600")
+                            .body(body)
+                            .expect("response");
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn fetch(proxy: std::net::SocketAddr, url: &str) -> (u64, String, Duration) {
+    let start = Instant::now();
+    let tcp = TcpStream::connect(proxy).await.expect("connect proxy");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::get(url)
+        .header("host", "bench")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    let x_cache = resp
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(d) = frame.expect("body frame").into_data() {
+            n += d.len() as u64;
+        }
+    }
+    (n, x_cache, start.elapsed())
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` / `cargo test --benches` compatibility
+    }
+    let mb: u64 = std::env::var("BIG_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let len = mb * 1024 * 1024;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let origin = origin(len).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let conf = dir.path().join("bench.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[proxy]\nlisten = \"127.0.0.1:{port}\"\n[cache]\ndir = \"{}\"\nmax_size = \"8GiB\"\n[log]\naccess = false\nlevel = \"warn\"\n",
+                dir.path().join("cache").display()
+            ),
+        )
+        .expect("config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_peercache"))
+            .args(["run", "--config"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start peercache");
+        let proxy: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        for _ in 0..500 {
+            if TcpStream::connect(proxy).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let url = format!("http://{origin}/big");
+        println!("big_object: {mb} MiB through peercache (pid {})", child.id());
+        for pass in ["first", "second"] {
+            let (n, x_cache, took) = fetch(proxy, &url).await;
+            assert_eq!(n, len, "whole body");
+            println!(
+                "  {pass:6} {x_cache:6} {:8.1} MiB/s  {:6.2} s  proxy peak RSS {} MiB",
+                mb as f64 / took.as_secs_f64(),
+                took.as_secs_f64(),
+                vm_hwm_kib(child.id()).unwrap_or(0) / 1024
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+}

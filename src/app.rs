@@ -1,0 +1,131 @@
+//! Assembles a running proxy from a resolved config: opens the store, binds the listener, and
+//! runs until told to stop. The only place that wires components together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::accesslog::AccessLog;
+use crate::cache::inflight::Inflight;
+use crate::cache::policy::Heuristic;
+use crate::cache::store::Store;
+use crate::config::Config;
+use crate::error::Error;
+use crate::fetch::{connect, origin::Origin, Fetcher};
+use crate::metrics::Metrics;
+
+/// How long in-flight responses may take to finish after a shutdown request.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything a request handler can reach.
+pub struct App {
+    pub config: Config,
+    /// The address actually bound (the config may say port 0).
+    pub listen: SocketAddr,
+    pub store: Store,
+    pub inflight: Arc<Inflight>,
+    pub fetcher: Fetcher,
+    pub metrics: Arc<Metrics>,
+    pub heuristic: Heuristic,
+    pub access: AccessLog,
+    pub started: tokio::time::Instant,
+}
+
+/// A bound proxy, ready to run.
+pub struct Server {
+    app: Arc<App>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Opens the cache and binds the proxy port. Fails with a clear message if either is
+    /// impossible (directory not writable, cache locked by another process, port in use).
+    pub async fn bind(config: Config) -> Result<Server, Error> {
+        let dir = config.cache.dir.clone();
+        let max_size = config.cache.max_size;
+        let store = tokio::task::spawn_blocking(move || Store::open(&dir, max_size))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))??;
+        let listener = TcpListener::bind(config.proxy.listen).await.map_err(|e| {
+            Error::internal(format!("cannot listen on {}: {e}", config.proxy.listen))
+        })?;
+        let listen = listener
+            .local_addr()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let tls = connect::tls_config(&[]).map_err(|e| Error::internal(format!("TLS: {e}")))?;
+        let metrics = Arc::new(Metrics::default());
+        let via: Arc<str> = format!("peercache-{:08x}", rand::random::<u32>()).into();
+        let fetcher = Fetcher {
+            origin: Origin::new(&config.upstream, tls),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            max_object_size: config.cache.max_object_size,
+            via,
+        };
+        let access = if config.log.access {
+            AccessLog::stdout()
+        } else {
+            AccessLog::disabled()
+        };
+        let app = Arc::new(App {
+            config,
+            listen,
+            store,
+            inflight: Inflight::new(),
+            fetcher,
+            metrics,
+            heuristic: Heuristic::default(),
+            access,
+            started: tokio::time::Instant::now(),
+        });
+        Ok(Server { app, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.app.listen
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Serves until `stop` turns true, then lets open responses finish (bounded by
+    /// `SHUTDOWN_GRACE`).
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        crate::front::serve(self.listener, self.app, stop).await;
+    }
+
+    /// Runs in a background task; for tests and embedding.
+    pub fn spawn(self) -> Running {
+        let (tx, rx) = watch::channel(false);
+        let addr = self.local_addr();
+        let app = self.app.clone();
+        let task = tokio::spawn(self.run(rx));
+        Running {
+            addr,
+            app,
+            stop: tx,
+            task,
+        }
+    }
+}
+
+/// A proxy running in a background task.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, waits for open responses (bounded), and returns when the server is gone.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}

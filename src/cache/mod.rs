@@ -1,0 +1,8 @@
+//! The cache: RFC 9111 policy (pure), keys and variants (pure), the store and in-flight fills.
+
+pub mod cache_control;
+pub mod conditional;
+pub mod inflight;
+pub mod key;
+pub mod policy;
+pub mod store;

@@ -1,0 +1,196 @@
+//! Upstream side: choose the source of a body and start its fill. Today the source is the origin
+//! (directly or through the parent proxy); peers slot in here. Never answers a client itself.
+
+pub mod connect;
+pub mod origin;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+
+use crate::body::{self, Body};
+use crate::cache::inflight::{FillPermit, Head, Outcome};
+use crate::cache::key::{Variant, Vary};
+use crate::cache::policy::{self, Storability, Timing};
+use crate::cache::store::{Entry, Store};
+use crate::error::{Error, Kind};
+use crate::front::headers;
+use crate::metrics::{Metrics, Source};
+
+use self::origin::Origin;
+use self::writer::FillJob;
+
+/// Request header fields that make a response specific to the request, never sent on a fill.
+const FILL_DROPS: [header::HeaderName; 6] = [
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
+/// What a fill's leader got from upstream.
+pub enum Fetched {
+    /// A storable response: its body is being written to the fill; read it from there.
+    Filling(Arc<Head>),
+    /// A 304 answered our conditional request: the stored entry is fresh again.
+    Freshened(Arc<Entry>),
+    /// A response that is not stored: pass it through.
+    Direct(Response<Incoming>),
+}
+
+/// Shared upstream machinery.
+#[derive(Clone)]
+pub struct Fetcher {
+    pub origin: Origin,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub max_object_size: u64,
+    /// Our `Via` pseudonym.
+    pub via: Arc<str>,
+}
+
+impl Fetcher {
+    /// Builds the upstream request for `uri` from the client's header fields: hop-by-hop fields
+    /// removed, `Host` set from the target, our `Via` appended.
+    pub fn upstream_request(
+        &self,
+        method: Method,
+        uri: &Uri,
+        client_headers: &HeaderMap,
+        version: http::Version,
+        body: Body,
+    ) -> Result<Request<Body>, Error> {
+        let mut h = client_headers.clone();
+        headers::strip_hop_by_hop(&mut h);
+        headers::append_via(&mut h, version, &self.via);
+        let authority = uri
+            .authority()
+            .ok_or_else(|| Error::downstream(Kind::BadRequest, "target has no host"))?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| Error::downstream(Kind::BadRequest, "invalid host"))?;
+        h.insert(header::HOST, host);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri.clone())
+            .body(body)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        *req.headers_mut() = h;
+        Ok(req)
+    }
+
+    /// Leads the fill held by `permit`: asks upstream for `uri` (conditionally when `stale` is
+    /// given), then either streams a storable body into the fill, freshens `stale` on a 304, or
+    /// hands back a response that must not be shared.
+    pub async fn lead(
+        &self,
+        mut permit: FillPermit,
+        key: &str,
+        uri: &Uri,
+        client_headers: &HeaderMap,
+        version: http::Version,
+        stale: Option<&Arc<Entry>>,
+    ) -> Result<Fetched, Error> {
+        let mut h = client_headers.clone();
+        for name in FILL_DROPS {
+            h.remove(name);
+        }
+        if let Some(entry) = stale {
+            for (name, value) in policy::validators(&entry.headers).iter() {
+                h.insert(name, value.clone());
+            }
+        }
+        let req = self.upstream_request(Method::GET, uri, &h, version, body::empty())?;
+        let request_time = SystemTime::now();
+        crate::metrics::Metrics::inc(&self.metrics.origin_requests);
+        let resp = match self.origin.send(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                permit.finish(Outcome::Failed(e.clone()));
+                return Err(e);
+            }
+        };
+        let response_time = SystemTime::now();
+        let (mut parts, incoming) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        let timing = Timing::new(request_time, response_time, &parts.headers);
+
+        if let (Some(entry), StatusCode::NOT_MODIFIED) = (stale, parts.status) {
+            let mut merged = entry.headers.clone();
+            policy::merge_not_modified(&mut merged, &parts.headers);
+            let store = self.store.clone();
+            let old = entry.clone();
+            let fresh = tokio::task::spawn_blocking(move || store.freshen(&old, merged, timing))
+                .await
+                .map_err(|e| Error::internal(e.to_string()))?;
+            return match fresh {
+                Ok(e) => {
+                    permit.finish(Outcome::Freshened(e.clone()));
+                    Ok(Fetched::Freshened(e))
+                }
+                Err(e) => {
+                    permit.finish(Outcome::Failed(e.clone()));
+                    Err(e)
+                }
+            };
+        }
+
+        let len = content_length(&parts.headers);
+        let storable = matches!(
+            policy::storability(&Method::GET, client_headers, parts.status, &parts.headers),
+            Storability::Storable
+        ) && len.is_none_or(|n| n <= self.max_object_size);
+        let variant = Variant::of_request(&Vary::from_headers(&parts.headers), client_headers);
+        let temp = if storable {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.temp_file())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        let (Some(variant), Some((path, file))) = (variant, temp) else {
+            permit.finish(Outcome::NotShared);
+            return Ok(Fetched::Direct(Response::from_parts(parts, incoming)));
+        };
+        let file = Arc::new(file);
+        permit.temp = Some(path);
+        let head = Arc::new(Head {
+            status: parts.status,
+            headers: parts.headers,
+            len,
+            timing,
+            variant,
+        });
+        permit.fill().start(head.clone(), file.clone());
+        let job = FillJob {
+            permit,
+            file,
+            head: head.clone(),
+            key: key.to_owned(),
+            shareable: policy::shareable(client_headers, &head.headers),
+            store: self.store.clone(),
+            max_object_size: self.max_object_size,
+            read_timeout: self.origin.read_timeout(),
+            metrics: self.metrics.clone(),
+            source: Source::Origin,
+        };
+        tokio::spawn(writer::run(job, incoming));
+        Ok(Fetched::Filling(head))
+    }
+}
+
+/// The body length a response announces, if it is a plain decimal.
+pub fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

@@ -1,0 +1,345 @@
+//! Builds a client's answer from a stored entry or a fill in progress: client preconditions
+//! (304/412), Range (206/416), HEAD, `Age`. Bodies are read from files; a stored body is checked
+//! against its blake3 hash as it is read, and a mismatch is never served as complete.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+
+use crate::body::{self, Body};
+use crate::cache::conditional::{self, Precondition, RangeAnswer};
+use crate::cache::inflight::{read_span, Fill, Head};
+use crate::cache::store::{Entry, Store};
+use crate::metrics::{Metrics, Source};
+
+/// Bodies up to this size are read whole and verified before the response starts, so a corrupt
+/// small blob becomes a clean miss instead of a cut.
+const SMALL_BODY: u64 = 256 * 1024;
+
+/// What shape the answer takes, decided from the request and the representation's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    NotModified,
+    PreconditionFailed,
+    Full,
+    Partial { start: u64, end: u64 },
+    Unsatisfiable,
+}
+
+/// RFC 9110 §13.2.2 and §14: preconditions and ranges only apply to a 200 representation.
+fn shape(
+    method: &Method,
+    req: &HeaderMap,
+    status: StatusCode,
+    stored: &HeaderMap,
+    len: Option<u64>,
+) -> Shape {
+    if status != StatusCode::OK {
+        return Shape::Full;
+    }
+    match conditional::evaluate(method, req, stored) {
+        Precondition::NotModified => return Shape::NotModified,
+        Precondition::Failed => return Shape::PreconditionFailed,
+        Precondition::Proceed => {}
+    }
+    let Some(len) = len else { return Shape::Full };
+    match conditional::range(method, req, stored, len) {
+        RangeAnswer::Full => Shape::Full,
+        RangeAnswer::Partial { start, end } => Shape::Partial { start, end },
+        RangeAnswer::Unsatisfiable => Shape::Unsatisfiable,
+    }
+}
+
+fn with_head(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r
+}
+
+fn set_len(h: &mut HeaderMap, n: u64) {
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+}
+
+/// The answers that need no body bytes; `None` for Full and Partial.
+fn bodiless(shape: Shape, headers: &HeaderMap, len: Option<u64>) -> Option<Response<Body>> {
+    match shape {
+        Shape::NotModified => Some(with_head(
+            StatusCode::NOT_MODIFIED,
+            conditional::not_modified_headers(headers),
+            body::empty(),
+        )),
+        Shape::PreconditionFailed => {
+            let mut h = HeaderMap::new();
+            set_len(&mut h, 0);
+            Some(with_head(StatusCode::PRECONDITION_FAILED, h, body::empty()))
+        }
+        Shape::Unsatisfiable => {
+            let mut h = HeaderMap::new();
+            let len = len.unwrap_or(0);
+            if let Some(cr) = conditional::content_range(RangeAnswer::Unsatisfiable, len) {
+                if let Ok(v) = HeaderValue::from_str(&cr) {
+                    h.insert(header::CONTENT_RANGE, v);
+                }
+            }
+            set_len(&mut h, 0);
+            Some(with_head(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                h,
+                body::empty(),
+            ))
+        }
+        Shape::Full | Shape::Partial { .. } => None,
+    }
+}
+
+/// Status and headers of a Partial answer.
+fn partial_head(mut h: HeaderMap, start: u64, end: u64, len: u64) -> HeaderMap {
+    let answer = RangeAnswer::Partial { start, end };
+    if let Some(cr) = conditional::content_range(answer, len) {
+        if let Ok(v) = HeaderValue::from_str(&cr) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    set_len(&mut h, end - start + 1);
+    h
+}
+
+/// Answers from a stored entry. `None` when its blob is missing, truncated or (small bodies)
+/// corrupt: the caller then treats the request as a miss. The entry is invalidated in that case.
+pub async fn from_entry(
+    method: &Method,
+    req: &HeaderMap,
+    entry: &Arc<Entry>,
+    age: Duration,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+) -> Option<Response<Body>> {
+    let mut headers = entry.headers.clone();
+    headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    let shape = shape(method, req, entry.status, &entry.headers, Some(entry.len));
+    if let Some(r) = bodiless(shape, &headers, Some(entry.len)) {
+        return Some(r);
+    }
+    let file = {
+        let (store, e) = (store.clone(), entry.clone());
+        tokio::task::spawn_blocking(move || store.open_blob(&e))
+            .await
+            .ok()
+            .flatten()
+    };
+    let Some(file) = file.map(Arc::new) else {
+        drop_corrupt(store, metrics, &entry.key).await;
+        return None;
+    };
+    let (status, headers, start, end, verify) = match shape {
+        Shape::Partial { start, end } => (
+            StatusCode::PARTIAL_CONTENT,
+            partial_head(headers, start, end, entry.len),
+            start,
+            end + 1,
+            false,
+        ),
+        _ => {
+            set_len(&mut headers, entry.len);
+            (entry.status, headers, 0, entry.len, true)
+        }
+    };
+    if method == Method::HEAD {
+        return Some(with_head(status, headers, body::empty()));
+    }
+    if verify && entry.len <= SMALL_BODY {
+        let bytes = read_span(file, 0, entry.len).await.ok()?;
+        if bytes.len() as u64 != entry.len || blake3::hash(&bytes) != entry.hash {
+            drop_corrupt(store, metrics, &entry.key).await;
+            return None;
+        }
+        metrics.bytes_from(Source::Cache, entry.len);
+        return Some(with_head(status, headers, body::full(bytes)));
+    }
+    let check = verify.then(|| Verify {
+        hash: entry.hash,
+        key: entry.key.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+    });
+    let body = stream_file(file, start, end, check, metrics.clone());
+    Some(with_head(status, headers, body))
+}
+
+async fn drop_corrupt(store: &Store, metrics: &Metrics, key: &str) {
+    tracing::warn!(%key, "stored body missing or corrupt; dropping the entry");
+    Metrics::inc(&metrics.corrupt_blobs);
+    let (store, key) = (store.clone(), key.to_owned());
+    let _ = tokio::task::spawn_blocking(move || store.invalidate(&key)).await;
+}
+
+/// Checks a whole body streamed from the store against its hash.
+struct Verify {
+    hash: blake3::Hash,
+    key: String,
+    store: Store,
+    metrics: Arc<Metrics>,
+}
+
+/// Streams `[start, end)` of a complete file. With `verify`, the whole body is hashed on the way
+/// and a mismatch cuts the response before its last byte and drops the entry.
+fn stream_file(
+    file: Arc<File>,
+    start: u64,
+    end: u64,
+    verify: Option<Verify>,
+    metrics: Arc<Metrics>,
+) -> Body {
+    let (tx, body) = body::channel(Some(end - start));
+    tokio::spawn(async move {
+        let mut hasher = verify.as_ref().map(|_| blake3::Hasher::new());
+        let mut pos = start;
+        while pos < end {
+            let chunk = match read_span(file.clone(), pos, end).await {
+                Ok(b) if !b.is_empty() => b,
+                _ => {
+                    let _ = tx.send(Err("stored body unreadable".into())).await;
+                    return;
+                }
+            };
+            pos += chunk.len() as u64;
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+                if pos == end {
+                    // Hold the last chunk back until the hash is known.
+                    if let Some(v) = &verify {
+                        if h.finalize() != v.hash {
+                            drop_corrupt(&v.store, &v.metrics, &v.key).await;
+                            let _ = tx.send(Err("stored body corrupt".into())).await;
+                            return;
+                        }
+                    }
+                }
+            }
+            metrics.bytes_from(Source::Cache, chunk.len() as u64);
+            if tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+        }
+    });
+    body
+}
+
+/// Answers from a fill in progress (the leader's own client, or a collapsed follower).
+pub fn from_fill(
+    method: &Method,
+    req: &HeaderMap,
+    fill: &Arc<Fill>,
+    head: &Head,
+) -> Response<Body> {
+    let mut headers = head.headers.clone();
+    let shape = shape(method, req, head.status, &head.headers, head.len);
+    if let Some(r) = bodiless(shape, &headers, head.len) {
+        return r;
+    }
+    let (status, headers, body) = match (shape, head.len) {
+        (Shape::Partial { start, end }, Some(len)) => (
+            StatusCode::PARTIAL_CONTENT,
+            partial_head(headers, start, end, len),
+            fill.body(start, Some(end + 1)),
+        ),
+        _ => {
+            if let Some(len) = head.len {
+                set_len(&mut headers, len);
+            } else {
+                headers.remove(header::CONTENT_LENGTH);
+            }
+            (head.status, headers, fill.body(0, head.len))
+        }
+    };
+    if method == Method::HEAD {
+        return with_head(status, headers, body::empty());
+    }
+    with_head(status, headers, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn shape_applies_preconditions_and_ranges_to_200_only() {
+        let stored = h(&[("etag", "\"v1\"")]);
+        let get = Method::GET;
+        assert_eq!(
+            shape(
+                &get,
+                &h(&[("if-none-match", "\"v1\"")]),
+                StatusCode::OK,
+                &stored,
+                Some(10)
+            ),
+            Shape::NotModified
+        );
+        assert_eq!(
+            shape(
+                &get,
+                &h(&[("if-none-match", "\"v1\"")]),
+                StatusCode::NOT_FOUND,
+                &stored,
+                Some(10)
+            ),
+            Shape::Full
+        );
+        assert_eq!(
+            shape(
+                &get,
+                &h(&[("range", "bytes=2-4")]),
+                StatusCode::OK,
+                &stored,
+                Some(10)
+            ),
+            Shape::Partial { start: 2, end: 4 }
+        );
+        assert_eq!(
+            shape(
+                &get,
+                &h(&[("range", "bytes=20-")]),
+                StatusCode::OK,
+                &stored,
+                Some(10)
+            ),
+            Shape::Unsatisfiable
+        );
+        // Unknown length (a chunked fill): the whole body.
+        assert_eq!(
+            shape(
+                &get,
+                &h(&[("range", "bytes=2-4")]),
+                StatusCode::OK,
+                &stored,
+                None
+            ),
+            Shape::Full
+        );
+        assert_eq!(
+            shape(
+                &get,
+                &h(&[("if-match", "\"v2\"")]),
+                StatusCode::OK,
+                &stored,
+                Some(10)
+            ),
+            Shape::PreconditionFailed
+        );
+    }
+}

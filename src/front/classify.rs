@@ -1,0 +1,270 @@
+//! Routes a request by its method and target: CONNECT tunnel, forward proxy, mirror route or admin
+//! page. Pure; no I/O.
+
+use std::net::SocketAddr;
+
+use http::{Method, Uri};
+
+use crate::config::Mirror;
+use crate::error::{Error, Kind};
+
+/// The path prefix of the admin pages.
+pub const ADMIN_PREFIX: &str = "/_peercache/";
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `CONNECT host:port` to an allowed port.
+    Connect { host: String, port: u16 },
+    /// An absolute-form request for an http or https origin.
+    Forward { target: Uri },
+    /// An origin-form request under a mirror prefix, rewritten to the mirror's upstream.
+    Mirror { target: Uri, mirror: usize },
+    /// A page under `/_peercache/` (the path after the prefix).
+    Admin { page: String },
+    /// Malformed, forbidden or unroutable.
+    Reject(Error),
+}
+
+/// What routing needs to know about this proxy.
+pub struct Routing<'a> {
+    pub listen: SocketAddr,
+    pub mirrors: &'a [Mirror],
+    pub connect_ports: &'a [u16],
+}
+
+/// RFC 9112 §3.2: absolute-form for proxied requests, authority-form for CONNECT, origin-form for
+/// our own pages and the mirrors.
+pub fn classify(method: &Method, uri: &Uri, r: &Routing<'_>) -> Route {
+    if method == Method::CONNECT {
+        return connect(uri, r);
+    }
+    match uri.scheme_str() {
+        None => local(uri, r),
+        Some("http" | "https") => {
+            let Some(host) = uri.host() else {
+                return reject("absolute URI without a host");
+            };
+            if is_self(host, uri.port_u16(), uri.scheme_str(), r.listen) {
+                return local(uri, r);
+            }
+            Route::Forward {
+                target: uri.clone(),
+            }
+        }
+        Some(other) => reject(&format!("unsupported scheme {other:?}")),
+    }
+}
+
+fn reject(why: &str) -> Route {
+    Route::Reject(Error::downstream(Kind::BadRequest, why))
+}
+
+fn connect(uri: &Uri, r: &Routing<'_>) -> Route {
+    let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+        return reject("CONNECT needs host:port");
+    };
+    if uri.scheme().is_some() || uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return reject("CONNECT target must be host:port");
+    }
+    if !r.connect_ports.contains(&port) {
+        return Route::Reject(Error::downstream(
+            Kind::PortNotAllowed,
+            format!("CONNECT to port {port} is not allowed"),
+        ));
+    }
+    Route::Connect {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    }
+}
+
+/// Does an absolute URI name this proxy itself (a request for our own pages, not a loop)?
+fn is_self(host: &str, port: Option<u16>, scheme: Option<&str>, listen: SocketAddr) -> bool {
+    let port = port.unwrap_or(if scheme == Some("https") { 443 } else { 80 });
+    if port != listen.port() {
+        return false;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip == listen.ip() || (listen.ip().is_unspecified() && ip.is_loopback()),
+        Err(_) => bare.eq_ignore_ascii_case("localhost") && listen.ip().is_loopback(),
+    }
+}
+
+/// An origin-form request (or one addressed to us): admin pages and mirrors.
+fn local(uri: &Uri, r: &Routing<'_>) -> Route {
+    let path = uri.path();
+    if !path.starts_with('/') {
+        return reject("request target must be an absolute URI (this is a proxy)");
+    }
+    if let Some(page) = path.strip_prefix(ADMIN_PREFIX) {
+        return Route::Admin {
+            page: page.to_owned(),
+        };
+    }
+    if path == ADMIN_PREFIX.trim_end_matches('/') {
+        return Route::Admin {
+            page: String::new(),
+        };
+    }
+    let best = r
+        .mirrors
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| path.starts_with(&m.prefix))
+        .max_by_key(|(_, m)| m.prefix.len());
+    let Some((i, m)) = best else {
+        return reject("not a proxy request: use this address as an HTTP proxy, or configure a [[mirror]] for this path");
+    };
+    let rest = &path[m.prefix.len()..];
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let base = m.upstream.to_string();
+    let base = base.trim_end_matches('/');
+    match format!("{base}/{rest}{query}").parse::<Uri>() {
+        Ok(target) => Route::Mirror { target, mirror: i },
+        Err(_) => reject("invalid path for the mirror"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mirrors() -> Vec<Mirror> {
+        vec![
+            Mirror {
+                prefix: "/debian/".into(),
+                upstream: "http://deb.example.org/debian/".parse().unwrap(),
+                redirect_to_peers: false,
+            },
+            Mirror {
+                prefix: "/debian/security/".into(),
+                upstream: "https://sec.example.org/".parse().unwrap(),
+                redirect_to_peers: false,
+            },
+        ]
+    }
+
+    fn route(method: &str, target: &str) -> Route {
+        let m = mirrors();
+        let r = Routing {
+            listen: "127.0.0.1:3128".parse().unwrap(),
+            mirrors: &m,
+            connect_ports: &[443, 8443],
+        };
+        classify(&method.parse().unwrap(), &target.parse().unwrap(), &r)
+    }
+
+    fn rejected(r: Route) -> Kind {
+        match r {
+            Route::Reject(e) => e.kind,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn absolute_form_is_forwarded() {
+        for t in [
+            "http://example.com/a?b",
+            "https://example.com:8443/",
+            "http://[::1]:8080/x",
+        ] {
+            assert_eq!(
+                route("GET", t),
+                Route::Forward {
+                    target: t.parse().unwrap()
+                },
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn connect_checks_the_port() {
+        assert_eq!(
+            route("CONNECT", "example.com:443"),
+            Route::Connect {
+                host: "example.com".into(),
+                port: 443
+            }
+        );
+        assert_eq!(
+            route("CONNECT", "[::1]:8443"),
+            Route::Connect {
+                host: "::1".into(),
+                port: 8443
+            }
+        );
+        assert_eq!(
+            rejected(route("CONNECT", "example.com:25")),
+            Kind::PortNotAllowed
+        );
+        assert_eq!(rejected(route("CONNECT", "example.com")), Kind::BadRequest);
+        assert_eq!(
+            rejected(route("CONNECT", "http://example.com:443/")),
+            Kind::BadRequest
+        );
+    }
+
+    #[test]
+    fn mirrors_use_the_longest_prefix_and_keep_the_query() {
+        assert_eq!(
+            route("GET", "/debian/dists/stable/Release?x=1"),
+            Route::Mirror {
+                target: "http://deb.example.org/debian/dists/stable/Release?x=1"
+                    .parse()
+                    .unwrap(),
+                mirror: 0
+            }
+        );
+        assert_eq!(
+            route("GET", "/debian/security/pool/a.deb"),
+            Route::Mirror {
+                target: "https://sec.example.org/pool/a.deb".parse().unwrap(),
+                mirror: 1
+            }
+        );
+    }
+
+    #[test]
+    fn admin_pages_and_requests_for_ourselves() {
+        assert_eq!(
+            route("GET", "/_peercache/status"),
+            Route::Admin {
+                page: "status".into()
+            }
+        );
+        assert_eq!(
+            route("GET", "http://127.0.0.1:3128/_peercache/status"),
+            Route::Admin {
+                page: "status".into()
+            }
+        );
+        assert_eq!(
+            route("GET", "http://localhost:3128/debian/x"),
+            Route::Mirror {
+                target: "http://deb.example.org/debian/x".parse().unwrap(),
+                mirror: 0
+            }
+        );
+        // Same host, other port: a real origin.
+        assert!(matches!(
+            route("GET", "http://127.0.0.1:3129/_peercache/status"),
+            Route::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn unroutable_targets_are_bad_requests() {
+        assert_eq!(rejected(route("GET", "/index.html")), Kind::BadRequest);
+        assert_eq!(
+            rejected(route("GET", "ftp://example.com/x")),
+            Kind::BadRequest
+        );
+        assert_eq!(rejected(route("OPTIONS", "*")), Kind::BadRequest);
+    }
+}

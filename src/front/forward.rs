@@ -1,0 +1,336 @@
+//! The cache flow of a proxied request: look up, decide by RFC 9111, answer from the store, join
+//! or lead a fill, revalidate, or pass an uncacheable exchange through; then invalidate after
+//! unsafe methods. Owns no state; everything lives in `App`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::body::{self, Body};
+use crate::cache::cache_control::CacheControl;
+use crate::cache::inflight::{Inflight, Join, Outcome};
+use crate::cache::key::{CacheKey, Variant, Vary};
+use crate::cache::policy::{self, Reuse, Stored};
+use crate::cache::store::Entry;
+use crate::error::{Error, Kind};
+use crate::fetch::Fetched;
+use crate::front::answer;
+use crate::metrics::{CacheStatus, Source};
+
+/// How many times a request re-joins after the fill it followed was abandoned by its leader.
+const MAX_JOINS: usize = 3;
+
+/// An answer and how it was obtained (`None`: passed through or not a cache decision).
+pub type Answer = (Response<Body>, Option<CacheStatus>);
+
+/// The request data the cache flow needs once the body has been split off.
+pub struct Ask<'a> {
+    pub method: &'a Method,
+    pub target: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub version: http::Version,
+}
+
+/// Handles GET and HEAD through the cache; other methods go to `pass_through`.
+pub async fn handle(app: &Arc<App>, req: Request<Incoming>, target: Uri) -> Result<Answer, Error> {
+    let cacheable_method = req.method() == Method::GET || req.method() == Method::HEAD;
+    let Some(key) = CacheKey::from_uri(&target).filter(|_| cacheable_method) else {
+        return pass_through(app, req, &target).await;
+    };
+    let (parts, _body) = req.into_parts();
+    let ask = Ask {
+        method: &parts.method,
+        target: &target,
+        headers: &parts.headers,
+        version: parts.version,
+    };
+    cached(app, &ask, key.as_str()).await
+}
+
+/// Picks the stored variant matching the request's `Vary`-named fields (RFC 9111 §4.1).
+fn select(app: &App, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
+    let variants = app.store.get(key)?;
+    variants
+        .entries
+        .iter()
+        .find(|e| {
+            Variant::of_request(&Vary::from_headers(&e.headers), req).as_ref() == Some(&e.variant)
+        })
+        .cloned()
+}
+
+async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Error> {
+    let req_cc = CacheControl::from_request(ask.headers);
+    let now = SystemTime::now();
+    let h = app.heuristic;
+    let mut stale = None;
+    if let Some(entry) = select(app, key, ask.headers) {
+        let stored = Stored {
+            status: entry.status,
+            headers: &entry.headers,
+            timing: entry.timing,
+        };
+        match policy::reuse(&stored, &req_cc, now, h) {
+            Reuse::Fresh | Reuse::StaleAllowed => {
+                if let Some(a) = from_store(app, ask, &entry, CacheStatus::Hit).await {
+                    return Ok(a);
+                }
+            }
+            Reuse::StaleWhileRevalidate => {
+                if let Some(a) = from_store(app, ask, &entry, CacheStatus::Hit).await {
+                    revalidate_in_background(app, ask, key, entry);
+                    return Ok(a);
+                }
+            }
+            Reuse::Revalidate => stale = Some(entry),
+        }
+    }
+    if req_cc.only_if_cached {
+        return Err(Error::downstream(
+            Kind::OnlyIfCached,
+            "only-if-cached: no usable stored response",
+        ));
+    }
+    if ask.method == Method::HEAD && stale.is_none() {
+        return head_through(app, ask).await;
+    }
+    let result = fetch(app, ask, key, stale.as_ref()).await;
+    match (result, stale) {
+        (Ok((resp, status)), Some(entry))
+            if resp.status().is_server_error() && may_serve_stale(&entry, &req_cc, app) =>
+        {
+            tracing::info!(%key, status = %resp.status(), "origin error; serving stale (stale-if-error)");
+            drop((resp, status));
+            Ok(stale_answer(app, ask, &entry).await?)
+        }
+        (Err(e), Some(entry))
+            if e.side != crate::error::Side::Downstream
+                && may_serve_stale(&entry, &req_cc, app) =>
+        {
+            tracing::info!(%key, "origin failed ({e}); serving stale (stale-if-error)");
+            Ok(stale_answer(app, ask, &entry).await?)
+        }
+        (r, _) => r,
+    }
+}
+
+fn may_serve_stale(entry: &Entry, req_cc: &CacheControl, app: &App) -> bool {
+    let stored = Stored {
+        status: entry.status,
+        headers: &entry.headers,
+        timing: entry.timing,
+    };
+    policy::stale_if_error(&stored, req_cc, SystemTime::now(), app.heuristic)
+}
+
+async fn stale_answer(app: &Arc<App>, ask: &Ask<'_>, entry: &Arc<Entry>) -> Result<Answer, Error> {
+    from_store(app, ask, entry, CacheStatus::Hit)
+        .await
+        .ok_or_else(|| {
+            Error::upstream(
+                Kind::ConnectFailed,
+                "origin failed and the stale copy is unreadable",
+            )
+        })
+}
+
+async fn from_store(
+    app: &Arc<App>,
+    ask: &Ask<'_>,
+    entry: &Arc<Entry>,
+    status: CacheStatus,
+) -> Option<Answer> {
+    let age = entry.timing.current_age(SystemTime::now());
+    answer::from_entry(
+        ask.method,
+        ask.headers,
+        entry,
+        age,
+        &app.store,
+        &app.metrics,
+    )
+    .await
+    .map(|r| (r, Some(status)))
+}
+
+/// Miss or revalidation: join the fill of `key` or lead it.
+async fn fetch(
+    app: &Arc<App>,
+    ask: &Ask<'_>,
+    key: &str,
+    stale: Option<&Arc<Entry>>,
+) -> Result<Answer, Error> {
+    for _ in 0..MAX_JOINS {
+        match app.inflight.join(key) {
+            Join::Leader(permit) => {
+                if stale.is_none() {
+                    // A fill may have been committed between our lookup and our join.
+                    if let Some(entry) = select(app, key, ask.headers) {
+                        drop(permit);
+                        if let Some(a) = from_store(app, ask, &entry, CacheStatus::Hit).await {
+                            return Ok(a);
+                        }
+                        continue;
+                    }
+                }
+                return lead(app, ask, key, permit, stale).await;
+            }
+            Join::Follower(fill) => match fill.head().await {
+                Ok(head) => {
+                    let vary = Vary::from_headers(&head.headers);
+                    if Variant::of_request(&vary, ask.headers).as_ref() != Some(&head.variant) {
+                        break; // another variant: fetch our own
+                    }
+                    let resp = answer::from_fill(ask.method, ask.headers, &fill, &head);
+                    return Ok((resp, Some(CacheStatus::Collapsed)));
+                }
+                Err(Outcome::Freshened(entry)) => {
+                    if let Some(a) = from_store(app, ask, &entry, CacheStatus::Collapsed).await {
+                        return Ok(a);
+                    }
+                }
+                Err(Outcome::Failed(e)) => return Err(e),
+                Err(Outcome::NotShared) => break,
+                Err(_) => continue, // abandoned: somebody (maybe us) leads anew
+            },
+        }
+    }
+    lead(app, ask, key, Inflight::solo(), stale).await
+}
+
+async fn lead(
+    app: &Arc<App>,
+    ask: &Ask<'_>,
+    key: &str,
+    permit: crate::cache::inflight::FillPermit,
+    stale: Option<&Arc<Entry>>,
+) -> Result<Answer, Error> {
+    let fill = permit.fill().clone();
+    let fetched = app
+        .fetcher
+        .lead(permit, key, ask.target, ask.headers, ask.version, stale)
+        .await?;
+    match fetched {
+        Fetched::Filling(head) => {
+            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head);
+            Ok((resp, Some(CacheStatus::Miss)))
+        }
+        Fetched::Freshened(entry) => from_store(app, ask, &entry, CacheStatus::Revalidated)
+            .await
+            .ok_or_else(|| Error::storage("freshened entry unreadable")),
+        Fetched::Direct(resp) => Ok((relay(app, resp), Some(CacheStatus::Miss))),
+    }
+}
+
+/// stale-while-revalidate: refresh `entry` without making anyone wait (RFC 5861 §3).
+fn revalidate_in_background(app: &Arc<App>, ask: &Ask<'_>, key: &str, entry: Arc<Entry>) {
+    let Join::Leader(permit) = app.inflight.join(key) else {
+        return; // somebody is already fetching it
+    };
+    let (app, key) = (app.clone(), key.to_owned());
+    let (target, headers, version) = (ask.target.clone(), ask.headers.clone(), ask.version);
+    tokio::spawn(async move {
+        let r = app
+            .fetcher
+            .lead(permit, &key, &target, &headers, version, Some(&entry))
+            .await;
+        if let Err(e) = r {
+            tracing::info!(%key, "background revalidation failed: {e}");
+        }
+    });
+}
+
+/// HEAD without a stored GET: ask upstream with HEAD, store nothing.
+async fn head_through(app: &Arc<App>, ask: &Ask<'_>) -> Result<Answer, Error> {
+    let req = app.fetcher.upstream_request(
+        Method::HEAD,
+        ask.target,
+        ask.headers,
+        ask.version,
+        body::empty(),
+    )?;
+    crate::metrics::Metrics::inc(&app.metrics.origin_requests);
+    let resp = app.fetcher.origin.send(req).await?;
+    Ok((relay(app, resp), Some(CacheStatus::Miss)))
+}
+
+/// Any other method (or a non-http(s) target): forward with its body, relay the answer, and
+/// invalidate what an unsafe method changed (RFC 9111 §4.4).
+async fn pass_through(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    target: &Uri,
+) -> Result<Answer, Error> {
+    let (parts, incoming) = req.into_parts();
+    let upstream = app.fetcher.upstream_request(
+        parts.method.clone(),
+        target,
+        &parts.headers,
+        parts.version,
+        incoming.map_err(Into::into).boxed(),
+    )?;
+    crate::metrics::Metrics::inc(&app.metrics.origin_requests);
+    let resp = app.fetcher.origin.send(upstream).await?;
+    for uri in policy::invalidations(&parts.method, resp.status(), target, resp.headers()) {
+        if let Some(k) = CacheKey::from_uri(&uri) {
+            let store = app.store.clone();
+            let k = k.as_str().to_owned();
+            let _ = tokio::task::spawn_blocking(move || store.invalidate(&k)).await;
+        }
+    }
+    Ok((relay(app, resp), None))
+}
+
+/// Relays an upstream response: hop-by-hop fields removed, body streamed with the read timeout.
+fn relay(app: &Arc<App>, resp: Response<Incoming>) -> Response<Body> {
+    let (mut parts, incoming) = resp.into_parts();
+    crate::front::headers::strip_hop_by_hop(&mut parts.headers);
+    let bodyless = parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED
+        || parts.status.is_informational();
+    let body = if bodyless {
+        body::empty()
+    } else {
+        relay_body(app, incoming)
+    };
+    Response::from_parts(parts, body)
+}
+
+fn relay_body(app: &Arc<App>, mut incoming: Incoming) -> Body {
+    use http_body::Body as _;
+    let len = incoming.size_hint().exact();
+    if incoming.is_end_stream() {
+        return body::empty();
+    }
+    let (tx, out) = body::channel(len);
+    let timeout = app.fetcher.origin.read_timeout();
+    let metrics = app.metrics.clone();
+    tokio::spawn(async move {
+        loop {
+            match tokio::time::timeout(timeout, incoming.frame()).await {
+                Ok(None) => return,
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        metrics.bytes_from(Source::Origin, data.len() as u64);
+                        if tx.send(Ok(data)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(Some(Err(e))) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+                Err(_) => {
+                    let _ = tx.send(Err("upstream stalled".into())).await;
+                    return;
+                }
+            }
+        }
+    });
+    out
+}

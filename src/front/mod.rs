@@ -1,0 +1,225 @@
+//! The client-facing side: the proxy listener, access control, routing, and the per-request
+//! envelope (X-Cache, Via, access log, counters). Errors become responses only in `respond`.
+
+pub mod acl;
+pub mod admin;
+pub mod answer;
+pub mod classify;
+pub mod forward;
+pub mod headers;
+pub mod respond;
+pub mod tunnel;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{header, HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::accesslog::Record;
+use crate::app::{App, SHUTDOWN_GRACE};
+use crate::body::{self, Body, BodyEnd};
+use crate::error::{Error, Kind};
+use crate::metrics::{CacheStatus, Metrics};
+
+use self::classify::{classify, Route, Routing};
+
+/// How long a client may take to send a request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections until `stop` turns true, then drains them.
+pub async fn serve(listener: TcpListener, app: Arc<App>, stop: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    let mut stopping = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                conns.spawn(connection(app.clone(), tcp, peer, stop.clone()));
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stopped(&mut stopping) => break,
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "shutdown grace period over; cutting {} connections",
+            conns.len()
+        );
+        conns.abort_all();
+    }
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+async fn connection(
+    app: Arc<App>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let allowed = app.config.proxy.allow.allows(peer.ip());
+    let svc = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(handle(app, peer, allowed, req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let conn = builder
+        .serve_connection(TokioIo::new(tcp), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            return;
+        }
+        _ = stopped(&mut stop) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// One request: ACL, loop check, route, answer, then decorate and log.
+async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    allowed: bool,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let start = SystemTime::now();
+    let began = tokio::time::Instant::now();
+    let method = req.method().clone();
+    let url = req.uri().to_string();
+    let outcome = if !allowed {
+        Metrics::inc(&app.metrics.denied);
+        Err(Error::downstream(
+            Kind::Forbidden,
+            format!("client {} is not allowed to use this proxy", peer.ip()),
+        ))
+    } else if headers::via_contains(req.headers(), &app.fetcher.via) {
+        Err(Error::downstream(
+            Kind::LoopDetected,
+            "request came back to this proxy (Via)",
+        ))
+    } else {
+        route(&app, req).await
+    };
+    let (mut resp, status, result) = match outcome {
+        Ok((resp, Some(s))) => (resp, Some(s), s.as_str()),
+        Ok((resp, None)) => {
+            let tag = if method == Method::CONNECT {
+                "TUNNEL"
+            } else {
+                "NONE"
+            };
+            (resp, None, tag)
+        }
+        Err(e) => {
+            Metrics::inc(&app.metrics.errors);
+            if e.side != crate::error::Side::Downstream {
+                tracing::warn!(%url, "{e}");
+            }
+            let tag = if e.kind == Kind::Forbidden {
+                "DENIED"
+            } else {
+                "ERROR"
+            };
+            (respond::error_response(&e), None, tag)
+        }
+    };
+    match status {
+        Some(s) => {
+            app.metrics.request(s);
+            resp.headers_mut()
+                .insert("x-cache", HeaderValue::from_static(s.as_str()));
+        }
+        None => Metrics::inc(&app.metrics.requests_other),
+    }
+    if method != Method::CONNECT {
+        headers::append_via(resp.headers_mut(), http::Version::HTTP_11, &app.fetcher.via);
+    }
+    let source = match status {
+        Some(CacheStatus::Hit | CacheStatus::Revalidated | CacheStatus::Collapsed) => "cache",
+        Some(CacheStatus::Peer) => "peer",
+        Some(CacheStatus::Miss) => "origin",
+        None => "-",
+    };
+    let code = resp.status().as_u16();
+    let log_app = app.clone();
+    let (parts, body) = resp.into_parts();
+    let body = body::observed(body, move |bytes, end| {
+        log_app
+            .metrics
+            .bytes_to_clients
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        log_app.access.log(&Record {
+            start,
+            duration: began.elapsed(),
+            client: peer,
+            result,
+            status: code,
+            bytes,
+            method: method.to_string(),
+            url,
+            source,
+            end: if end == BodyEnd::Complete {
+                "complete"
+            } else {
+                "cut"
+            },
+        });
+    });
+    let mut resp = Response::from_parts(parts, body);
+    if code >= 400 && resp.headers().get(header::CONNECTION).is_none() && result == "DENIED" {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<forward::Answer, Error> {
+    let routing = Routing {
+        listen: app.listen,
+        mirrors: &app.config.mirrors,
+        connect_ports: &app.config.proxy.connect_ports,
+    };
+    match classify(req.method(), req.uri(), &routing) {
+        Route::Reject(e) => Err(e),
+        Route::Admin { page } => admin::page(app, &page).map(|r| (r, None)),
+        Route::Connect { host, port } => {
+            tunnel::open(app, req, host, port).await.map(|r| (r, None))
+        }
+        Route::Forward { target } | Route::Mirror { target, .. } => {
+            forward::handle(app, req, target).await
+        }
+    }
+}

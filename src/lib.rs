@@ -1,0 +1,11 @@
+//! peercache: a caching HTTP forward proxy whose nodes share their caches.
+
+pub mod accesslog;
+pub mod app;
+pub mod body;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod front;
+pub mod metrics;

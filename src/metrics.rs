@@ -1,0 +1,158 @@
+//! Process-wide counters: requests by cache result, bytes by source. Lock-free; no I/O.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// How a request was answered; `as_str()` is the `X-Cache` header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from the local store without contacting anyone.
+    Hit,
+    /// Fetched from the origin (or parent proxy).
+    Miss,
+    /// Served by a peer.
+    Peer,
+    /// Validated with the origin (304) and served from the store.
+    Revalidated,
+    /// Joined another request's in-flight fill.
+    Collapsed,
+}
+
+impl CacheStatus {
+    pub const ALL: [CacheStatus; 5] = [
+        CacheStatus::Hit,
+        CacheStatus::Miss,
+        CacheStatus::Peer,
+        CacheStatus::Revalidated,
+        CacheStatus::Collapsed,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Peer => "PEER",
+            CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Collapsed => "COLLAPSED",
+        }
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where body bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Cache,
+    Peer,
+    Origin,
+}
+
+impl Source {
+    pub const ALL: [Source; 3] = [Source::Cache, Source::Peer, Source::Origin];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Cache => "cache",
+            Source::Peer => "peer",
+            Source::Origin => "origin",
+        }
+    }
+}
+
+/// All counters; one instance per process, shared by reference.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: [AtomicU64; 5],
+    /// Requests answered with an error or passed through (CONNECT, admin, uncacheable methods).
+    pub requests_other: AtomicU64,
+    pub errors: AtomicU64,
+    pub denied: AtomicU64,
+    pub origin_requests: AtomicU64,
+    bytes: [AtomicU64; 3],
+    pub bytes_to_clients: AtomicU64,
+    pub tunnels: AtomicU64,
+    pub corrupt_blobs: AtomicU64,
+}
+
+impl Metrics {
+    pub fn request(&self, status: CacheStatus) {
+        self.requests[status.index()].fetch_add(1, Relaxed);
+    }
+    pub fn requests(&self, status: CacheStatus) -> u64 {
+        self.requests[status.index()].load(Relaxed)
+    }
+    pub fn bytes_from(&self, source: Source, n: u64) {
+        self.bytes[source as usize].fetch_add(n, Relaxed);
+    }
+    pub fn bytes(&self, source: Source) -> u64 {
+        self.bytes[source as usize].load(Relaxed)
+    }
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Relaxed)
+    }
+
+    /// Counters as a JSON object (the `counters` member of the status page).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut by_result = serde_json::Map::new();
+        for s in CacheStatus::ALL {
+            by_result.insert(s.as_str().to_owned(), self.requests(s).into());
+        }
+        let mut by_source = serde_json::Map::new();
+        for s in Source::ALL {
+            by_source.insert(s.as_str().to_owned(), self.bytes(s).into());
+        }
+        serde_json::json!({
+            "requests_by_result": by_result,
+            "requests_other": Self::get(&self.requests_other),
+            "errors": Self::get(&self.errors),
+            "denied": Self::get(&self.denied),
+            "origin_requests": Self::get(&self.origin_requests),
+            "bytes_by_source": by_source,
+            "bytes_to_clients": Self::get(&self.bytes_to_clients),
+            "tunnels": Self::get(&self.tunnels),
+            "corrupt_blobs": Self::get(&self.corrupt_blobs),
+        })
+    }
+
+    /// Prometheus text exposition format.
+    pub fn to_prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        out.push_str("# TYPE peercache_requests_total counter\n");
+        for s in CacheStatus::ALL {
+            let _ = writeln!(
+                out,
+                "peercache_requests_total{{result=\"{}\"}} {}",
+                s.as_str(),
+                self.requests(s)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "peercache_requests_total{{result=\"OTHER\"}} {}",
+            Self::get(&self.requests_other)
+        );
+        out.push_str("# TYPE peercache_bytes_total counter\n");
+        for s in Source::ALL {
+            let _ = writeln!(
+                out,
+                "peercache_bytes_total{{source=\"{}\"}} {}",
+                s.as_str(),
+                self.bytes(s)
+            );
+        }
+        for (name, c) in [
+            ("peercache_errors_total", &self.errors),
+            ("peercache_denied_total", &self.denied),
+            ("peercache_origin_requests_total", &self.origin_requests),
+            ("peercache_client_bytes_total", &self.bytes_to_clients),
+            ("peercache_tunnels_total", &self.tunnels),
+            ("peercache_corrupt_blobs_total", &self.corrupt_blobs),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", Self::get(c));
+        }
+        out
+    }
+}

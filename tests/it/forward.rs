@@ -1,0 +1,227 @@
+//! Forward-proxy behaviour: headers, methods, CONNECT, mirrors, access control, bad input.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn hop_by_hop_fields_are_removed_and_via_is_added() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/h",
+        Reply::ok("h")
+            .header("x-end", "kept")
+            .header("keep-alive", "timeout=5"),
+    );
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    let r = send(
+        proxy.addr,
+        "GET",
+        &origin.url("/h"),
+        &[
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("proxy-authorization", "Basic eA=="),
+            ("x-app", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(r.header("x-end"), "kept");
+    assert_eq!(r.header("keep-alive"), "");
+    let seen = &origin.seen("/h")[0];
+    assert!(seen.headers.get("x-secret").is_none());
+    assert!(seen.headers.get("proxy-authorization").is_none());
+    assert_eq!(seen.headers["x-app"], "2");
+    assert!(seen.headers["via"].to_str().unwrap().contains("peercache-"));
+    assert_eq!(seen.headers["host"], origin.addr.to_string().as_str());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn other_methods_pass_through_with_their_bodies() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/p",
+        Reply::ok("done")
+            .status(201)
+            .header("cache-control", "max-age=600"),
+    );
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    for m in ["POST", "PUT", "DELETE", "OPTIONS"] {
+        let r = send(proxy.addr, m, &origin.url("/p"), &[]).await;
+        assert_eq!((r.status, r.text().as_str()), (201, "done"), "{m}");
+    }
+    let methods: Vec<String> = origin.seen("/p").into_iter().map(|s| s.method).collect();
+    assert_eq!(methods, ["POST", "PUT", "DELETE", "OPTIONS"]);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn clients_outside_allow_get_403_and_nothing_else() {
+    let origin = Origin::start().await;
+    origin.route("/x", Reply::ok("x"));
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.proxy.allow = peercache::front::acl::Acl::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    let proxy = start_proxy(c).await;
+    let r = get(proxy.addr, &origin.url("/x")).await;
+    assert_eq!(r.status, 403);
+    let r = get(
+        proxy.addr,
+        &format!("http://{}/_peercache/status", proxy.addr),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = send(proxy.addr, "CONNECT", &origin.addr.to_string(), &[]).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(origin.hits("/x"), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_gets_400_and_the_proxy_keeps_serving() {
+    let origin = Origin::start().await;
+    origin.route("/ok", Reply::ok("fine"));
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    for garbage in [
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n"[..],
+        b"GET\r\n\r\n",
+        b"HELLO WORLD HTTP/9.9 \x00\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(garbage).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 400"), "got {text:?}");
+    }
+    // Origin-form requests that match no route are bad requests too.
+    let r = get(proxy.addr, &format!("http://{}/index.html", proxy.addr)).await;
+    assert_eq!(r.status, 400);
+    let r = get(proxy.addr, &origin.url("/ok")).await;
+    assert_eq!(r.text(), "fine");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_origins_get_502_with_a_reason() {
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    let r = get(proxy.addr, &format!("http://{addr}/x")).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("x-peercache-error"), "connect-failed");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn connect_tunnels_to_allowed_ports_only() {
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = echo.accept().await.unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        s.write_all(&buf).await.unwrap();
+    });
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.proxy.connect_ports = vec![echo_addr.port()];
+    let proxy = start_proxy(c).await;
+
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    s.write_all(b"hello").await.unwrap();
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"hello");
+
+    let r = send(proxy.addr, "CONNECT", "127.0.0.1:25", &[]).await;
+    assert_eq!(r.status, 403);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn mirror_routes_fetch_from_their_upstream_and_cache() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/debian/dists/stable/Release",
+        Reply::ok("release").header("cache-control", "max-age=600"),
+    );
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.mirrors = vec![peercache::config::Mirror {
+        prefix: "/deb/".into(),
+        upstream: format!("http://{}/debian/", origin.addr).parse().unwrap(),
+        redirect_to_peers: false,
+    }];
+    let proxy = start_proxy(c).await;
+    let url = format!("http://{}/deb/dists/stable/Release", proxy.addr);
+    let r = get(proxy.addr, &url).await;
+    assert_eq!(
+        (r.status, r.text().as_str(), r.x_cache()),
+        (200, "release", "MISS")
+    );
+    assert_eq!(get(proxy.addr, &url).await.x_cache(), "HIT");
+    let seen = &origin.seen("/debian/dists/stable/Release")[0];
+    assert_eq!(seen.headers["host"], origin.addr.to_string().as_str());
+    assert_eq!(origin.hits("/debian/dists/stable/Release"), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn the_status_page_counts_requests_by_result() {
+    let origin = Origin::start().await;
+    origin.route("/s", Reply::ok("s").header("cache-control", "max-age=600"));
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    get(proxy.addr, &origin.url("/s")).await;
+    get(proxy.addr, &origin.url("/s")).await;
+    let r = get(
+        proxy.addr,
+        &format!("http://{}/_peercache/status", proxy.addr),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!(v["counters"]["requests_by_result"]["HIT"], 1);
+    assert_eq!(v["counters"]["requests_by_result"]["MISS"], 1);
+    assert_eq!(v["counters"]["origin_requests"], 1);
+    assert_eq!(v["cache"]["urls"], 1);
+    let m = get(
+        proxy.addr,
+        &format!("http://{}/_peercache/metrics", proxy.addr),
+    )
+    .await;
+    assert!(m
+        .text()
+        .contains("peercache_requests_total{result=\"HIT\"} 1"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_that_loops_back_is_refused() {
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    let via = format!("1.1 {}", proxy.app.fetcher.via);
+    let r = send(proxy.addr, "GET", "http://127.0.0.1:9/x", &[("via", &via)]).await;
+    assert_eq!(r.status, 508);
+    proxy.stop().await;
+}

@@ -1,0 +1,10 @@
+//! Integration tests: one binary (it links once). Every test runs real servers on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod caching;
+mod cli;
+mod collapse;
+mod forward;
+mod restart;

@@ -1,0 +1,309 @@
+//! Test support: an origin that counts its requests, proxies on loopback, a small HTTP client,
+//! and a bounded `wait_until`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use peercache::app::{Running, Server};
+use peercache::body::{self, Body};
+use peercache::config::Config;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Waits until `cond` holds, checking every 10 ms, for at most `limit`.
+pub async fn wait_until<F: FnMut() -> bool>(limit: Duration, mut cond: F) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How the origin's body is produced.
+#[derive(Clone)]
+pub enum Payload {
+    Bytes(Bytes),
+    /// Sends `first`, waits until the gate opens, then sends `rest` (or cuts the connection).
+    Gated {
+        first: Bytes,
+        rest: Option<Bytes>,
+        gate: watch::Receiver<bool>,
+    },
+}
+
+/// One origin answer.
+#[derive(Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub payload: Payload,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![],
+            payload: Payload::Bytes(body.into()),
+        }
+    }
+    pub fn status(mut self, s: u16) -> Reply {
+        self.status = s;
+        self
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.to_owned(), v.to_owned()));
+        self
+    }
+}
+
+type Handler = Arc<dyn Fn(&http::request::Parts) -> Reply + Send + Sync>;
+
+/// What the origin saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+}
+
+/// An in-process origin server on 127.0.0.1 that counts requests per path.
+#[derive(Clone)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    routes: Arc<Mutex<HashMap<String, Handler>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Origin {
+    pub async fn start() -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = Origin {
+            addr: listener.local_addr().unwrap(),
+            routes: Arc::default(),
+            seen: Arc::default(),
+        };
+        let o = origin.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let o = o.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let o = o.clone();
+                        async move { Ok::<_, std::convert::Infallible>(o.answer(req)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        origin
+    }
+
+    /// Serves `reply` for `path`.
+    pub fn route(&self, path: &str, reply: Reply) {
+        self.route_fn(path, move |_| reply.clone());
+    }
+
+    pub fn route_fn(
+        &self,
+        path: &str,
+        f: impl Fn(&http::request::Parts) -> Reply + Send + Sync + 'static,
+    ) {
+        self.routes
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), Arc::new(f));
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Requests seen for `path` (any method).
+    pub fn hits(&self, path: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path == path)
+            .count()
+    }
+
+    pub fn seen(&self, path: &str) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path == path)
+            .cloned()
+            .collect()
+    }
+
+    fn answer(&self, req: Request<Incoming>) -> Response<Body> {
+        let (parts, _) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        self.seen.lock().unwrap().push(Seen {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            headers: parts.headers.clone(),
+        });
+        let handler = self.routes.lock().unwrap().get(&path).cloned();
+        let Some(handler) = handler else {
+            let mut r = Response::new(body::full("no such route"));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            return r;
+        };
+        let reply = handler(&parts);
+        let body = match reply.payload {
+            Payload::Bytes(b) => body::full(b),
+            Payload::Gated {
+                first,
+                rest,
+                mut gate,
+            } => {
+                let (tx, b) = body::channel(None);
+                tokio::spawn(async move {
+                    if tx.send(Ok(first)).await.is_err() {
+                        return;
+                    }
+                    let _ = gate.wait_for(|open| *open).await;
+                    match rest {
+                        Some(rest) => {
+                            let _ = tx.send(Ok(rest)).await;
+                        }
+                        None => {
+                            let _ = tx.send(Err("origin cut".into())).await;
+                        }
+                    }
+                });
+                b
+            }
+        };
+        let mut r = Response::new(body);
+        *r.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+        for (k, v) in reply.headers {
+            r.headers_mut().append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        r
+    }
+}
+
+/// A config for a test proxy: loopback, port 0, cache in `dir`, no access log.
+pub fn config(dir: &std::path::Path) -> Config {
+    let mut c = Config::default_config();
+    c.proxy.listen = "127.0.0.1:0".parse().unwrap();
+    c.cache.dir = dir.to_owned();
+    c.log.access = false;
+    c.upstream.connect_timeout = Duration::from_secs(2);
+    c.upstream.read_timeout = Duration::from_secs(5);
+    c
+}
+
+pub async fn start_proxy(c: Config) -> Running {
+    Server::bind(c).await.expect("proxy starts").spawn()
+}
+
+/// A response as the client saw it. `body` is `Err` when the body was cut.
+pub struct Got {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Result<Bytes, String>,
+}
+
+impl Got {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    pub fn x_cache(&self) -> &str {
+        self.header("x-cache")
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(self.body.as_ref().expect("complete body")).into_owned()
+    }
+}
+
+/// Sends one request through the proxy at `proxy` on a fresh connection.
+pub async fn send(proxy: SocketAddr, method: &str, url: &str, headers: &[(&str, &str)]) -> Got {
+    let resp = send_head(proxy, method, url, headers).await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string());
+    Got {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn get(proxy: SocketAddr, url: &str) -> Got {
+    send(proxy, "GET", url, &[]).await
+}
+
+/// Sends a request and returns as soon as the head arrives (the body streams on).
+pub async fn send_head(
+    proxy: SocketAddr,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Response<Incoming> {
+    let tcp = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let uri: http::Uri = url.parse().unwrap();
+    let mut req = Request::builder().method(method).uri(uri.clone());
+    if let Some(a) = uri.authority() {
+        req = req.header("host", a.as_str());
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).unwrap();
+    sender.send_request(req).await.unwrap()
+}
+
+/// A fresh temporary directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Deterministic test bytes.
+pub fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
