@@ -56,7 +56,13 @@ impl Server {
         let listen = listener
             .local_addr()
             .map_err(|e| Error::internal(e.to_string()))?;
-        let tls = connect::tls_config(&[]).map_err(|e| Error::internal(format!("TLS: {e}")))?;
+        let extra_roots = match &config.upstream.ca_file {
+            Some(path) => connect::load_ca_file(path)
+                .map_err(|e| Error::internal(format!("upstream.ca_file: {e}")))?,
+            None => Vec::new(),
+        };
+        let tls =
+            connect::tls_config(&extra_roots).map_err(|e| Error::internal(format!("TLS: {e}")))?;
         let metrics = Arc::new(Metrics::default());
         let via: Arc<str> = format!("peercache-{:08x}", rand::random::<u32>()).into();
         let fetcher = Fetcher {

@@ -65,6 +65,11 @@ impl HttpBody for ChannelBody {
             None => SizeHint::default(),
         }
     }
+
+    /// A body of known length ends with its last byte (hyper may not poll it again).
+    fn is_end_stream(&self) -> bool {
+        self.len == Some(0)
+    }
 }
 
 /// How a body ended, as seen by `Observed`.

@@ -379,3 +379,83 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
     assert_eq!(fresh, "v2");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn the_cache_stays_within_max_size_and_evicted_bodies_leave_the_disk() {
+    let origin = Origin::start().await;
+    for i in 0..8 {
+        origin.route(
+            &format!("/e{i}"),
+            Reply::ok(pattern(20_000, i)).header("cache-control", "max-age=600"),
+        );
+    }
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.cache.max_size = 64 * 1024;
+    c.cache.max_object_size = 64 * 1024;
+    let proxy = start_proxy(c).await;
+    for i in 0..8 {
+        let r = get(proxy.addr, &origin.url(&format!("/e{i}"))).await;
+        assert!(r.body.unwrap() == pattern(20_000, i));
+    }
+    let app = proxy.app.clone();
+    let objects = dir.path().join("objects");
+    let count_files = |d: &std::path::Path| -> usize {
+        std::fs::read_dir(d)
+            .map(|r| {
+                r.flatten()
+                    .map(|f| std::fs::read_dir(f.path()).map(|x| x.count()).unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || {
+            app.store.sync();
+            app.store.stats().weighted_kib <= 64
+                && count_files(&objects) <= 3
+                && count_files(&objects) == app.store.blob_count()
+        })
+        .await,
+        "stats {:?}, files {}",
+        app.store.stats(),
+        count_files(&objects)
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn objects_over_max_object_size_pass_through_unstored() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/big",
+        Reply::ok(pattern(30_000, 1)).header("cache-control", "max-age=600"),
+    );
+    let (_open, gate) = tokio::sync::watch::channel(true);
+    origin.route(
+        "/big-chunked",
+        Reply {
+            status: 200,
+            headers: vec![("cache-control".into(), "max-age=600".into())],
+            payload: Payload::Gated {
+                first: pattern(15_000, 2),
+                rest: Some(pattern(15_000, 3)),
+                gate,
+            },
+        },
+    );
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.cache.max_object_size = 20_000;
+    let proxy = start_proxy(c).await;
+    for path in ["/big", "/big-chunked"] {
+        for _ in 0..2 {
+            let r = get(proxy.addr, &origin.url(path)).await;
+            assert_eq!((r.status, r.x_cache()), (200, "MISS"), "{path}");
+            assert_eq!(r.body.unwrap().len(), 30_000, "{path}");
+        }
+        assert_eq!(origin.hits(path), 2, "{path}");
+    }
+    assert!(proxy.app.store.keys().is_empty());
+    proxy.stop().await;
+}

@@ -42,3 +42,60 @@ fn check_names_the_line_and_key_of_every_error() {
         "{err}"
     );
 }
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn sigterm_stops_the_proxy_cleanly_and_the_access_log_has_a_line_per_request() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/log",
+        Reply::ok("logged").header("cache-control", "max-age=60"),
+    );
+    let dir = tempdir();
+    let mut proc = Proc::start(dir.path(), free_port(), true).await;
+    get(proc.addr, &origin.url("/log")).await;
+    get(proc.addr, &origin.url("/log")).await;
+    let log = dir.path().join("stdout.log");
+    let url = origin.url("/log");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines().any(|l| {
+                l.contains(" MISS/200 6 GET ") && l.ends_with(&format!("{url} origin complete"))
+            }) && text
+                .lines()
+                .any(|l| l.contains(" HIT/200 6 GET ") && l.contains(" cache complete"))
+        })
+        .await,
+        "access log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // `peercache status` reads the running proxy's JSON status.
+    let out = Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .args(["status", "--proxy", &format!("http://{}", proc.addr)])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["counters"]["requests_by_result"]["HIT"], 1);
+
+    let pid = proc.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut exited = None;
+    for _ in 0..500 {
+        if let Some(status) = proc.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = exited.expect("peercache exits within 5 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+}

@@ -225,3 +225,128 @@ async fn a_request_that_loops_back_is_refused() {
     assert_eq!(r.status, 508);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn an_https_mirror_upstream_is_fetched_over_tls_and_cached() {
+    let origin = Origin::start_tls().await;
+    origin.route(
+        "/simple/pkg/",
+        Reply::ok("index").header("cache-control", "max-age=600"),
+    );
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.upstream.ca_file = Some(fixtures().join("ca.pem"));
+    c.mirrors = vec![peercache::config::Mirror {
+        prefix: "/pypi/".into(),
+        upstream: format!("https://{}/", origin.addr).parse().unwrap(),
+        redirect_to_peers: false,
+    }];
+    let proxy = start_proxy(c).await;
+    let url = format!("http://{}/pypi/simple/pkg/", proxy.addr);
+    let r = get(proxy.addr, &url).await;
+    assert_eq!(
+        (r.status, r.text().as_str(), r.x_cache()),
+        (200, "index", "MISS")
+    );
+    assert_eq!(get(proxy.addr, &url).await.x_cache(), "HIT");
+    assert_eq!(origin.hits("/simple/pkg/"), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_untrusted_https_upstream_is_a_502_tls_error() {
+    let origin = Origin::start_tls().await;
+    origin.route("/x", Reply::ok("x"));
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await; // no ca_file: the test CA is unknown
+    let r = get(proxy.addr, &origin.url("/x")).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(origin.hits("/x"), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_parent_proxy_carries_http_and_tunnels_https() {
+    let http_origin = Origin::start().await;
+    http_origin.route(
+        "/p",
+        Reply::ok("plain").header("cache-control", "max-age=600"),
+    );
+    let tls_origin = Origin::start_tls().await;
+    tls_origin.route(
+        "/s",
+        Reply::ok("secure").header("cache-control", "max-age=600"),
+    );
+    // The parent is another peercache that allows CONNECT to the https origin's port.
+    let parent_dir = tempdir();
+    let mut pc = config(parent_dir.path());
+    pc.proxy.connect_ports = vec![tls_origin.addr.port()];
+    let parent = start_proxy(pc).await;
+    let child_dir = tempdir();
+    let mut cc = config(child_dir.path());
+    cc.upstream.proxy = Some(peercache::config::ParentProxy {
+        host: "127.0.0.1".into(),
+        port: parent.addr.port(),
+    });
+    cc.upstream.ca_file = Some(fixtures().join("ca.pem"));
+    let child = start_proxy(cc).await;
+
+    let r = get(child.addr, &http_origin.url("/p")).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "plain"));
+    let via: Vec<String> = http_origin.seen("/p")[0]
+        .headers
+        .get_all("via")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let via = via.join(", ");
+    assert!(
+        via.contains(&*child.app.fetcher.via) && via.contains(&*parent.app.fetcher.via),
+        "{via}"
+    );
+
+    let r = get(child.addr, &tls_origin.url("/s")).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "secure"));
+    assert_eq!(
+        peercache::metrics::Metrics::get(&parent.app.metrics.tunnels),
+        1
+    );
+    assert_eq!(
+        get(child.addr, &tls_origin.url("/s")).await.x_cache(),
+        "HIT"
+    );
+    assert_eq!(tls_origin.hits("/s"), 1);
+    child.stop().await;
+    parent.stop().await;
+}
+
+#[tokio::test]
+async fn clients_keep_alive_and_upstream_connections_are_pooled() {
+    let origin = Origin::start().await;
+    origin.route("/k1", Reply::ok("one"));
+    origin.route("/k2", Reply::ok("two"));
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    // Two requests on one client connection.
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for (path, want) in [("/k1", "one"), ("/k2", "two")] {
+        let req = http::Request::get(origin.url(path))
+            .header("host", origin.addr.to_string())
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, want);
+    }
+    // Both went over one pooled upstream connection.
+    assert_eq!(origin.connections(), 1);
+    proxy.stop().await;
+}

@@ -1,7 +1,6 @@
 //! What survives a restart and a `kill -9`: committed entries stay hits, partial bodies vanish.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -71,64 +70,6 @@ fn find_files(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// A peercache process started from the built binary.
-struct Proc {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Proc {
-    async fn start(dir: &Path, port: u16) -> Proc {
-        let conf = dir.join("peercache.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "[proxy]\nlisten = \"127.0.0.1:{port}\"\n[cache]\ndir = \"{}\"\n[log]\naccess = false\nlevel = \"warn\"\n",
-                dir.join("cache").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_peercache"))
-            .args(["run", "--config"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut up = false;
-        for _ in 0..500 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(up, "peercache did not start listening");
-        Proc { child, addr }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn after_kill_9_committed_entries_are_hits_and_partial_bodies_are_gone() {
     let origin = Origin::start().await;
@@ -156,7 +97,7 @@ async fn after_kill_9_committed_entries_are_hits_and_partial_bodies_are_gone() {
     );
     let dir = tempdir();
     let port = free_port();
-    let proc = Proc::start(dir.path(), port).await;
+    let proc = Proc::start(dir.path(), port, false).await;
     assert_eq!(get(proc.addr, &origin.url("/done")).await.x_cache(), "MISS");
     // Start the partial download and wait until part of it is on disk.
     let _reader = send_head(proc.addr, "GET", &origin.url("/partial"), &[]).await;
@@ -175,7 +116,7 @@ async fn after_kill_9_committed_entries_are_hits_and_partial_bodies_are_gone() {
         "/partial",
         Reply::ok(partial.clone()).header("cache-control", "max-age=600"),
     );
-    let proc = Proc::start(dir.path(), port).await;
+    let proc = Proc::start(dir.path(), port, false).await;
     let r = get(proc.addr, &origin.url("/done")).await;
     assert_eq!(r.x_cache(), "HIT");
     assert!(r.body.unwrap() == done);

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,15 +85,28 @@ pub struct Seen {
 #[derive(Clone)]
 pub struct Origin {
     pub addr: SocketAddr,
+    scheme: &'static str,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     routes: Arc<Mutex<HashMap<String, Handler>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Origin {
     pub async fn start() -> Origin {
+        Self::start_with(None).await
+    }
+
+    /// An https origin with the test certificate for 127.0.0.1 (`tests/fixtures/`).
+    pub async fn start_tls() -> Origin {
+        Self::start_with(Some(tls_acceptor())).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin = Origin {
             addr: listener.local_addr().unwrap(),
+            scheme: if tls.is_some() { "https" } else { "http" },
+            connections: Arc::default(),
             routes: Arc::default(),
             seen: Arc::default(),
         };
@@ -101,15 +116,26 @@ impl Origin {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                o.connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let o = o.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let o = o.clone();
                         async move { Ok::<_, std::convert::Infallible>(o.answer(req)) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(tcp), svc).await;
+                        }
+                    }
                 });
             }
         });
@@ -133,7 +159,12 @@ impl Origin {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Requests seen for `path` (any method).
@@ -306,4 +337,88 @@ pub fn pattern(len: usize, seed: u8) -> Bytes {
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect::<Vec<u8>>()
         .into()
+}
+
+/// The test TLS material's directory.
+pub fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(fixtures().join("server.pem"))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(fixtures().join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A peercache process started from the built binary.
+pub struct Proc {
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Proc {
+    /// Starts `peercache run` on 127.0.0.1:`port` with its cache under `dir`; stdout (the access
+    /// log, when `access` is on) goes to `dir/stdout.log`.
+    pub async fn start(dir: &Path, port: u16, access: bool) -> Proc {
+        let conf = dir.join("peercache.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[proxy]\nlisten = \"127.0.0.1:{port}\"\n[cache]\ndir = \"{}\"\n[log]\naccess = {access}\nlevel = \"warn\"\n",
+                dir.join("cache").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_peercache"))
+            .args(["run", "--config"])
+            .arg(&conf)
+            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut up = false;
+        for _ in 0..500 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(up, "peercache did not start listening");
+        Proc { child, addr }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -1,0 +1,128 @@
+//! `[[mirror]]` entries: each read and validated, prefixes unique among them.
+
+use toml_edit::{Item, TableLike, Value};
+
+use super::addr::{parse_prefix, parse_upstream};
+use super::reader::{Field, Loc, Node, Reader, Slot};
+use super::schema::MIRROR_KEYS;
+use super::Mirror;
+
+impl<'a, 'p> Reader<'a, 'p> {
+    /// `[[mirror]]` tables (or `mirror = [{ ... }]`): each entry validated, prefixes unique.
+    pub(super) fn mirrors(&mut self, f: &Field<'a, '_>) -> Option<Vec<Mirror>> {
+        // (index in the array, entry, where it starts)
+        let mut entries: Vec<(usize, &dyn TableLike, Loc<'a>)> = Vec::new();
+        let mut ok = true;
+        match f.node {
+            Node::Item(Item::ArrayOfTables(tables)) => {
+                for (i, table) in tables.iter().enumerate() {
+                    entries.push((i, table as &dyn TableLike, self.loc(table.span())));
+                }
+            }
+            Node::Item(Item::Value(Value::Array(array))) => {
+                for (i, value) in array.iter().enumerate() {
+                    let loc = self.loc(value.span());
+                    match value.as_inline_table() {
+                        Some(table) => entries.push((i, table as &dyn TableLike, loc)),
+                        None => {
+                            let message = format!("expected a table, found {}", value.type_name());
+                            self.report(loc, &format!("mirror[{i}]"), message);
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            other => {
+                let message = format!(
+                    "expected [[mirror]] tables (an array of tables), found {}",
+                    other.type_name()
+                );
+                self.report(f.value_loc, &f.path, message);
+                return None;
+            }
+        }
+        let mut seen = Vec::new();
+        let mut mirrors = Vec::new();
+        for (i, table, loc) in entries {
+            match self.mirror(i, table, loc, &mut seen) {
+                Some(mirror) => mirrors.push(mirror),
+                None => ok = false,
+            }
+        }
+        ok.then_some(mirrors)
+    }
+
+    /// One mirror entry, index `i`, starting at `loc`. `seen` holds the valid prefixes of the
+    /// entries before it (prefix, index, line), so a duplicate is reported even when the entry
+    /// has other problems.
+    pub(super) fn mirror(
+        &mut self,
+        i: usize,
+        table: &dyn TableLike,
+        loc: Loc<'a>,
+        seen: &mut Vec<(String, usize, Option<usize>)>,
+    ) -> Option<Mirror> {
+        let path = format!("mirror[{i}]");
+        let mut prefix = Slot::Missing;
+        let mut upstream = Slot::Missing;
+        let mut redirect_to_peers = Slot::Set(false, loc);
+        for (name, item) in table.iter() {
+            let f = self.field(table, &path, name, item);
+            match name {
+                "prefix" => {
+                    let p = self
+                        .string(&f)
+                        .and_then(|s| self.check(&f, parse_prefix(s)))
+                        .and_then(|p| self.unique_prefix(&f, p, i, seen));
+                    prefix.put(p, f.value_loc);
+                }
+                "upstream" => {
+                    let u = self
+                        .string(&f)
+                        .and_then(|s| self.check(&f, parse_upstream(s)));
+                    upstream.put(u, f.value_loc);
+                }
+                "redirect_to_peers" => redirect_to_peers.put(self.boolean(&f), f.value_loc),
+                _ => self.unknown(&f, MIRROR_KEYS),
+            }
+        }
+        for (missing, key) in [
+            (matches!(prefix, Slot::Missing), "prefix"),
+            (matches!(upstream, Slot::Missing), "upstream"),
+        ] {
+            if missing {
+                let message = "missing (every [[mirror]] needs prefix and upstream)".into();
+                self.report(loc, &format!("{path}.{key}"), message);
+            }
+        }
+        match (prefix, upstream, redirect_to_peers) {
+            (Slot::Set(prefix, _), Slot::Set(upstream, _), Slot::Set(redirect, _)) => {
+                Some(Mirror {
+                    prefix,
+                    upstream,
+                    redirect_to_peers: redirect,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Passes `prefix` through if no earlier mirror in `seen` uses it, recording it; else
+    /// reports the duplicate, naming the first user.
+    pub(super) fn unique_prefix(
+        &mut self,
+        f: &Field<'a, '_>,
+        prefix: String,
+        i: usize,
+        seen: &mut Vec<(String, usize, Option<usize>)>,
+    ) -> Option<String> {
+        let Some((_, j, line)) = seen.iter().find(|(p, _, _)| *p == prefix) else {
+            seen.push((prefix.clone(), i, f.value_loc.line));
+            return Some(prefix);
+        };
+        let line = line.map(|l| format!(" on line {l}")).unwrap_or_default();
+        let message = format!("duplicate prefix {prefix:?} (also used by mirror[{j}]{line})");
+        self.report(f.value_loc, &f.path, message);
+        None
+    }
+}

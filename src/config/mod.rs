@@ -1,0 +1,274 @@
+//! Config: `peercache.toml` text → validated [`Config`], every error with line and key; pure except [`Config::load`]; never binds or resolves.
+
+mod addr;
+mod mirror;
+mod reader;
+mod resolve;
+mod schema;
+mod units;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+
+use crate::front::acl::Acl;
+
+use reader::{line_at, Problem, Reader};
+use resolve::resolve;
+use schema::Raw;
+
+pub use units::{parse_duration, parse_size};
+
+/// The documented defaults. Every key a user's file leaves out takes its value from here.
+pub const DEFAULT_TOML: &str = include_str!("../../config/peercache.toml");
+
+/// How errors in [`DEFAULT_TOML`] itself would be attributed (a test proves there are none).
+const DEFAULT_ORIGIN: &str = "config/peercache.toml (built in)";
+
+/// A complete, validated configuration.
+///
+/// Invariants (checked by [`Config::parse`]): every port is in 1..=65535,
+/// `cache.max_object_size <= cache.max_size`, every timeout is > 0, mirror prefixes are unique,
+/// and when peering is enabled on a wildcard `peers.listen`, `peers.advertise` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub proxy: Proxy,
+    pub cache: Cache,
+    pub upstream: Upstream,
+    /// `[[mirror]]` routes in file order; empty by default.
+    pub mirrors: Vec<Mirror>,
+    pub peers: Peers,
+    pub log: Log,
+}
+
+/// `[proxy]`: the client-facing listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// Listen address; an IP literal, never a host name, port != 0.
+    pub listen: SocketAddr,
+    /// Clients allowed to use the proxy; empty allows nobody.
+    pub allow: Acl,
+    /// Ports `CONNECT` may reach, each in 1..=65535, in file order; empty disables `CONNECT`.
+    pub connect_ports: Vec<u16>,
+}
+
+/// `[cache]`: where and how much to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cache {
+    /// Cache directory, as written (relative paths are relative to the working directory);
+    /// never empty.
+    pub dir: PathBuf,
+    /// Total bytes of stored bodies. 0 means nothing is stored.
+    pub max_size: u64,
+    /// Largest body stored, in bytes; `<= max_size`.
+    pub max_object_size: u64,
+}
+
+/// `[upstream]`: how origins are reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Parent proxy; `None` means direct connections.
+    pub proxy: Option<ParentProxy>,
+    /// Connect timeout; > 0.
+    pub connect_timeout: Duration,
+    /// Longest wait for the next response bytes; > 0.
+    pub read_timeout: Duration,
+    /// PEM file of extra CA certificates trusted for `https` upstreams, on top of the system
+    /// bundle and the webpki roots; `None` (written `""`) means none. As written (relative to
+    /// the working directory), never empty and never ending in `/`, `.` or `..`; not read here.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A parent proxy from `upstream.proxy = "http://host:port"` (only `http://` parents).
+///
+/// Invariants: `host` is not empty and carries no brackets (an IPv6 literal is `::1`, so
+/// `(host.as_str(), port)` can be handed to a resolver as is); `port` is in 1..=65535
+/// (3128 when the URL names none); the URL had no credentials, path, query or fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentProxy {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ParentProxy {
+    /// `host:port` as written in an authority (`Host` header, `CONNECT` target): IPv6 literals
+    /// get their brackets back. RFC 9110 §7.2, RFC 3986 §3.2.2.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One `[[mirror]]` route: origin-form requests under `prefix` are fetched from `upstream`.
+///
+/// Invariants: `prefix` starts and ends with `/`, is a valid URI path without query or
+/// fragment, is not under `/_peercache/`, and is unique among mirrors (exact comparison);
+/// `upstream` is an absolute `http`/`https` URI without credentials, query or fragment whose
+/// path ends with `/`, so `upstream + rest-of-path` is a well-formed URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub prefix: String,
+    pub upstream: Uri,
+    /// Answer group members with a 302 to a member holding the object (default false).
+    pub redirect_to_peers: bool,
+}
+
+/// `[peers]`: the cache-sharing group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peers {
+    pub enabled: bool,
+    /// TCP (transfer API) and UDP (gossip) address; port != 0.
+    pub listen: SocketAddr,
+    /// Address the others use to reach this node; `None` means `listen`. Never a wildcard
+    /// address or port 0; always `Some` when `enabled` and `listen` is a wildcard.
+    pub advertise: Option<SocketAddr>,
+    /// `host:port` strings as written, each checked for syntax (host name, IPv4 or `[IPv6]`,
+    /// port 1..=65535), never resolved here.
+    pub seeds: Vec<String>,
+    /// Location label; never empty.
+    pub site: String,
+    /// Cluster key file, as written (relative to the working directory); never empty.
+    pub key_file: PathBuf,
+    /// Simultaneous uploads to peers; >= 1.
+    pub max_uploads: usize,
+    /// Connect timeout towards a peer; > 0.
+    pub connect_timeout: Duration,
+}
+
+/// `[log]`: diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// One of `error`, `warn`, `info`, `debug`, `trace`, always lower case.
+    pub level: String,
+    /// One access-log line per request on stdout.
+    pub access: bool,
+}
+
+impl Config {
+    /// The embedded defaults ([`DEFAULT_TOML`]).
+    ///
+    /// Cannot fail: `tests::defaults_parse_to_documented_values` proves the embedded text parses,
+    /// so the panic below is unreachable in any build whose tests pass.
+    pub fn default_config() -> Config {
+        match Self::parse("", DEFAULT_ORIGIN) {
+            Ok(config) => config,
+            Err(errors) => panic!("the embedded config/peercache.toml is invalid:\n{errors}"),
+        }
+    }
+
+    /// Parses a config file's text. Keys absent from `text` take the embedded default; a
+    /// `[[mirror]]` list in `text` replaces the default (empty) list. `origin` names the file in
+    /// messages. On failure returns every problem found (syntax errors stop at the first one,
+    /// since nothing after it can be read reliably), ordered by line.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+        let mut problems = Vec::new();
+        let mut raw = Raw::default();
+        Reader::new(DEFAULT_ORIGIN, DEFAULT_TOML, false, &mut problems).read(&mut raw);
+        Reader::new(origin, text, true, &mut problems).read(&mut raw);
+        let config = resolve(raw, &mut problems);
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(ConfigErrors::from_problems(problems)),
+        }
+    }
+
+    /// Reads the file at `path` (the only I/O in this module), then [`Config::parse`]s it with
+    /// the path as origin. An unreadable or non-UTF-8 file is one error.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let origin = path.display().to_string();
+        let one = |line: Option<usize>, message: String| {
+            ConfigErrors(vec![ConfigError {
+                origin: origin.clone(),
+                line,
+                key: String::new(),
+                message,
+            }])
+        };
+        let bytes = std::fs::read(path).map_err(|e| one(None, format!("cannot read: {e}")))?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Self::parse(&text, &origin),
+            Err(e) => {
+                let bad_at = e.utf8_error().valid_up_to();
+                let line = line_at(e.as_bytes(), bad_at);
+                Err(one(
+                    Some(line),
+                    "not valid UTF-8 (TOML files are UTF-8)".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Every problem found in a configuration, not just the first, ordered by line.
+///
+/// Display: one line per error, `origin:line: key: message`, e.g.
+/// `peercache.toml:12: cache.max_size: invalid size "10XB" (use bytes or e.g. "512MiB", "10GiB")`.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// One configuration problem.
+///
+/// `origin` names the file; `line` is 1-based (`None` only for file-level problems such as an
+/// unreadable file); `key` is the dotted path (`proxy.listen`, `mirror[0].prefix`, array
+/// elements as `proxy.allow[2]`, 0-based), empty only for TOML syntax and file errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    fn from_problems(mut problems: Vec<Problem<'_>>) -> Self {
+        // Built-in defaults first (never expected), then the user's file; by line within each.
+        problems.sort_by_key(|p| (p.loc.user, p.loc.line.unwrap_or(0)));
+        ConfigErrors(
+            problems
+                .into_iter()
+                .map(|p| ConfigError {
+                    origin: p.loc.origin.to_string(),
+                    line: p.loc.line,
+                    key: p.key,
+                    message: p.message,
+                })
+                .collect(),
+        )
+    }
+}

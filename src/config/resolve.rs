@@ -1,0 +1,162 @@
+//! Layered keys → [`Config`]: the rules that span several keys (cache sizes, peering); pure.
+
+use std::net::IpAddr;
+
+use super::reader::{Loc, Problem, Slot};
+use super::schema::Raw;
+use super::units::show_size;
+use super::{Cache, Config, Log, Peers, Proxy, Upstream};
+
+/// Turns the layered keys into a [`Config`], checking the rules that span several keys.
+/// Returns `None` when a key is missing or invalid (already reported).
+pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Option<Config> {
+    check_sizes(&raw, problems);
+    check_peers(&raw, problems);
+    let p = problems;
+    let proxy = (
+        raw.proxy_listen.take("proxy.listen", p),
+        raw.proxy_allow.take("proxy.allow", p),
+        raw.proxy_connect_ports.take("proxy.connect_ports", p),
+    );
+    let cache = (
+        raw.cache_dir.take("cache.dir", p),
+        raw.cache_max_size.take("cache.max_size", p),
+        raw.cache_max_object_size.take("cache.max_object_size", p),
+    );
+    let upstream = (
+        raw.upstream_proxy.take("upstream.proxy", p),
+        raw.upstream_connect_timeout
+            .take("upstream.connect_timeout", p),
+        raw.upstream_read_timeout.take("upstream.read_timeout", p),
+        raw.upstream_ca_file.take("upstream.ca_file", p),
+    );
+    let mirrors = match raw.mirrors {
+        Slot::Missing => Some(Vec::new()),
+        other => other.take("mirror", p),
+    };
+    let peers = (
+        raw.peers_enabled.take("peers.enabled", p),
+        raw.peers_listen.take("peers.listen", p),
+        raw.peers_advertise.take("peers.advertise", p),
+        raw.peers_seeds.take("peers.seeds", p),
+        raw.peers_site.take("peers.site", p),
+        raw.peers_key_file.take("peers.key_file", p),
+        raw.peers_max_uploads.take("peers.max_uploads", p),
+        raw.peers_connect_timeout.take("peers.connect_timeout", p),
+    );
+    let log = (
+        raw.log_level.take("log.level", p),
+        raw.log_access.take("log.access", p),
+    );
+    Some(Config {
+        proxy: Proxy {
+            listen: proxy.0?,
+            allow: proxy.1?,
+            connect_ports: proxy.2?,
+        },
+        cache: Cache {
+            dir: cache.0?,
+            max_size: cache.1?,
+            max_object_size: cache.2?,
+        },
+        upstream: Upstream {
+            proxy: upstream.0?,
+            connect_timeout: upstream.1?,
+            read_timeout: upstream.2?,
+            ca_file: upstream.3?,
+        },
+        mirrors: mirrors?,
+        peers: Peers {
+            enabled: peers.0?,
+            listen: peers.1?,
+            advertise: peers.2?,
+            seeds: peers.3?,
+            site: peers.4?,
+            key_file: peers.5?,
+            max_uploads: peers.6?,
+            connect_timeout: peers.7?,
+        },
+        log: Log {
+            level: log.0?,
+            access: log.1?,
+        },
+    })
+}
+
+/// `cache.max_object_size <= cache.max_size`, blamed on whichever the user wrote.
+fn check_sizes<'a>(raw: &Raw<'a>, problems: &mut Vec<Problem<'a>>) {
+    let (Some((&max, max_loc)), Some((&object, object_loc))) =
+        (raw.cache_max_size.get(), raw.cache_max_object_size.get())
+    else {
+        return;
+    };
+    if object <= max {
+        return;
+    }
+    let blame_object = object_loc.user || !max_loc.user;
+    let loc = if blame_object { object_loc } else { max_loc };
+    let (key, message) = if blame_object {
+        (
+            "cache.max_object_size",
+            format!(
+                "{} exceeds cache.max_size ({})",
+                show_size(object),
+                show_size(max)
+            ),
+        )
+    } else {
+        (
+            "cache.max_size",
+            format!(
+                "{} is less than cache.max_object_size ({})",
+                show_size(max),
+                show_size(object)
+            ),
+        )
+    };
+    problems.push(Problem {
+        loc,
+        key: key.into(),
+        message,
+    });
+}
+
+/// With peering on: a wildcard `peers.listen` needs `peers.advertise`, and the peer listener
+/// must not collide with the proxy listener.
+fn check_peers<'a>(raw: &Raw<'a>, problems: &mut Vec<Problem<'a>>) {
+    let (Some((&true, enabled_loc)), Some((&listen, listen_loc))) =
+        (raw.peers_enabled.get(), raw.peers_listen.get())
+    else {
+        return;
+    };
+    if let Some((None, advertise_loc)) = raw.peers_advertise.get() {
+        if listen.ip().is_unspecified() {
+            let loc = Loc::blame(advertise_loc, Loc::blame(enabled_loc, listen_loc));
+            problems.push(Problem {
+                loc,
+                key: "peers.advertise".into(),
+                message: format!(
+                    "required when peers.enabled = true and peers.listen ({listen}) is a \
+                     wildcard address: set the address other nodes use to reach this one, \
+                     e.g. \"192.168.1.10:{}\"",
+                    listen.port()
+                ),
+            });
+        }
+    }
+    if let Some((&proxy, proxy_loc)) = raw.proxy_listen.get() {
+        let (a, b) = (proxy.ip(), listen.ip());
+        let dual_stack_any = |ip: IpAddr| matches!(ip, IpAddr::V6(v6) if v6.is_unspecified());
+        let overlap = a == b
+            || (a.is_ipv4() == b.is_ipv4() && (a.is_unspecified() || b.is_unspecified()))
+            || dual_stack_any(a)
+            || dual_stack_any(b);
+        if proxy.port() == listen.port() && overlap {
+            problems.push(Problem {
+                loc: Loc::blame(listen_loc, proxy_loc),
+                key: "peers.listen".into(),
+                message: format!("{listen} collides with proxy.listen ({proxy}): use another port"),
+            });
+        }
+    }
+}

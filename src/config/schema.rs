@@ -1,0 +1,300 @@
+//! The schema: every table and key, each read into [`Raw`] with its own check; the one list of key names.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml_edit::{TableLike, Value};
+
+use super::addr::{check_port, parse_advertise, parse_parent_proxy, parse_seed, parse_socket_addr};
+use super::reader::{Field, Reader, Slot};
+use super::units::{parse_duration, parse_size};
+use super::{Mirror, ParentProxy};
+use crate::front::acl::{self, Acl};
+
+/// Top-level tables, in documentation order (used in "unknown key" messages).
+const TABLES: &[&str] = &["proxy", "cache", "upstream", "mirror", "peers", "log"];
+pub(super) const PROXY_KEYS: &[&str] = &["listen", "allow", "connect_ports"];
+pub(super) const CACHE_KEYS: &[&str] = &["dir", "max_size", "max_object_size"];
+pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
+pub(super) const MIRROR_KEYS: &[&str] = &["prefix", "upstream", "redirect_to_peers"];
+pub(super) const PEERS_KEYS: &[&str] = &[
+    "enabled",
+    "listen",
+    "advertise",
+    "seeds",
+    "site",
+    "key_file",
+    "max_uploads",
+    "connect_timeout",
+];
+pub(super) const LOG_KEYS: &[&str] = &["level", "access"];
+const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+
+/// Every key, as read so far (defaults first, then the user's file on top).
+#[derive(Default)]
+pub(super) struct Raw<'a> {
+    pub(super) proxy_listen: Slot<'a, SocketAddr>,
+    pub(super) proxy_allow: Slot<'a, Acl>,
+    pub(super) proxy_connect_ports: Slot<'a, Vec<u16>>,
+    pub(super) cache_dir: Slot<'a, PathBuf>,
+    pub(super) cache_max_size: Slot<'a, u64>,
+    pub(super) cache_max_object_size: Slot<'a, u64>,
+    pub(super) upstream_proxy: Slot<'a, Option<ParentProxy>>,
+    pub(super) upstream_connect_timeout: Slot<'a, Duration>,
+    pub(super) upstream_read_timeout: Slot<'a, Duration>,
+    pub(super) upstream_ca_file: Slot<'a, Option<PathBuf>>,
+    pub(super) mirrors: Slot<'a, Vec<Mirror>>,
+    pub(super) peers_enabled: Slot<'a, bool>,
+    pub(super) peers_listen: Slot<'a, SocketAddr>,
+    pub(super) peers_advertise: Slot<'a, Option<SocketAddr>>,
+    pub(super) peers_seeds: Slot<'a, Vec<String>>,
+    pub(super) peers_site: Slot<'a, String>,
+    pub(super) peers_key_file: Slot<'a, PathBuf>,
+    pub(super) peers_max_uploads: Slot<'a, usize>,
+    pub(super) peers_connect_timeout: Slot<'a, Duration>,
+    pub(super) log_level: Slot<'a, String>,
+    pub(super) log_access: Slot<'a, bool>,
+}
+
+impl<'a, 'p> Reader<'a, 'p> {
+    /// Reads the whole text into `raw`; after a syntax error, nothing.
+    pub(super) fn read(mut self, raw: &mut Raw<'a>) {
+        let Some(doc) = self.document() else {
+            return;
+        };
+        let root: &dyn TableLike = doc.as_table();
+        for (name, item) in root.iter() {
+            let f = self.field(root, "", name, item);
+            match name {
+                "proxy" => self.read_table(&f, PROXY_KEYS, raw, Self::proxy_key),
+                "cache" => self.read_table(&f, CACHE_KEYS, raw, Self::cache_key),
+                "upstream" => self.read_table(&f, UPSTREAM_KEYS, raw, Self::upstream_key),
+                "mirror" => raw.mirrors.put(self.mirrors(&f), f.value_loc),
+                "peers" => self.read_table(&f, PEERS_KEYS, raw, Self::peers_key),
+                "log" => self.read_table(&f, LOG_KEYS, raw, Self::log_key),
+                _ => self.unknown(&f, TABLES),
+            }
+        }
+    }
+
+    /// Reads a table of known keys, dispatching each key to `read_key`; `read_key` returns
+    /// false for a key it does not know.
+    fn read_table(
+        &mut self,
+        f: &Field<'a, '_>,
+        keys: &[&str],
+        raw: &mut Raw<'a>,
+        read_key: fn(&mut Self, &str, &Field<'a, '_>, &mut Raw<'a>) -> bool,
+    ) {
+        let Some(table) = self.table(f) else {
+            return;
+        };
+        for (name, item) in table.iter() {
+            let key = self.field(table, &f.path, name, item);
+            if !read_key(self, name, &key, raw) {
+                self.unknown(&key, keys);
+            }
+        }
+    }
+
+    fn proxy_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
+        let loc = f.value_loc;
+        match name {
+            "listen" => raw.proxy_listen.put(self.socket_addr(f), loc),
+            "allow" => raw.proxy_allow.put(self.acl(f), loc),
+            "connect_ports" => raw.proxy_connect_ports.put(self.ports(f), loc),
+            _ => return false,
+        }
+        true
+    }
+
+    fn cache_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
+        let loc = f.value_loc;
+        match name {
+            "dir" => raw.cache_dir.put(self.path(f), loc),
+            "max_size" => raw.cache_max_size.put(self.size(f), loc),
+            "max_object_size" => raw.cache_max_object_size.put(self.size(f), loc),
+            _ => return false,
+        }
+        true
+    }
+
+    fn upstream_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
+        let loc = f.value_loc;
+        match name {
+            "proxy" => {
+                let parent = self
+                    .string(f)
+                    .and_then(|s| self.check(f, parse_parent_proxy(s)));
+                raw.upstream_proxy.put(parent, loc);
+            }
+            "connect_timeout" => raw.upstream_connect_timeout.put(self.timeout(f), loc),
+            "read_timeout" => raw.upstream_read_timeout.put(self.timeout(f), loc),
+            "ca_file" => {
+                let ca_file = self.string(f).and_then(|s| self.check(f, parse_ca_file(s)));
+                raw.upstream_ca_file.put(ca_file, loc);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn peers_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
+        let loc = f.value_loc;
+        match name {
+            "enabled" => raw.peers_enabled.put(self.boolean(f), loc),
+            "listen" => raw.peers_listen.put(self.socket_addr(f), loc),
+            "advertise" => {
+                let advertise = self
+                    .string(f)
+                    .and_then(|s| self.check(f, parse_advertise(s)));
+                raw.peers_advertise.put(advertise, loc);
+            }
+            "seeds" => raw.peers_seeds.put(self.seeds(f), loc),
+            "site" => {
+                let site = self.string(f).and_then(|s| {
+                    let site = non_empty(s).map(str::to_string);
+                    self.check(f, site)
+                });
+                raw.peers_site.put(site, loc);
+            }
+            "key_file" => raw.peers_key_file.put(self.path(f), loc),
+            "max_uploads" => {
+                let n = self.integer(f).and_then(|n| {
+                    let n = match usize::try_from(n) {
+                        Ok(n) if n >= 1 => Ok(n),
+                        _ => Err(format!("must be at least 1, got {n}")),
+                    };
+                    self.check(f, n)
+                });
+                raw.peers_max_uploads.put(n, loc);
+            }
+            "connect_timeout" => raw.peers_connect_timeout.put(self.timeout(f), loc),
+            _ => return false,
+        }
+        true
+    }
+
+    fn log_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
+        let loc = f.value_loc;
+        match name {
+            "level" => {
+                let level = self.string(f).and_then(|s| {
+                    let lower = s.to_ascii_lowercase();
+                    let level = if LOG_LEVELS.contains(&lower.as_str()) {
+                        Ok(lower)
+                    } else {
+                        Err(format!(
+                            "invalid level {s:?} (expected one of: {})",
+                            LOG_LEVELS.join(", ")
+                        ))
+                    };
+                    self.check(f, level)
+                });
+                raw.log_level.put(level, loc);
+            }
+            "access" => raw.log_access.put(self.boolean(f), loc),
+            _ => return false,
+        }
+        true
+    }
+
+    fn socket_addr(&mut self, f: &Field<'a, '_>) -> Option<SocketAddr> {
+        let s = self.string(f)?;
+        self.check(f, parse_socket_addr(s))
+    }
+
+    fn path(&mut self, f: &Field<'a, '_>) -> Option<PathBuf> {
+        let s = self.string(f)?;
+        self.check(f, non_empty(s).map(PathBuf::from))
+    }
+
+    fn port(&mut self, f: &Field<'a, '_>) -> Option<u16> {
+        let n = self.integer(f)?;
+        self.check(f, check_port(n))
+    }
+
+    fn ports(&mut self, f: &Field<'a, '_>) -> Option<Vec<u16>> {
+        self.each(f, "an array of port numbers", Self::port)
+    }
+
+    fn acl(&mut self, f: &Field<'a, '_>) -> Option<Acl> {
+        let nets = self.each(f, "an array of CIDR strings", |r, e| {
+            let s = r.string(e)?;
+            r.check(e, acl::parse_net(s))
+        })?;
+        Some(Acl::new(nets))
+    }
+
+    fn seeds(&mut self, f: &Field<'a, '_>) -> Option<Vec<String>> {
+        self.each(f, "an array of \"host:port\" strings", |r, e| {
+            let s = r.string(e)?;
+            r.check(e, parse_seed(s))
+        })
+    }
+
+    /// A size: a non-negative integer (bytes) or a string for [`parse_size`].
+    fn size(&mut self, f: &Field<'a, '_>) -> Option<u64> {
+        let result = match f.node.value() {
+            Some(Value::Integer(n)) => {
+                let n = *n.value();
+                u64::try_from(n).map_err(|_| format!("invalid size {n}: must not be negative"))
+            }
+            Some(Value::String(s)) => parse_size(s.value()),
+            _ => return self.wrong_type(f, "a size (integer bytes or a string like \"10GiB\")"),
+        };
+        self.check(f, result)
+    }
+
+    /// A timeout: a duration (integer seconds or a string for [`parse_duration`]) that is > 0.
+    fn timeout(&mut self, f: &Field<'a, '_>) -> Option<Duration> {
+        let result = match f.node.value() {
+            Some(Value::Integer(n)) => {
+                let n = *n.value();
+                u64::try_from(n)
+                    .map(Duration::from_secs)
+                    .map_err(|_| format!("invalid duration {n}: must not be negative"))
+            }
+            Some(Value::String(s)) => parse_duration(s.value()),
+            _ => {
+                let expected = "a duration (a string like \"5s\" or an integer number of seconds)";
+                return self.wrong_type(f, expected);
+            }
+        };
+        let result = result.and_then(|d| {
+            if d.is_zero() {
+                Err("must be greater than 0".to_string())
+            } else {
+                Ok(d)
+            }
+        });
+        self.check(f, result)
+    }
+}
+
+fn non_empty(s: &str) -> Result<&str, String> {
+    if s.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s)
+    }
+}
+
+/// `upstream.ca_file`: empty means none; else a path that can name a file (not ending in `/`,
+/// `.` or `..`). Syntax only: the file is read when the app starts, not here.
+fn parse_ca_file(s: &str) -> Result<Option<PathBuf>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let last = s
+        .rsplit(['/', std::path::MAIN_SEPARATOR])
+        .next()
+        .unwrap_or(s);
+    if matches!(last, "" | "." | "..") {
+        return Err(format!(
+            "invalid CA file {s:?}: names a directory, not a file"
+        ));
+    }
+    Ok(Some(PathBuf::from(s)))
+}
