@@ -8,4 +8,5 @@ pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod front;
+pub mod grammar;
 pub mod metrics;

@@ -3,8 +3,10 @@
 use http::header::{CACHE_CONTROL, PRAGMA};
 use http::HeaderMap;
 
+use crate::grammar::trim_ows as trim;
+
 /// The largest delta-seconds value kept; bigger ones saturate to it (RFC 9111 §1.2.2).
-pub const DELTA_SECONDS_MAX: u64 = 1 << 31;
+pub use crate::grammar::DELTA_SECONDS_MAX;
 
 /// The directives of all `Cache-Control` field lines of one message (RFC 9111 §5.2).
 ///
@@ -102,14 +104,7 @@ enum Arg {
 /// Parses delta-seconds (`1*DIGIT`), saturating at [`DELTA_SECONDS_MAX`] (RFC 9111 §1.2.2).
 fn delta_seconds(arg: &Arg) -> Option<u64> {
     let Arg::Value(v) = arg else { return None };
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0u64, |acc, d| {
-        acc.saturating_mul(10)
-            .saturating_add(u64::from(d - b'0'))
-            .min(DELTA_SECONDS_MAX)
-    }))
+    crate::grammar::delta_seconds(v)
 }
 
 /// Which directives with an argument have been seen, so that the first occurrence wins.
@@ -186,16 +181,6 @@ impl<'a> Directives<'a> {
     fn new(value: &'a [u8]) -> Self {
         Directives { rest: value }
     }
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', tail @ ..] = s {
-        s = tail;
-    }
-    while let [head @ .., b' ' | b'\t'] = s {
-        s = head;
-    }
-    s
 }
 
 /// Removes the quotes and escapes of a quoted-string starting at `s[0] == b'"'`.

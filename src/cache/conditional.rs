@@ -9,6 +9,8 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, Method};
 
+use crate::grammar::{is_ows, trim_ows};
+
 /// The outcome of a request's preconditions against a stored response (RFC 9110 §13.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition {
@@ -200,26 +202,6 @@ impl EntityTag<'_> {
 enum TagList<'a> {
     Any,
     Tags(Vec<EntityTag<'a>>),
-}
-
-fn is_ows(b: u8) -> bool {
-    b == b' ' || b == b'\t'
-}
-
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = s {
-        if !is_ows(*first) {
-            break;
-        }
-        s = rest;
-    }
-    while let [rest @ .., last] = s {
-        if !is_ows(*last) {
-            break;
-        }
-        s = rest;
-    }
-    s
 }
 
 /// etagc = %x21 / %x23-7E / obs-text

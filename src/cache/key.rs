@@ -4,6 +4,8 @@ use std::fmt;
 
 use http::{HeaderMap, HeaderName, Uri};
 
+use crate::grammar::{is_ows, trim_ows};
+
 /// The primary cache key of a request target (RFC 9111 §2): `scheme://host[:port]/path[?query]`.
 ///
 /// Invariant: the scheme is `http` or `https`; scheme and host are lower-cased; the default port
@@ -240,26 +242,6 @@ impl Variant {
     pub fn from_stored(s: String) -> Self {
         Variant(s)
     }
-}
-
-fn is_ows(b: u8) -> bool {
-    b == b' ' || b == b'\t'
-}
-
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = s {
-        if !is_ows(*first) {
-            break;
-        }
-        s = rest;
-    }
-    while let [rest @ .., last] = s {
-        if !is_ows(*last) {
-            break;
-        }
-        s = rest;
-    }
-    s
 }
 
 /// Whitespace around commas removed, inner runs of SP/HTAB folded to one SP, ends trimmed.

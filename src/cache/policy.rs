@@ -10,7 +10,8 @@ use http::header::{
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 
-use crate::cache::cache_control::{CacheControl, MaxStale, DELTA_SECONDS_MAX};
+use crate::cache::cache_control::{CacheControl, MaxStale};
+use crate::grammar::trim_ows as trim;
 
 /// Why a response may not be stored (RFC 9111 §3). `as_str()` gives a short kebab-case reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,16 +157,6 @@ fn vary_star(resp: &HeaderMap) -> bool {
         .any(|v| v.as_bytes().split(|&b| b == b',').any(|m| trim(m) == b"*"))
 }
 
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', tail @ ..] = s {
-        s = tail;
-    }
-    while let [head @ .., b' ' | b'\t'] = s {
-        s = head;
-    }
-    s
-}
-
 /// May this stored response be handed to *another machine* (peer sharing)?
 ///
 /// Never when the response is `private` or `no-store` (even with `must-understand`), when the
@@ -237,15 +228,7 @@ impl Timing {
 
 /// delta-seconds (RFC 9111 §1.2.2), saturating at 2^31; `None` unless only digits (after OWS).
 fn parse_delta(v: &[u8]) -> Option<u64> {
-    let v = trim(v);
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0u64, |acc, d| {
-        acc.saturating_mul(10)
-            .saturating_add(u64::from(d - b'0'))
-            .min(DELTA_SECONDS_MAX)
-    }))
+    crate::grammar::delta_seconds(trim(v))
 }
 
 /// The first field line of `name` as an HTTP-date (RFC 9110 §5.6.7), if valid.
@@ -683,6 +666,7 @@ fn remove_dot_segments(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grammar::DELTA_SECONDS_MAX;
     use http::HeaderValue;
     use std::time::UNIX_EPOCH;
 

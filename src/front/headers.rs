@@ -6,6 +6,8 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
+use crate::grammar::{is_ows, trim_ows};
+
 /// Removes the hop-by-hop fields (RFC 9110 §7.6.1): Connection, Keep-Alive, Proxy-Connection, TE,
 /// Trailer, Transfer-Encoding, Upgrade, Proxy-Authorization, Proxy-Authenticate, and every field
 /// named as a connection option in any Connection line (comma lists, case-insensitive).
@@ -95,26 +97,6 @@ fn token_of(pseudonym: &str) -> String {
         .chars()
         .map(|c| if is_tchar(c) { c } else { '-' })
         .collect()
-}
-
-fn is_ows(b: u8) -> bool {
-    b == b' ' || b == b'\t'
-}
-
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = s {
-        if !is_ows(*first) {
-            break;
-        }
-        s = rest;
-    }
-    while let [rest @ .., last] = s {
-        if !is_ows(*last) {
-            break;
-        }
-        s = rest;
-    }
-    s
 }
 
 /// Splits a Via line at commas outside comments, dropping the comments themselves (nested

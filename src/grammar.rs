@@ -1,0 +1,63 @@
+//! Tiny pieces of HTTP grammar shared by the header parsers (RFC 9110 §5.6). Pure; no I/O.
+
+/// delta-seconds saturate here (RFC 9111 §1.2.2).
+pub const DELTA_SECONDS_MAX: u64 = 1 << 31;
+
+/// Optional whitespace: SP or HTAB (RFC 9110 §5.6.3).
+pub fn is_ows(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// `s` without leading and trailing OWS.
+pub fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !is_ows(*first) {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !is_ows(*last) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// `1*DIGIT` as seconds, saturating at [`DELTA_SECONDS_MAX`]; `None` for anything else.
+pub fn delta_seconds(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |acc, d| {
+        acc.saturating_mul(10)
+            .saturating_add(u64::from(d - b'0'))
+            .min(DELTA_SECONDS_MAX)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_only_spaces_and_tabs() {
+        assert_eq!(trim_ows(b" \t a b \t"), b"a b");
+        assert_eq!(trim_ows(b"   "), b"");
+        assert_eq!(trim_ows(b"\r\nx"), b"\r\nx");
+    }
+
+    #[test]
+    fn delta_seconds_accepts_digits_and_saturates() {
+        assert_eq!(delta_seconds(b"0"), Some(0));
+        assert_eq!(delta_seconds(b"60"), Some(60));
+        assert_eq!(
+            delta_seconds(b"99999999999999999999999"),
+            Some(DELTA_SECONDS_MAX)
+        );
+        for bad in [&b""[..], b"-1", b"1.5", b" 1", b"abc"] {
+            assert_eq!(delta_seconds(bad), None);
+        }
+    }
+}
