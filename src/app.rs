@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::fetch::{connect, origin::Origin, Fetcher};
 use crate::metrics::Metrics;
+use crate::peer::{self, PeerTuning, Peers};
 
 /// How long in-flight responses may take to finish after a shutdown request.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -33,6 +34,9 @@ pub struct App {
     pub heuristic: Heuristic,
     pub access: AccessLog,
     pub started: tokio::time::Instant,
+    /// The peer side, when `peers.enabled`.
+    pub peers: Option<Arc<Peers>>,
+    peer_side: std::sync::Mutex<Option<peer::Started>>,
 }
 
 /// A bound proxy, ready to run.
@@ -45,6 +49,11 @@ impl Server {
     /// Opens the cache and binds the proxy port. Fails with a clear message if either is
     /// impossible (directory not writable, cache locked by another process, port in use).
     pub async fn bind(config: Config) -> Result<Server, Error> {
+        Self::bind_tuned(config, PeerTuning::default()).await
+    }
+
+    /// `bind` with explicit peer-group timings (tests speed gossip up).
+    pub async fn bind_tuned(config: Config, tuning: PeerTuning) -> Result<Server, Error> {
         let dir = config.cache.dir.clone();
         let max_size = config.cache.max_size;
         let store = tokio::task::spawn_blocking(move || Store::open(&dir, max_size))
@@ -64,6 +73,13 @@ impl Server {
         let tls =
             connect::tls_config(&extra_roots).map_err(|e| Error::internal(format!("TLS: {e}")))?;
         let metrics = Arc::new(Metrics::default());
+        let inflight = Inflight::new();
+        let peer_side = if config.peers.enabled {
+            Some(Peers::start(&config, store.clone(), inflight.clone(), tuning).await?)
+        } else {
+            None
+        };
+        let peers = peer_side.as_ref().map(|s| s.peers.clone());
         let via: Arc<str> = format!("peercache-{:08x}", rand::random::<u32>()).into();
         let fetcher = Fetcher {
             origin: Origin::new(&config.upstream, tls),
@@ -71,6 +87,7 @@ impl Server {
             metrics: metrics.clone(),
             max_object_size: config.cache.max_object_size,
             via,
+            peers: peers.clone(),
         };
         let access = if config.log.access {
             AccessLog::stdout()
@@ -81,12 +98,14 @@ impl Server {
             config,
             listen,
             store,
-            inflight: Inflight::new(),
+            inflight,
             fetcher,
             metrics,
             heuristic: Heuristic::default(),
             access,
             started: tokio::time::Instant::now(),
+            peers,
+            peer_side: std::sync::Mutex::new(peer_side),
         });
         Ok(Server { app, listener })
     }
@@ -102,7 +121,12 @@ impl Server {
     /// Serves until `stop` turns true, then lets open responses finish (bounded by
     /// `SHUTDOWN_GRACE`).
     pub async fn run(self, stop: watch::Receiver<bool>) {
+        let app = self.app.clone();
         crate::front::serve(self.listener, self.app, stop).await;
+        let side = app.peer_side.lock().ok().and_then(|mut s| s.take());
+        if let Some(side) = side {
+            side.stop().await;
+        }
     }
 
     /// Runs in a background task; for tests and embedding.

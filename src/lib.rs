@@ -10,3 +10,4 @@ pub mod fetch;
 pub mod front;
 pub mod grammar;
 pub mod metrics;
+pub mod peer;

@@ -29,6 +29,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Write a new random cluster key (32 bytes, hex) to FILE for the peer group; refuses to
+    /// overwrite an existing file. Copy the same file to every member.
+    Keygen { file: PathBuf },
     /// Print the JSON status of a running proxy.
     Status {
         /// The proxy's address.
@@ -65,6 +68,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Status { proxy } => status(&proxy),
+        Command::Keygen { file } => match peercache::peer::auth::ClusterKey::write_new(&file) {
+            Ok(key) => {
+                println!(
+                    "wrote a new cluster key to {} (fingerprint {})",
+                    file.display(),
+                    key.fingerprint()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("peercache keygen: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

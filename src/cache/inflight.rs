@@ -32,6 +32,8 @@ pub struct Head {
     pub timing: Timing,
     /// The variant of the request that started the fill (its values of the `Vary` fields).
     pub variant: Variant,
+    /// May other machines read this fill (RFC 9111 shared-cacheable, not credentialed)?
+    pub shareable: bool,
 }
 
 /// How a fill ended.

@@ -153,7 +153,12 @@ struct Inner {
     commit_lock: Mutex<()>,
     next_gen: AtomicU64,
     temp_seq: AtomicU64,
+    /// Told the key of every URL that left the store (evicted or invalidated).
+    on_removed: std::sync::OnceLock<RemovalHook>,
 }
+
+/// See [`Store::on_removed`].
+pub type RemovalHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Inner {
     /// Where the blob with this content hash lives: `objects/ab/cdef…`.
@@ -232,6 +237,11 @@ impl Inner {
         for e in &removed.value.entries {
             self.release(&e.hash);
         }
+        if removed.cause != RemovalCause::Replaced && self.current_gen(&removed.key).is_none() {
+            if let Some(hook) = self.on_removed.get() {
+                hook(&removed.key);
+            }
+        }
     }
 }
 
@@ -283,6 +293,7 @@ impl Store {
             commit_lock: Mutex::new(()),
             next_gen: AtomicU64::new(1),
             temp_seq: AtomicU64::new(0),
+            on_removed: std::sync::OnceLock::new(),
         });
 
         let (tx, rx) = mpsc::channel::<Removed>();
@@ -533,6 +544,28 @@ impl Store {
     /// Every URL key currently indexed (for tests and the status page).
     pub fn keys(&self) -> Vec<String> {
         self.index.iter().map(|(k, _)| (*k).clone()).collect()
+    }
+
+    /// Registers the hook told about every URL that leaves the store (once; later calls are
+    /// ignored). It runs on the janitor thread and must not block.
+    pub fn on_removed(&self, hook: RemovalHook) {
+        let _ = self.inner.on_removed.set(hook);
+    }
+
+    /// Opens a referenced blob by its content hash (peers ask for bodies this way).
+    pub fn open_blob_by_hash(&self, hash: &blake3::Hash) -> Option<File> {
+        if !lock(&self.inner.blobs).contains_key(hash) {
+            return None;
+        }
+        File::open(self.inner.blob_path(hash)).ok()
+    }
+
+    /// Every stored entry (for advertising what this node holds).
+    pub fn entries(&self) -> Vec<Arc<Entry>> {
+        self.index
+            .iter()
+            .flat_map(|(_, v)| v.entries.clone())
+            .collect()
     }
 
     /// How many distinct blobs are referenced.

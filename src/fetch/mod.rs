@@ -3,12 +3,14 @@
 
 pub mod connect;
 pub mod origin;
+pub mod peer;
 pub mod writer;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{self, Body};
@@ -21,7 +23,7 @@ use crate::front::headers;
 use crate::metrics::{Metrics, Source};
 
 use self::origin::Origin;
-use self::writer::FillJob;
+use self::writer::{Feed, FillJob, OnCommit, Resume};
 
 /// Request header fields that make a response specific to the request, never sent on a fill.
 const FILL_DROPS: [header::HeaderName; 6] = [
@@ -52,6 +54,8 @@ pub struct Fetcher {
     pub max_object_size: u64,
     /// Our `Via` pseudonym.
     pub via: Arc<str>,
+    /// The peer group, when peering is on.
+    pub peers: Option<Arc<crate::peer::Peers>>,
 }
 
 impl Fetcher {
@@ -88,32 +92,64 @@ impl Fetcher {
     /// hands back a response that must not be shared.
     pub async fn lead(
         &self,
-        mut permit: FillPermit,
+        permit: FillPermit,
         key: &str,
         uri: &Uri,
         client_headers: &HeaderMap,
         version: http::Version,
         stale: Option<&Arc<Entry>>,
     ) -> Result<Fetched, Error> {
-        let mut h = client_headers.clone();
-        for name in FILL_DROPS {
-            h.remove(name);
-        }
-        if let Some(entry) = stale {
-            for (name, value) in policy::validators(&entry.headers).iter() {
-                h.insert(name, value.clone());
-            }
-        }
-        let req = self.upstream_request(Method::GET, uri, &h, version, body::empty())?;
-        let request_time = SystemTime::now();
-        crate::metrics::Metrics::inc(&self.metrics.origin_requests);
-        let resp = match self.origin.send(req).await {
+        let validators = stale.map(|e| &e.headers);
+        let (resp, request_time) = match self
+            .ask_origin(uri, client_headers, version, validators)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 permit.finish(Outcome::Failed(e.clone()));
                 return Err(e);
             }
         };
+        self.accept(permit, key, client_headers, resp, request_time, stale)
+            .await
+    }
+
+    /// The origin request of a fill: the client's end-to-end fields without its preconditions
+    /// and Range, plus the validators of `validators_of` (a stored head) when given.
+    pub async fn ask_origin(
+        &self,
+        uri: &Uri,
+        client_headers: &HeaderMap,
+        version: http::Version,
+        validators_of: Option<&HeaderMap>,
+    ) -> Result<(Response<Incoming>, SystemTime), Error> {
+        let mut h = client_headers.clone();
+        for name in FILL_DROPS {
+            h.remove(name);
+        }
+        if let Some(stored) = validators_of {
+            for (name, value) in policy::validators(stored).iter() {
+                h.insert(name, value.clone());
+            }
+        }
+        let req = self.upstream_request(Method::GET, uri, &h, version, body::empty())?;
+        let request_time = SystemTime::now();
+        crate::metrics::Metrics::inc(&self.metrics.origin_requests);
+        let resp = self.origin.send(req).await?;
+        Ok((resp, request_time))
+    }
+
+    /// Takes the origin's answer to a fill request: freshens `stale` on a 304, starts a fill for
+    /// a storable response, or hands back one that must not be shared.
+    pub async fn accept(
+        &self,
+        permit: FillPermit,
+        key: &str,
+        client_headers: &HeaderMap,
+        resp: Response<Incoming>,
+        request_time: SystemTime,
+        stale: Option<&Arc<Entry>>,
+    ) -> Result<Fetched, Error> {
         let response_time = SystemTime::now();
         let (mut parts, incoming) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -146,43 +182,103 @@ impl Fetcher {
         ) && len.is_none_or(|n| n <= self.max_object_size);
         let variant = Variant::of_request(&Vary::from_headers(&parts.headers), client_headers);
         let temp = if storable {
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.temp_file())
-                .await
-                .ok()
-                .and_then(Result::ok)
+            self.temp_file().await
         } else {
             None
         };
-        let (Some(variant), Some((path, file))) = (variant, temp) else {
+        let (Some(variant), Some(temp)) = (variant, temp) else {
             permit.finish(Outcome::NotShared);
             return Ok(Fetched::Direct(Response::from_parts(parts, incoming)));
         };
-        let file = Arc::new(file);
-        permit.temp = Some(path);
-        let head = Arc::new(Head {
+        let shareable = policy::shareable(client_headers, &parts.headers);
+        let head = Head {
             status: parts.status,
             headers: parts.headers,
             len,
             timing,
             variant,
-        });
+            shareable,
+        };
+        let feed = Feed {
+            body: incoming.map_err(Into::into).boxed(),
+            read_timeout: self.origin.read_timeout(),
+            source: Source::Origin,
+            name: "origin".into(),
+        };
+        let start = Start {
+            key,
+            head,
+            expected: None,
+            fallbacks: Vec::new(),
+        };
+        Ok(Fetched::Filling(self.start_fill(permit, temp, start, feed)))
+    }
+
+    /// A new temporary body file, or `None` (logged) when the cache directory refuses one.
+    pub async fn temp_file(&self) -> Option<(std::path::PathBuf, std::fs::File)> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.temp_file()).await {
+            Ok(Ok(t)) => Some(t),
+            Ok(Err(e)) => {
+                tracing::error!("cannot create a temporary file; not storing: {e}");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Publishes `start.head` on the permit's fill and spawns the writer that drains `feed` (and
+    /// the fallbacks) into the temporary file `temp`.
+    pub fn start_fill(
+        &self,
+        mut permit: FillPermit,
+        temp: (std::path::PathBuf, std::fs::File),
+        start: Start<'_>,
+        feed: Feed,
+    ) -> Arc<Head> {
+        let (path, file) = temp;
+        let file = Arc::new(file);
+        permit.temp = Some(path);
+        let head = Arc::new(start.head);
         permit.fill().start(head.clone(), file.clone());
+        let on_commit: Option<OnCommit> = match &self.peers {
+            Some(p) if head.shareable => {
+                let p = p.clone();
+                Some(Box::new(move |e: &Arc<Entry>| p.advertise_have(e)))
+            }
+            _ => None,
+        };
         let job = FillJob {
             permit,
             file,
             head: head.clone(),
-            key: key.to_owned(),
-            shareable: policy::shareable(client_headers, &head.headers),
+            key: start.key.to_owned(),
+            shareable: head.shareable,
             store: self.store.clone(),
             max_object_size: self.max_object_size,
-            read_timeout: self.origin.read_timeout(),
             metrics: self.metrics.clone(),
-            source: Source::Origin,
+            expected: start.expected,
+            fallbacks: start.fallbacks,
+            on_commit,
         };
-        tokio::spawn(writer::run(job, incoming));
-        Ok(Fetched::Filling(head))
+        let peers = self.peers.clone();
+        let key = start.key.to_owned();
+        tokio::spawn(async move {
+            let end = writer::run(job, feed).await;
+            if let Some(p) = peers {
+                p.fill_ended(&key, &end);
+            }
+        });
+        head
     }
+}
+
+/// What a new fill starts from.
+pub struct Start<'a> {
+    pub key: &'a str,
+    pub head: Head,
+    pub expected: Option<blake3::Hash>,
+    pub fallbacks: Vec<Box<dyn Resume>>,
 }
 
 /// The body length a response announces, if it is a plain decimal.

@@ -1,20 +1,45 @@
-//! Drains a source body into a fill's temporary file, hashing it as it goes, and commits it to the
-//! store once complete. A stalled, failed or short source breaks the fill; nothing is stored then.
+//! Drains a source body into a fill's temporary file, hashing it as it goes, resuming from the
+//! next source at the byte reached when one fails, and commits to the store once complete and
+//! verified. A body that no source can finish, or whose hash is wrong, is never stored.
 
 use std::fs::File;
+use std::future::Future;
 use std::os::unix::fs::FileExt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 
+use crate::body::Body;
 use crate::cache::inflight::{FillPermit, Head, Outcome};
 use crate::cache::store::{Entry, Store};
+use crate::error::Error;
 use crate::metrics::{Metrics, Source};
 
-/// Everything the writer needs besides the body.
+/// A body being read from one source.
+pub struct Feed {
+    pub body: Body,
+    /// Longest silence tolerated before the source counts as stalled.
+    pub read_timeout: Duration,
+    pub source: Source,
+    /// Who serves it, for logs ("origin", a peer id).
+    pub name: String,
+}
+
+/// Future returned by [`Resume::resume`].
+pub type ResumeFuture<'a> = Pin<Box<dyn Future<Output = Result<Feed, Error>> + Send + 'a>>;
+
+/// Another source for the rest of a body: asked for the bytes from `offset` on (a `Range`
+/// request), it must deliver exactly those bytes of the same representation, or fail.
+pub trait Resume: Send + Sync {
+    fn resume(&self, offset: u64) -> ResumeFuture<'_>;
+}
+
+/// Told about the stored entry right after the commit.
+pub type OnCommit = Box<dyn FnOnce(&Arc<Entry>) + Send>;
+
+/// Everything the writer needs besides the first body.
 pub struct FillJob {
     pub permit: FillPermit,
     pub file: Arc<File>,
@@ -23,18 +48,29 @@ pub struct FillJob {
     pub shareable: bool,
     pub store: Store,
     pub max_object_size: u64,
-    pub read_timeout: Duration,
     pub metrics: Arc<Metrics>,
-    pub source: Source,
+    /// The blake3 the body must have (a complete copy advertised by a peer).
+    pub expected: Option<blake3::Hash>,
+    /// Where to continue when the current source fails, in order.
+    pub fallbacks: Vec<Box<dyn Resume>>,
+    /// Called with the stored entry after the commit (advertising it to the group).
+    pub on_commit: Option<OnCommit>,
 }
 
-/// Runs the fill to its end. Readers follow through the fill's state; the outcome is `Stored`,
-/// `Complete` (not stored: too large or a storage error) or `Broken`.
-pub async fn run<B>(job: FillJob, mut body: B)
-where
-    B: HttpBody<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
-{
+/// How a write ended (the fill's readers learn it through the fill's outcome).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteEnd {
+    Stored,
+    /// Complete but not stored (too large, storage error).
+    Complete,
+    /// No source could finish the body.
+    Broken,
+    /// The body did not match the expected hash: discarded.
+    BadHash,
+}
+
+/// Runs the fill to its end. Readers follow through the fill's state.
+pub async fn run(job: FillJob, first: Feed) -> WriteEnd {
     let FillJob {
         mut permit,
         file,
@@ -43,55 +79,66 @@ where
         shareable,
         store,
         max_object_size,
-        read_timeout,
         metrics,
-        source,
+        expected,
+        fallbacks,
+        on_commit,
     } = job;
+    let mut fallbacks = fallbacks.into_iter();
+    let mut feed = first;
     let mut hasher = blake3::Hasher::new();
     let mut written: u64 = 0;
     loop {
-        let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
-            Err(_) => {
-                tracing::warn!(%key, written, "source stalled for {read_timeout:?}; fill broken");
-                return; // dropping the permit breaks the fill
-            }
+        let failure = match tokio::time::timeout(feed.read_timeout, feed.body.frame()).await {
+            Err(_) => format!("stalled for {:?}", feed.read_timeout),
+            Ok(Some(Err(e))) => format!("failed: {e}"),
             Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                tracing::warn!(%key, written, "source failed mid-body: {e}");
-                return;
+            Ok(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers are not stored
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                hasher.update(&data);
+                let n = data.len() as u64;
+                let (f, at) = (file.clone(), written);
+                let wrote = tokio::task::spawn_blocking(move || f.write_all_at(&data, at)).await;
+                if !matches!(wrote, Ok(Ok(()))) {
+                    tracing::error!(%key, "cannot write the body file; fill broken");
+                    return WriteEnd::Broken;
+                }
+                written += n;
+                metrics.bytes_from(feed.source, n);
+                permit.fill().advance(n);
+                continue;
             }
-            Ok(Some(Ok(frame))) => frame,
         };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers are not stored
-        };
-        if data.is_empty() {
-            continue;
+        tracing::warn!(%key, source = %feed.name, written, "source {failure}; resuming");
+        match resume(&mut fallbacks, written).await {
+            Some(next) => feed = next,
+            None => {
+                tracing::warn!(%key, written, "no source can finish the body; fill broken");
+                return WriteEnd::Broken; // dropping the permit breaks the fill
+            }
         }
-        hasher.update(&data);
-        let n = data.len() as u64;
-        let f = file.clone();
-        let at = written;
-        let wrote = tokio::task::spawn_blocking(move || f.write_all_at(&data, at)).await;
-        if !matches!(wrote, Ok(Ok(()))) {
-            tracing::error!(%key, "cannot write the body file; fill broken");
-            return;
-        }
-        written += n;
-        metrics.bytes_from(source, n);
-        permit.fill().advance(n);
     }
     if head.len.is_some_and(|len| len != written) {
-        tracing::warn!(%key, written, "source body length differs from Content-Length");
-        return;
+        tracing::warn!(%key, written, "body length differs from Content-Length");
+        return WriteEnd::Broken;
+    }
+    let hash = hasher.finalize();
+    if expected.is_some_and(|e| e != hash) {
+        tracing::warn!(%key, "body does not match its advertised blake3; discarded");
+        return WriteEnd::BadHash;
     }
     if written > max_object_size {
         permit.finish(Outcome::Complete);
-        return;
+        return WriteEnd::Complete;
     }
     let Some(temp) = permit.temp.clone() else {
         permit.finish(Outcome::Complete);
-        return;
+        return WriteEnd::Complete;
     };
     let entry = Entry {
         key: key.clone(),
@@ -99,7 +146,7 @@ where
         status: head.status,
         headers: head.headers.clone(),
         timing: head.timing,
-        hash: hasher.finalize(),
+        hash,
         len: written,
         shareable,
     };
@@ -110,15 +157,35 @@ where
     match committed {
         Ok(Ok(entry)) => {
             permit.temp = None;
+            if let Some(f) = on_commit {
+                f(&entry);
+            }
             permit.finish(Outcome::Stored(entry));
+            WriteEnd::Stored
         }
         Ok(Err(e)) => {
             tracing::error!(%key, "cannot store: {e}");
             permit.finish(Outcome::Complete);
+            WriteEnd::Complete
         }
         Err(e) => {
             tracing::error!(%key, "store task failed: {e}");
             permit.finish(Outcome::Complete);
+            WriteEnd::Complete
         }
     }
+}
+
+/// The first fallback that can deliver the body from `offset` on.
+async fn resume(fallbacks: &mut std::vec::IntoIter<Box<dyn Resume>>, offset: u64) -> Option<Feed> {
+    for next in fallbacks.by_ref() {
+        match next.resume(offset).await {
+            Ok(feed) => {
+                tracing::info!(offset, source = %feed.name, "resumed");
+                return Some(feed);
+            }
+            Err(e) => tracing::warn!(offset, "fallback failed: {e}"),
+        }
+    }
+    None
 }

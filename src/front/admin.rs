@@ -54,6 +54,7 @@ pub fn status_json(app: &Arc<App>) -> serde_json::Value {
         },
         "inflight": app.inflight.len(),
         "counters": app.metrics.to_json(),
+        "peers": app.peers.as_ref().map(|p| p.status_json()),
     })
 }
 

@@ -165,7 +165,7 @@ pub async fn from_entry(
         store: store.clone(),
         metrics: metrics.clone(),
     });
-    let body = stream_file(file, start, end, check, metrics.clone());
+    let body = stream_file(file, start, end, check, Some(metrics.clone()));
     Some(with_head(status, headers, body))
 }
 
@@ -184,6 +184,11 @@ struct Verify {
     metrics: Arc<Metrics>,
 }
 
+/// Streams `[start, end)` of a complete file as it is (peer uploads: the receiver verifies).
+pub fn stream_span(file: Arc<File>, start: u64, end: u64) -> Body {
+    stream_file(file, start, end, None, None)
+}
+
 /// Streams `[start, end)` of a complete file. With `verify`, the whole body is hashed on the way
 /// and a mismatch cuts the response before its last byte and drops the entry.
 fn stream_file(
@@ -191,7 +196,7 @@ fn stream_file(
     start: u64,
     end: u64,
     verify: Option<Verify>,
-    metrics: Arc<Metrics>,
+    metrics: Option<Arc<Metrics>>,
 ) -> Body {
     let (tx, body) = body::channel(Some(end - start));
     tokio::spawn(async move {
@@ -219,7 +224,9 @@ fn stream_file(
                     }
                 }
             }
-            metrics.bytes_from(Source::Cache, chunk.len() as u64);
+            if let Some(m) = &metrics {
+                m.bytes_from(Source::Cache, chunk.len() as u64);
+            }
             if tx.send(Ok(chunk)).await.is_err() {
                 return;
             }

@@ -17,6 +17,7 @@ use crate::cache::key::{CacheKey, Variant, Vary};
 use crate::cache::policy::{self, Reuse, Stored};
 use crate::cache::store::Entry;
 use crate::error::{Error, Kind};
+use crate::fetch::peer::{FromPeers, Want};
 use crate::fetch::Fetched;
 use crate::front::answer;
 use crate::metrics::{CacheStatus, Source};
@@ -177,6 +178,9 @@ async fn fetch(
                         continue;
                     }
                 }
+                if stale.is_none() {
+                    return via_peers_then_origin(app, ask, key, permit).await;
+                }
                 return lead(app, ask, key, permit, stale).await;
             }
             Join::Follower(fill) => match fill.head().await {
@@ -214,15 +218,55 @@ async fn lead(
         .fetcher
         .lead(permit, key, ask.target, ask.headers, ask.version, stale)
         .await?;
+    answer_fetched(app, ask, &fill, fetched).await
+}
+
+/// The client's answer to what a fill's leader got from the origin.
+async fn answer_fetched(
+    app: &Arc<App>,
+    ask: &Ask<'_>,
+    fill: &Arc<crate::cache::inflight::Fill>,
+    fetched: Fetched,
+) -> Result<Answer, Error> {
     match fetched {
         Fetched::Filling(head) => {
-            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head);
+            let resp = answer::from_fill(ask.method, ask.headers, fill, &head);
             Ok((resp, Some(CacheStatus::Miss)))
         }
         Fetched::Freshened(entry) => from_store(app, ask, &entry, CacheStatus::Revalidated)
             .await
             .ok_or_else(|| Error::storage("freshened entry unreadable")),
         Fetched::Direct(resp) => Ok((relay(app, resp), Some(CacheStatus::Miss))),
+    }
+}
+
+/// A miss: the peer group first (one of them holds or is fetching it), then the origin.
+async fn via_peers_then_origin(
+    app: &Arc<App>,
+    ask: &Ask<'_>,
+    key: &str,
+    permit: crate::cache::inflight::FillPermit,
+) -> Result<Answer, Error> {
+    let fill = permit.fill().clone();
+    let want = Want {
+        key,
+        uri: ask.target,
+        headers: ask.headers,
+        version: ask.version,
+    };
+    match app.fetcher.via_peers(permit, &want).await? {
+        FromPeers::Peer { head, .. } => {
+            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head);
+            Ok((resp, Some(CacheStatus::Peer)))
+        }
+        FromPeers::Origin(fetched) => answer_fetched(app, ask, &fill, fetched).await,
+        FromPeers::NotHere(permit) => {
+            let answer = lead(app, ask, key, permit, None).await;
+            if let Some(p) = &app.peers {
+                p.withdraw(key); // a no-op while the fill runs or once it is stored
+            }
+            answer
+        }
     }
 }
 

@@ -7,4 +7,5 @@ mod caching;
 mod cli;
 mod collapse;
 mod forward;
+mod peers;
 mod restart;

@@ -206,6 +206,9 @@ impl Origin {
             return r;
         };
         let reply = handler(&parts);
+        if let Some(r) = ranged(&parts, &reply) {
+            return r;
+        }
         let body = match reply.payload {
             Payload::Bytes(b) => body::full(b),
             Payload::Gated {
@@ -421,4 +424,131 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `Range: bytes=N-` on a 200 with a strong ETag matching `If-Range` (when sent): a 206 of the
+/// whole representation from N (a gated payload counts as complete), as a resuming cache needs.
+fn ranged(req: &http::request::Parts, reply: &Reply) -> Option<Response<Body>> {
+    let range = req.headers.get("range")?.to_str().ok()?;
+    let start: usize = range
+        .strip_prefix("bytes=")?
+        .strip_suffix('-')?
+        .parse()
+        .ok()?;
+    let etag = reply
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("etag"))
+        .map(|(_, v)| v.clone())?;
+    if let Some(if_range) = req.headers.get("if-range") {
+        if if_range.to_str().ok()? != etag {
+            return None;
+        }
+    }
+    let whole = match &reply.payload {
+        Payload::Bytes(b) => b.clone(),
+        Payload::Gated {
+            first,
+            rest: Some(rest),
+            ..
+        } => [first.as_ref(), rest.as_ref()].concat().into(),
+        Payload::Gated { rest: None, .. } => return None,
+    };
+    if reply.status != 200 || start >= whole.len() {
+        return None;
+    }
+    let mut r = Response::new(body::full(whole.slice(start..)));
+    *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+    for (k, v) in &reply.headers {
+        if !k.eq_ignore_ascii_case("content-length") {
+            r.headers_mut().append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+    }
+    r.headers_mut().insert(
+        "content-range",
+        format!("bytes {start}-{}/{}", whole.len() - 1, whole.len())
+            .parse()
+            .unwrap(),
+    );
+    Some(r)
+}
+
+/// One node of a test peer group (in-process).
+pub struct Node {
+    pub proxy: Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn peers(&self) -> &std::sync::Arc<peercache::peer::Peers> {
+        self.proxy.app.peers.as_ref().expect("peering on")
+    }
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy.addr
+    }
+}
+
+/// Writes a cluster key shared by a test group.
+pub fn write_key(path: &Path, byte: u8) {
+    std::fs::write(path, hex32([byte; 32])).unwrap();
+}
+
+fn hex32(b: [u8; 32]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A config for node `i` of a group: proxy and peer port on 127.0.0.(2+i), seeded by `seed`.
+pub fn peer_config(dir: &Path, i: usize, key: &Path, seed: Option<SocketAddr>) -> Config {
+    let mut c = config(dir);
+    let ip = format!("127.0.0.{}", 2 + i);
+    c.proxy.listen = format!("{ip}:0").parse().unwrap();
+    c.peers.enabled = true;
+    c.peers.listen = format!("{ip}:0").parse().unwrap();
+    c.peers.advertise = None;
+    c.peers.seeds = seed.map(|s| vec![s.to_string()]).unwrap_or_default();
+    c.peers.key_file = key.to_owned();
+    c.peers.connect_timeout = Duration::from_millis(250);
+    c
+}
+
+/// Starts a node in-process with fast gossip timings.
+pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
+    let tuning = peercache::peer::PeerTuning {
+        timings: peercache::peer::membership::Timings::fast(),
+        claim_window: Duration::from_millis(100),
+    };
+    let proxy = Server::bind_tuned(c, tuning)
+        .await
+        .expect("node starts")
+        .spawn();
+    Node { proxy, dir }
+}
+
+/// Starts `n` nodes sharing one key, all seeded by the first, and waits until each sees the others.
+pub async fn cluster(n: usize) -> (Vec<Node>, tempfile::TempDir) {
+    let keydir = tempdir();
+    let key = keydir.path().join("cluster.key");
+    write_key(&key, 7);
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..n {
+        let dir = tempdir();
+        let seed = nodes.first().map(|n| n.peers().membership_addr());
+        let c = peer_config(dir.path(), i, &key, seed);
+        nodes.push(start_node(c, dir).await);
+    }
+    let all = nodes.iter().map(|n| n.peers().clone()).collect::<Vec<_>>();
+    assert!(
+        wait_until(Duration::from_secs(10), || all.iter().all(|p| p
+            .members()
+            .iter()
+            .filter(|m| m.state.is_active())
+            .count()
+            == n - 1))
+        .await,
+        "the group did not form"
+    );
+    (nodes, keydir)
 }

@@ -1,0 +1,386 @@
+//! Source choice on a miss when the group may hold the object: ask the best holder for its
+//! stored head, honour its age (revalidating a stale copy with the origin), then stream the body
+//! from that peer into our own fill, with the other holders and the origin as fallbacks. A cold
+//! object is claimed first, so that one node of the group goes to the origin.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use http_body_util::BodyExt;
+
+use crate::body::{self, Body};
+use crate::cache::cache_control::CacheControl;
+use crate::cache::inflight::{FillPermit, Head, Outcome};
+use crate::cache::key::{Variant, Vary};
+use crate::cache::policy::{self, Reuse, Stored, Timing};
+use crate::error::{Error, Kind, Side};
+use crate::fetch::writer::{Feed, Resume, ResumeFuture};
+use crate::fetch::{Fetched, Fetcher, Start};
+use crate::front::headers;
+use crate::metrics::Source as BodySource;
+use crate::peer::client::{fill_path, object_path};
+use crate::peer::transfer::EntryHead;
+use crate::peer::wire::KeyHash;
+use crate::peer::{key_hash, Peers, Source};
+
+/// Complete copies up to this size are fetched whole and checked against their blake3 before a
+/// single byte reaches a client, so a bad copy costs a retry instead of a cut response.
+pub const VERIFY_FIRST: u64 = 1024 * 1024;
+/// Longest silence from a peer sending a complete copy (it reads from its disk) before it counts
+/// as stalled and the transfer moves on.
+pub const PEER_STALL: Duration = Duration::from_secs(2);
+/// At most this many holders are tried for one request.
+const MAX_TRIES: usize = 3;
+
+/// What the group did for a miss.
+pub enum FromPeers {
+    /// A peer copy is streaming into our fill (`revalidated`: the origin confirmed it first).
+    Peer { head: Arc<Head>, revalidated: bool },
+    /// Asking the origin to revalidate a stale peer copy got a new response instead.
+    Origin(Fetched),
+    /// Nobody could help: lead from the origin with this permit.
+    NotHere(FillPermit),
+}
+
+/// The request a miss is for.
+pub struct Want<'a> {
+    pub key: &'a str,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub version: http::Version,
+}
+
+impl Fetcher {
+    /// Tries the peer group for `want` before the origin.
+    pub async fn via_peers(&self, permit: FillPermit, want: &Want<'_>) -> Result<FromPeers, Error> {
+        let Some(peers) = self.peers.clone() else {
+            return Ok(FromPeers::NotHere(permit));
+        };
+        if !peers.has_members() {
+            return Ok(FromPeers::NotHere(permit));
+        }
+        let Some(kh) = key_hash(want.key) else {
+            return Ok(FromPeers::NotHere(permit));
+        };
+        let mut sources = peers.sources(&kh, None);
+        if sources.is_empty() {
+            // Cold: claim it, and follow a competing claim from a lower id seen meanwhile.
+            peers.advertise_in_flight(want.key);
+            tokio::time::sleep(peers.claim_window).await;
+            sources = peers.sources(&kh, Some(peers.id));
+            if sources.is_empty() {
+                return Ok(FromPeers::NotHere(permit));
+            }
+        }
+        let mut permit = Some(permit);
+        for (i, src) in sources.iter().take(MAX_TRIES).enumerate() {
+            match self
+                .try_peer(&peers, &mut permit, src, &sources[i + 1..], &kh, want)
+                .await
+            {
+                Ok(found) => return Ok(found),
+                Err(e) => {
+                    tracing::info!(node = %src.node, key = want.key, "peer copy not used: {e}");
+                    if e.side == Side::Peer {
+                        peers.penalise(src.node);
+                    }
+                }
+            }
+            if permit.is_none() {
+                break;
+            }
+        }
+        match permit {
+            Some(p) => Ok(FromPeers::NotHere(p)),
+            None => Err(Error::internal("peer attempt consumed the fill")),
+        }
+    }
+
+    async fn try_peer(
+        &self,
+        peers: &Arc<Peers>,
+        permit: &mut Option<FillPermit>,
+        src: &Source,
+        others: &[Source],
+        kh: &KeyHash,
+        want: &Want<'_>,
+    ) -> Result<FromPeers, Error> {
+        let asked = tokio::time::Instant::now();
+        let reply = peers.client.entries(src.addr, kh).await?;
+        peers.observe_rtt(src.node, asked.elapsed());
+        let matches = |h: &&EntryHead| head_matches(h, want.headers);
+        let (copy, complete) = match reply.complete.iter().find(matches) {
+            Some(h) => (h.clone(), true),
+            None => match reply.in_flight.as_ref().filter(matches) {
+                Some(h) => (h.clone(), false),
+                None => {
+                    return Err(Error::new(
+                        Kind::NotFound,
+                        Side::Internal,
+                        "no matching copy",
+                    ))
+                }
+            },
+        };
+        let (status, mut stored_headers, mut timing) = decode(&copy)?;
+        let mut revalidated = false;
+        if complete {
+            let req_cc = CacheControl::from_request(want.headers);
+            let stored = Stored {
+                status,
+                headers: &stored_headers,
+                timing,
+            };
+            match policy::reuse(&stored, &req_cc, SystemTime::now(), Default::default()) {
+                Reuse::Fresh | Reuse::StaleAllowed => {}
+                Reuse::StaleWhileRevalidate | Reuse::Revalidate => {
+                    if policy::validators(&stored_headers).is_empty() {
+                        return Err(Error::new(
+                            Kind::NotFound,
+                            Side::Internal,
+                            "stale peer copy without validators",
+                        ));
+                    }
+                    let (resp, request_time) = self
+                        .ask_origin(want.uri, want.headers, want.version, Some(&stored_headers))
+                        .await?;
+                    if resp.status() != StatusCode::NOT_MODIFIED {
+                        let permit = permit.take().ok_or_else(|| Error::internal("no permit"))?;
+                        let fetched = self
+                            .accept(permit, want.key, want.headers, resp, request_time, None)
+                            .await?;
+                        return Ok(FromPeers::Origin(fetched));
+                    }
+                    let mut nm = resp.headers().clone();
+                    headers::strip_hop_by_hop(&mut nm);
+                    policy::merge_not_modified(&mut stored_headers, &nm);
+                    timing = Timing::new(request_time, SystemTime::now(), &nm);
+                    revalidated = true;
+                }
+            }
+        }
+        let variant = Variant::of_request(&Vary::from_headers(&stored_headers), want.headers)
+            .ok_or_else(|| Error::new(Kind::NotFound, Side::Internal, "Vary: *"))?;
+        let path = match copy.hash {
+            Some(h) if complete => object_path(&h),
+            _ => fill_path(kh),
+        };
+        let resp = peers.client.body(src.addr, &path, 0).await?;
+        let node = src.node;
+        let counter = peers.clone();
+        let mut stream: Body =
+            body::observed(resp.into_body().map_err(Into::into).boxed(), move |n, _| {
+                counter.count_download(node, n)
+            });
+        let expected = copy.hash.filter(|_| complete).map(blake3::Hash::from_bytes);
+        if let (Some(hash), Some(len)) = (expected, copy.len.filter(|l| *l <= VERIFY_FIRST)) {
+            stream = verified_whole(peers, stream, hash, len).await?;
+        }
+        let temp = self
+            .temp_file()
+            .await
+            .ok_or_else(|| Error::storage("no temporary file"))?;
+        let mut fallbacks: Vec<Box<dyn Resume>> = Vec::new();
+        if let Some(hash) = copy.hash.filter(|_| complete) {
+            for o in others
+                .iter()
+                .filter(|o| o.complete.map(|c| c.0) == Some(hash))
+            {
+                fallbacks.push(Box::new(PeerResume {
+                    peers: peers.clone(),
+                    src: o.clone(),
+                    path: object_path(&hash),
+                }));
+            }
+        }
+        if let Some(r) = OriginResume::new(self, want, &stored_headers) {
+            fallbacks.push(Box::new(r));
+        }
+        let permit = permit.take().ok_or_else(|| Error::internal("no permit"))?;
+        peers.advertise_in_flight(want.key);
+        let head = Head {
+            status,
+            headers: stored_headers,
+            len: copy.len,
+            timing,
+            variant,
+            shareable: true,
+        };
+        let feed = Feed {
+            body: stream,
+            read_timeout: if complete {
+                PEER_STALL
+            } else {
+                self.origin.read_timeout()
+            },
+            source: BodySource::Peer,
+            name: src.node.to_string(),
+        };
+        let start = Start {
+            key: want.key,
+            head,
+            expected,
+            fallbacks,
+        };
+        let head = self.start_fill(permit, temp, start, feed);
+        Ok(FromPeers::Peer { head, revalidated })
+    }
+}
+
+/// Reads a small peer body whole and checks it before anyone sees it.
+async fn verified_whole(
+    peers: &Arc<Peers>,
+    stream: Body,
+    hash: blake3::Hash,
+    len: u64,
+) -> Result<Body, Error> {
+    let bytes = tokio::time::timeout(PEER_STALL * 4, stream.collect())
+        .await
+        .map_err(|_| Error::new(Kind::ResponseTimeout, Side::Peer, "peer body too slow"))?
+        .map_err(|e| Error::new(Kind::UpstreamBodyCut, Side::Peer, e.to_string()))?
+        .to_bytes();
+    if bytes.len() as u64 != len || blake3::hash(&bytes) != hash {
+        peers
+            .stats
+            .bad_hashes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(Error::new(
+            Kind::UpstreamProtocol,
+            Side::Peer,
+            "peer body does not match its blake3",
+        ));
+    }
+    Ok(body::full(bytes))
+}
+
+/// Does a peer's head fit this request's `Vary`-named fields?
+fn head_matches(h: &EntryHead, req: &HeaderMap) -> bool {
+    let Ok((_, headers, _)) = decode(h) else {
+        return false;
+    };
+    Variant::of_request(&Vary::from_headers(&headers), req).is_some_and(|v| v.as_str() == h.variant)
+}
+
+fn decode(h: &EntryHead) -> Result<(StatusCode, HeaderMap, Timing), Error> {
+    let bad = || Error::new(Kind::UpstreamProtocol, Side::Peer, "malformed entry head");
+    let status = StatusCode::from_u16(h.status).map_err(|_| bad())?;
+    let mut headers = HeaderMap::with_capacity(h.headers.len());
+    for (n, v) in &h.headers {
+        let name = HeaderName::from_bytes(n.as_bytes()).map_err(|_| bad())?;
+        let value = HeaderValue::from_bytes(v).map_err(|_| bad())?;
+        headers.append(name, value);
+    }
+    let t = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+    let timing = Timing {
+        request_time: t(h.request_time_ms),
+        response_time: t(h.response_time_ms),
+        corrected_initial_age: Duration::from_millis(h.corrected_initial_age_ms),
+    };
+    Ok((status, headers, timing))
+}
+
+/// The rest of a complete copy from another holder.
+struct PeerResume {
+    peers: Arc<Peers>,
+    src: Source,
+    path: String,
+}
+
+impl Resume for PeerResume {
+    fn resume(&self, offset: u64) -> ResumeFuture<'_> {
+        Box::pin(async move {
+            self.peers
+                .stats
+                .failovers
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let resp = self
+                .peers
+                .client
+                .body(self.src.addr, &self.path, offset)
+                .await;
+            let resp = resp.inspect_err(|_| self.peers.penalise(self.src.node))?;
+            Ok(Feed {
+                body: resp.into_body().map_err(Into::into).boxed(),
+                read_timeout: PEER_STALL,
+                source: BodySource::Peer,
+                name: self.src.node.to_string(),
+            })
+        })
+    }
+}
+
+/// The rest of the body from the origin: `Range: bytes=N-` with `If-Range`, accepted only as a
+/// 206 starting at N (RFC 9110 §14.2, §13.1.5).
+struct OriginResume {
+    fetcher: Fetcher,
+    uri: Uri,
+    headers: HeaderMap,
+    version: http::Version,
+}
+
+impl OriginResume {
+    fn new(fetcher: &Fetcher, want: &Want<'_>, stored: &HeaderMap) -> Option<Self> {
+        let strong_etag = stored
+            .get(header::ETAG)
+            .filter(|v| !v.as_bytes().starts_with(b"W/"));
+        let validator = strong_etag.or_else(|| stored.get(header::LAST_MODIFIED))?;
+        let mut headers = want.headers.clone();
+        for name in super::FILL_DROPS {
+            headers.remove(name);
+        }
+        headers.insert(header::IF_RANGE, validator.clone());
+        Some(OriginResume {
+            fetcher: fetcher.clone(),
+            uri: want.uri.clone(),
+            headers,
+            version: want.version,
+        })
+    }
+}
+
+impl Resume for OriginResume {
+    fn resume(&self, offset: u64) -> ResumeFuture<'_> {
+        Box::pin(async move {
+            let mut h = self.headers.clone();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes={offset}-")) {
+                h.insert(header::RANGE, v);
+            }
+            let req = self.fetcher.upstream_request(
+                Method::GET,
+                &self.uri,
+                &h,
+                self.version,
+                body::empty(),
+            )?;
+            crate::metrics::Metrics::inc(&self.fetcher.metrics.origin_requests);
+            let resp = self.fetcher.origin.send(req).await?;
+            let starts_at = resp
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(&format!("bytes {offset}-")));
+            let fits = match resp.status() {
+                StatusCode::PARTIAL_CONTENT => starts_at,
+                StatusCode::OK => offset == 0,
+                _ => false,
+            };
+            if !fits {
+                return Err(Error::upstream(
+                    Kind::UpstreamProtocol,
+                    format!("origin cannot resume at {offset}: {}", resp.status()),
+                ));
+            }
+            Ok(Feed {
+                body: resp.into_body().map_err(Into::into).boxed(),
+                read_timeout: self.fetcher.origin.read_timeout(),
+                source: BodySource::Origin,
+                name: "origin".into(),
+            })
+        })
+    }
+}
+
+/// Keeps `Outcome` in scope for readers of this module's docs.
+#[allow(dead_code)]
+fn _outcome(_: Outcome) {}

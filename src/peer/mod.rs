@@ -1,0 +1,498 @@
+//! The peer group as this node takes part in it: identity, membership, the replicated index
+//! (ours and everyone's), and the transfer API. Owns the peer port; asks nothing of the origin.
+
+pub mod auth;
+pub mod client;
+pub mod identity;
+pub mod index;
+pub mod membership;
+pub mod select;
+pub mod transfer;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::cache::inflight::Inflight;
+use crate::cache::policy::{self, Heuristic};
+use crate::cache::store::{Entry, Store};
+use crate::config::Config;
+use crate::error::Error;
+use crate::fetch::writer::WriteEnd;
+
+use self::auth::{ClusterKey, RequestSigner};
+use self::client::PeerClient;
+use self::index::{HolderState, Index, Journal, DEFAULT_JOURNAL_CAPACITY};
+use self::membership::{Event, MemberInfo, MemberState, Membership, MembershipConfig, Timings};
+use self::select::{Candidate, Penalties, RttTable};
+use self::wire::{IndexReply, KeyHash, NodeId, Tagged, Update};
+
+/// How long a peer that failed us is not asked again.
+pub const PENALTY: Duration = Duration::from_secs(60);
+
+/// Knobs that tests turn (production uses `Default`).
+#[derive(Debug, Clone)]
+pub struct PeerTuning {
+    pub timings: Timings,
+    /// How long a node that claims a cold object waits for competing claims (a little more
+    /// than the gossip delay), so that only one node of the group goes to the origin.
+    pub claim_window: Duration,
+}
+
+impl Default for PeerTuning {
+    fn default() -> Self {
+        PeerTuning {
+            timings: Timings::lan(),
+            claim_window: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Counters of the peer side.
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    pub rejected_requests: AtomicU64,
+    pub uploads: AtomicU64,
+    pub bytes_uploaded: AtomicU64,
+    pub bad_hashes: AtomicU64,
+    pub failovers: AtomicU64,
+}
+
+/// A holder of a key, resolved to an address, in the order to ask them.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+    pub complete: Option<([u8; 32], u64)>,
+}
+
+/// This node's membership in the peer group.
+pub struct Peers {
+    pub id: NodeId,
+    pub site: String,
+    pub store: Store,
+    pub inflight: Arc<Inflight>,
+    pub signer: Arc<RequestSigner>,
+    pub client: PeerClient,
+    pub uploads: Arc<Semaphore>,
+    pub max_uploads: usize,
+    /// How long the transfer API waits for an in-flight fill's response head.
+    pub head_wait: Duration,
+    pub claim_window: Duration,
+    pub stats: PeerStats,
+    membership: Membership,
+    journal: Mutex<Journal>,
+    index: Mutex<Index>,
+    /// Our own keys (stored or in flight) by key hash, for the transfer API.
+    local: Mutex<HashMap<KeyHash, String>>,
+    penalties: Mutex<Penalties>,
+    rtt: Mutex<RttTable>,
+    bytes_from: Mutex<HashMap<NodeId, u64>>,
+    heuristic: Heuristic,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The node id kept in the cache directory (created at first start).
+pub fn node_id(dir: &Path) -> Result<NodeId, Error> {
+    let path = dir.join("node-id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return text
+            .trim()
+            .parse()
+            .map_err(|e| Error::storage(format!("{}: {e}", path.display())));
+    }
+    let id = NodeId::random();
+    std::fs::write(&path, format!("{id}\n"))
+        .map_err(|e| Error::storage(format!("{}: {e}", path.display())))?;
+    Ok(id)
+}
+
+/// The running peer side: its handle plus what `App` must stop at shutdown.
+pub struct Started {
+    pub peers: Arc<Peers>,
+    pub transfer_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Started {
+    /// Leaves the group cleanly and stops the transfer API.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.peers.membership.clone().leave().await;
+        let _ = self.server.await;
+    }
+}
+
+impl Peers {
+    /// Loads the cluster key and node id, binds the peer port (TCP and UDP), joins the group
+    /// through the seeds and starts serving the transfer API.
+    pub async fn start(
+        config: &Config,
+        store: Store,
+        inflight: Arc<Inflight>,
+        tuning: PeerTuning,
+    ) -> Result<Started, Error> {
+        let pc = &config.peers;
+        let key = ClusterKey::load(&pc.key_file)
+            .map_err(|e| Error::internal(format!("peers.key_file: {e}")))?;
+        let dir = config.cache.dir.clone();
+        let id = tokio::task::spawn_blocking(move || node_id(&dir))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))??;
+        let listener = TcpListener::bind(pc.listen)
+            .await
+            .map_err(|e| Error::internal(format!("cannot listen on {} (peers): {e}", pc.listen)))?;
+        let transfer_addr = listener
+            .local_addr()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let advertise = pc.advertise.unwrap_or(transfer_addr);
+        let mut seeds = Vec::new();
+        for s in &pc.seeds {
+            match tokio::net::lookup_host(s.as_str()).await {
+                Ok(addrs) => seeds.extend(addrs),
+                Err(e) => tracing::warn!("peers.seeds: cannot resolve {s}: {e}"),
+            }
+        }
+        let (tx, events) = mpsc::unbounded_channel();
+        let membership = Membership::start_with_timings(
+            MembershipConfig {
+                id,
+                bind: transfer_addr,
+                advertise,
+                site: pc.site.clone(),
+                seeds,
+                key: key.clone(),
+            },
+            tuning.timings.clone(),
+            tx,
+        )
+        .await
+        .map_err(|e| Error::internal(format!("peer gossip on {transfer_addr}: {e}")))?;
+        let signer = Arc::new(RequestSigner::new(&key));
+        let epoch = now_ms();
+        let peers = Arc::new(Peers {
+            id,
+            site: pc.site.clone(),
+            store: store.clone(),
+            inflight,
+            signer: signer.clone(),
+            client: PeerClient::new(signer, id, pc.connect_timeout, config.upstream.read_timeout),
+            uploads: Arc::new(Semaphore::new(pc.max_uploads)),
+            max_uploads: pc.max_uploads,
+            head_wait: config.upstream.read_timeout,
+            claim_window: tuning.claim_window,
+            stats: PeerStats::default(),
+            membership,
+            journal: Mutex::new(Journal::new(id, epoch, DEFAULT_JOURNAL_CAPACITY)),
+            index: Mutex::new(Index::new(id)),
+            local: Mutex::new(HashMap::new()),
+            penalties: Mutex::new(Penalties::default()),
+            rtt: Mutex::new(RttTable::default()),
+            bytes_from: Mutex::new(HashMap::new()),
+            heuristic: Heuristic::default(),
+        });
+        // What we already hold is in our journal before anyone asks for a snapshot.
+        for e in store.entries() {
+            if e.shareable {
+                peers.advertise_have(&e);
+            }
+        }
+        let weak = Arc::downgrade(&peers);
+        store.on_removed(Box::new(move |key| {
+            if let Some(p) = weak.upgrade() {
+                p.advertise_dropped(key);
+            }
+        }));
+        tokio::spawn(events_loop(Arc::downgrade(&peers), events));
+        let (stop, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(transfer::serve(listener, peers.clone(), stop_rx));
+        tracing::info!(%id, %transfer_addr, "peer group: joined as {advertise}");
+        Ok(Started {
+            peers,
+            transfer_addr,
+            stop,
+            server,
+        })
+    }
+
+    /// Records one of our updates and gossips it at once.
+    fn advertise(&self, update: Update) {
+        let tagged = lock(&self.journal).record(update);
+        match postcard::to_stdvec(&tagged) {
+            Ok(bytes) => self.membership.broadcast(bytes),
+            Err(e) => tracing::error!("cannot encode an index update: {e}"),
+        }
+    }
+
+    /// We store a complete, shareable copy of `entry`.
+    pub fn advertise_have(&self, entry: &Entry) {
+        let Some(key) = key_hash(&entry.key) else {
+            return;
+        };
+        let now = SystemTime::now();
+        let lifetime = policy::freshness_lifetime(
+            entry.status,
+            &entry.headers,
+            entry.timing.response_time,
+            self.heuristic,
+        );
+        let left = lifetime.saturating_sub(entry.timing.current_age(now));
+        let fresh_until = (now + left)
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        lock(&self.local).insert(key, entry.key.clone());
+        self.advertise(Update::Have {
+            key,
+            hash: *entry.hash.as_bytes(),
+            len: entry.len,
+            fresh_until,
+        });
+    }
+
+    /// We start downloading `key` (a claim other nodes may follow).
+    pub fn advertise_in_flight(&self, key: &str) {
+        let Some(h) = key_hash(key) else { return };
+        lock(&self.local).insert(h, key.to_owned());
+        self.advertise(Update::InFlight { key: h });
+    }
+
+    /// We no longer hold `key`.
+    pub fn advertise_dropped(&self, key: &str) {
+        let Some(h) = key_hash(key) else { return };
+        lock(&self.local).remove(&h);
+        self.advertise(Update::Dropped { key: h });
+    }
+
+    /// A claim of ours came to nothing (the response may not be shared, or the origin failed):
+    /// withdraw it unless we hold the key anyway.
+    pub fn withdraw(&self, key: &str) {
+        let shared = self
+            .store
+            .get(key)
+            .is_some_and(|v| v.entries.iter().any(|e| e.shareable));
+        if !shared && self.inflight.get(key).is_none() {
+            self.advertise_dropped(key);
+        }
+    }
+
+    /// A fill of ours ended: unless it left a shareable copy (advertised as `Have`), our
+    /// in-flight claim is withdrawn.
+    pub fn fill_ended(&self, key: &str, end: &WriteEnd) {
+        tracing::debug!(key, ?end, "fill ended");
+        self.withdraw(key);
+    }
+
+    /// The key string for one of our key hashes.
+    pub fn local_key(&self, h: &KeyHash) -> Option<String> {
+        lock(&self.local).get(h).cloned()
+    }
+
+    /// Answer to `GET /peer/v1/index`.
+    pub fn index_since(&self, epoch: Option<u64>, since: u64) -> IndexReply {
+        let j = lock(&self.journal);
+        match epoch {
+            Some(e) => j.since_in(e, since),
+            None => j.since(since),
+        }
+    }
+
+    /// The address other nodes reach us at (gossip and transfer).
+    pub fn membership_addr(&self) -> SocketAddr {
+        self.membership.advertise()
+    }
+
+    /// Current members (not us).
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.membership.members()
+    }
+
+    fn addr_of(&self, node: NodeId) -> Option<(SocketAddr, bool)> {
+        self.membership
+            .members()
+            .into_iter()
+            .find(|m| m.id == node && m.state != MemberState::Down)
+            .map(|m| (m.addr, m.site == self.site))
+    }
+
+    /// Holders of `key` on live members, best first (same site, complete, low RTT, few
+    /// uploads), leaving out penalised peers. With `in_flight_below`, in-flight holders count only
+    /// when their id is lower (the tie-break between simultaneous claims).
+    pub fn sources(&self, key: &KeyHash, in_flight_below: Option<NodeId>) -> Vec<Source> {
+        let holders = lock(&self.index).holders(key);
+        let mut by_node = HashMap::new();
+        let mut cands = Vec::new();
+        for h in holders {
+            let complete = match h.state {
+                HolderState::Complete { hash, len, .. } => Some((hash, len)),
+                HolderState::InFlight => None,
+            };
+            if complete.is_none() && in_flight_below.is_some_and(|me| h.node >= me) {
+                continue;
+            }
+            let Some((addr, same_site)) = self.addr_of(h.node) else {
+                continue;
+            };
+            cands.push(Candidate {
+                node: h.node,
+                same_site,
+                complete: complete.is_some(),
+                rtt: lock(&self.rtt).get(h.node),
+                uploads: 0,
+            });
+            by_node.insert(
+                h.node,
+                Source {
+                    node: h.node,
+                    addr,
+                    complete,
+                },
+            );
+        }
+        let order = select::rank(cands, &lock(&self.penalties), now_ms());
+        order
+            .into_iter()
+            .filter_map(|n| by_node.remove(&n))
+            .collect()
+    }
+
+    /// Does anybody else take part in the group right now?
+    pub fn has_members(&self) -> bool {
+        self.membership
+            .members()
+            .iter()
+            .any(|m| m.state != MemberState::Down)
+    }
+
+    /// A peer failed us (unreachable, bad hash, stalled): leave it alone for a while.
+    pub fn penalise(&self, node: NodeId) {
+        lock(&self.penalties).penalise(node, now_ms(), PENALTY.as_millis() as u64);
+    }
+
+    pub fn observe_rtt(&self, node: NodeId, sample: Duration) {
+        lock(&self.rtt).observe(node, sample);
+    }
+
+    pub fn count_download(&self, node: NodeId, n: u64) {
+        *lock(&self.bytes_from).entry(node).or_insert(0) += n;
+    }
+
+    pub fn count_upload(&self, n: u64) {
+        self.stats.uploads.fetch_add(1, Relaxed);
+        self.stats.bytes_uploaded.fetch_add(n, Relaxed);
+    }
+
+    /// The peer part of the status page.
+    pub fn status_json(&self) -> serde_json::Value {
+        let index = lock(&self.index);
+        let bytes_from = lock(&self.bytes_from);
+        let rtt = lock(&self.rtt);
+        let members: Vec<serde_json::Value> = self
+            .membership
+            .members()
+            .into_iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.id.to_string(),
+                    "addr": m.addr.to_string(),
+                    "site": m.site,
+                    "state": m.state.as_str(),
+                    "rtt_ms": rtt.get(m.id).map(|d| d.as_secs_f64() * 1000.0),
+                    "bytes_from": bytes_from.get(&m.id).copied().unwrap_or(0),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "id": self.id.to_string(),
+            "site": self.site,
+            "members": members,
+            "index": { "keys": index.keys(), "entries": index.entries(), "nodes": index.nodes() },
+            "own_entries": lock(&self.journal).len(),
+            "rejected_packets": self.membership.rejected_packets(),
+            "rejected_requests": self.stats.rejected_requests.load(Relaxed),
+            "uploads": self.stats.uploads.load(Relaxed),
+            "bytes_uploaded": self.stats.bytes_uploaded.load(Relaxed),
+            "bad_hashes": self.stats.bad_hashes.load(Relaxed),
+            "failovers": self.stats.failovers.load(Relaxed),
+        })
+    }
+
+    fn apply(self: &Arc<Self>, t: Tagged) {
+        let applied = lock(&self.index).apply(t);
+        if let index::Applied::Gap { node, epoch, since } = applied {
+            self.pull(node, Some(epoch), since);
+        }
+    }
+
+    /// Fetches what we missed of `node`'s updates over TCP, in the background.
+    fn pull(self: &Arc<Self>, node: NodeId, epoch: Option<u64>, since: u64) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            for attempt in 0..3u32 {
+                let Some((addr, _)) = me.addr_of(node) else {
+                    return;
+                };
+                match me.client.index(addr, epoch, since).await {
+                    Ok(reply) => {
+                        lock(&me.index).apply_reply(reply);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%node, attempt, "index pull failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The group's id for a stored key string (already normalised): its blake3, as
+/// `CacheKey::hash` computes it.
+pub fn key_hash(key: &str) -> Option<KeyHash> {
+    Some(blake3::hash(key.as_bytes()).into())
+}
+
+/// Feeds membership events into the index until the node shuts down.
+async fn events_loop(peers: Weak<Peers>, mut events: mpsc::UnboundedReceiver<Event>) {
+    while let Some(ev) = events.recv().await {
+        let Some(p) = peers.upgrade() else { return };
+        match ev {
+            Event::Broadcast(bytes) => match postcard::from_bytes::<Tagged>(&bytes) {
+                Ok(t) => p.apply(t),
+                Err(e) => tracing::debug!("undecodable index update: {e}"),
+            },
+            Event::Up(m) => {
+                tracing::info!(id = %m.id, addr = %m.addr, site = %m.site, "peer up");
+                let known = lock(&p.index).applied(m.id);
+                match known {
+                    Some((epoch, seq)) => p.pull(m.id, Some(epoch), seq),
+                    None => p.pull(m.id, None, 0),
+                }
+            }
+            Event::Down(id) => {
+                let dropped = lock(&p.index).remove_node(id);
+                lock(&p.rtt).forget(id);
+                tracing::info!(%id, dropped, "peer down: its index entries are dropped");
+            }
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Which peer to ask for a body: ranking holders, penalties and smoothed RTTs; pure, no I/O and
+//! no clocks (`now_ms` is always passed in).
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::wire::NodeId;
+
+/// A node that holds (or is fetching) the wanted key, with what we know about reaching it.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub node: NodeId,
+    /// Same `site` label as this node.
+    pub same_site: bool,
+    /// Holds the complete body (else it is still downloading it).
+    pub complete: bool,
+    /// Smoothed round-trip time, if ever measured (see [`RttTable`]).
+    pub rtt: Option<Duration>,
+    /// Transfers it is serving right now, as far as we know.
+    pub uploads: u32,
+}
+
+/// Order: same site first; then complete before in-flight; then lowest measured RTT (unknown
+/// last); then fewest active uploads; then node id (deterministic). Penalised nodes are left out,
+/// and a node listed twice appears once, at its best rank.
+pub fn rank(cands: Vec<Candidate>, penalties: &Penalties, now_ms: u64) -> Vec<NodeId> {
+    let mut cands: Vec<Candidate> = cands
+        .into_iter()
+        .filter(|c| !penalties.is_penalised(c.node, now_ms))
+        .collect();
+    cands.sort_by_key(|c| {
+        (
+            Reverse(c.same_site),
+            Reverse(c.complete),
+            // None sorts after every Some.
+            c.rtt.is_none(),
+            c.rtt,
+            c.uploads,
+            c.node,
+        )
+    });
+    let mut ranked: Vec<NodeId> = Vec::with_capacity(cands.len());
+    for c in cands {
+        if !ranked.contains(&c.node) {
+            ranked.push(c.node);
+        }
+    }
+    ranked
+}
+
+/// Peers that served a bad hash, failed or timed out are not asked again for a while.
+///
+/// Invariant: a node is penalised while `now_ms < until`; a longer penalty is never shortened by
+/// a shorter one; expired entries are pruned whenever a penalty is added.
+#[derive(Debug, Default)]
+pub struct Penalties {
+    until: HashMap<NodeId, u64>,
+}
+
+impl Penalties {
+    /// Leaves `node` out of rankings from `now_ms` for `for_ms` milliseconds (or longer if it
+    /// already has a longer penalty).
+    pub fn penalise(&mut self, node: NodeId, now_ms: u64, for_ms: u64) {
+        self.until.retain(|_, until| *until > now_ms);
+        let until = now_ms.saturating_add(for_ms);
+        let entry = self.until.entry(node).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    /// Whether `node` is still penalised at `now_ms` (no longer once `now_ms` reaches the end).
+    pub fn is_penalised(&self, node: NodeId, now_ms: u64) -> bool {
+        self.until.get(&node).is_some_and(|until| now_ms < *until)
+    }
+
+    /// Lifts `node`'s penalty at once (e.g. it served a good body since).
+    pub fn forgive(&mut self, node: NodeId) {
+        self.until.remove(&node);
+    }
+}
+
+/// Exponentially weighted RTT per node (alpha 1/8 like TCP's SRTT, RFC 6298 §2).
+///
+/// Invariant: the first sample sets the estimate; each later one moves it 1/8 of the way.
+#[derive(Debug, Default)]
+pub struct RttTable {
+    srtt: HashMap<NodeId, Duration>,
+}
+
+impl RttTable {
+    /// Folds one measured round trip into `node`'s estimate: `srtt = 7/8 srtt + 1/8 sample`.
+    pub fn observe(&mut self, node: NodeId, sample: Duration) {
+        self.srtt
+            .entry(node)
+            .and_modify(|srtt| *srtt = (*srtt - *srtt / 8).saturating_add(sample / 8))
+            .or_insert(sample);
+    }
+
+    /// The smoothed RTT of `node`, if it was ever measured.
+    pub fn get(&self, node: NodeId) -> Option<Duration> {
+        self.srtt.get(&node).copied()
+    }
+
+    /// Drops `node`'s estimate (it left the group or restarted).
+    pub fn forget(&mut self, node: NodeId) {
+        self.srtt.remove(&node);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(i: u8) -> NodeId {
+        NodeId([i; 16])
+    }
+
+    /// A baseline candidate: same site, complete, RTT unknown, idle.
+    fn cand(i: u8) -> Candidate {
+        Candidate {
+            node: n(i),
+            same_site: true,
+            complete: true,
+            rtt: None,
+            uploads: 0,
+        }
+    }
+
+    fn ms(v: u64) -> Option<Duration> {
+        Some(Duration::from_millis(v))
+    }
+
+    fn ids(v: &[u8]) -> Vec<NodeId> {
+        v.iter().map(|i| n(*i)).collect()
+    }
+
+    #[test]
+    fn each_rule_alone_and_combined() {
+        let other_site = |c: Candidate| Candidate {
+            same_site: false,
+            ..c
+        };
+        let in_flight = |c: Candidate| Candidate {
+            complete: false,
+            ..c
+        };
+        let rtt = |c: Candidate, v| Candidate { rtt: ms(v), ..c };
+        let uploads = |c: Candidate, u| Candidate { uploads: u, ..c };
+        // (name, candidates, expected order)
+        let cases: Vec<(&str, Vec<Candidate>, Vec<NodeId>)> = vec![
+            ("empty", vec![], vec![]),
+            (
+                "node id breaks ties",
+                vec![cand(3), cand(1), cand(2)],
+                ids(&[1, 2, 3]),
+            ),
+            (
+                "same site first",
+                vec![other_site(cand(1)), cand(2)],
+                ids(&[2, 1]),
+            ),
+            (
+                "complete before in-flight",
+                vec![in_flight(cand(1)), cand(2)],
+                ids(&[2, 1]),
+            ),
+            (
+                "lowest rtt first, unknown last",
+                vec![
+                    cand(1),
+                    rtt(cand(2), 30),
+                    rtt(cand(3), 10),
+                    rtt(cand(4), 20),
+                ],
+                ids(&[3, 4, 2, 1]),
+            ),
+            (
+                "zero rtt is a measurement",
+                vec![cand(1), rtt(cand(2), 0)],
+                ids(&[2, 1]),
+            ),
+            (
+                "fewest uploads first",
+                vec![
+                    uploads(cand(1), 5),
+                    uploads(cand(2), 0),
+                    uploads(cand(3), 2),
+                ],
+                ids(&[2, 3, 1]),
+            ),
+            (
+                "same site beats complete",
+                vec![other_site(cand(1)), in_flight(cand(2))],
+                ids(&[2, 1]),
+            ),
+            (
+                "complete beats rtt",
+                vec![in_flight(rtt(cand(1), 1)), rtt(cand(2), 900)],
+                ids(&[2, 1]),
+            ),
+            (
+                "rtt beats uploads",
+                vec![uploads(rtt(cand(1), 10), 0), uploads(rtt(cand(2), 5), 50)],
+                ids(&[2, 1]),
+            ),
+            (
+                "unknown rtt loses to a slow measured one",
+                vec![cand(1), rtt(cand(2), 5_000)],
+                ids(&[2, 1]),
+            ),
+            (
+                "uploads beat node id",
+                vec![uploads(cand(1), 1), cand(2)],
+                ids(&[2, 1]),
+            ),
+            (
+                "all rules",
+                vec![
+                    other_site(rtt(cand(1), 1)),
+                    in_flight(rtt(cand(2), 1)),
+                    uploads(rtt(cand(3), 8), 9),
+                    uploads(rtt(cand(4), 8), 2),
+                    rtt(cand(5), 3),
+                    cand(6),
+                    in_flight(other_site(cand(7))),
+                    other_site(cand(8)),
+                ],
+                ids(&[5, 4, 3, 6, 2, 1, 8, 7]),
+            ),
+            (
+                "a node listed twice appears once",
+                vec![in_flight(cand(1)), cand(2), cand(1)],
+                ids(&[1, 2]),
+            ),
+        ];
+        for (name, cands, want) in cases {
+            assert_eq!(rank(cands, &Penalties::default(), 0), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn penalised_nodes_are_left_out_until_the_penalty_ends() {
+        let mut penalties = Penalties::default();
+        penalties.penalise(n(2), 1_000, 500);
+        let cands = vec![cand(1), cand(2), cand(3)];
+        let at = |t| rank(cands.clone(), &penalties, t);
+        assert_eq!(at(1_000), ids(&[1, 3]));
+        assert_eq!(at(1_499), ids(&[1, 3]));
+        assert_eq!(at(1_500), ids(&[1, 2, 3]));
+        assert!(!penalties.is_penalised(n(1), 1_200));
+    }
+
+    #[test]
+    fn a_shorter_penalty_does_not_shorten_a_longer_one() {
+        let mut penalties = Penalties::default();
+        penalties.penalise(n(1), 0, 10_000);
+        penalties.penalise(n(1), 100, 50);
+        assert!(penalties.is_penalised(n(1), 9_999));
+        penalties.penalise(n(1), 9_000, 5_000);
+        assert!(penalties.is_penalised(n(1), 13_999));
+        assert!(!penalties.is_penalised(n(1), 14_000));
+    }
+
+    #[test]
+    fn forgiving_and_pruning() {
+        let mut penalties = Penalties::default();
+        penalties.penalise(n(1), 0, 1_000);
+        penalties.penalise(n(2), 0, 100);
+        penalties.forgive(n(1));
+        assert!(!penalties.is_penalised(n(1), 10));
+        assert!(penalties.is_penalised(n(2), 10));
+        penalties.forgive(n(9));
+        // Adding a penalty drops the expired ones.
+        penalties.penalise(n(3), 100, u64::MAX);
+        assert_eq!(penalties.until.len(), 1);
+        assert!(penalties.is_penalised(n(3), u64::MAX - 1));
+        assert!(!penalties.is_penalised(n(3), u64::MAX));
+    }
+
+    #[test]
+    fn rtt_is_an_ewma_with_alpha_one_eighth() {
+        let mut table = RttTable::default();
+        assert_eq!(table.get(n(1)), None);
+        table.observe(n(1), Duration::from_millis(80));
+        assert_eq!(table.get(n(1)), ms(80));
+        table.observe(n(1), Duration::from_millis(160));
+        assert_eq!(table.get(n(1)), ms(90));
+        table.observe(n(1), Duration::from_millis(10));
+        // 90 - 90/8 + 10/8 = 90 - 11.25 + 1.25
+        assert_eq!(table.get(n(1)), ms(80));
+        for _ in 0..200 {
+            table.observe(n(1), Duration::from_millis(20));
+        }
+        let settled = table.get(n(1)).unwrap_or_default();
+        assert!(settled.abs_diff(Duration::from_millis(20)) < Duration::from_micros(1));
+        assert_eq!(table.get(n(2)), None);
+        table.forget(n(1));
+        assert_eq!(table.get(n(1)), None);
+    }
+
+    #[test]
+    fn rtt_extremes_do_not_panic() {
+        let mut table = RttTable::default();
+        table.observe(n(1), Duration::MAX);
+        table.observe(n(1), Duration::MAX);
+        assert!(table.get(n(1)).is_some());
+        table.observe(n(2), Duration::ZERO);
+        table.observe(n(2), Duration::ZERO);
+        assert_eq!(table.get(n(2)), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn ranking_uses_the_rtt_table() {
+        let mut table = RttTable::default();
+        table.observe(n(1), Duration::from_millis(40));
+        table.observe(n(2), Duration::from_millis(4));
+        let cands: Vec<Candidate> = [1, 2, 3]
+            .into_iter()
+            .map(|i| Candidate {
+                rtt: table.get(n(i)),
+                ..cand(i)
+            })
+            .collect();
+        assert_eq!(rank(cands, &Penalties::default(), 0), ids(&[2, 1, 3]));
+    }
+}

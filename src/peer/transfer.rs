@@ -1,0 +1,368 @@
+//! The peer transfer API on the peer port (TCP): index catch-up, stored response heads, bodies by
+//! content hash and in-flight fills by key. Authenticated members only; it serves what this node
+//! already has or is downloading and never fetches anything on a caller's behalf.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::{self, Body};
+use crate::cache::conditional::{self, RangeAnswer};
+use crate::cache::inflight::{Fill, Head};
+use crate::cache::store::Entry;
+use crate::peer::auth::AUTH_HEADER;
+use crate::peer::wire::KeyHash;
+use crate::peer::Peers;
+
+/// Response header telling the caller how many uploads this node is serving.
+pub const UPLOADS_HEADER: &str = "x-peercache-uploads";
+
+/// A stored (or in-flight) response head as a peer sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryHead {
+    pub variant: String,
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub request_time_ms: u64,
+    pub response_time_ms: u64,
+    pub corrected_initial_age_ms: u64,
+    /// blake3 of the body: known for complete entries only.
+    pub hash: Option<[u8; 32]>,
+    pub len: Option<u64>,
+}
+
+/// Answer to `GET /peer/v1/entries/{key-hash}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntriesReply {
+    pub complete: Vec<EntryHead>,
+    pub in_flight: Option<EntryHead>,
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn header_pairs(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    h.iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+impl EntryHead {
+    pub fn of_entry(e: &Entry) -> Self {
+        EntryHead {
+            variant: e.variant.as_str().to_owned(),
+            status: e.status.as_u16(),
+            headers: header_pairs(&e.headers),
+            request_time_ms: millis(e.timing.request_time),
+            response_time_ms: millis(e.timing.response_time),
+            corrected_initial_age_ms: e.timing.corrected_initial_age.as_millis() as u64,
+            hash: Some(*e.hash.as_bytes()),
+            len: Some(e.len),
+        }
+    }
+
+    pub fn of_head(h: &Head) -> Self {
+        EntryHead {
+            variant: h.variant.as_str().to_owned(),
+            status: h.status.as_u16(),
+            headers: header_pairs(&h.headers),
+            request_time_ms: millis(h.timing.request_time),
+            response_time_ms: millis(h.timing.response_time),
+            corrected_initial_age_ms: h.timing.corrected_initial_age.as_millis() as u64,
+            hash: None,
+            len: h.len,
+        }
+    }
+}
+
+/// Serves the transfer API until `stop` turns true, then closes its connections (in-flight
+/// uploads get a short grace period) so that nothing keeps the node alive after shutdown.
+pub async fn serve(listener: TcpListener, peers: Arc<Peers>, stop: watch::Receiver<bool>) {
+    let mut conns = tokio::task::JoinSet::new();
+    let mut stopping = stop.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            _ = stopping.wait_for(|s| *s) => break,
+        };
+        let Ok((tcp, remote)) = accepted else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let peers = peers.clone();
+        let mut stop = stop.clone();
+        conns.spawn(async move {
+            let svc = service_fn(move |req| {
+                let peers = peers.clone();
+                async move { Ok::<_, Infallible>(handle(&peers, remote, req).await) }
+            });
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let conn = b.serve_connection(TokioIo::new(tcp), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+        });
+    }
+    drop(listener);
+    drop(peers);
+    if tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        conns.abort_all();
+    }
+}
+
+/// How long uploads in progress may go on after the node is asked to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+fn status(code: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(body::full(format!("{text}\n")));
+    *r.status_mut() = code;
+    r
+}
+
+async fn handle(peers: &Arc<Peers>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let method = req.method().clone();
+    let auth = req
+        .headers()
+        .get(AUTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let caller = match peers.signer.verify(method.as_str(), &path, auth, now) {
+        Ok(node) => node,
+        Err(e) => {
+            peers
+                .stats
+                .rejected_requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(%remote, "peer request refused: {e:?}");
+            return status(StatusCode::UNAUTHORIZED, "not a member of this group");
+        }
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return status(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only");
+    }
+    let uri_path = req.uri().path();
+    let mut parts = uri_path.trim_start_matches("/peer/v1/").splitn(2, '/');
+    let (kind, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    tracing::debug!(%caller, %path, "peer request");
+    match kind {
+        "index" => index(peers, req.uri().query().unwrap_or("")),
+        "entries" => match parse_hex32(arg) {
+            Some(k) => entries(peers, &k).await,
+            None => status(StatusCode::BAD_REQUEST, "bad key hash"),
+        },
+        "objects" => match parse_hex32(arg) {
+            Some(h) => object(peers, &method, req.headers(), blake3::Hash::from_bytes(h)).await,
+            None => status(StatusCode::BAD_REQUEST, "bad content hash"),
+        },
+        "fills" => match parse_hex32(arg) {
+            Some(k) => fill(peers, &method, req.headers(), &k).await,
+            None => status(StatusCode::BAD_REQUEST, "bad key hash"),
+        },
+        _ => status(StatusCode::NOT_FOUND, "no such peer API"),
+    }
+}
+
+/// 64 hex characters → 32 bytes.
+pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    blake3::Hash::from_hex(s).ok().map(|h| *h.as_bytes())
+}
+
+fn index(peers: &Arc<Peers>, query: &str) -> Response<Body> {
+    let mut since = 0;
+    let mut epoch = None;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("since", v)) => since = v.parse().unwrap_or(0),
+            Some(("epoch", v)) => epoch = v.parse().ok(),
+            _ => {}
+        }
+    }
+    let reply = peers.index_since(epoch, since);
+    match postcard::to_stdvec(&reply) {
+        Ok(bytes) => Response::new(body::full(bytes)),
+        Err(_) => status(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode"),
+    }
+}
+
+async fn entries(peers: &Arc<Peers>, key_hash: &KeyHash) -> Response<Body> {
+    let mut reply = EntriesReply::default();
+    if let Some(key) = peers.local_key(key_hash) {
+        if let Some(variants) = peers.store.get(&key) {
+            reply.complete = variants
+                .entries
+                .iter()
+                .filter(|e| e.shareable)
+                .map(|e| EntryHead::of_entry(e))
+                .collect();
+        }
+        if let Some(fill) = peers.inflight.get(&key) {
+            let wait = tokio::time::timeout(peers.head_wait, fill.head()).await;
+            if let Ok(Ok(head)) = wait {
+                if head.shareable {
+                    reply.in_flight = Some(EntryHead::of_head(&head));
+                }
+            }
+        }
+    }
+    match postcard::to_stdvec(&reply) {
+        Ok(bytes) => Response::new(body::full(bytes)),
+        Err(_) => status(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode"),
+    }
+}
+
+/// Takes an upload slot; `None` means the caller gets 503 and tries another source.
+fn upload_slot(peers: &Arc<Peers>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    peers.uploads.clone().try_acquire_owned().ok()
+}
+
+fn busy() -> Response<Body> {
+    status(StatusCode::SERVICE_UNAVAILABLE, "too many uploads")
+}
+
+fn with_uploads(peers: &Arc<Peers>, mut r: Response<Body>) -> Response<Body> {
+    let active = peers.max_uploads - peers.uploads.available_permits();
+    r.headers_mut()
+        .insert(UPLOADS_HEADER, HeaderValue::from(active as u64));
+    r
+}
+
+/// Serves a body of `len` bytes, honouring a single `Range`; the upload slot is held until the
+/// body is done.
+fn ranged(
+    method: &Method,
+    req: &HeaderMap,
+    len: u64,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    body_for: impl FnOnce(u64, u64) -> Body,
+) -> Response<Body> {
+    let mut h = HeaderMap::new();
+    let (code, start, end) = match conditional::range(&Method::GET, req, &HeaderMap::new(), len) {
+        RangeAnswer::Partial { start, end } => {
+            if let Some(cr) = conditional::content_range(RangeAnswer::Partial { start, end }, len) {
+                if let Ok(v) = HeaderValue::from_str(&cr) {
+                    h.insert(header::CONTENT_RANGE, v);
+                }
+            }
+            (StatusCode::PARTIAL_CONTENT, start, end + 1)
+        }
+        RangeAnswer::Unsatisfiable => {
+            return status(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+        }
+        RangeAnswer::Full => (StatusCode::OK, 0, len),
+    };
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    let b = if method == Method::HEAD {
+        body::empty()
+    } else {
+        body::observed(body_for(start, end), move |_, _| drop(permit))
+    };
+    let mut r = Response::new(b);
+    *r.status_mut() = code;
+    *r.headers_mut() = h;
+    r
+}
+
+async fn object(
+    peers: &Arc<Peers>,
+    method: &Method,
+    req: &HeaderMap,
+    hash: blake3::Hash,
+) -> Response<Body> {
+    let Some(permit) = upload_slot(peers) else {
+        return busy();
+    };
+    let store = peers.store.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let f = store.open_blob_by_hash(&hash)?;
+        let len = f.metadata().ok()?.len();
+        Some((f, len))
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some((file, len)) = opened else {
+        return status(StatusCode::NOT_FOUND, "no such object");
+    };
+    let file = Arc::new(file);
+    let counter = peers.clone();
+    let r = ranged(method, req, len, permit, move |start, end| {
+        counter.count_upload(end - start);
+        crate::front::answer::stream_span(file, start, end)
+    });
+    with_uploads(peers, r)
+}
+
+async fn fill(
+    peers: &Arc<Peers>,
+    method: &Method,
+    req: &HeaderMap,
+    key_hash: &KeyHash,
+) -> Response<Body> {
+    let Some(fill) = peers
+        .local_key(key_hash)
+        .and_then(|key| peers.inflight.get(&key))
+    else {
+        return status(StatusCode::NOT_FOUND, "no fill in progress");
+    };
+    let Some(permit) = upload_slot(peers) else {
+        return busy();
+    };
+    let head = match tokio::time::timeout(peers.head_wait, fill.head()).await {
+        Ok(Ok(h)) if h.shareable => h,
+        _ => return status(StatusCode::NOT_FOUND, "no shareable fill"),
+    };
+    match head.len {
+        Some(len) => {
+            let f: Arc<Fill> = fill.clone();
+            let counter = peers.clone();
+            let r = ranged(method, req, len, permit, move |start, end| {
+                counter.count_upload(end - start);
+                f.body(start, Some(end))
+            });
+            with_uploads(peers, r)
+        }
+        None => {
+            // Unknown length: the whole body, chunked, ending when the fill does.
+            let b = body::observed(fill.body(0, None), move |_, _| drop(permit));
+            let r = Response::new(if method == Method::HEAD {
+                body::empty()
+            } else {
+                b
+            });
+            with_uploads(peers, r)
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Messages exchanged between peers (gossip payloads, index catch-up). serde + postcard; no I/O.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A node of the peer group: 16 random bytes chosen at first start.
+///
+/// Invariant: `Display`, `Debug` and `FromStr` all use the same form, 32 lowercase hex chars
+/// (`FromStr` also accepts uppercase).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub [u8; 16]);
+
+impl NodeId {
+    /// A fresh id from the thread-local CSPRNG.
+    pub fn random() -> Self {
+        NodeId(rand::random())
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why a string is not a [`NodeId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseNodeIdError {
+    /// A node id is exactly 32 hex characters.
+    #[error("a node id is 32 hex characters, got {0}")]
+    Length(usize),
+    /// Only `0-9`, `a-f` and `A-F` are allowed.
+    #[error("a node id is hex, found {0:?}")]
+    NotHex(char),
+}
+
+impl FromStr for NodeId {
+    type Err = ParseNodeIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let chars: Vec<char> = s.chars().collect();
+        if chars.len() != 32 {
+            return Err(ParseNodeIdError::Length(chars.len()));
+        }
+        let mut id = [0u8; 16];
+        for (byte, pair) in id.iter_mut().zip(chars.chunks_exact(2)) {
+            let mut value = 0u8;
+            for &c in pair {
+                let digit = c.to_digit(16).ok_or(ParseNodeIdError::NotHex(c))?;
+                // to_digit(16) is < 16, so this fits in a u8.
+                value = (value << 4) | digit as u8;
+            }
+            *byte = value;
+        }
+        Ok(NodeId(id))
+    }
+}
+
+/// blake3 of the normalised URL (`CacheKey::hash()`).
+pub type KeyHash = [u8; 32];
+
+/// One change to what a node holds; the unit of index replication.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Update {
+    /// The node stores a complete, shareable response for `key` whose body has blake3 `hash`.
+    Have {
+        key: KeyHash,
+        hash: [u8; 32],
+        len: u64,
+        /// Unix seconds.
+        fresh_until: u64,
+    },
+    /// The node is downloading `key` right now (other nodes may stream from it).
+    InFlight { key: KeyHash },
+    /// The node no longer holds `key` (evicted, invalidated, fill failed).
+    Dropped { key: KeyHash },
+}
+
+impl Update {
+    /// The cache key this update is about.
+    pub fn key(&self) -> &KeyHash {
+        match self {
+            Update::Have { key, .. } | Update::InFlight { key } | Update::Dropped { key } => key,
+        }
+    }
+}
+
+/// An update as it travels: who, which incarnation of that process (`epoch`, random per start),
+/// and its position in that node's sequence (1, 2, 3… per epoch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tagged {
+    pub node: NodeId,
+    pub epoch: u64,
+    pub seq: u64,
+    pub update: Update,
+}
+
+/// Answer to `GET /peer/v1/index?since=N` (N = last seq the asker applied for this epoch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexReply {
+    /// Everything after N, in order (the journal still covers N+1).
+    Updates {
+        node: NodeId,
+        epoch: u64,
+        updates: Vec<Tagged>,
+    },
+    /// The node's whole current state (Have / InFlight entries) as of `seq`.
+    Snapshot {
+        node: NodeId,
+        epoch: u64,
+        seq: u64,
+        entries: Vec<Update>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_hex_round_trips() {
+        let mut bytes = [0u8; 16];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (i as u8) * 17;
+        }
+        let id = NodeId(bytes);
+        let hex = id.to_string();
+        assert_eq!(hex, "00112233445566778899aabbccddeeff");
+        assert_eq!(format!("{id:?}"), hex);
+        assert_eq!(hex.parse::<NodeId>(), Ok(id));
+        assert_eq!(hex.to_uppercase().parse::<NodeId>(), Ok(id));
+    }
+
+    #[test]
+    fn node_id_rejects_bad_hex() {
+        let cases: &[(&str, ParseNodeIdError)] = &[
+            ("", ParseNodeIdError::Length(0)),
+            ("00112233", ParseNodeIdError::Length(8)),
+            (
+                "00112233445566778899aabbccddeeff00",
+                ParseNodeIdError::Length(34),
+            ),
+            (
+                "00112233445566778899aabbccddeefg",
+                ParseNodeIdError::NotHex('g'),
+            ),
+            (
+                "0011223344556677889 aabbccddeeff",
+                ParseNodeIdError::NotHex(' '),
+            ),
+            // 31 chars + one 2-byte char: counted in chars, never sliced mid-char.
+            (
+                "00112233445566778899aabbccddeefé",
+                ParseNodeIdError::NotHex('é'),
+            ),
+            (
+                "+0112233445566778899aabbccddeeff",
+                ParseNodeIdError::NotHex('+'),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(input.parse::<NodeId>().as_ref(), Err(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn random_ids_differ() {
+        assert_ne!(NodeId::random(), NodeId::random());
+    }
+
+    #[test]
+    fn update_key() {
+        let k = [7u8; 32];
+        let updates = [
+            Update::Have {
+                key: k,
+                hash: [1; 32],
+                len: 3,
+                fresh_until: 4,
+            },
+            Update::InFlight { key: k },
+            Update::Dropped { key: k },
+        ];
+        for u in &updates {
+            assert_eq!(u.key(), &k);
+        }
+    }
+
+    #[test]
+    fn postcard_round_trips() {
+        let node = NodeId([9; 16]);
+        let tagged = Tagged {
+            node,
+            epoch: 42,
+            seq: 7,
+            update: Update::Have {
+                key: [1; 32],
+                hash: [2; 32],
+                len: 1 << 40,
+                fresh_until: 1_700_000_000,
+            },
+        };
+        let bytes = postcard::to_stdvec(&tagged).expect("serialise");
+        assert_eq!(postcard::from_bytes::<Tagged>(&bytes), Ok(tagged.clone()));
+
+        let replies = [
+            IndexReply::Updates {
+                node,
+                epoch: 42,
+                updates: vec![tagged],
+            },
+            IndexReply::Snapshot {
+                node,
+                epoch: 42,
+                seq: 7,
+                entries: vec![Update::InFlight { key: [3; 32] }],
+            },
+        ];
+        for reply in replies {
+            let bytes = postcard::to_stdvec(&reply).expect("serialise");
+            assert_eq!(postcard::from_bytes::<IndexReply>(&bytes), Ok(reply));
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let inputs: &[&[u8]] = &[&[], &[0xff; 3], &[2, 0, 0], &[0; 5], &[1, 9, 9, 9, 9, 9]];
+        for input in inputs {
+            assert!(postcard::from_bytes::<Tagged>(input).is_err());
+            assert!(postcard::from_bytes::<IndexReply>(input).is_err());
+        }
+    }
+}

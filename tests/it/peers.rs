@@ -1,0 +1,350 @@
+//! The peer group: nodes on 127.0.0.2, 127.0.0.3… share one cache.
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+
+use crate::support::*;
+
+fn key_hash_of(url: &str) -> [u8; 32] {
+    let uri: http::Uri = url.parse().unwrap();
+    peercache::cache::key::CacheKey::from_uri(&uri)
+        .unwrap()
+        .hash()
+}
+
+/// Waits until `node` knows `holders` holders of `url`.
+async fn wait_holders(node: &Node, url: &str, holders: usize) {
+    let kh = key_hash_of(url);
+    let p = node.peers().clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || p.sources(&kh, None).len()
+            >= holders)
+        .await,
+        "index never showed {holders} holder(s) of {url}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_gets_the_object_from_the_first_over_the_lan() {
+    let origin = Origin::start().await;
+    let body = pattern(300_000, 1);
+    origin.route(
+        "/pkg.deb",
+        Reply::ok(body.clone())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"p1\""),
+    );
+    let (nodes, _key) = cluster(2).await;
+    let url = origin.url("/pkg.deb");
+
+    let a = get(nodes[0].addr(), &url).await;
+    assert_eq!(a.x_cache(), "MISS");
+    wait_holders(&nodes[1], &url, 1).await;
+    let b = get(nodes[1].addr(), &url).await;
+    assert_eq!(b.x_cache(), "PEER");
+    assert!(b.body.unwrap() == body, "the peer copy is byte-exact");
+    assert_eq!(origin.hits("/pkg.deb"), 1, "the WAN is crossed once");
+    // B stored it: a hit now, and a second holder in A's index.
+    assert_eq!(get(nodes[1].addr(), &url).await.x_cache(), "HIT");
+    wait_holders(&nodes[0], &url, 1).await;
+    let st = get(
+        nodes[1].addr(),
+        &format!("http://{}/_peercache/status", nodes[1].addr()),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&st.text()).unwrap();
+    assert_eq!(v["counters"]["bytes_by_source"]["peer"], 300_000);
+    assert_eq!(v["peers"]["members"].as_array().unwrap().len(), 1);
+    assert_eq!(v["peers"]["members"][0]["bytes_from"], 300_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_asking_for_the_same_cold_slow_object_make_one_origin_request() {
+    let origin = Origin::start().await;
+    let body = pattern(400_000, 5);
+    let (open, gate) = watch::channel(false);
+    origin.route(
+        "/iso",
+        Reply {
+            status: 200,
+            headers: vec![
+                ("cache-control".into(), "max-age=600".into()),
+                ("etag".into(), "\"iso\"".into()),
+                ("content-length".into(), body.len().to_string()),
+            ],
+            payload: Payload::Gated {
+                first: body.slice(..100_000),
+                rest: Some(body.slice(100_000..)),
+                gate,
+            },
+        },
+    );
+    let (nodes, _key) = cluster(5).await;
+    let url = origin.url("/iso");
+    let mut clients = Vec::new();
+    for n in &nodes {
+        let (addr, url) = (n.addr(), url.clone());
+        clients.push(tokio::spawn(async move {
+            send_head(addr, "GET", &url, &[]).await
+        }));
+    }
+    let mut heads = Vec::new();
+    for c in clients {
+        heads.push(c.await.unwrap());
+    }
+    // Every client has its head while the origin still holds the rest back.
+    open.send(true).unwrap();
+    let mut results = Vec::new();
+    for h in heads {
+        let x = h.headers()["x-cache"].to_str().unwrap().to_owned();
+        let got = h.into_body().collect().await.unwrap().to_bytes();
+        assert!(got == body, "every node serves the whole, correct body");
+        results.push(x);
+    }
+    assert_eq!(
+        origin.hits("/iso"),
+        1,
+        "one origin request for the whole group: {results:?}"
+    );
+    assert_eq!(
+        results.iter().filter(|r| *r == "MISS").count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(
+        results.iter().filter(|r| *r == "PEER").count(),
+        4,
+        "{results:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_serves_wrong_bytes_is_caught_by_the_hash() {
+    let origin = Origin::start().await;
+    let body = pattern(50_000, 3);
+    origin.route(
+        "/defs.dat",
+        Reply::ok(body.clone()).header("cache-control", "max-age=600"),
+    );
+    let (nodes, _key) = cluster(2).await;
+    let url = origin.url("/defs.dat");
+    get(nodes[0].addr(), &url).await;
+    wait_holders(&nodes[1], &url, 1).await;
+    // Corrupt A's stored body behind its back (A does not re-check what it uploads).
+    let blob = files_under(&nodes[0].dir.path().join("objects"))
+        .pop()
+        .unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1234] ^= 0x55;
+    std::fs::write(&blob, bytes).unwrap();
+
+    let b = get(nodes[1].addr(), &url).await;
+    assert_eq!(
+        b.x_cache(),
+        "MISS",
+        "the bad copy is refused and the origin is used"
+    );
+    assert!(b.body.unwrap() == body);
+    assert_eq!(origin.hits("/defs.dat"), 2);
+    let st = nodes[1].peers().status_json();
+    assert_eq!(st["bad_hashes"], 1);
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(files_under(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_and_credentialed_responses_never_leave_their_node() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/me",
+        Reply::ok("mine").header("cache-control", "private, max-age=600"),
+    );
+    origin.route(
+        "/cookie",
+        Reply::ok("session page").header("cache-control", "max-age=600"),
+    );
+    origin.route(
+        "/public",
+        Reply::ok("everyone").header("cache-control", "max-age=600"),
+    );
+    let (nodes, _key) = cluster(2).await;
+    get(nodes[0].addr(), &origin.url("/me")).await;
+    send(
+        nodes[0].addr(),
+        "GET",
+        &origin.url("/cookie"),
+        &[("cookie", "sid=1")],
+    )
+    .await;
+    get(nodes[0].addr(), &origin.url("/public")).await;
+    // The public one shows up in B's index; the others never do.
+    wait_holders(&nodes[1], &origin.url("/public"), 1).await;
+    for path in ["/me", "/cookie"] {
+        let kh = key_hash_of(&origin.url(path));
+        assert!(
+            nodes[1].peers().sources(&kh, None).is_empty(),
+            "{path} advertised"
+        );
+    }
+    assert_eq!(
+        get(nodes[1].addr(), &origin.url("/me")).await.x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        get(nodes[1].addr(), &origin.url("/cookie")).await.x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        get(nodes[1].addr(), &origin.url("/public")).await.x_cache(),
+        "PEER"
+    );
+    assert_eq!(origin.hits("/me"), 2);
+    assert_eq!(origin.hits("/cookie"), 2);
+    assert_eq!(origin.hits("/public"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_key_can_neither_join_nor_download() {
+    let origin = Origin::start().await;
+    origin.route("/x", Reply::ok("x").header("cache-control", "max-age=600"));
+    let (nodes, _key) = cluster(2).await;
+    get(nodes[0].addr(), &origin.url("/x")).await;
+    // An intruder with another key, seeded by node 0.
+    let dir = tempdir();
+    let bad_key = dir.path().join("other.key");
+    write_key(&bad_key, 9);
+    let c = peer_config(
+        dir.path(),
+        5,
+        &bad_key,
+        Some(nodes[0].peers().membership_addr()),
+    );
+    let intruder = start_node(c, dir).await;
+    let p0 = nodes[0].peers().clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || p0.status_json()
+            ["rejected_packets"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2)
+        .await
+    );
+    assert!(
+        intruder.peers().members().is_empty(),
+        "the intruder sees nobody"
+    );
+    assert_eq!(p0.members().len(), 1, "node 0 only lists node 1");
+    // Direct download attempts from the transfer port are refused.
+    let hash = nodes[0].proxy.app.store.entries()[0].hash;
+    let path = peercache::peer::client::object_path(hash.as_bytes());
+    let resp = intruder
+        .peers()
+        .client
+        .get(p0.membership_addr(), &path, 0)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let anon = send(
+        p0.membership_addr(),
+        "GET",
+        &format!("http://{}{path}", p0.membership_addr()),
+        &[],
+    )
+    .await;
+    assert_eq!(anon.status, 401);
+    assert!(p0.status_json()["rejected_requests"].as_u64().unwrap() >= 2);
+    // And the intruder's proxy still works on its own, from the origin.
+    assert_eq!(
+        get(intruder.addr(), &origin.url("/x")).await.x_cache(),
+        "MISS"
+    );
+    assert_eq!(origin.hits("/x"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_peer_copy_is_revalidated_with_the_origin_and_its_body_still_comes_from_the_peer() {
+    let origin = Origin::start().await;
+    let body = pattern(80_000, 8);
+    let b2 = body.clone();
+    origin.route_fn("/av.defs", move |req| {
+        if req
+            .headers
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"d1\"")
+        {
+            Reply::ok("")
+                .status(304)
+                .header("etag", "\"d1\"")
+                .header("cache-control", "max-age=600")
+        } else {
+            // Stale on arrival: Age beyond max-age.
+            Reply::ok(b2.clone())
+                .header("etag", "\"d1\"")
+                .header("cache-control", "max-age=60")
+                .header("age", "120")
+        }
+    });
+    let (nodes, _key) = cluster(2).await;
+    let url = origin.url("/av.defs");
+    get(nodes[0].addr(), &url).await;
+    wait_holders(&nodes[1], &url, 1).await;
+    let b = get(nodes[1].addr(), &url).await;
+    assert_eq!(b.x_cache(), "PEER");
+    assert!(b.body.unwrap() == body);
+    let seen = origin.seen("/av.defs");
+    assert_eq!(seen.len(), 2, "one full fetch, one conditional request");
+    assert_eq!(seen[1].headers["if-none-match"], "\"d1\"");
+    // The 304 made B's copy fresh: a hit.
+    assert_eq!(get(nodes[1].addr(), &url).await.x_cache(), "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_rejoins_and_advertises_its_entries_again() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/keep",
+        Reply::ok(pattern(20_000, 4)).header("cache-control", "max-age=600"),
+    );
+    let (mut nodes, keydir) = cluster(2).await;
+    let url = origin.url("/keep");
+    get(nodes[0].addr(), &url).await;
+    wait_holders(&nodes[1], &url, 1).await;
+
+    // Node 0 leaves (clean stop); node 1 drops its entries.
+    let old = nodes.remove(0);
+    let peer_addr = old.peers().membership_addr();
+    let Node { proxy, dir } = old;
+    proxy.stop().await;
+    let kh = key_hash_of(&url);
+    let p1 = nodes[0].peers().clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || p1.sources(&kh, None).is_empty()).await,
+        "a departed node's entries are dropped"
+    );
+
+    // It comes back on the same addresses with its cache directory.
+    let mut c = peer_config(
+        dir.path(),
+        0,
+        &keydir.path().join("cluster.key"),
+        Some(p1.membership_addr()),
+    );
+    c.peers.listen = peer_addr;
+    let back = start_node(c, dir).await;
+    wait_holders(&nodes[0], &url, 1).await;
+    assert_eq!(get(nodes[0].addr(), &url).await.x_cache(), "PEER");
+    assert_eq!(origin.hits("/keep"), 1);
+    drop(back);
+}
