@@ -524,8 +524,11 @@ impl Store {
         if self.index.get(key).is_none() {
             return Ok(());
         }
+        // Row first: the janitor, told by the index, checks that no row is left before it
+        // reports the key as gone.
+        let deleted = self.inner.write_row(key, None);
         self.index.invalidate(key);
-        self.inner.write_row(key, None)
+        deleted
     }
 
     /// Runs moka's pending maintenance (evictions, listener calls) now.

@@ -348,3 +348,187 @@ async fn a_restarted_node_rejoins_and_advertises_its_entries_again() {
     assert_eq!(origin.hits("/keep"), 1);
     drop(back);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_killed_mid_transfer_is_replaced_and_the_client_sees_no_gap() {
+    let origin = Origin::start().await;
+    let body = pattern(600_000, 6);
+    let (open, gate) = watch::channel(false);
+    origin.route(
+        "/installer.msi",
+        Reply {
+            status: 200,
+            headers: vec![
+                ("cache-control".into(), "max-age=600".into()),
+                ("etag".into(), "\"v7\"".into()),
+                ("content-length".into(), body.len().to_string()),
+            ],
+            payload: Payload::Gated {
+                first: body.slice(..250_000),
+                rest: Some(body.slice(250_000..)),
+                gate,
+            },
+        },
+    );
+    // Node A is a real process we can kill -9; node B runs in-process.
+    let adir = tempdir();
+    let key = adir.path().join("cluster.key");
+    write_key(&key, 3);
+    let peer_port = free_port_on("127.0.0.2");
+    let a_peer: std::net::SocketAddr = format!("127.0.0.2:{peer_port}").parse().unwrap();
+    let a_proxy: std::net::SocketAddr = format!("127.0.0.2:{}", free_port_on("127.0.0.2"))
+        .parse()
+        .unwrap();
+    let extra = format!(
+        "[log]\naccess = false\nlevel = \"warn\"\n[peers]\nenabled = true\nlisten = \"{a_peer}\"\nkey_file = \"{}\"\n",
+        key.display()
+    );
+    let a = Proc::start_with(adir.path(), a_proxy, &extra).await;
+    let bdir = tempdir();
+    let b = start_node(peer_config(bdir.path(), 1, &key, Some(a_peer)), bdir).await;
+    let pb = b.peers().clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || !pb.members().is_empty()).await,
+        "B joins A: {}",
+        std::fs::read_to_string(adir.path().join("stderr.log")).unwrap_or_default()
+    );
+
+    let url = origin.url("/installer.msi");
+    let _a_client = send_head(a.addr, "GET", &url, &[]).await; // A is now downloading
+    let kh = key_hash_of(&url);
+    assert!(
+        wait_until(Duration::from_secs(5), || !pb.sources(&kh, None).is_empty()).await,
+        "B sees A's fill"
+    );
+    let mut resp = send_head(b.addr(), "GET", &url, &[]).await;
+    assert_eq!(resp.headers()["x-cache"], "PEER");
+    let mut got = Vec::new();
+    while got.len() < 100_000 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), resp.body_mut().frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Ok(d) = frame.into_data() {
+            got.extend_from_slice(&d);
+        }
+    }
+    a.kill9(); // mid-transfer: A had 250 kB of 600 kB
+    open.send(true).unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    got.extend_from_slice(&rest);
+    assert!(
+        got == body,
+        "one uninterrupted, correct body ({} bytes)",
+        got.len()
+    );
+    let seen = origin.seen("/installer.msi");
+    assert_eq!(seen.len(), 2, "A's fetch, then B's resume");
+    assert_eq!(seen[1].headers["if-range"], "\"v7\"");
+    assert!(seen[1].headers["range"]
+        .to_str()
+        .unwrap()
+        .starts_with("bytes="));
+    // B stored the spliced body: a hit, byte-exact.
+    let again = get(b.addr(), &url).await;
+    assert_eq!(again.x_cache(), "HIT");
+    assert!(again.body.unwrap() == body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidation_on_one_node_withdraws_its_copy_from_the_group() {
+    let origin = Origin::start().await;
+    origin.route_fn("/doc", |req| {
+        if req.method == http::Method::PUT {
+            Reply::ok("updated").status(204)
+        } else {
+            Reply::ok("doc").header("cache-control", "max-age=600")
+        }
+    });
+    let (nodes, _key) = cluster(2).await;
+    let url = origin.url("/doc");
+    get(nodes[0].addr(), &url).await;
+    wait_holders(&nodes[1], &url, 1).await;
+    send(nodes[0].addr(), "PUT", &url, &[]).await;
+    let kh = key_hash_of(&url);
+    let p1 = nodes[1].peers().clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || p1.sources(&kh, None).is_empty()).await,
+        "the dropped update reached B"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_beyond_max_uploads_get_503() {
+    let origin = Origin::start().await;
+    let (_open, gate) = watch::channel(false);
+    origin.route(
+        "/slow",
+        Reply {
+            status: 200,
+            headers: vec![
+                ("cache-control".into(), "max-age=600".into()),
+                ("content-length".into(), "20000".into()),
+            ],
+            payload: Payload::Gated {
+                first: pattern(10_000, 1),
+                rest: Some(pattern(10_000, 2)),
+                gate,
+            },
+        },
+    );
+    origin.route(
+        "/small",
+        Reply::ok("small").header("cache-control", "max-age=600"),
+    );
+    let keydir = tempdir();
+    let key = keydir.path().join("cluster.key");
+    write_key(&key, 4);
+    let adir = tempdir();
+    let mut ac = peer_config(adir.path(), 0, &key, None);
+    ac.peers.max_uploads = 1;
+    let a = start_node(ac, adir).await;
+    let bdir = tempdir();
+    let b = start_node(
+        peer_config(bdir.path(), 1, &key, Some(a.peers().membership_addr())),
+        bdir,
+    )
+    .await;
+    let pa = a.peers().clone();
+    assert!(wait_until(Duration::from_secs(10), || !pa.members().is_empty()).await);
+    get(a.addr(), &origin.url("/small")).await;
+    let _reader = send_head(a.addr(), "GET", &origin.url("/slow"), &[]).await;
+    let app = a.proxy.app.clone();
+    assert!(wait_until(Duration::from_secs(5), || !app.inflight.is_empty()).await);
+    // One upload (the in-flight fill) takes the only slot…
+    let fill = peercache::peer::client::fill_path(&key_hash_of(&origin.url("/slow")));
+    let held = b
+        .peers()
+        .client
+        .get(pa.membership_addr(), &fill, 0)
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+    // …so the next one is turned away, for the caller to try another source.
+    let small = a
+        .proxy
+        .app
+        .store
+        .entries()
+        .into_iter()
+        .find(|e| e.key.ends_with("/small"))
+        .unwrap();
+    let obj = peercache::peer::client::object_path(small.hash.as_bytes());
+    let refused = b
+        .peers()
+        .client
+        .get(pa.membership_addr(), &obj, 0)
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    drop(held);
+}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -376,11 +376,22 @@ impl Proc {
     /// Starts `peercache run` on 127.0.0.1:`port` with its cache under `dir`; stdout (the access
     /// log, when `access` is on) goes to `dir/stdout.log`.
     pub async fn start(dir: &Path, port: u16, access: bool) -> Proc {
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        Proc::start_with(
+            dir,
+            addr,
+            &format!("[log]\naccess = {access}\nlevel = \"warn\"\n"),
+        )
+        .await
+    }
+
+    /// Starts `peercache run` listening on `addr`, cache under `dir`, plus `extra` TOML.
+    pub async fn start_with(dir: &Path, addr: SocketAddr, extra: &str) -> Proc {
         let conf = dir.join("peercache.toml");
         std::fs::write(
             &conf,
             format!(
-                "[proxy]\nlisten = \"127.0.0.1:{port}\"\n[cache]\ndir = \"{}\"\n[log]\naccess = {access}\nlevel = \"warn\"\n",
+                "{extra}\n[proxy]\nlisten = \"{addr}\"\n[cache]\ndir = \"{}\"\n",
                 dir.join("cache").display()
             ),
         )
@@ -389,10 +400,9 @@ impl Proc {
             .args(["run", "--config"])
             .arg(&conf)
             .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
             .spawn()
             .unwrap();
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut up = false;
         for _ in 0..500 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -401,7 +411,11 @@ impl Proc {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(up, "peercache did not start listening");
+        assert!(
+            up,
+            "peercache did not start listening: {}",
+            std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+        );
         Proc { child, addr }
     }
 
@@ -419,11 +433,18 @@ impl Drop for Proc {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_port_on("127.0.0.1")
+}
+
+/// A port free for both TCP and UDP on `ip` (the peer port uses both).
+pub fn free_port_on(ip: &str) -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(format!("{ip}:{port}")).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// `Range: bytes=N-` on a 200 with a strong ETag matching `If-Range` (when sent): a 206 of the
