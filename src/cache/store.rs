@@ -155,7 +155,22 @@ struct Inner {
     temp_seq: AtomicU64,
     /// Told the key of every URL that left the store (evicted or invalidated).
     on_removed: std::sync::OnceLock<RemovalHook>,
+    /// Row changes for the committer thread, applied in the order they were queued.
+    rows: mpsc::Sender<RowWrite>,
 }
+
+/// One queued change to a metadata row.
+enum RowOp {
+    Put(Vec<u8>),
+    Delete,
+    /// Delete only if the row still holds this generation (an eviction racing a newer commit).
+    DeleteIfGen(u64),
+}
+
+type RowWrite = (String, RowOp, mpsc::SyncSender<Result<()>>);
+
+/// Most row changes committed in one redb transaction.
+const MAX_BATCH: usize = 1024;
 
 /// See [`Store::on_removed`].
 pub type RemovalHook = Box<dyn Fn(&str) + Send + Sync>;
@@ -170,24 +185,68 @@ impl Inner {
             .join(&hex.as_str()[2..])
     }
 
+    /// Queues a row change; the receiver yields once it is durable. Callers queue under
+    /// `commit_lock` (so changes keep their order) and wait after releasing it (so that
+    /// concurrent commits share one fsync).
+    fn queue_row(&self, key: &str, op: RowOp) -> mpsc::Receiver<Result<()>> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if let Err(mpsc::SendError((_, _, tx))) = self.rows.send((key.to_owned(), op, tx)) {
+            let _ = tx.send(Err(Error::storage("the row committer is gone")));
+        }
+        rx
+    }
+
+    fn encode(variants: &Variants) -> Result<Vec<u8>> {
+        let record = Record {
+            version: RECORD_VERSION,
+            gen: variants.gen,
+            entries: variants
+                .entries
+                .iter()
+                .map(|e| EntryRecord::of(e))
+                .collect(),
+        };
+        postcard::to_stdvec(&record).map_err(Error::storage)
+    }
+
+    fn op_for(variants: Option<&Variants>) -> Result<RowOp> {
+        Ok(match variants {
+            Some(v) => RowOp::Put(Self::encode(v)?),
+            None => RowOp::Delete,
+        })
+    }
+
+    /// Writes a row and waits until it is durable.
     fn write_row(&self, key: &str, variants: Option<&Variants>) -> Result<()> {
+        let rx = self.queue_row(key, Self::op_for(variants)?);
+        wait_row(rx)
+    }
+
+    /// Applies a batch of row changes in one transaction (one fsync).
+    fn commit_rows(&self, batch: &[RowWrite]) -> Result<()> {
         let txn = self.db.begin_write().map_err(Error::storage)?;
         {
             let mut table = txn.open_table(ENTRIES).map_err(Error::storage)?;
-            match variants {
-                Some(v) => {
-                    let record = Record {
-                        version: RECORD_VERSION,
-                        gen: v.gen,
-                        entries: v.entries.iter().map(|e| EntryRecord::of(e)).collect(),
-                    };
-                    let bytes = postcard::to_stdvec(&record).map_err(Error::storage)?;
-                    table
-                        .insert(key, bytes.as_slice())
-                        .map_err(Error::storage)?;
-                }
-                None => {
-                    table.remove(key).map_err(Error::storage)?;
+            for (key, op, _) in batch {
+                match op {
+                    RowOp::Put(bytes) => {
+                        table
+                            .insert(key.as_str(), bytes.as_slice())
+                            .map_err(Error::storage)?;
+                    }
+                    RowOp::Delete => {
+                        table.remove(key.as_str()).map_err(Error::storage)?;
+                    }
+                    RowOp::DeleteIfGen(gen) => {
+                        let current = table
+                            .get(key.as_str())
+                            .map_err(Error::storage)?
+                            .and_then(|row| postcard::from_bytes::<Record>(row.value()).ok())
+                            .map(|r| r.gen);
+                        if current == Some(*gen) {
+                            table.remove(key.as_str()).map_err(Error::storage)?;
+                        }
+                    }
                 }
             }
         }
@@ -222,25 +281,51 @@ impl Inner {
     /// Handles one removal reported by the index: an evicted key loses its row (unless a newer
     /// version replaced it meanwhile), and every removed version gives back its blob references.
     fn removed(&self, removed: Removed) {
-        let evicted = !matches!(
-            removed.cause,
-            RemovalCause::Replaced | RemovalCause::Explicit
-        );
-        if evicted {
-            let _guard = lock(&self.commit_lock);
-            if self.current_gen(&removed.key) == Some(removed.value.gen) {
-                if let Err(e) = self.write_row(&removed.key, None) {
-                    tracing::warn!(key = %removed.key, "cannot delete evicted row: {e}");
-                }
+        let gone = removed.cause != RemovalCause::Replaced;
+        if gone {
+            // Queued behind every earlier row change (an invalidation's own delete included),
+            // and a no-op if a newer version was committed meanwhile.
+            let rx = {
+                let _guard = lock(&self.commit_lock);
+                self.queue_row(&removed.key, RowOp::DeleteIfGen(removed.value.gen))
+            };
+            if let Err(e) = wait_row(rx) {
+                tracing::warn!(key = %removed.key, "cannot delete the row of a removed entry: {e}");
             }
         }
         for e in &removed.value.entries {
             self.release(&e.hash);
         }
-        if removed.cause != RemovalCause::Replaced && self.current_gen(&removed.key).is_none() {
+        if gone && self.current_gen(&removed.key).is_none() {
             if let Some(hook) = self.on_removed.get() {
                 hook(&removed.key);
             }
+        }
+    }
+}
+
+fn wait_row(rx: mpsc::Receiver<Result<()>>) -> Result<()> {
+    rx.recv()
+        .unwrap_or_else(|_| Err(Error::storage("the row committer is gone")))
+}
+
+/// The committer thread: drains queued row changes in batches, one transaction each, and tells
+/// every waiter the batch's result. Holds the store weakly, like the janitor.
+fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<RowWrite>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let result = match inner.upgrade() {
+            Some(inner) => inner.commit_rows(&batch),
+            None => Err(Error::storage("the store is closed")),
+        };
+        for (_, _, done) in batch {
+            let _ = done.send(result.clone());
         }
     }
 }
@@ -286,7 +371,9 @@ impl Store {
         clear_dir(&dir.join("tmp"));
         let db = redb::Database::create(dir.join("index.redb"))
             .map_err(|e| Error::storage(format!("{}: {e}", dir.join("index.redb").display())))?;
+        let (rows, rows_rx) = mpsc::channel::<RowWrite>();
         let inner = Arc::new(Inner {
+            rows,
             dir: dir.to_owned(),
             db,
             blobs: Mutex::new(HashMap::new()),
@@ -295,6 +382,11 @@ impl Store {
             temp_seq: AtomicU64::new(0),
             on_removed: std::sync::OnceLock::new(),
         });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("peercache-rows".into())
+            .spawn(move || committer_loop(weak, rows_rx))
+            .map_err(|e| Error::storage(format!("cannot start the row committer: {e}")))?;
 
         let (tx, rx) = mpsc::channel::<Removed>();
         let tx = Mutex::new(tx);
@@ -465,40 +557,50 @@ impl Store {
     /// reference to the blob already (`commit`), or asks us to take one (`incref`).
     fn put(&self, entry: Entry, incref: bool) -> Result<Arc<Entry>> {
         let entry = Arc::new(entry);
-        let _guard = lock(&self.inner.commit_lock);
-        let mut entries: Vec<Arc<Entry>> = self
-            .index
-            .get(&entry.key)
-            .map(|v| {
-                v.entries
-                    .iter()
-                    .filter(|e| e.variant != entry.variant)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        entries.insert(0, entry.clone());
-        entries.truncate(MAX_VARIANTS);
-        let variants = Variants {
-            gen: self.inner.next_gen.fetch_add(1, Ordering::Relaxed),
-            entries,
-        };
-        {
-            let mut blobs = lock(&self.inner.blobs);
-            for e in &variants.entries {
-                if !Arc::ptr_eq(e, &entry) || incref {
-                    *blobs.entry(e.hash).or_insert(0) += 1;
+        let durable = {
+            let _guard = lock(&self.inner.commit_lock);
+            let mut entries: Vec<Arc<Entry>> = self
+                .index
+                .get(&entry.key)
+                .map(|v| {
+                    v.entries
+                        .iter()
+                        .filter(|e| e.variant != entry.variant)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            entries.insert(0, entry.clone());
+            entries.truncate(MAX_VARIANTS);
+            let variants = Variants {
+                gen: self.inner.next_gen.fetch_add(1, Ordering::Relaxed),
+                entries,
+            };
+            let op = match Inner::op_for(Some(&variants)) {
+                Ok(op) => op,
+                Err(e) => {
+                    if !incref {
+                        self.inner.release(&entry.hash); // the reference `commit` took
+                    }
+                    return Err(e);
+                }
+            };
+            {
+                let mut blobs = lock(&self.inner.blobs);
+                for e in &variants.entries {
+                    if !Arc::ptr_eq(e, &entry) || incref {
+                        *blobs.entry(e.hash).or_insert(0) += 1;
+                    }
                 }
             }
+            let durable = self.inner.queue_row(&entry.key, op);
+            self.insert_index_counted(entry.key.clone(), variants);
+            durable
+        };
+        // Outside the lock, so that concurrent commits share one transaction.
+        if let Err(e) = wait_row(durable) {
+            tracing::error!(key = %entry.key, "stored in memory but not persisted: {e}");
         }
-        if let Err(e) = self.inner.write_row(&entry.key, Some(&variants)) {
-            // Nothing was published: give back the references just taken.
-            for e in &variants.entries {
-                self.inner.release(&e.hash);
-            }
-            return Err(e);
-        }
-        self.insert_index_counted(entry.key.clone(), variants);
         Ok(entry)
     }
 
@@ -520,15 +622,18 @@ impl Store {
     /// Forgets every variant of `key` (invalidation after an unsafe method, or a corrupt blob).
     /// The row is deleted before this returns; the blobs go when the janitor gets to them.
     pub fn invalidate(&self, key: &str) -> Result<()> {
-        let _guard = lock(&self.inner.commit_lock);
-        if self.index.get(key).is_none() {
-            return Ok(());
-        }
-        // Row first: the janitor, told by the index, checks that no row is left before it
-        // reports the key as gone.
-        let deleted = self.inner.write_row(key, None);
-        self.index.invalidate(key);
-        deleted
+        let deleted = {
+            let _guard = lock(&self.inner.commit_lock);
+            if self.index.get(key).is_none() {
+                return Ok(());
+            }
+            // Row first: the janitor, told by the index, checks that no row is left before it
+            // reports the key as gone (it waits behind this change in the queue).
+            let deleted = self.inner.queue_row(key, RowOp::Delete);
+            self.index.invalidate(key);
+            deleted
+        };
+        wait_row(deleted)
     }
 
     /// Runs moka's pending maintenance (evictions, listener calls) now.
