@@ -51,6 +51,44 @@ fn bench(c: &mut Criterion) {
         b.iter(|| CacheKey::from_uri(black_box(&uri)).map(|k| k.hash()))
     });
 
+    // Peer index: apply 10k `have` updates from 8 nodes, then look keys up.
+    use peercache::peer::index::Index;
+    use peercache::peer::wire::{NodeId, Tagged, Update};
+    let nodes: Vec<NodeId> = (0..8u8).map(|i| NodeId([i + 1; 16])).collect();
+    let updates: Vec<Tagged> = (0..10_000u64)
+        .map(|i| {
+            let node = nodes[(i % 8) as usize];
+            Tagged {
+                node,
+                epoch: 1,
+                seq: i / 8 + 1,
+                update: Update::Have {
+                    key: *blake3::hash(&i.to_le_bytes()).as_bytes(),
+                    hash: [7; 32],
+                    len: 1024,
+                    fresh_until: 0,
+                },
+            }
+        })
+        .collect();
+    c.bench_function("peer_index_apply_10k", |b| {
+        b.iter(|| {
+            let mut index = Index::new(NodeId([0; 16]));
+            for t in &updates {
+                index.apply(t.clone());
+            }
+            index
+        })
+    });
+    let mut index = Index::new(NodeId([0; 16]));
+    for t in &updates {
+        index.apply(t.clone());
+    }
+    let probe = *blake3::hash(&4242u64.to_le_bytes()).as_bytes();
+    c.bench_function("peer_index_lookup", |b| {
+        b.iter(|| index.holders(black_box(&probe)))
+    });
+
     let frame = vec![0x5au8; 64 * 1024];
     let mut g = c.benchmark_group("blake3");
     g.throughput(Throughput::Bytes(frame.len() as u64));

@@ -87,9 +87,15 @@ fn main() -> ExitCode {
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        // File reads and writes, and waits for row commits, run on the blocking pool; a bounded
+        // pool keeps threads (and their stacks and malloc arenas) from piling up under load.
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
 }
+
+/// Threads for blocking file I/O.
+const BLOCKING_THREADS: usize = 32;
 
 fn run(config: Config) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

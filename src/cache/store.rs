@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 /// Bumped when the row encoding changes; rows of another version are dropped at start-up.
 const RECORD_VERSION: u8 = 1;
+/// redb's page cache (its default is 1 GiB).
+const REDB_CACHE: usize = 4 * 1024 * 1024;
 /// At most this many Vary variants are kept per URL; the oldest goes first.
 const MAX_VARIANTS: usize = 8;
 
@@ -33,8 +35,8 @@ pub struct Entry {
     /// Secondary key: the request's values of the fields named by `Vary`.
     pub variant: Variant,
     pub status: StatusCode,
-    /// Response header fields as stored (hop-by-hop fields already removed).
-    pub headers: HeaderMap,
+    /// Response header fields as stored (hop-by-hop fields already removed), packed.
+    pub head: PackedHeaders,
     pub timing: Timing,
     /// blake3 of the body; names the blob file.
     pub hash: blake3::Hash,
@@ -45,14 +47,74 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The stored header fields.
+    pub fn headers(&self) -> HeaderMap {
+        self.head.unpack()
+    }
+
     /// Bytes the entry costs in the size budget: body plus an estimate of its head.
     fn weight_bytes(&self) -> u64 {
-        let head: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum();
+        let head = self.head.0.len();
         self.len + (head + self.key.len() + self.variant.as_str().len() + 64) as u64
+    }
+}
+
+/// Header fields packed into one allocation as `name:value\n` lines (a name never contains
+/// `:`, a value never contains `\n`). An entry keeps its head this way — a few hundred bytes
+/// instead of a `HeaderMap`'s kilobyte — and unpacks it when it is used.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PackedHeaders(Box<[u8]>);
+
+impl PackedHeaders {
+    pub fn pack(headers: &HeaderMap) -> Self {
+        let mut out = Vec::with_capacity(
+            headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 2)
+                .sum(),
+        );
+        for (name, value) in headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'\n');
+        }
+        PackedHeaders(out.into_boxed_slice())
+    }
+
+    fn from_pairs(pairs: &[(String, Vec<u8>)]) -> Option<Self> {
+        let mut h = HeaderMap::with_capacity(pairs.len());
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).ok()?,
+                HeaderValue::from_bytes(v).ok()?,
+            );
+        }
+        Some(Self::pack(&h))
+    }
+
+    pub fn unpack(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for line in self.0.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(&line[..colon]),
+                HeaderValue::from_bytes(&line[colon + 1..]),
+            ) {
+                h.append(n, v);
+            }
+        }
+        h
+    }
+
+    /// Each field as (name, value bytes), in order.
+    pub fn pairs(&self) -> Vec<(String, Vec<u8>)> {
+        self.unpack()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect()
     }
 }
 
@@ -98,11 +160,7 @@ impl EntryRecord {
         EntryRecord {
             variant: e.variant.as_str().to_owned(),
             status: e.status.as_u16(),
-            headers: e
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-                .collect(),
+            headers: e.head.pairs(),
             request_time_ms: millis(e.timing.request_time),
             response_time_ms: millis(e.timing.response_time),
             corrected_initial_age_ms: e.timing.corrected_initial_age.as_millis() as u64,
@@ -113,17 +171,12 @@ impl EntryRecord {
     }
 
     fn into_entry(self, key: &str) -> Option<Entry> {
-        let mut headers = HeaderMap::with_capacity(self.headers.len());
-        for (n, v) in self.headers {
-            let name = HeaderName::from_bytes(n.as_bytes()).ok()?;
-            let value = HeaderValue::from_bytes(&v).ok()?;
-            headers.append(name, value);
-        }
+        let head = PackedHeaders::from_pairs(&self.headers)?;
         Some(Entry {
             key: key.to_owned(),
             variant: Variant::from_stored(self.variant),
             status: StatusCode::from_u16(self.status).ok()?,
-            headers,
+            head,
             timing: Timing {
                 request_time: from_millis(self.request_time_ms),
                 response_time: from_millis(self.response_time_ms),
@@ -369,7 +422,10 @@ impl Store {
             })?;
         }
         clear_dir(&dir.join("tmp"));
-        let db = redb::Database::create(dir.join("index.redb"))
+        // redb caches up to 1 GiB by default; rows are read only at start-up, so keep it small.
+        let db = redb::Builder::new()
+            .set_cache_size(REDB_CACHE)
+            .create(dir.join("index.redb"))
             .map_err(|e| Error::storage(format!("{}: {e}", dir.join("index.redb").display())))?;
         let (rows, rows_rx) = mpsc::channel::<RowWrite>();
         let inner = Arc::new(Inner {
@@ -546,7 +602,7 @@ impl Store {
     /// Replaces the head of a stored entry (after a 304), keeping its body.
     pub fn freshen(&self, old: &Entry, headers: HeaderMap, timing: Timing) -> Result<Arc<Entry>> {
         let entry = Entry {
-            headers,
+            head: PackedHeaders::pack(&headers),
             timing,
             ..old.clone()
         };

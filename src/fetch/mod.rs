@@ -99,9 +99,9 @@ impl Fetcher {
         version: http::Version,
         stale: Option<&Arc<Entry>>,
     ) -> Result<Fetched, Error> {
-        let validators = stale.map(|e| &e.headers);
+        let stale_headers = stale.map(|e| e.headers());
         let (resp, request_time) = match self
-            .ask_origin(uri, client_headers, version, validators)
+            .ask_origin(uri, client_headers, version, stale_headers.as_ref())
             .await
         {
             Ok(r) => r,
@@ -156,7 +156,7 @@ impl Fetcher {
         let timing = Timing::new(request_time, response_time, &parts.headers);
 
         if let (Some(entry), StatusCode::NOT_MODIFIED) = (stale, parts.status) {
-            let mut merged = entry.headers.clone();
+            let mut merged = entry.headers();
             policy::merge_not_modified(&mut merged, &parts.headers);
             let store = self.store.clone();
             let old = entry.clone();

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 
 use crate::body::Body;
 use crate::cache::inflight::{FillPermit, Head, Outcome};
-use crate::cache::store::{Entry, Store};
+use crate::cache::store::{Entry, PackedHeaders, Store};
 use crate::error::Error;
 use crate::metrics::{Metrics, Source};
 
@@ -144,7 +144,7 @@ pub async fn run(job: FillJob, first: Feed) -> WriteEnd {
         key: key.clone(),
         variant: head.variant.clone(),
         status: head.status,
-        headers: head.headers.clone(),
+        head: PackedHeaders::pack(&head.headers),
         timing: head.timing,
         hash,
         len: written,

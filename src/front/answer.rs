@@ -117,9 +117,10 @@ pub async fn from_entry(
     store: &Store,
     metrics: &Arc<Metrics>,
 ) -> Option<Response<Body>> {
-    let mut headers = entry.headers.clone();
+    let stored = entry.headers();
+    let mut headers = stored.clone();
     headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
-    let shape = shape(method, req, entry.status, &entry.headers, Some(entry.len));
+    let shape = shape(method, req, entry.status, &stored, Some(entry.len));
     if let Some(r) = bodiless(shape, &headers, Some(entry.len)) {
         return Some(r);
     }

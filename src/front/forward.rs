@@ -59,7 +59,7 @@ fn select(app: &App, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
         .entries
         .iter()
         .find(|e| {
-            Variant::of_request(&Vary::from_headers(&e.headers), req).as_ref() == Some(&e.variant)
+            Variant::of_request(&Vary::from_headers(&e.headers()), req).as_ref() == Some(&e.variant)
         })
         .cloned()
 }
@@ -70,9 +70,10 @@ async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Erro
     let h = app.heuristic;
     let mut stale = None;
     if let Some(entry) = select(app, key, ask.headers) {
+        let headers = entry.headers();
         let stored = Stored {
             status: entry.status,
-            headers: &entry.headers,
+            headers: &headers,
             timing: entry.timing,
         };
         match policy::reuse(&stored, &req_cc, now, h) {
@@ -120,9 +121,10 @@ async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Erro
 }
 
 fn may_serve_stale(entry: &Entry, req_cc: &CacheControl, app: &App) -> bool {
+    let headers = entry.headers();
     let stored = Stored {
         status: entry.status,
-        headers: &entry.headers,
+        headers: &headers,
         timing: entry.timing,
     };
     policy::stale_if_error(&stored, req_cc, SystemTime::now(), app.heuristic)

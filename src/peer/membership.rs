@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,6 +163,14 @@ impl Timings {
         if let Some(g) = c.periodic_gossip.as_mut() {
             g.frequency = self.gossip_every;
         }
+        // foca sends a broadcast straight to `num_indirect_probes` members and counts each send
+        // against `max_transmissions`; both at the group-size hint, so an index update (a claim
+        // on a cold object above all) reaches every member of a group of that size at once
+        // instead of waiting for relays on the periodic gossip.
+        let fanout = usize::try_from(CLUSTER_SIZE_HINT).unwrap_or(32);
+        c.num_indirect_probes = NonZeroUsize::new(fanout).unwrap_or(NonZeroUsize::MIN);
+        c.max_transmissions =
+            NonZeroU8::new(u8::try_from(fanout).unwrap_or(u8::MAX)).unwrap_or(NonZeroU8::MIN);
         c
     }
 }

@@ -250,7 +250,7 @@ impl Peers {
         let now = SystemTime::now();
         let lifetime = policy::freshness_lifetime(
             entry.status,
-            &entry.headers,
+            &entry.headers(),
             entry.timing.response_time,
             self.heuristic,
         );

@@ -64,7 +64,7 @@ impl EntryHead {
         EntryHead {
             variant: e.variant.as_str().to_owned(),
             status: e.status.as_u16(),
-            headers: header_pairs(&e.headers),
+            headers: e.head.pairs(),
             request_time_ms: millis(e.timing.request_time),
             response_time_ms: millis(e.timing.response_time),
             corrected_initial_age_ms: e.timing.corrected_initial_age.as_millis() as u64,

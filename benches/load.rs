@@ -1,0 +1,307 @@
+//! End-to-end load bench, no external tool: a real `peercache` process in front of an
+//! in-process origin. Measures (a) 1 KiB hits: req/s, p50, p99 over LOAD_CONNS keep-alive
+//! connections for LOAD_SECS; (b) LOAD_COLD concurrent requests for one cold object the origin
+//! answers after 200 ms: origin fetches and time until the last response beyond the origin's own
+//! 200 ms; (c) RSS with LOAD_ENTRIES cached entries. Run: `cargo bench --bench load`.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Origin: /1k, /slow/<n> (after 200 ms), /small/<n> (100 bytes); counts requests per path kind.
+async fn origin(slow_hits: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = listener.local_addr().expect("addr");
+    let kib = Bytes::from(vec![b'x'; 1024]);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (kib, slow_hits) = (kib.clone(), slow_hits.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (kib, slow_hits) = (kib.clone(), slow_hits.clone());
+                        async move {
+                            let path = req.uri().path().to_owned();
+                            let body = if path.starts_with("/slow/") {
+                                slow_hits.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                kib
+                            } else if path.starts_with("/small/") {
+                                Bytes::from(format!("{path:100}"))
+                            } else {
+                                kib
+                            };
+                            let resp = hyper::Response::builder()
+                                .header("cache-control", "max-age=3600")
+                                .body(Full::new(body))
+                                .expect("response");
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(proxy: SocketAddr) -> Sender {
+    let tcp = TcpStream::connect(proxy).await.expect("connect proxy");
+    let _ = tcp.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
+async fn get(send: &mut Sender, url: &str) -> (u16, usize) {
+    let req = hyper::Request::get(url)
+        .header("host", "bench")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let n = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
+    (status, n)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let conns = knob("LOAD_CONNS", 50) as usize;
+    let secs = knob("LOAD_SECS", 10);
+    let cold = knob("LOAD_COLD", 100) as usize;
+    let entries = knob("LOAD_ENTRIES", 100_000) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let slow_hits = Arc::new(AtomicUsize::new(0));
+        let origin = origin(slow_hits.clone()).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let conf = dir.path().join("load.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[proxy]\nlisten = \"127.0.0.1:{port}\"\n[cache]\ndir = \"{}\"\n[log]\naccess = false\nlevel = \"warn\"\n",
+                dir.path().join("cache").display()
+            ),
+        )
+        .expect("config");
+        // Pin the proxy to CPU 1 when taskset exists (the load runs in this process).
+        let mut cmd = if let Ok(wrapper) = std::env::var("LOAD_WRAPPER") {
+            // e.g. LOAD_WRAPPER=heaptrack to profile the proxy's heap.
+            let mut c = Command::new(wrapper);
+            c.arg(env!("CARGO_BIN_EXE_peercache"));
+            c
+        } else if Command::new("taskset").arg("-V").output().is_ok() {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "1", env!("CARGO_BIN_EXE_peercache")]);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_peercache"))
+        };
+        let child = cmd
+            .args(["run", "--config"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start peercache");
+        let proxy_proc = Proxy(child);
+        let pid = proxy_proc.0.id();
+        let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        for _ in 0..500 {
+            if TcpStream::connect(proxy).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        println!("load: peercache pid {pid}, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+
+        // (a) 1 KiB hits.
+        let url = format!("http://{origin}/1k");
+        let mut warm = connect(proxy).await;
+        assert_eq!(get(&mut warm, &url).await, (200, 1024));
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut tasks = Vec::new();
+        for _ in 0..conns {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut send = connect(proxy).await;
+                let mut lat = Vec::new();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let (status, n) = get(&mut send, &url).await;
+                    assert_eq!((status, n), (200, 1024));
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.expect("client task"));
+        }
+        lat.sort();
+        println!(
+            "  1 KiB hits: {:.0} req/s over {conns} connections, p50 {:.2} ms, p99 {:.2} ms, proxy RSS {} MiB",
+            lat.len() as f64 / secs as f64,
+            percentile(&lat, 0.50).as_secs_f64() * 1e3,
+            percentile(&lat, 0.99).as_secs_f64() * 1e3,
+            rss_kib(pid) / 1024
+        );
+
+        // (b) cold collapse.
+        let url = format!("http://{origin}/slow/cold");
+        let mut senders = Vec::new();
+        for _ in 0..cold {
+            senders.push(connect(proxy).await);
+        }
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for mut s in senders {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move { get(&mut s, &url).await }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.expect("cold task"), (200, 1024));
+        }
+        let took = start.elapsed();
+        println!(
+            "  {cold} concurrent cold requests: {} origin fetch(es), last response {:.1} ms after the origin's 200 ms",
+            slow_hits.load(Ordering::SeqCst),
+            (took.as_secs_f64() - 0.2) * 1e3
+        );
+
+        // (c) RSS with many entries.
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        let fill_start = Instant::now();
+        for _ in 0..conns {
+            let next = next.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut send = connect(proxy).await;
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= entries {
+                        return;
+                    }
+                    let (status, _) = get(&mut send, &format!("http://{origin}/small/{i}")).await;
+                    assert_eq!(status, 200);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("fill task");
+        }
+        let filled = fill_start.elapsed();
+        let status = {
+            let mut s = connect(proxy).await;
+            let req = hyper::Request::get("/_peercache/status")
+                .header("host", "bench")
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let resp = s.send_request(req).await.expect("status");
+            let b = resp.into_body().collect().await.expect("status body").to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&b).expect("status json")
+        };
+        println!(
+            "  {entries} distinct small misses stored in {:.1} s ({:.0}/s); {} URLs cached; proxy RSS {} MiB",
+            filled.as_secs_f64(),
+            entries as f64 / filled.as_secs_f64(),
+            status["cache"]["urls"],
+            rss_kib(pid) / 1024
+        );
+        if std::env::var("LOAD_SMAPS").is_ok() {
+            let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+            let mut big: Vec<(u64, String)> = Vec::new();
+            let mut name = String::new();
+            for line in smaps.lines() {
+                if line.contains('-') && !line.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    name = line.split_whitespace().nth(5).unwrap_or("[anon]").to_owned();
+                } else if let Some(v) = line.strip_prefix("Rss:") {
+                    let kb: u64 = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+                    big.push((kb, name.clone()));
+                }
+            }
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+            println!("    open fds {fds}, threads {threads}");
+            let mut names = std::collections::BTreeMap::new();
+            if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+                for t in tasks.flatten() {
+                    let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                    *names.entry(comm.trim().to_owned()).or_insert(0) += 1;
+                }
+            }
+            println!("    threads by name: {names:?}");
+            big.sort();
+            for (kb, name) in big.iter().rev().take(8) {
+                println!("    {kb:>8} kB {name}");
+            }
+        }
+        drop(proxy_proc);
+    });
+}
