@@ -19,7 +19,7 @@ use crate::cache::store::Entry;
 use crate::error::Error;
 
 /// Bytes read from a body file per step.
-pub const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 512 * 1024;
 
 /// The response head a fill is downloading the body of.
 #[derive(Debug)]

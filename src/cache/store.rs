@@ -83,14 +83,7 @@ impl PackedHeaders {
     }
 
     fn from_pairs(pairs: &[(String, Vec<u8>)]) -> Option<Self> {
-        let mut h = HeaderMap::with_capacity(pairs.len());
-        for (n, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).ok()?,
-                HeaderValue::from_bytes(v).ok()?,
-            );
-        }
-        Some(Self::pack(&h))
+        headers_from_pairs(pairs).map(|h| Self::pack(&h))
     }
 
     pub fn unpack(&self) -> HeaderMap {
@@ -111,10 +104,7 @@ impl PackedHeaders {
 
     /// Each field as (name, value bytes), in order.
     pub fn pairs(&self) -> Vec<(String, Vec<u8>)> {
-        self.unpack()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-            .collect()
+        header_pairs(&self.unpack())
     }
 }
 
@@ -137,22 +127,63 @@ struct EntryRecord {
     variant: String,
     status: u16,
     headers: Vec<(String, Vec<u8>)>,
-    request_time_ms: u64,
-    response_time_ms: u64,
-    corrected_initial_age_ms: u64,
+    timing: TimingRecord,
     hash: [u8; 32],
     len: u64,
     shareable: bool,
 }
 
-fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// A response's age bookkeeping in milliseconds since the epoch, as rows and peers carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimingRecord {
+    pub request_time_ms: u64,
+    pub response_time_ms: u64,
+    pub corrected_initial_age_ms: u64,
 }
 
-fn from_millis(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+impl From<&Timing> for TimingRecord {
+    fn from(t: &Timing) -> Self {
+        let millis = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        };
+        TimingRecord {
+            request_time_ms: millis(t.request_time),
+            response_time_ms: millis(t.response_time),
+            corrected_initial_age_ms: t.corrected_initial_age.as_millis() as u64,
+        }
+    }
+}
+
+impl TimingRecord {
+    pub fn timing(&self) -> Timing {
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        Timing {
+            request_time: at(self.request_time_ms),
+            response_time: at(self.response_time_ms),
+            corrected_initial_age: Duration::from_millis(self.corrected_initial_age_ms),
+        }
+    }
+}
+
+/// Header fields as (name, value bytes) pairs, in order.
+pub fn header_pairs(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    h.iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+/// The header map of such pairs; `None` if a name or value is invalid.
+pub fn headers_from_pairs(pairs: &[(String, Vec<u8>)]) -> Option<HeaderMap> {
+    let mut h = HeaderMap::with_capacity(pairs.len());
+    for (n, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(n.as_bytes()).ok()?,
+            HeaderValue::from_bytes(v).ok()?,
+        );
+    }
+    Some(h)
 }
 
 impl EntryRecord {
@@ -161,9 +192,7 @@ impl EntryRecord {
             variant: e.variant.as_str().to_owned(),
             status: e.status.as_u16(),
             headers: e.head.pairs(),
-            request_time_ms: millis(e.timing.request_time),
-            response_time_ms: millis(e.timing.response_time),
-            corrected_initial_age_ms: e.timing.corrected_initial_age.as_millis() as u64,
+            timing: TimingRecord::from(&e.timing),
             hash: *e.hash.as_bytes(),
             len: e.len,
             shareable: e.shareable,
@@ -177,11 +206,7 @@ impl EntryRecord {
             variant: Variant::from_stored(self.variant),
             status: StatusCode::from_u16(self.status).ok()?,
             head,
-            timing: Timing {
-                request_time: from_millis(self.request_time_ms),
-                response_time: from_millis(self.response_time_ms),
-                corrected_initial_age: Duration::from_millis(self.corrected_initial_age_ms),
-            },
+            timing: self.timing.timing(),
             hash: blake3::Hash::from_bytes(self.hash),
             len: self.len,
             shareable: self.shareable,
@@ -201,7 +226,7 @@ struct Inner {
     db: redb::Database,
     /// Blob reference counts. Its lock is also held around every rename into and unlink from
     /// `objects/`, so a blob is never deleted while a commit is creating it.
-    blobs: Mutex<HashMap<blake3::Hash, u32>>,
+    blobs: Mutex<HashMap<blake3::Hash, Blob>>,
     /// Serialises row writes with the index update that goes with them.
     commit_lock: Mutex<()>,
     next_gen: AtomicU64,
@@ -224,6 +249,15 @@ type RowWrite = (String, RowOp, mpsc::SyncSender<Result<()>>);
 
 /// Most row changes committed in one redb transaction.
 const MAX_BATCH: usize = 1024;
+
+/// What the store knows of one blob file.
+#[derive(Debug, Default, Clone, Copy)]
+struct Blob {
+    refs: u32,
+    /// Its bytes were hashed since this process opened the store (written by us, or read back
+    /// whole and matched): later reads need not hash it again.
+    verified: bool,
+}
 
 /// See [`Store::on_removed`].
 pub type RemovalHook = Box<dyn Fn(&str) + Send + Sync>;
@@ -310,8 +344,8 @@ impl Inner {
     fn release(&self, hash: &blake3::Hash) {
         let mut blobs = lock(&self.blobs);
         let gone = match blobs.get_mut(hash) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
+            Some(b) if b.refs > 1 => {
+                b.refs -= 1;
                 false
             }
             Some(_) => true,
@@ -397,7 +431,12 @@ fn janitor_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Removed>) {
 pub struct Store {
     inner: Arc<Inner>,
     index: moka::sync::Cache<String, Arc<Variants>>,
+    /// Verified small bodies by content hash, so that hot objects skip the disk and the re-hash.
+    hot: moka::sync::Cache<blake3::Hash, bytes::Bytes>,
 }
+
+/// Bytes of small bodies kept in memory (the hot-object cache, like Squid's `cache_mem`).
+pub const HOT_BYTES: u64 = 16 * 1024 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -460,7 +499,13 @@ impl Store {
                 });
             })
             .build();
-        let store = Store { inner, index };
+        let hot = moka::sync::Cache::builder()
+            .max_capacity(HOT_BYTES)
+            .weigher(|_k: &blake3::Hash, v: &bytes::Bytes| {
+                u32::try_from(v.len()).unwrap_or(u32::MAX)
+            })
+            .build();
+        let store = Store { inner, index, hot };
         store.load()?;
         let janitor = Arc::downgrade(&store.inner);
         std::thread::Builder::new()
@@ -594,7 +639,9 @@ impl Store {
                 fs::create_dir_all(parent).map_err(Error::storage)?;
             }
             fs::rename(temp, &dest).map_err(Error::storage)?;
-            *blobs.entry(entry.hash).or_insert(0) += 1;
+            let b = blobs.entry(entry.hash).or_default();
+            b.refs += 1;
+            b.verified = true; // hashed while it was written
         }
         self.put(entry, false)
     }
@@ -645,7 +692,7 @@ impl Store {
                 let mut blobs = lock(&self.inner.blobs);
                 for e in &variants.entries {
                     if !Arc::ptr_eq(e, &entry) || incref {
-                        *blobs.entry(e.hash).or_insert(0) += 1;
+                        blobs.entry(e.hash).or_default().refs += 1;
                     }
                 }
             }
@@ -665,7 +712,7 @@ impl Store {
         {
             let mut blobs = lock(&self.inner.blobs);
             for e in &variants.entries {
-                *blobs.entry(e.hash).or_insert(0) += 1;
+                blobs.entry(e.hash).or_default().refs += 1;
             }
         }
         self.insert_index_counted(key, variants);
@@ -708,6 +755,30 @@ impl Store {
     /// Every URL key currently indexed (for tests and the status page).
     pub fn keys(&self) -> Vec<String> {
         self.index.iter().map(|(k, _)| (*k).clone()).collect()
+    }
+
+    /// Was this blob hashed since the store was opened?
+    pub fn is_verified(&self, hash: &blake3::Hash) -> bool {
+        lock(&self.inner.blobs)
+            .get(hash)
+            .is_some_and(|b| b.verified)
+    }
+
+    /// A whole read of this blob matched its hash.
+    pub fn mark_verified(&self, hash: &blake3::Hash) {
+        if let Some(b) = lock(&self.inner.blobs).get_mut(hash) {
+            b.verified = true;
+        }
+    }
+
+    /// A verified small body from memory, if it is there.
+    pub fn hot(&self, hash: &blake3::Hash) -> Option<bytes::Bytes> {
+        self.hot.get(hash)
+    }
+
+    /// Keeps a verified small body in memory (content-addressed, so it never goes stale).
+    pub fn remember(&self, hash: blake3::Hash, body: bytes::Bytes) {
+        self.hot.insert(hash, body);
     }
 
     /// Registers the hook told about every URL that leaves the store (once; later calls are

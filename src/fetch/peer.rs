@@ -4,9 +4,9 @@
 //! object is claimed first, so that one node of the group goes to the origin.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use http_body_util::BodyExt;
 
 use crate::body::{self, Body};
@@ -14,6 +14,7 @@ use crate::cache::cache_control::CacheControl;
 use crate::cache::inflight::{FillPermit, Head, Outcome};
 use crate::cache::key::{Variant, Vary};
 use crate::cache::policy::{self, Reuse, Stored, Timing};
+use crate::cache::store::headers_from_pairs;
 use crate::error::{Error, Kind, Side};
 use crate::fetch::writer::{Feed, Resume, ResumeFuture};
 use crate::fetch::{Fetched, Fetcher, Start};
@@ -265,19 +266,8 @@ fn head_matches(h: &EntryHead, req: &HeaderMap) -> bool {
 fn decode(h: &EntryHead) -> Result<(StatusCode, HeaderMap, Timing), Error> {
     let bad = || Error::new(Kind::UpstreamProtocol, Side::Peer, "malformed entry head");
     let status = StatusCode::from_u16(h.status).map_err(|_| bad())?;
-    let mut headers = HeaderMap::with_capacity(h.headers.len());
-    for (n, v) in &h.headers {
-        let name = HeaderName::from_bytes(n.as_bytes()).map_err(|_| bad())?;
-        let value = HeaderValue::from_bytes(v).map_err(|_| bad())?;
-        headers.append(name, value);
-    }
-    let t = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
-    let timing = Timing {
-        request_time: t(h.request_time_ms),
-        response_time: t(h.response_time_ms),
-        corrected_initial_age: Duration::from_millis(h.corrected_initial_age_ms),
-    };
-    Ok((status, headers, timing))
+    let headers = headers_from_pairs(&h.headers).ok_or_else(bad)?;
+    Ok((status, headers, h.timing.timing()))
 }
 
 /// The rest of a complete copy from another holder.

@@ -14,8 +14,8 @@ use crate::cache::inflight::{read_span, Fill, Head};
 use crate::cache::store::{Entry, Store};
 use crate::metrics::{Metrics, Source};
 
-/// Bodies up to this size are read whole and verified before the response starts, so a corrupt
-/// small blob becomes a clean miss instead of a cut.
+/// Bodies up to this size are read whole and verified before the response starts (a corrupt
+/// small blob becomes a clean miss instead of a cut), and kept in the store's memory cache.
 const SMALL_BODY: u64 = 256 * 1024;
 
 /// What shape the answer takes, decided from the request and the representation's head.
@@ -124,18 +124,7 @@ pub async fn from_entry(
     if let Some(r) = bodiless(shape, &headers, Some(entry.len)) {
         return Some(r);
     }
-    let file = {
-        let (store, e) = (store.clone(), entry.clone());
-        tokio::task::spawn_blocking(move || store.open_blob(&e))
-            .await
-            .ok()
-            .flatten()
-    };
-    let Some(file) = file.map(Arc::new) else {
-        drop_corrupt(store, metrics, &entry.key).await;
-        return None;
-    };
-    let (status, headers, start, end, verify) = match shape {
+    let (status, headers, start, end, whole) = match shape {
         Shape::Partial { start, end } => (
             StatusCode::PARTIAL_CONTENT,
             partial_head(headers, start, end, entry.len),
@@ -148,19 +137,42 @@ pub async fn from_entry(
             (entry.status, headers, 0, entry.len, true)
         }
     };
+    if entry.len <= SMALL_BODY {
+        // Small bodies: from the memory cache, or read whole and verified before answering.
+        let bytes = match store.hot(&entry.hash) {
+            Some(b) => b,
+            None => {
+                let bytes = match open(store, entry).await {
+                    Some(file) => read_span(file, 0, entry.len).await.ok(),
+                    None => None,
+                };
+                let Some(bytes) =
+                    bytes.filter(|b| b.len() as u64 == entry.len && blake3::hash(b) == entry.hash)
+                else {
+                    drop_corrupt(store, metrics, &entry.key).await;
+                    return None;
+                };
+                store.remember(entry.hash, bytes.clone());
+                bytes
+            }
+        };
+        if method == Method::HEAD {
+            return Some(with_head(status, headers, body::empty()));
+        }
+        let part = bytes.slice(start as usize..end as usize);
+        metrics.bytes_from(Source::Cache, part.len() as u64);
+        return Some(with_head(status, headers, body::full(part)));
+    }
+    let Some(file) = open(store, entry).await else {
+        drop_corrupt(store, metrics, &entry.key).await;
+        return None;
+    };
     if method == Method::HEAD {
         return Some(with_head(status, headers, body::empty()));
     }
-    if verify && entry.len <= SMALL_BODY {
-        let bytes = read_span(file, 0, entry.len).await.ok()?;
-        if bytes.len() as u64 != entry.len || blake3::hash(&bytes) != entry.hash {
-            drop_corrupt(store, metrics, &entry.key).await;
-            return None;
-        }
-        metrics.bytes_from(Source::Cache, entry.len);
-        return Some(with_head(status, headers, body::full(bytes)));
-    }
-    let check = verify.then(|| Verify {
+    // A blob is hashed in full once per process (on its first whole read); after that the
+    // page cache serves it as is.
+    let check = (whole && !store.is_verified(&entry.hash)).then(|| Verify {
         hash: entry.hash,
         key: entry.key.clone(),
         store: store.clone(),
@@ -168,6 +180,16 @@ pub async fn from_entry(
     });
     let body = stream_file(file, start, end, check, Some(metrics.clone()));
     Some(with_head(status, headers, body))
+}
+
+/// Opens an entry's blob on the blocking pool; `None` if it is missing or of the wrong size.
+async fn open(store: &Store, entry: &Arc<Entry>) -> Option<Arc<File>> {
+    let (store, e) = (store.clone(), entry.clone());
+    tokio::task::spawn_blocking(move || store.open_blob(&e))
+        .await
+        .ok()
+        .flatten()
+        .map(Arc::new)
 }
 
 async fn drop_corrupt(store: &Store, metrics: &Metrics, key: &str) {
@@ -222,6 +244,7 @@ fn stream_file(
                             let _ = tx.send(Err("stored body corrupt".into())).await;
                             return;
                         }
+                        v.store.mark_verified(&v.hash);
                     }
                 }
             }

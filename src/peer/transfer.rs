@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::body::{self, Body};
 use crate::cache::conditional::{self, RangeAnswer};
 use crate::cache::inflight::{Fill, Head};
-use crate::cache::store::Entry;
+use crate::cache::store::{header_pairs, Entry, TimingRecord};
 use crate::peer::auth::AUTH_HEADER;
 use crate::peer::wire::KeyHash;
 use crate::peer::Peers;
@@ -32,9 +32,7 @@ pub struct EntryHead {
     pub variant: String,
     pub status: u16,
     pub headers: Vec<(String, Vec<u8>)>,
-    pub request_time_ms: u64,
-    pub response_time_ms: u64,
-    pub corrected_initial_age_ms: u64,
+    pub timing: TimingRecord,
     /// blake3 of the body: known for complete entries only.
     pub hash: Option<[u8; 32]>,
     pub len: Option<u64>,
@@ -47,27 +45,13 @@ pub struct EntriesReply {
     pub in_flight: Option<EntryHead>,
 }
 
-fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-pub fn header_pairs(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
-    h.iter()
-        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect()
-}
-
 impl EntryHead {
     pub fn of_entry(e: &Entry) -> Self {
         EntryHead {
             variant: e.variant.as_str().to_owned(),
             status: e.status.as_u16(),
             headers: e.head.pairs(),
-            request_time_ms: millis(e.timing.request_time),
-            response_time_ms: millis(e.timing.response_time),
-            corrected_initial_age_ms: e.timing.corrected_initial_age.as_millis() as u64,
+            timing: TimingRecord::from(&e.timing),
             hash: Some(*e.hash.as_bytes()),
             len: Some(e.len),
         }
@@ -78,9 +62,7 @@ impl EntryHead {
             variant: h.variant.as_str().to_owned(),
             status: h.status.as_u16(),
             headers: header_pairs(&h.headers),
-            request_time_ms: millis(h.timing.request_time),
-            response_time_ms: millis(h.timing.response_time),
-            corrected_initial_age_ms: h.timing.corrected_initial_age.as_millis() as u64,
+            timing: TimingRecord::from(&h.timing),
             hash: None,
             len: h.len,
         }
