@@ -10,7 +10,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::cache::conditional::{self, Precondition, RangeAnswer};
-use crate::cache::inflight::{read_span, Fill, Head};
+use crate::cache::inflight::{read_span, Fill, Head, CHUNK};
 use crate::cache::store::{Entry, Store};
 use crate::metrics::{Metrics, Source};
 
@@ -182,6 +182,30 @@ pub async fn from_entry(
     Some(with_head(status, headers, body))
 }
 
+/// Reads up to `CHUNK` bytes of `[pos, end)` from a file this response alone reads, at its
+/// current offset (after seeking to `pos` when `seek`). Sequential reads fill fresh buffers
+/// without zeroing them first, one pass less over every byte than `read_span`.
+async fn read_next(
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+    seek: bool,
+) -> std::io::Result<bytes::Bytes> {
+    use std::io::{Read, Seek, SeekFrom};
+    let want = (end - pos).min(CHUNK as u64);
+    tokio::task::spawn_blocking(move || {
+        let mut f: &File = &file;
+        if seek {
+            f.seek(SeekFrom::Start(pos))?;
+        }
+        let mut buf = Vec::with_capacity(want as usize);
+        f.take(want).read_to_end(&mut buf)?;
+        Ok(bytes::Bytes::from(buf))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
 /// Opens an entry's blob on the blocking pool; `None` if it is missing or of the wrong size.
 async fn open(store: &Store, entry: &Arc<Entry>) -> Option<Arc<File>> {
     let (store, e) = (store.clone(), entry.clone());
@@ -226,7 +250,7 @@ fn stream_file(
         let mut hasher = verify.as_ref().map(|_| blake3::Hasher::new());
         let mut pos = start;
         while pos < end {
-            let chunk = match read_span(file.clone(), pos, end).await {
+            let chunk = match read_next(file.clone(), pos, end, pos == start).await {
                 Ok(b) if !b.is_empty() => b,
                 _ => {
                     let _ = tx.send(Err("stored body unreadable".into())).await;
