@@ -2,13 +2,14 @@
 //! process, first as a MISS (streamed to disk and to the client at once), then as a HIT.
 //! Reports throughput and the proxy's peak RSS (VmHWM). Run: `cargo bench --bench big_object`.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+
+mod common;
 
 const CHUNK: usize = 256 * 1024;
 
@@ -58,17 +59,6 @@ async fn origin(len: u64) -> std::net::SocketAddr {
     addr
 }
 
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 async fn fetch(proxy: std::net::SocketAddr, url: &str) -> (u64, String, Duration) {
     let start = Instant::now();
     let tcp = TcpStream::connect(proxy).await.expect("connect proxy");
@@ -110,34 +100,16 @@ fn main() {
     rt.block_on(async move {
         let origin = origin(len).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let conf = dir.path().join("bench.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "[proxy]\nlisten = \"127.0.0.1:{port}\"\n[cache]\ndir = \"{}\"\nmax_size = \"8GiB\"\n[log]\naccess = false\nlevel = \"warn\"\n",
-                dir.path().join("cache").display()
-            ),
+        let proxy_proc = common::Proxy::start(
+            dir.path(),
+            "max_size = \"8GiB\"\n[log]\naccess = false\nlevel = \"warn\"",
+            &[],
         )
-        .expect("config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_peercache"))
-            .args(["run", "--config"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start peercache");
-        let proxy: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        for _ in 0..500 {
-            if TcpStream::connect(proxy).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        .await;
+        let proxy = proxy_proc.addr;
+        let pid = proxy_proc.pid();
         let url = format!("http://{origin}/big");
-        println!("big_object: {mb} MiB through peercache (pid {})", child.id());
+        println!("big_object: {mb} MiB through peercache (pid {pid})");
         for pass in ["first", "second"] {
             let (n, x_cache, took) = fetch(proxy, &url).await;
             assert_eq!(n, len, "whole body");
@@ -145,10 +117,9 @@ fn main() {
                 "  {pass:6} {x_cache:6} {:8.1} MiB/s  {:6.2} s  proxy peak RSS {} MiB",
                 mb as f64 / took.as_secs_f64(),
                 took.as_secs_f64(),
-                vm_hwm_kib(child.id()).unwrap_or(0) / 1024
+                common::status_kib(pid, "VmHWM") / 1024
             );
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(proxy_proc);
     });
 }

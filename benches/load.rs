@@ -5,7 +5,7 @@
 //! 200 ms; (c) RSS with LOAD_ENTRIES cached entries. Run: `cargo bench --bench load`.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +14,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+
+mod common;
 
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -93,31 +95,11 @@ async fn get(send: &mut Sender, url: &str) -> (u16, usize) {
     (status, n)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
     sorted[((sorted.len() - 1) as f64 * p) as usize]
-}
-
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn main() {
@@ -137,47 +119,22 @@ fn main() {
         let slow_hits = Arc::new(AtomicUsize::new(0));
         let origin = origin(slow_hits.clone()).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
-        let conf = dir.path().join("load.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "[proxy]\nlisten = \"127.0.0.1:{port}\"\n[cache]\ndir = \"{}\"\n[log]\naccess = false\nlevel = \"warn\"\n",
-                dir.path().join("cache").display()
-            ),
-        )
-        .expect("config");
-        // Pin the proxy to CPU 1 when taskset exists (the load runs in this process).
-        let mut cmd = if let Ok(wrapper) = std::env::var("LOAD_WRAPPER") {
-            // e.g. LOAD_WRAPPER=heaptrack to profile the proxy's heap.
-            let mut c = Command::new(wrapper);
-            c.arg(env!("CARGO_BIN_EXE_peercache"));
-            c
-        } else if Command::new("taskset").arg("-V").output().is_ok() {
-            let mut c = Command::new("taskset");
-            c.args(["-c", "1", env!("CARGO_BIN_EXE_peercache")]);
-            c
-        } else {
-            Command::new(env!("CARGO_BIN_EXE_peercache"))
+        // Pin the proxy to CPU 1 when taskset exists (the load runs in this process);
+        // LOAD_WRAPPER=heaptrack (say) runs it under a profiler instead.
+        let wrapper = std::env::var("LOAD_WRAPPER").ok();
+        let prefix: Vec<&str> = match &wrapper {
+            Some(w) => vec![w.as_str()],
+            None if Command::new("taskset").arg("-V").output().is_ok() => vec!["taskset", "-c", "1"],
+            None => vec![],
         };
-        let child = cmd
-            .args(["run", "--config"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start peercache");
-        let proxy_proc = Proxy(child);
-        let pid = proxy_proc.0.id();
-        let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        for _ in 0..500 {
-            if TcpStream::connect(proxy).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let proxy_proc = common::Proxy::start(
+            dir.path(),
+            "[log]\naccess = false\nlevel = \"warn\"",
+            &prefix,
+        )
+        .await;
+        let pid = proxy_proc.pid();
+        let proxy = proxy_proc.addr;
         println!("load: peercache pid {pid}, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
 
         // (a) 1 KiB hits.
@@ -210,7 +167,7 @@ fn main() {
             lat.len() as f64 / secs as f64,
             percentile(&lat, 0.50).as_secs_f64() * 1e3,
             percentile(&lat, 0.99).as_secs_f64() * 1e3,
-            rss_kib(pid) / 1024
+            common::status_kib(pid, "VmRSS") / 1024
         );
 
         // (b) cold collapse.
@@ -272,7 +229,7 @@ fn main() {
             filled.as_secs_f64(),
             entries as f64 / filled.as_secs_f64(),
             status["cache"]["urls"],
-            rss_kib(pid) / 1024
+            common::status_kib(pid, "VmRSS") / 1024
         );
         if std::env::var("LOAD_SMAPS").is_ok() {
             let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
