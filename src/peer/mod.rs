@@ -92,6 +92,9 @@ pub struct Peers {
     index: Mutex<Index>,
     /// Our own keys (stored or in flight) by key hash, for the transfer API.
     local: Mutex<HashMap<KeyHash, String>>,
+    /// Content hashes we advertised: the only bodies `objects/{hash}` serves, so a blob that
+    /// also backs a private entry is never handed out unless a shareable entry has it too.
+    shared_bodies: Mutex<std::collections::HashSet<[u8; 32]>>,
     penalties: Mutex<Penalties>,
     rtt: Mutex<RttTable>,
     bytes_from: Mutex<HashMap<NodeId, u64>>,
@@ -204,6 +207,7 @@ impl Peers {
             journal: Mutex::new(Journal::new(id, epoch, DEFAULT_JOURNAL_CAPACITY)),
             index: Mutex::new(Index::new(id)),
             local: Mutex::new(HashMap::new()),
+            shared_bodies: Mutex::new(std::collections::HashSet::new()),
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
             bytes_from: Mutex::new(HashMap::new()),
@@ -260,6 +264,7 @@ impl Peers {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         lock(&self.local).insert(key, entry.key.clone());
+        lock(&self.shared_bodies).insert(*entry.hash.as_bytes());
         self.advertise(Update::Have {
             key,
             hash: *entry.hash.as_bytes(),
@@ -299,6 +304,11 @@ impl Peers {
     pub fn fill_ended(&self, key: &str, end: &WriteEnd) {
         tracing::debug!(key, ?end, "fill ended");
         self.withdraw(key);
+    }
+
+    /// Was this body advertised as part of a shareable entry?
+    pub fn is_shared_body(&self, hash: &blake3::Hash) -> bool {
+        lock(&self.shared_bodies).contains(hash.as_bytes())
     }
 
     /// The key string for one of our key hashes.

@@ -283,6 +283,9 @@ async fn object(
     req: &HeaderMap,
     hash: blake3::Hash,
 ) -> Response<Body> {
+    if !peers.is_shared_body(&hash) {
+        return status(StatusCode::NOT_FOUND, "no such object");
+    }
     let Some(permit) = upload_slot(peers) else {
         return busy();
     };

@@ -532,3 +532,34 @@ async fn uploads_beyond_max_uploads_get_503() {
     assert_eq!(refused.status(), 503);
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_body_is_not_served_by_hash_even_to_a_member() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/cookie-page",
+        Reply::ok("personal page").header("cache-control", "max-age=600"),
+    );
+    let (nodes, _key) = cluster(2).await;
+    // Stored locally (a cookie request's response), but not shareable.
+    send(
+        nodes[0].addr(),
+        "GET",
+        &origin.url("/cookie-page"),
+        &[("cookie", "sid=42")],
+    )
+    .await;
+    let entry = nodes[0]
+        .proxy
+        .app
+        .store
+        .entries()
+        .into_iter()
+        .find(|e| e.key.ends_with("/cookie-page"))
+        .unwrap();
+    assert!(!entry.shareable);
+    let path = peercache::peer::client::object_path(entry.hash.as_bytes());
+    let p0 = nodes[0].peers().membership_addr();
+    let resp = nodes[1].peers().client.get(p0, &path, 0).await.unwrap();
+    assert_eq!(resp.status(), 404, "a member asking by hash gets nothing");
+}
