@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 
 use crate::body::{self, Body};
 use crate::cache::cache_control::CacheControl;
-use crate::cache::inflight::{FillPermit, Head, Outcome};
+use crate::cache::inflight::{FillPermit, Head};
 use crate::cache::key::{Variant, Vary};
 use crate::cache::policy::{self, Reuse, Stored, Timing};
 use crate::cache::store::headers_from_pairs;
@@ -370,7 +370,3 @@ impl Resume for OriginResume {
         })
     }
 }
-
-/// Keeps `Outcome` in scope for readers of this module's docs.
-#[allow(dead_code)]
-fn _outcome(_: Outcome) {}
