@@ -318,7 +318,7 @@ impl Inflight {
         }
     }
 
-    /// The fill in progress for `key`, if any (peers read it in a later issue).
+    /// The fill in progress for `key`, if any (the peer transfer API streams it to others).
     pub fn get(&self, key: &str) -> Option<Arc<Fill>> {
         self.fills.lock().ok().and_then(|f| f.get(key).cloned())
     }

@@ -61,9 +61,7 @@ impl Fetcher {
         if !peers.has_members() {
             return Ok(FromPeers::NotHere(permit));
         }
-        let Some(kh) = key_hash(want.key) else {
-            return Ok(FromPeers::NotHere(permit));
-        };
+        let kh = key_hash(want.key);
         let mut sources = peers.sources(&kh, None);
         if sources.is_empty() {
             // Cold: claim it, and follow a competing claim from a lower id seen meanwhile.

@@ -248,9 +248,7 @@ impl Peers {
 
     /// We store a complete, shareable copy of `entry`.
     pub fn advertise_have(&self, entry: &Entry) {
-        let Some(key) = key_hash(&entry.key) else {
-            return;
-        };
+        let key = key_hash(&entry.key);
         let now = SystemTime::now();
         let lifetime = policy::freshness_lifetime(
             entry.status,
@@ -275,14 +273,14 @@ impl Peers {
 
     /// We start downloading `key` (a claim other nodes may follow).
     pub fn advertise_in_flight(&self, key: &str) {
-        let Some(h) = key_hash(key) else { return };
+        let h = key_hash(key);
         lock(&self.local).insert(h, key.to_owned());
         self.advertise(Update::InFlight { key: h });
     }
 
     /// We no longer hold `key`.
     pub fn advertise_dropped(&self, key: &str) {
-        let Some(h) = key_hash(key) else { return };
+        let h = key_hash(key);
         lock(&self.local).remove(&h);
         self.advertise(Update::Dropped { key: h });
     }
@@ -477,8 +475,8 @@ impl Peers {
 
 /// The group's id for a stored key string (already normalised): its blake3, as
 /// `CacheKey::hash` computes it.
-pub fn key_hash(key: &str) -> Option<KeyHash> {
-    Some(blake3::hash(key.as_bytes()).into())
+pub fn key_hash(key: &str) -> KeyHash {
+    blake3::hash(key.as_bytes()).into()
 }
 
 /// Feeds membership events into the index until the node shuts down.

@@ -152,18 +152,6 @@ async fn a_peer_that_serves_wrong_bytes_is_caught_by_the_hash() {
     assert_eq!(st["bad_hashes"], 1);
 }
 
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.path().is_dir() {
-            out.extend(files_under(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_and_credentialed_responses_never_leave_their_node() {
     let origin = Origin::start().await;

@@ -1,6 +1,5 @@
 //! What survives a restart and a `kill -9`: committed entries stay hits, partial bodies vanish.
 
-use std::path::Path;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -40,7 +39,7 @@ async fn a_corrupt_blob_is_a_miss_and_is_replaced() {
     get(proxy.addr, &origin.url("/c")).await;
     proxy.stop().await;
     // Flip a byte in the stored body.
-    let blob = find_files(&dir.path().join("objects"))
+    let blob = files_under(&dir.path().join("objects"))
         .pop()
         .expect("one blob");
     let mut bytes = std::fs::read(&blob).unwrap();
@@ -56,18 +55,6 @@ async fn a_corrupt_blob_is_a_miss_and_is_replaced() {
     assert_eq!(r.x_cache(), "HIT");
     assert!(r.body.unwrap() == body);
     proxy.stop().await;
-}
-
-fn find_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.path().is_dir() {
-            out.extend(find_files(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }
 
 #[tokio::test]
@@ -103,7 +90,7 @@ async fn after_kill_9_committed_entries_are_hits_and_partial_bodies_are_gone() {
     let _reader = send_head(proc.addr, "GET", &origin.url("/partial"), &[]).await;
     let tmp = dir.path().join("cache/tmp");
     assert!(
-        wait_until(Duration::from_secs(5), || find_files(&tmp)
+        wait_until(Duration::from_secs(5), || files_under(&tmp)
             .iter()
             .any(|f| f.metadata().map(|m| m.len() > 0).unwrap_or(false)))
         .await,
