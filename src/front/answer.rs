@@ -107,17 +107,18 @@ fn partial_head(mut h: HeaderMap, start: u64, end: u64, len: u64) -> HeaderMap {
     h
 }
 
-/// Answers from a stored entry. `None` when its blob is missing, truncated or (small bodies)
+/// Answers from a stored entry whose header fields the caller already unpacked (`stored`).
+/// `None` when its blob is missing, truncated or (small bodies)
 /// corrupt: the caller then treats the request as a miss. The entry is invalidated in that case.
 pub async fn from_entry(
     method: &Method,
     req: &HeaderMap,
     entry: &Arc<Entry>,
+    stored: HeaderMap,
     age: Duration,
     store: &Store,
     metrics: &Arc<Metrics>,
 ) -> Option<Response<Body>> {
-    let stored = entry.headers();
     let mut headers = stored.clone();
     headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
     let shape = shape(method, req, entry.status, &stored, Some(entry.len));

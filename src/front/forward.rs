@@ -59,7 +59,10 @@ fn select(app: &App, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
         .entries
         .iter()
         .find(|e| {
-            Variant::of_request(&Vary::from_headers(&e.headers()), req).as_ref() == Some(&e.variant)
+            // No Vary when it was stored (empty variant): it matches every request.
+            e.variant.as_str().is_empty()
+                || Variant::of_request(&Vary::from_headers(&e.headers()), req).as_ref()
+                    == Some(&e.variant)
         })
         .cloned()
 }
@@ -78,12 +81,12 @@ async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Erro
         };
         match policy::reuse(&stored, &req_cc, now, h) {
             Reuse::Fresh | Reuse::StaleAllowed => {
-                if let Some(a) = from_store(app, ask, &entry, CacheStatus::Hit).await {
+                if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
                     return Ok(a);
                 }
             }
             Reuse::StaleWhileRevalidate => {
-                if let Some(a) = from_store(app, ask, &entry, CacheStatus::Hit).await {
+                if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
                     revalidate_in_background(app, ask, key, entry);
                     return Ok(a);
                 }
@@ -131,7 +134,7 @@ fn may_serve_stale(entry: &Entry, req_cc: &CacheControl, app: &App) -> bool {
 }
 
 async fn stale_answer(app: &Arc<App>, ask: &Ask<'_>, entry: &Arc<Entry>) -> Result<Answer, Error> {
-    from_store(app, ask, entry, CacheStatus::Hit)
+    from_store(app, ask, entry, entry.headers(), CacheStatus::Hit)
         .await
         .ok_or_else(|| {
             Error::upstream(
@@ -141,10 +144,12 @@ async fn stale_answer(app: &Arc<App>, ask: &Ask<'_>, entry: &Arc<Entry>) -> Resu
         })
 }
 
+/// Answers from `entry`; `stored` are its header fields, unpacked once per request.
 async fn from_store(
     app: &Arc<App>,
     ask: &Ask<'_>,
     entry: &Arc<Entry>,
+    stored: HeaderMap,
     status: CacheStatus,
 ) -> Option<Answer> {
     let age = entry.timing.current_age(SystemTime::now());
@@ -152,6 +157,7 @@ async fn from_store(
         ask.method,
         ask.headers,
         entry,
+        stored,
         age,
         &app.store,
         &app.metrics,
@@ -174,7 +180,9 @@ async fn fetch(
                     // A fill may have been committed between our lookup and our join.
                     if let Some(entry) = select(app, key, ask.headers) {
                         drop(permit);
-                        if let Some(a) = from_store(app, ask, &entry, CacheStatus::Hit).await {
+                        if let Some(a) =
+                            from_store(app, ask, &entry, entry.headers(), CacheStatus::Hit).await
+                        {
                             return Ok(a);
                         }
                         continue;
@@ -195,7 +203,9 @@ async fn fetch(
                     return Ok((resp, Some(CacheStatus::Collapsed)));
                 }
                 Err(Outcome::Freshened(entry)) => {
-                    if let Some(a) = from_store(app, ask, &entry, CacheStatus::Collapsed).await {
+                    if let Some(a) =
+                        from_store(app, ask, &entry, entry.headers(), CacheStatus::Collapsed).await
+                    {
                         return Ok(a);
                     }
                 }
@@ -235,9 +245,11 @@ async fn answer_fetched(
             let resp = answer::from_fill(ask.method, ask.headers, fill, &head);
             Ok((resp, Some(CacheStatus::Miss)))
         }
-        Fetched::Freshened(entry) => from_store(app, ask, &entry, CacheStatus::Revalidated)
-            .await
-            .ok_or_else(|| Error::storage("freshened entry unreadable")),
+        Fetched::Freshened(entry) => {
+            from_store(app, ask, &entry, entry.headers(), CacheStatus::Revalidated)
+                .await
+                .ok_or_else(|| Error::storage("freshened entry unreadable"))
+        }
         Fetched::Direct(resp) => Ok((relay(app, resp), Some(CacheStatus::Miss))),
     }
 }
