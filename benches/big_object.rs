@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 mod common;
 
@@ -18,45 +18,29 @@ fn chunk() -> Bytes {
 }
 
 async fn origin(len: u64) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = listener.local_addr().expect("addr");
     let data = chunk();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let data = data.clone();
+    common::origin(move |_req| {
+        let data = data.clone();
+        async move {
+            let (tx, body) = peercache::body::channel(Some(len));
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| {
-                    let data = data.clone();
-                    async move {
-                        let (tx, body) = peercache::body::channel(Some(len));
-                        tokio::spawn(async move {
-                            let mut left = len;
-                            while left > 0 {
-                                let n = left.min(CHUNK as u64) as usize;
-                                if tx.send(Ok(data.slice(..n))).await.is_err() {
-                                    return;
-                                }
-                                left -= n as u64;
-                            }
-                        });
-                        let resp = hyper::Response::builder()
-                            .header("content-length", len)
-                            .header("cache-control", "max-age=3600")
-                            .body(body)
-                            .expect("response");
-                        Ok::<_, std::convert::Infallible>(resp)
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(CHUNK as u64) as usize;
+                    if tx.send(Ok(data.slice(..n))).await.is_err() {
+                        return;
                     }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
+                    left -= n as u64;
+                }
             });
+            hyper::Response::builder()
+                .header("content-length", len)
+                .header("cache-control", "max-age=3600")
+                .body(body)
+                .expect("response")
         }
-    });
-    addr
+    })
+    .await
 }
 
 async fn fetch(proxy: std::net::SocketAddr, url: &str) -> (u64, String, Duration) {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 mod common;
 
@@ -26,45 +26,27 @@ fn knob(name: &str, default: u64) -> u64 {
 
 /// Origin: /1k, /slow/<n> (after 200 ms), /small/<n> (100 bytes); counts requests per path kind.
 async fn origin(slow_hits: Arc<AtomicUsize>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = listener.local_addr().expect("addr");
     let kib = Bytes::from(vec![b'x'; 1024]);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
+    common::origin(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (kib, slow_hits) = (kib.clone(), slow_hits.clone());
+        async move {
+            let path = req.uri().path().to_owned();
+            let body = if path.starts_with("/slow/") {
+                slow_hits.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                kib
+            } else if path.starts_with("/small/") {
+                Bytes::from(format!("{path:100}"))
+            } else {
+                kib
             };
-            let (kib, slow_hits) = (kib.clone(), slow_hits.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (kib, slow_hits) = (kib.clone(), slow_hits.clone());
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            let body = if path.starts_with("/slow/") {
-                                slow_hits.fetch_add(1, Ordering::SeqCst);
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                                kib
-                            } else if path.starts_with("/small/") {
-                                Bytes::from(format!("{path:100}"))
-                            } else {
-                                kib
-                            };
-                            let resp = hyper::Response::builder()
-                                .header("cache-control", "max-age=3600")
-                                .body(Full::new(body))
-                                .expect("response");
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
+            hyper::Response::builder()
+                .header("cache-control", "max-age=3600")
+                .body(peercache::body::full(body))
+                .expect("response")
         }
-    });
-    addr
+    })
+    .await
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
