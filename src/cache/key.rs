@@ -17,6 +17,11 @@ use crate::grammar::{is_ows, trim_ows};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey(String);
 
+/// The id of a (normalised) key string in the store, on disk and in the peer group: its blake3.
+pub fn key_hash(key: &str) -> [u8; 32] {
+    blake3::hash(key.as_bytes()).into()
+}
+
 impl CacheKey {
     /// The key of an absolute URI. None if the URI has no scheme or host, the scheme is not
     /// http/https, or the port is not a number in 0..=65535.
@@ -70,7 +75,7 @@ impl CacheKey {
 
     /// blake3 of the key string: the id peers use for this key.
     pub fn hash(&self) -> [u8; 32] {
-        blake3::hash(self.0.as_bytes()).into()
+        key_hash(&self.0)
     }
 
     /// Hex form of `hash()` (64 lowercase hex chars).

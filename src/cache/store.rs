@@ -1,6 +1,8 @@
 //! The on-disk cache: metadata rows in redb, bodies as files named by their blake3 hash, and a
-//! moka index that bounds the total size. Owns every file under the cache directory; only its
-//! janitor thread deletes blobs. Blocking I/O: async callers go through `spawn_blocking`.
+//! compact in-memory index (`cache::index`) that bounds the total size. Heads of recently used
+//! URLs and small verified bodies are kept in two bounded moka caches; everything else is read
+//! from disk when asked for. Owns every file under the cache directory. Blocking I/O: async
+//! callers use [`Store::lookup`] or go through `spawn_blocking`.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -11,17 +13,20 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use moka::notification::RemovalCause;
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::key::Variant;
+use crate::cache::index::{Fp, Index, Meta};
+use crate::cache::key::{key_hash, Variant};
 use crate::cache::policy::Timing;
 use crate::error::{Error, Result};
 
-const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
+/// One row per URL, keyed by its key hash.
+const URLS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("urls");
+/// The table of format 1 (rows keyed by the key string); dropped at start-up if present.
+const FORMAT1_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 /// Bumped when the row encoding changes; rows of another version are dropped at start-up.
-const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION: u8 = 2;
 /// redb's page cache (its default is 1 GiB).
 const REDB_CACHE: usize = 4 * 1024 * 1024;
 /// At most this many Vary variants are kept per URL; the oldest goes first.
@@ -115,11 +120,61 @@ pub struct Variants {
     pub entries: Vec<Arc<Entry>>,
 }
 
+impl Variants {
+    /// What the in-memory index keeps about these variants.
+    fn meta(&self) -> Meta {
+        Meta {
+            weight: self.entries.iter().map(|e| e.weight_bytes()).sum(),
+            shareable: self.entries.iter().any(|e| e.shareable),
+            gen: self.gen,
+            blobs: self.entries.iter().map(|e| e.hash).collect(),
+        }
+    }
+
+    /// Estimated memory these variants hold in the heads cache.
+    fn memory(&self) -> u32 {
+        let bytes: usize = self
+            .entries
+            .iter()
+            .map(|e| e.key.len() + e.head.0.len() + e.variant.as_str().len() + ENTRY_OVERHEAD)
+            .sum();
+        u32::try_from(bytes + CACHE_NODE_OVERHEAD).unwrap_or(u32::MAX)
+    }
+}
+
+/// Rough memory of an `Entry` beyond its strings, and of one moka cache node beyond its key and
+/// value (measured: 100 000 entries in a moka 0.12 sync cache cost ~350 bytes each more than in
+/// a `HashMap`), for the weighers that bound the two memory caches by what they really hold.
+const ENTRY_OVERHEAD: usize = 200;
+const CACHE_NODE_OVERHEAD: usize = 384;
+
 #[derive(Serialize, Deserialize)]
 struct Record {
     version: u8,
+    key: String,
     gen: u64,
     entries: Vec<EntryRecord>,
+}
+
+impl Record {
+    /// The variants a row holds, keeping the entries `check` accepts; `None` if the row is of
+    /// another version or (given a `key`) not that key's row.
+    fn into_variants(self, key: Option<&str>, check: impl Fn(&Entry) -> bool) -> Option<Variants> {
+        if self.version != RECORD_VERSION || key.is_some_and(|k| k != self.key) {
+            return None;
+        }
+        let entries = self
+            .entries
+            .into_iter()
+            .filter_map(|r| r.into_entry(&self.key))
+            .filter(|e| check(e))
+            .map(Arc::new)
+            .collect();
+        Some(Variants {
+            gen: self.gen,
+            entries,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -214,24 +269,21 @@ impl EntryRecord {
     }
 }
 
-/// What the moka listener hands the janitor.
-struct Removed {
-    key: String,
-    value: Arc<Variants>,
-    cause: RemovalCause,
-}
-
 struct Inner {
     dir: PathBuf,
     db: redb::Database,
     /// Blob reference counts. Its lock is also held around every rename into and unlink from
     /// `objects/`, so a blob is never deleted while a commit is creating it.
     blobs: Mutex<HashMap<blake3::Hash, Blob>>,
-    /// Serialises row writes with the index update that goes with them.
+    /// Serialises changes (row queued, index and heads updated) so they apply in one order.
     commit_lock: Mutex<()>,
+    /// Every stored URL; taken briefly, inside `commit_lock` when both are held.
+    index: Mutex<Index>,
+    /// Decoded variants of recently used URLs, checked against the index's `gen`.
+    heads: moka::sync::Cache<Fp, Arc<Variants>>,
     next_gen: AtomicU64,
     temp_seq: AtomicU64,
-    /// Told the key of every URL that left the store (evicted or invalidated).
+    /// Told the key hash of every URL that left the store (evicted or invalidated).
     on_removed: std::sync::OnceLock<RemovalHook>,
     /// Row changes for the committer thread, applied in the order they were queued.
     rows: mpsc::Sender<RowWrite>,
@@ -241,11 +293,9 @@ struct Inner {
 enum RowOp {
     Put(Vec<u8>),
     Delete,
-    /// Delete only if the row still holds this generation (an eviction racing a newer commit).
-    DeleteIfGen(u64),
 }
 
-type RowWrite = (String, RowOp, mpsc::SyncSender<Result<()>>);
+type RowWrite = (Fp, RowOp, mpsc::SyncSender<Result<()>>);
 
 /// Most row changes committed in one redb transaction.
 const MAX_BATCH: usize = 1024;
@@ -260,7 +310,15 @@ struct Blob {
 }
 
 /// See [`Store::on_removed`].
-pub type RemovalHook = Box<dyn Fn(&str) + Send + Sync>;
+pub type RemovalHook = Box<dyn Fn(&Fp) + Send + Sync>;
+
+/// What memory alone says about a URL (see [`Store::lookup`]).
+enum InMemory {
+    Absent,
+    Found(Arc<Variants>),
+    /// Stored, with its row not in the heads cache: this `gen` is to be read from disk.
+    OnDisk(u64),
+}
 
 impl Inner {
     /// Where the blob with this content hash lives: `objects/ab/cdef…`.
@@ -275,17 +333,18 @@ impl Inner {
     /// Queues a row change; the receiver yields once it is durable. Callers queue under
     /// `commit_lock` (so changes keep their order) and wait after releasing it (so that
     /// concurrent commits share one fsync).
-    fn queue_row(&self, key: &str, op: RowOp) -> mpsc::Receiver<Result<()>> {
+    fn queue_row(&self, fp: Fp, op: RowOp) -> mpsc::Receiver<Result<()>> {
         let (tx, rx) = mpsc::sync_channel(1);
-        if let Err(mpsc::SendError((_, _, tx))) = self.rows.send((key.to_owned(), op, tx)) {
+        if let Err(mpsc::SendError((_, _, tx))) = self.rows.send((fp, op, tx)) {
             let _ = tx.send(Err(Error::storage("the row committer is gone")));
         }
         rx
     }
 
-    fn encode(variants: &Variants) -> Result<Vec<u8>> {
+    fn encode(key: &str, variants: &Variants) -> Result<Vec<u8>> {
         let record = Record {
             version: RECORD_VERSION,
+            key: key.to_owned(),
             gen: variants.gen,
             entries: variants
                 .entries
@@ -296,43 +355,20 @@ impl Inner {
         postcard::to_stdvec(&record).map_err(Error::storage)
     }
 
-    fn op_for(variants: Option<&Variants>) -> Result<RowOp> {
-        Ok(match variants {
-            Some(v) => RowOp::Put(Self::encode(v)?),
-            None => RowOp::Delete,
-        })
-    }
-
-    /// Writes a row and waits until it is durable.
-    fn write_row(&self, key: &str, variants: Option<&Variants>) -> Result<()> {
-        let rx = self.queue_row(key, Self::op_for(variants)?);
-        wait_row(rx)
-    }
-
     /// Applies a batch of row changes in one transaction (one fsync).
     fn commit_rows(&self, batch: &[RowWrite]) -> Result<()> {
         let txn = self.db.begin_write().map_err(Error::storage)?;
         {
-            let mut table = txn.open_table(ENTRIES).map_err(Error::storage)?;
-            for (key, op, _) in batch {
+            let mut table = txn.open_table(URLS).map_err(Error::storage)?;
+            for (fp, op, _) in batch {
                 match op {
                     RowOp::Put(bytes) => {
                         table
-                            .insert(key.as_str(), bytes.as_slice())
+                            .insert(fp.as_slice(), bytes.as_slice())
                             .map_err(Error::storage)?;
                     }
                     RowOp::Delete => {
-                        table.remove(key.as_str()).map_err(Error::storage)?;
-                    }
-                    RowOp::DeleteIfGen(gen) => {
-                        let current = table
-                            .get(key.as_str())
-                            .map_err(Error::storage)?
-                            .and_then(|row| postcard::from_bytes::<Record>(row.value()).ok())
-                            .map(|r| r.gen);
-                        if current == Some(*gen) {
-                            table.remove(key.as_str()).map_err(Error::storage)?;
-                        }
+                        table.remove(fp.as_slice()).map_err(Error::storage)?;
                     }
                 }
             }
@@ -340,52 +376,71 @@ impl Inner {
         txn.commit().map_err(Error::storage)
     }
 
-    /// Drops one reference to a blob; the last one deletes its file.
-    fn release(&self, hash: &blake3::Hash) {
-        let mut blobs = lock(&self.blobs);
-        let gone = match blobs.get_mut(hash) {
-            Some(b) if b.refs > 1 => {
-                b.refs -= 1;
-                false
-            }
-            Some(_) => true,
-            None => false,
-        };
-        if gone {
-            blobs.remove(hash);
-            let _ = fs::remove_file(self.blob_path(hash));
-        }
-    }
-
-    fn current_gen(&self, key: &str) -> Option<u64> {
+    /// Reads the row of `fp`; `None` if there is none or it is not `key`'s.
+    fn read_row(&self, fp: &Fp, key: &str) -> Option<Variants> {
         let txn = self.db.begin_read().ok()?;
-        let table = txn.open_table(ENTRIES).ok()?;
-        let row = table.get(key).ok()??;
+        let table = txn.open_table(URLS).ok()?;
+        let row = table.get(fp.as_slice()).ok()??;
         let record: Record = postcard::from_bytes(row.value()).ok()?;
-        Some(record.gen)
+        record.into_variants(Some(key), |_| true)
     }
 
-    /// Handles one removal reported by the index: an evicted key loses its row (unless a newer
-    /// version replaced it meanwhile), and every removed version gives back its blob references.
-    fn removed(&self, removed: Removed) {
-        let gone = removed.cause != RemovalCause::Replaced;
-        if gone {
-            // Queued behind every earlier row change (an invalidation's own delete included),
-            // and a no-op if a newer version was committed meanwhile.
-            let rx = {
-                let _guard = lock(&self.commit_lock);
-                self.queue_row(&removed.key, RowOp::DeleteIfGen(removed.value.gen))
+    /// Takes one reference to each blob.
+    fn retain(&self, hashes: &[blake3::Hash]) {
+        let mut blobs = lock(&self.blobs);
+        for h in hashes {
+            blobs.entry(*h).or_default().refs += 1;
+        }
+    }
+
+    /// Drops one reference to each blob; the last one deletes its file.
+    fn release(&self, hashes: &[blake3::Hash]) {
+        let mut blobs = lock(&self.blobs);
+        for hash in hashes {
+            let gone = match blobs.get_mut(hash) {
+                Some(b) if b.refs > 1 => {
+                    b.refs -= 1;
+                    false
+                }
+                Some(_) => true,
+                None => false,
             };
-            if let Err(e) = wait_row(rx) {
-                tracing::warn!(key = %removed.key, "cannot delete the row of a removed entry: {e}");
+            if gone {
+                blobs.remove(hash);
+                let _ = fs::remove_file(self.blob_path(hash));
             }
         }
-        for e in &removed.value.entries {
-            self.release(&e.hash);
+    }
+
+    fn in_memory(&self, fp: &Fp) -> InMemory {
+        let Some(gen) = lock(&self.index).touch(fp) else {
+            return InMemory::Absent;
+        };
+        match self.heads.get(fp) {
+            Some(v) if v.gen == gen => InMemory::Found(v),
+            _ => InMemory::OnDisk(gen),
         }
-        if gone && self.current_gen(&removed.key).is_none() {
-            if let Some(hook) = self.on_removed.get() {
-                hook(&removed.key);
+    }
+
+    /// The current variants of `key` (reads its row on a heads-cache miss). `None` also when
+    /// the row on disk is not yet the version the index holds (its change is still queued).
+    fn get(&self, key: &str) -> Option<Arc<Variants>> {
+        let fp = key_hash(key);
+        match self.in_memory(&fp) {
+            InMemory::Absent => None,
+            InMemory::Found(v) => Some(v),
+            InMemory::OnDisk(gen) => {
+                let v = Arc::new(self.read_row(&fp, key).filter(|v| v.gen == gen)?);
+                self.heads.insert(fp, v.clone());
+                Some(v)
+            }
+        }
+    }
+
+    fn removed(&self, fps: &[Fp]) {
+        if let Some(hook) = self.on_removed.get() {
+            for fp in fps {
+                hook(fp);
             }
         }
     }
@@ -397,7 +452,8 @@ fn wait_row(rx: mpsc::Receiver<Result<()>>) -> Result<()> {
 }
 
 /// The committer thread: drains queued row changes in batches, one transaction each, and tells
-/// every waiter the batch's result. Holds the store weakly, like the janitor.
+/// every waiter the batch's result. Holds the store weakly, so the store (and its database
+/// lock) goes away as soon as its last user drops it.
 fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<RowWrite>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -417,26 +473,18 @@ fn committer_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<RowWrite>) {
     }
 }
 
-/// The janitor thread: the only deleter of blobs. It holds the store weakly, so the store (and
-/// its database lock) goes away as soon as its last user drops it.
-fn janitor_loop(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Removed>) {
-    while let Ok(removed) = rx.recv() {
-        let Some(inner) = inner.upgrade() else { return };
-        inner.removed(removed);
-    }
-}
-
 /// The cache store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
-    index: moka::sync::Cache<String, Arc<Variants>>,
     /// Verified small bodies by content hash, so that hot objects skip the disk and the re-hash.
     hot: moka::sync::Cache<blake3::Hash, bytes::Bytes>,
 }
 
-/// Bytes of small bodies kept in memory (the hot-object cache, like Squid's `cache_mem`).
+/// Memory for small bodies (the hot-object cache, like Squid's `cache_mem`).
 pub const HOT_BYTES: u64 = 16 * 1024 * 1024;
+/// Memory for the decoded heads of recently used URLs.
+pub const HEADS_BYTES: u64 = 4 * 1024 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -461,18 +509,24 @@ impl Store {
             })?;
         }
         clear_dir(&dir.join("tmp"));
-        // redb caches up to 1 GiB by default; rows are read only at start-up, so keep it small.
+        // redb caches up to 1 GiB by default; the heads cache in front of it is what stays hot.
         let db = redb::Builder::new()
             .set_cache_size(REDB_CACHE)
             .create(dir.join("index.redb"))
             .map_err(|e| Error::storage(format!("{}: {e}", dir.join("index.redb").display())))?;
         let (rows, rows_rx) = mpsc::channel::<RowWrite>();
+        let heads = moka::sync::Cache::builder()
+            .max_capacity(HEADS_BYTES)
+            .weigher(|_k: &Fp, v: &Arc<Variants>| v.memory())
+            .build();
         let inner = Arc::new(Inner {
             rows,
             dir: dir.to_owned(),
             db,
             blobs: Mutex::new(HashMap::new()),
             commit_lock: Mutex::new(()),
+            index: Mutex::new(Index::new(max_size)),
+            heads,
             next_gen: AtomicU64::new(1),
             temp_seq: AtomicU64::new(0),
             on_removed: std::sync::OnceLock::new(),
@@ -482,91 +536,76 @@ impl Store {
             .name("peercache-rows".into())
             .spawn(move || committer_loop(weak, rows_rx))
             .map_err(|e| Error::storage(format!("cannot start the row committer: {e}")))?;
-
-        let (tx, rx) = mpsc::channel::<Removed>();
-        let tx = Mutex::new(tx);
-        let index = moka::sync::Cache::builder()
-            .max_capacity((max_size / 1024).max(1))
-            .weigher(|_k: &String, v: &Arc<Variants>| {
-                let bytes: u64 = v.entries.iter().map(|e| e.weight_bytes()).sum();
-                u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX)
-            })
-            .eviction_listener(move |key: Arc<String>, value, cause| {
-                let _ = lock(&tx).send(Removed {
-                    key: (*key).clone(),
-                    value,
-                    cause,
-                });
-            })
-            .build();
         let hot = moka::sync::Cache::builder()
             .max_capacity(HOT_BYTES)
             .weigher(|_k: &blake3::Hash, v: &bytes::Bytes| {
-                u32::try_from(v.len()).unwrap_or(u32::MAX)
+                u32::try_from(v.len() + CACHE_NODE_OVERHEAD).unwrap_or(u32::MAX)
             })
             .build();
-        let store = Store { inner, index, hot };
+        let store = Store { inner, hot };
         store.load()?;
-        let janitor = Arc::downgrade(&store.inner);
-        std::thread::Builder::new()
-            .name("peercache-janitor".into())
-            .spawn(move || janitor_loop(janitor, rx))
-            .map_err(|e| Error::storage(format!("cannot start janitor: {e}")))?;
         Ok(store)
     }
 
     fn load(&self) -> Result<()> {
-        let mut drop_keys = Vec::new();
+        let inner = &self.inner;
+        drop_format1(&inner.db)?;
+        let mut rewrite: Vec<(Fp, Option<Vec<u8>>)> = Vec::new();
         let mut max_gen = 0;
         {
-            let txn = self.inner.db.begin_read().map_err(Error::storage)?;
-            let table = match txn.open_table(ENTRIES) {
+            let txn = inner.db.begin_read().map_err(Error::storage)?;
+            let table = match txn.open_table(URLS) {
                 Ok(t) => Some(t),
                 Err(redb::TableError::TableDoesNotExist(_)) => None,
                 Err(e) => return Err(Error::storage(e)),
             };
-            if let Some(table) = table {
-                for row in table.iter().map_err(Error::storage)? {
-                    let (k, v) = row.map_err(Error::storage)?;
-                    let key = k.value().to_owned();
-                    let record: Option<Record> = postcard::from_bytes(v.value())
-                        .ok()
-                        .filter(|r: &Record| r.version == RECORD_VERSION);
-                    let Some(record) = record else {
-                        drop_keys.push(key);
-                        continue;
-                    };
-                    let total = record.entries.len();
-                    let entries: Vec<Arc<Entry>> = record
-                        .entries
-                        .into_iter()
-                        .filter_map(|r| r.into_entry(&key))
-                        .filter(|e| self.blob_ok(e))
-                        .map(Arc::new)
-                        .collect();
-                    if entries.len() != total || entries.is_empty() {
-                        drop_keys.push(key.clone());
-                    }
-                    if !entries.is_empty() {
-                        max_gen = max_gen.max(record.gen);
-                        self.insert_index(
-                            key,
-                            Variants {
-                                gen: record.gen,
-                                entries,
-                            },
-                        );
-                    }
+            let mut index = lock(&inner.index);
+            let rows = match &table {
+                Some(t) => Some(t.iter().map_err(Error::storage)?),
+                None => None,
+            };
+            for row in rows.into_iter().flatten() {
+                let (k, v) = row.map_err(Error::storage)?;
+                let Ok(fp) = Fp::try_from(k.value()) else {
+                    continue; // not a row of ours; nothing to delete it by either
+                };
+                let record = postcard::from_bytes::<Record>(v.value())
+                    .ok()
+                    .filter(|r| key_hash(&r.key) == fp);
+                let Some((key, total)) = record.as_ref().map(|r| (r.key.clone(), r.entries.len()))
+                else {
+                    rewrite.push((fp, None));
+                    continue;
+                };
+                let variants = record
+                    .and_then(|r| r.into_variants(None, |e| self.blob_ok(e)))
+                    .filter(|v| !v.entries.is_empty());
+                let Some(variants) = variants else {
+                    rewrite.push((fp, None));
+                    continue;
+                };
+                if variants.entries.len() != total {
+                    rewrite.push((fp, Some(Inner::encode(&key, &variants)?)));
                 }
+                max_gen = max_gen.max(variants.gen);
+                let meta = variants.meta();
+                inner.retain(&meta.blobs);
+                index.insert(fp, meta);
+            }
+            // A smaller max_size than last time: evict down to it now.
+            for gone in index.evict(&[0; 32]) {
+                inner.release(&gone.blobs);
+                rewrite.push((gone.fp, None));
             }
         }
-        self.inner.next_gen.store(max_gen + 1, Ordering::Relaxed);
-        // Rows that lost entries are rewritten from what was kept (or deleted).
-        for key in drop_keys {
-            let kept = self.index.get(&key);
-            self.inner.write_row(&key, kept.as_deref())?;
+        inner.next_gen.store(max_gen + 1, Ordering::Relaxed);
+        let mut last = None;
+        for (fp, row) in rewrite {
+            last = Some(inner.queue_row(fp, row.map_or(RowOp::Delete, RowOp::Put)));
         }
-        self.index.run_pending_tasks();
+        if let Some(last) = last {
+            wait_row(last)?;
+        }
         self.sweep_orphans();
         Ok(())
     }
@@ -623,9 +662,32 @@ impl Store {
         Ok((path, file))
     }
 
-    /// The stored variants of a URL, if any.
+    /// The stored variants of a URL, if any. Blocking: may read its row from disk.
     pub fn get(&self, key: &str) -> Option<Arc<Variants>> {
-        self.index.get(key)
+        self.inner.get(key)
+    }
+
+    /// [`Store::get`] for async callers: answers from memory when it can, else reads the row on
+    /// the blocking pool.
+    pub async fn lookup(&self, key: &str) -> Option<Arc<Variants>> {
+        match self.inner.in_memory(&key_hash(key)) {
+            InMemory::Absent => None,
+            InMemory::Found(v) => Some(v),
+            InMemory::OnDisk(_) => {
+                let (inner, key) = (self.inner.clone(), key.to_owned());
+                tokio::task::spawn_blocking(move || inner.get(&key))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        }
+    }
+
+    /// Does the store hold a variant of `key` that may be handed to other machines?
+    pub fn holds_shareable(&self, key: &str) -> bool {
+        lock(&self.inner.index)
+            .get(&key_hash(key))
+            .is_some_and(|m| m.shareable)
     }
 
     /// Stores a complete, verified body (the temp file at `temp`, whose blake3 is `entry.hash`)
@@ -643,7 +705,10 @@ impl Store {
             b.refs += 1;
             b.verified = true; // hashed while it was written
         }
-        self.put(entry, false)
+        let hash = entry.hash;
+        let stored = self.put(entry);
+        self.inner.release(&[hash]); // the reference taken above; `put` took its own
+        stored
     }
 
     /// Replaces the head of a stored entry (after a 304), keeping its body.
@@ -653,17 +718,21 @@ impl Store {
             timing,
             ..old.clone()
         };
-        self.put(entry, true)
+        self.put(entry)
     }
 
-    /// Inserts `entry` into the variants of its key, persisting the row first. The caller holds a
-    /// reference to the blob already (`commit`), or asks us to take one (`incref`).
-    fn put(&self, entry: Entry, incref: bool) -> Result<Arc<Entry>> {
+    /// Inserts `entry` into the variants of its key: queues the row, updates the index (taking
+    /// references to the new set of blobs, releasing the old), evicts beyond the size budget,
+    /// then waits until the row is durable.
+    fn put(&self, entry: Entry) -> Result<Arc<Entry>> {
+        let inner = &self.inner;
         let entry = Arc::new(entry);
-        let durable = {
-            let _guard = lock(&self.inner.commit_lock);
-            let mut entries: Vec<Arc<Entry>> = self
-                .index
+        let fp = key_hash(&entry.key);
+        let (durable, evicted) = {
+            let _guard = lock(&inner.commit_lock);
+            // The other variants, when their current version is at hand (a row still queued
+            // reads as absent: the new entry then stands alone, which is merely a smaller cache).
+            let mut entries: Vec<Arc<Entry>> = inner
                 .get(&entry.key)
                 .map(|v| {
                     v.entries
@@ -676,85 +745,105 @@ impl Store {
             entries.insert(0, entry.clone());
             entries.truncate(MAX_VARIANTS);
             let variants = Variants {
-                gen: self.inner.next_gen.fetch_add(1, Ordering::Relaxed),
+                gen: inner.next_gen.fetch_add(1, Ordering::Relaxed),
                 entries,
             };
-            let op = match Inner::op_for(Some(&variants)) {
-                Ok(op) => op,
-                Err(e) => {
-                    if !incref {
-                        self.inner.release(&entry.hash); // the reference `commit` took
-                    }
-                    return Err(e);
-                }
+            let row = Inner::encode(&entry.key, &variants)?;
+            let meta = variants.meta();
+            inner.retain(&meta.blobs);
+            let mut durable = inner.queue_row(fp, RowOp::Put(row));
+            inner.heads.insert(fp, Arc::new(variants));
+            let (replaced, evicted) = {
+                let mut index = lock(&inner.index);
+                let replaced = index.insert(fp, meta);
+                (replaced, index.evict(&fp))
             };
-            {
-                let mut blobs = lock(&self.inner.blobs);
-                for e in &variants.entries {
-                    if !Arc::ptr_eq(e, &entry) || incref {
-                        blobs.entry(e.hash).or_default().refs += 1;
-                    }
-                }
+            if let Some(old) = replaced {
+                inner.release(&old);
             }
-            let durable = self.inner.queue_row(&entry.key, op);
-            self.insert_index_counted(entry.key.clone(), variants);
-            durable
+            for gone in &evicted {
+                inner.heads.invalidate(&gone.fp);
+                inner.release(&gone.blobs);
+                // Queued after our own row: waiting for the last covers both.
+                durable = inner.queue_row(gone.fp, RowOp::Delete);
+            }
+            (durable, evicted)
         };
         // Outside the lock, so that concurrent commits share one transaction.
         if let Err(e) = wait_row(durable) {
             tracing::error!(key = %entry.key, "stored in memory but not persisted: {e}");
         }
+        inner.removed(&evicted.iter().map(|g| g.fp).collect::<Vec<_>>());
         Ok(entry)
     }
 
-    /// Index insert for rows loaded at start-up: takes one blob reference per entry.
-    fn insert_index(&self, key: String, variants: Variants) {
-        {
-            let mut blobs = lock(&self.inner.blobs);
-            for e in &variants.entries {
-                blobs.entry(e.hash).or_default().refs += 1;
-            }
-        }
-        self.insert_index_counted(key, variants);
-    }
-
-    fn insert_index_counted(&self, key: String, variants: Variants) {
-        self.index.insert(key, Arc::new(variants));
-    }
-
     /// Forgets every variant of `key` (invalidation after an unsafe method, or a corrupt blob).
-    /// The row is deleted before this returns; the blobs go when the janitor gets to them.
+    /// The row is deleted before this returns.
     pub fn invalidate(&self, key: &str) -> Result<()> {
+        let inner = &self.inner;
+        let fp = key_hash(key);
         let deleted = {
-            let _guard = lock(&self.inner.commit_lock);
-            if self.index.get(key).is_none() {
+            let _guard = lock(&inner.commit_lock);
+            let Some(gone) = lock(&inner.index).remove(&fp) else {
                 return Ok(());
-            }
-            // Row first: the janitor, told by the index, checks that no row is left before it
-            // reports the key as gone (it waits behind this change in the queue).
-            let deleted = self.inner.queue_row(key, RowOp::Delete);
-            self.index.invalidate(key);
-            deleted
+            };
+            inner.heads.invalidate(&fp);
+            inner.release(&gone.blobs);
+            inner.queue_row(fp, RowOp::Delete)
         };
-        wait_row(deleted)
-    }
-
-    /// Runs moka's pending maintenance (evictions, listener calls) now.
-    pub fn sync(&self) {
-        self.index.run_pending_tasks();
+        wait_row(deleted)?;
+        inner.removed(&[fp]);
+        Ok(())
     }
 
     pub fn stats(&self) -> StoreStats {
+        let (urls, weight) = {
+            let index = lock(&self.inner.index);
+            (index.len() as u64, index.weight())
+        };
         StoreStats {
-            urls: self.index.entry_count(),
-            weighted_kib: self.index.weighted_size(),
+            urls,
+            weighted_kib: weight.div_ceil(1024),
             blobs: lock(&self.inner.blobs).len() as u64,
         }
     }
 
-    /// Every URL key currently indexed (for tests and the status page).
+    /// Calls `f` with every stored entry, read from disk (for advertising what this node
+    /// holds, the status page and tests). Blocking.
+    pub fn for_each_entry(&self, mut f: impl FnMut(&Arc<Entry>)) {
+        let Ok(txn) = self.inner.db.begin_read() else {
+            return;
+        };
+        let Ok(table) = txn.open_table(URLS) else {
+            return;
+        };
+        let Ok(rows) = table.iter() else { return };
+        for (_, v) in rows.flatten() {
+            let variants = postcard::from_bytes::<Record>(v.value())
+                .ok()
+                .and_then(|r| r.into_variants(None, |_| true));
+            for e in variants.iter().flat_map(|v| &v.entries) {
+                f(e);
+            }
+        }
+    }
+
+    /// Every stored entry (see [`Store::for_each_entry`]).
+    pub fn entries(&self) -> Vec<Arc<Entry>> {
+        let mut all = Vec::new();
+        self.for_each_entry(|e| all.push(e.clone()));
+        all
+    }
+
+    /// Every stored URL key (for tests and the status page). Blocking.
     pub fn keys(&self) -> Vec<String> {
-        self.index.iter().map(|(k, _)| (*k).clone()).collect()
+        let mut keys: Vec<String> = Vec::new();
+        self.for_each_entry(|e| {
+            if keys.last() != Some(&e.key) {
+                keys.push(e.key.clone());
+            }
+        });
+        keys
     }
 
     /// Was this blob hashed since the store was opened?
@@ -782,7 +871,7 @@ impl Store {
     }
 
     /// Registers the hook told about every URL that leaves the store (once; later calls are
-    /// ignored). It runs on the janitor thread and must not block.
+    /// ignored). It runs on the thread that stored or invalidated, and must not block.
     pub fn on_removed(&self, hook: RemovalHook) {
         let _ = self.inner.on_removed.set(hook);
     }
@@ -795,18 +884,21 @@ impl Store {
         File::open(self.inner.blob_path(hash)).ok()
     }
 
-    /// Every stored entry (for advertising what this node holds).
-    pub fn entries(&self) -> Vec<Arc<Entry>> {
-        self.index
-            .iter()
-            .flat_map(|(_, v)| v.entries.clone())
-            .collect()
-    }
-
     /// How many distinct blobs are referenced.
     pub fn blob_count(&self) -> usize {
         lock(&self.inner.blobs).len()
     }
+}
+
+/// Drops the rows of format 1, whose blobs then go as orphans (a cache, so a cold start).
+fn drop_format1(db: &redb::Database) -> Result<()> {
+    let txn = db.begin_write().map_err(Error::storage)?;
+    let existed = txn.delete_table(FORMAT1_ENTRIES).map_err(Error::storage)?;
+    txn.commit().map_err(Error::storage)?;
+    if existed {
+        tracing::warn!("the cache index has an older format; starting with an empty cache");
+    }
+    Ok(())
 }
 
 fn clear_dir(dir: &Path) {
@@ -814,5 +906,130 @@ fn clear_dir(dir: &Path) {
         for e in entries.flatten() {
             let _ = fs::remove_file(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn entry(store: &Store, key: &str, variant: &str, body: &[u8]) -> (Entry, PathBuf) {
+        let (path, mut file) = store.temp_file().unwrap();
+        file.write_all(body).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
+        let now = SystemTime::now();
+        let entry = Entry {
+            key: key.to_owned(),
+            variant: Variant::from_stored(variant.to_owned()),
+            status: StatusCode::OK,
+            head: PackedHeaders::pack(&headers),
+            timing: Timing {
+                request_time: now,
+                response_time: now,
+                corrected_initial_age: Duration::ZERO,
+            },
+            hash: blake3::hash(body),
+            len: body.len() as u64,
+            shareable: true,
+        };
+        (entry, path)
+    }
+
+    fn put(store: &Store, key: &str, variant: &str, body: &[u8]) -> Arc<Entry> {
+        let (e, path) = entry(store, key, variant, body);
+        store.commit(e, &path).unwrap()
+    }
+
+    fn blob_files(dir: &Path) -> usize {
+        fs::read_dir(dir.join("objects"))
+            .unwrap()
+            .flatten()
+            .map(|fan| fs::read_dir(fan.path()).unwrap().count())
+            .sum()
+    }
+
+    #[test]
+    fn a_url_whose_head_left_memory_is_read_back_from_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let stored = put(&store, "http://a/x", "", b"body one");
+        store.inner.heads.invalidate_all();
+        store.inner.heads.run_pending_tasks();
+        assert!(matches!(
+            store.inner.in_memory(&key_hash("http://a/x")),
+            InMemory::OnDisk(_)
+        ));
+        let got = store.get("http://a/x").expect("read from its row");
+        let e = &got.entries[0];
+        assert_eq!(
+            (e.hash, e.len, e.status, e.headers()),
+            (stored.hash, 8, StatusCode::OK, stored.headers())
+        );
+        assert!(matches!(
+            store.inner.in_memory(&key_hash("http://a/x")),
+            InMemory::Found(_)
+        ));
+        assert!(store.get("http://a/other").is_none());
+    }
+
+    #[test]
+    fn variants_share_a_row_and_a_replaced_body_leaves_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        put(&store, "http://a/x", "gzip", b"zipped");
+        put(&store, "http://a/x", "br", b"brotli");
+        assert_eq!(store.get("http://a/x").unwrap().entries.len(), 2);
+        assert_eq!(blob_files(dir.path()), 2);
+        let stale = store.get("http://a/x").unwrap();
+        put(&store, "http://a/x", "gzip", b"zipped v2");
+        // The old gzip body is gone; the brotli one is kept; a stale cached head is not served.
+        assert_eq!(blob_files(dir.path()), 2);
+        store
+            .inner
+            .heads
+            .insert(key_hash("http://a/x"), stale.clone());
+        let now = store.get("http://a/x").unwrap();
+        assert!(now.gen > stale.gen);
+        let lens: Vec<u64> = now.entries.iter().map(|e| e.len).collect();
+        assert_eq!(lens, vec![9, 6]);
+    }
+
+    #[test]
+    fn rows_survive_a_restart_and_a_smaller_budget_evicts_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            for i in 0..3u8 {
+                put(&store, &format!("http://a/{i}"), "", &[i; 1000]);
+            }
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.stats().urls, 3);
+        assert_eq!(store.get("http://a/1").unwrap().entries[0].len, 1000);
+        drop(store);
+        // Room for two: one goes at start-up, with its row and its blob.
+        let store = Store::open(dir.path(), 2600).unwrap();
+        assert_eq!((store.stats().urls, store.stats().blobs), (2, 2));
+        assert_eq!(blob_files(dir.path()), 2);
+        assert_eq!(store.keys().len(), 2);
+    }
+
+    #[test]
+    fn invalidation_deletes_row_and_blob_and_tells_the_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let sink = told.clone();
+        store.on_removed(Box::new(move |fp| lock(&sink).push(*fp)));
+        put(&store, "http://a/x", "", b"x");
+        assert!(store.holds_shareable("http://a/x"));
+        store.invalidate("http://a/x").unwrap();
+        assert!(store.get("http://a/x").is_none());
+        assert!(!store.holds_shareable("http://a/x"));
+        assert_eq!(blob_files(dir.path()), 0);
+        assert!(store.keys().is_empty());
+        assert_eq!(*lock(&told), vec![key_hash("http://a/x")]);
     }
 }

@@ -37,7 +37,6 @@ fn index() -> String {
 
 /// The status document: identity, cache occupancy, fills in progress and every counter.
 pub fn status_json(app: &Arc<App>) -> serde_json::Value {
-    app.store.sync(); // moka counts lazily
     let stats = app.store.stats();
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),

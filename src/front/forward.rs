@@ -53,8 +53,8 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, target: Uri) -> Resu
 }
 
 /// Picks the stored variant matching the request's `Vary`-named fields (RFC 9111 §4.1).
-fn select(app: &App, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
-    let variants = app.store.get(key)?;
+async fn select(app: &App, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
+    let variants = app.store.lookup(key).await?;
     variants
         .entries
         .iter()
@@ -72,7 +72,7 @@ async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Erro
     let now = SystemTime::now();
     let h = app.heuristic;
     let mut stale = None;
-    if let Some(entry) = select(app, key, ask.headers) {
+    if let Some(entry) = select(app, key, ask.headers).await {
         let headers = entry.headers();
         let stored = Stored {
             status: entry.status,
@@ -178,7 +178,7 @@ async fn fetch(
             Join::Leader(permit) => {
                 if stale.is_none() {
                     // A fill may have been committed between our lookup and our join.
-                    if let Some(entry) = select(app, key, ask.headers) {
+                    if let Some(entry) = select(app, key, ask.headers).await {
                         drop(permit);
                         if let Some(a) =
                             from_store(app, ask, &entry, entry.headers(), CacheStatus::Hit).await

@@ -214,11 +214,11 @@ impl Peers {
             heuristic: Heuristic::default(),
         });
         // What we already hold is in our journal before anyone asks for a snapshot.
-        for e in store.entries() {
+        store.for_each_entry(|e| {
             if e.shareable {
-                peers.advertise_have(&e);
+                peers.advertise_have(e);
             }
-        }
+        });
         let weak = Arc::downgrade(&peers);
         store.on_removed(Box::new(move |key| {
             if let Some(p) = weak.upgrade() {
@@ -278,22 +278,17 @@ impl Peers {
         self.advertise(Update::InFlight { key: h });
     }
 
-    /// We no longer hold `key`.
-    pub fn advertise_dropped(&self, key: &str) {
-        let h = key_hash(key);
-        lock(&self.local).remove(&h);
-        self.advertise(Update::Dropped { key: h });
+    /// We no longer hold the key with this hash.
+    pub fn advertise_dropped(&self, h: &KeyHash) {
+        lock(&self.local).remove(h);
+        self.advertise(Update::Dropped { key: *h });
     }
 
     /// A claim of ours came to nothing (the response may not be shared, or the origin failed):
     /// withdraw it unless we hold the key anyway.
     pub fn withdraw(&self, key: &str) {
-        let shared = self
-            .store
-            .get(key)
-            .is_some_and(|v| v.entries.iter().any(|e| e.shareable));
-        if !shared && self.inflight.get(key).is_none() {
-            self.advertise_dropped(key);
+        if !self.store.holds_shareable(key) && self.inflight.get(key).is_none() {
+            self.advertise_dropped(&key_hash(key));
         }
     }
 
@@ -475,9 +470,7 @@ impl Peers {
 
 /// The group's id for a stored key string (already normalised): its blake3, as
 /// `CacheKey::hash` computes it.
-pub fn key_hash(key: &str) -> KeyHash {
-    blake3::hash(key.as_bytes()).into()
-}
+pub use crate::cache::key::key_hash;
 
 /// Feeds membership events into the index until the node shuts down.
 async fn events_loop(peers: Weak<Peers>, mut events: mpsc::UnboundedReceiver<Event>) {

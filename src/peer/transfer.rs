@@ -202,7 +202,7 @@ fn index(peers: &Arc<Peers>, query: &str) -> Response<Body> {
 async fn entries(peers: &Arc<Peers>, key_hash: &KeyHash) -> Response<Body> {
     let mut reply = EntriesReply::default();
     if let Some(key) = peers.local_key(key_hash) {
-        if let Some(variants) = peers.store.get(&key) {
+        if let Some(variants) = peers.store.lookup(&key).await {
             reply.complete = variants
                 .entries
                 .iter()

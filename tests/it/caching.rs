@@ -409,18 +409,55 @@ async fn the_cache_stays_within_max_size_and_evicted_bodies_leave_the_disk() {
             })
             .unwrap_or(0)
     };
-    assert!(
-        wait_until(std::time::Duration::from_secs(5), || {
-            app.store.sync();
-            app.store.stats().weighted_kib <= 64
-                && count_files(&objects) <= 3
-                && count_files(&objects) == app.store.blob_count()
-        })
-        .await,
-        "stats {:?}, files {}",
-        app.store.stats(),
-        count_files(&objects)
+    // Eviction happens as each object is stored: nothing to wait for.
+    let stats = app.store.stats();
+    assert!(stats.weighted_kib <= 64, "{stats:?}");
+    assert_eq!(
+        stats.urls, 3,
+        "three 20 kB objects fit in 64 KiB: {stats:?}"
     );
+    assert_eq!(count_files(&objects), app.store.blob_count());
+    assert_eq!(count_files(&objects), 3);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn the_least_recently_used_object_is_evicted_first() {
+    let origin = Origin::start().await;
+    for i in 0..4 {
+        origin.route(
+            &format!("/l{i}"),
+            Reply::ok(pattern(20_000, i)).header("cache-control", "max-age=600"),
+        );
+    }
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.cache.max_size = 64 * 1024; // room for three
+    c.cache.max_object_size = 64 * 1024;
+    let proxy = start_proxy(c).await;
+    let fetch = |i: usize| {
+        let url = origin.url(&format!("/l{i}"));
+        async move {
+            let r = get(proxy.addr, &url).await;
+            assert!(r.body.as_ref().unwrap() == &pattern(20_000, i as u8));
+            r.x_cache().to_owned()
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(fetch(i).await, "MISS");
+    }
+    assert_eq!(fetch(0).await, "HIT", "l0 used again");
+    assert_eq!(fetch(3).await, "MISS", "l3 makes room by evicting one");
+    for i in [0, 2, 3] {
+        assert_eq!(fetch(i).await, "HIT", "l{i} kept");
+    }
+    assert_eq!(
+        fetch(1).await,
+        "MISS",
+        "l1, the least recently used, was evicted"
+    );
+    assert_eq!(origin.hits("/l0"), 1);
+    assert_eq!(origin.hits("/l1"), 2);
     proxy.stop().await;
 }
 
