@@ -109,12 +109,22 @@ fn main() {
             None if Command::new("taskset").arg("-V").output().is_ok() => vec!["taskset", "-c", "1"],
             None => vec![],
         };
-        let proxy_proc = common::Proxy::start(
-            dir.path(),
-            "[log]\naccess = false\nlevel = \"warn\"",
-            &prefix,
-        )
-        .await;
+        // LOAD_PEERING=1: the node also runs its peer group side (alone in its group), so the
+        // RSS figure includes what advertising every entry costs.
+        let mut extra = String::from("[log]\naccess = false\nlevel = \"warn\"\n");
+        if knob("LOAD_PEERING", 0) == 1 {
+            let key = dir.path().join("cluster.key");
+            peercache::peer::auth::ClusterKey::write_new(&key).expect("cluster key");
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            extra += &format!(
+                "[peers]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\nkey_file = \"{}\"\n",
+                key.display()
+            );
+        }
+        let proxy_proc = common::Proxy::start(dir.path(), &extra, &prefix).await;
         let pid = proxy_proc.pid();
         let proxy = proxy_proc.addr;
         println!("load: peercache pid {pid}, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));

@@ -158,9 +158,9 @@ struct Record {
 
 impl Record {
     /// The variants a row holds, keeping the entries `check` accepts; `None` if the row is of
-    /// another version or (given a `key`) not that key's row.
-    fn into_variants(self, key: Option<&str>, check: impl Fn(&Entry) -> bool) -> Option<Variants> {
-        if self.version != RECORD_VERSION || key.is_some_and(|k| k != self.key) {
+    /// another version.
+    fn into_variants(self, check: impl Fn(&Entry) -> bool) -> Option<Variants> {
+        if self.version != RECORD_VERSION {
             return None;
         }
         let entries = self
@@ -307,6 +307,9 @@ struct Blob {
     /// Its bytes were hashed since this process opened the store (written by us, or read back
     /// whole and matched): later reads need not hash it again.
     verified: bool,
+    /// Backs (or backed, since the store was opened) a shareable entry: its bytes are a public
+    /// response's, so other machines may have them even if a private entry shares the blob.
+    shared: bool,
 }
 
 /// See [`Store::on_removed`].
@@ -376,20 +379,25 @@ impl Inner {
         txn.commit().map_err(Error::storage)
     }
 
-    /// Reads the row of `fp`; `None` if there is none or it is not `key`'s.
-    fn read_row(&self, fp: &Fp, key: &str) -> Option<Variants> {
+    /// Reads the row of `fp`; `None` if there is none (or it is not a row of that key hash).
+    fn read_row(&self, fp: &Fp) -> Option<Variants> {
         let txn = self.db.begin_read().ok()?;
         let table = txn.open_table(URLS).ok()?;
         let row = table.get(fp.as_slice()).ok()??;
         let record: Record = postcard::from_bytes(row.value()).ok()?;
-        record.into_variants(Some(key), |_| true)
+        if key_hash(&record.key) != *fp {
+            return None;
+        }
+        record.into_variants(|_| true)
     }
 
-    /// Takes one reference to each blob.
-    fn retain(&self, hashes: &[blake3::Hash]) {
+    /// Takes one reference to the blob of each entry.
+    fn retain(&self, entries: &[Arc<Entry>]) {
         let mut blobs = lock(&self.blobs);
-        for h in hashes {
-            blobs.entry(*h).or_default().refs += 1;
+        for e in entries {
+            let b = blobs.entry(e.hash).or_default();
+            b.refs += 1;
+            b.shared |= e.shareable;
         }
     }
 
@@ -422,16 +430,16 @@ impl Inner {
         }
     }
 
-    /// The current variants of `key` (reads its row on a heads-cache miss). `None` also when
-    /// the row on disk is not yet the version the index holds (its change is still queued).
-    fn get(&self, key: &str) -> Option<Arc<Variants>> {
-        let fp = key_hash(key);
-        match self.in_memory(&fp) {
+    /// The current variants of the URL with key hash `fp` (reads its row on a heads-cache
+    /// miss). `None` also when the row on disk is not yet the version the index holds (its
+    /// change is still queued).
+    fn get(&self, fp: &Fp) -> Option<Arc<Variants>> {
+        match self.in_memory(fp) {
             InMemory::Absent => None,
             InMemory::Found(v) => Some(v),
             InMemory::OnDisk(gen) => {
-                let v = Arc::new(self.read_row(&fp, key).filter(|v| v.gen == gen)?);
-                self.heads.insert(fp, v.clone());
+                let v = Arc::new(self.read_row(fp).filter(|v| v.gen == gen)?);
+                self.heads.insert(*fp, v.clone());
                 Some(v)
             }
         }
@@ -578,7 +586,7 @@ impl Store {
                     continue;
                 };
                 let variants = record
-                    .and_then(|r| r.into_variants(None, |e| self.blob_ok(e)))
+                    .and_then(|r| r.into_variants(|e| self.blob_ok(e)))
                     .filter(|v| !v.entries.is_empty());
                 let Some(variants) = variants else {
                     rewrite.push((fp, None));
@@ -588,9 +596,8 @@ impl Store {
                     rewrite.push((fp, Some(Inner::encode(&key, &variants)?)));
                 }
                 max_gen = max_gen.max(variants.gen);
-                let meta = variants.meta();
-                inner.retain(&meta.blobs);
-                index.insert(fp, meta);
+                inner.retain(&variants.entries);
+                index.insert(fp, variants.meta());
             }
             // A smaller max_size than last time: evict down to it now.
             for gone in index.evict(&[0; 32]) {
@@ -664,23 +671,34 @@ impl Store {
 
     /// The stored variants of a URL, if any. Blocking: may read its row from disk.
     pub fn get(&self, key: &str) -> Option<Arc<Variants>> {
-        self.inner.get(key)
+        self.inner.get(&key_hash(key))
     }
 
     /// [`Store::get`] for async callers: answers from memory when it can, else reads the row on
     /// the blocking pool.
     pub async fn lookup(&self, key: &str) -> Option<Arc<Variants>> {
-        match self.inner.in_memory(&key_hash(key)) {
+        self.lookup_hash(&key_hash(key)).await
+    }
+
+    /// [`Store::lookup`] by key hash (peers ask by hash; the entries carry the key).
+    pub async fn lookup_hash(&self, fp: &Fp) -> Option<Arc<Variants>> {
+        match self.inner.in_memory(fp) {
             InMemory::Absent => None,
             InMemory::Found(v) => Some(v),
             InMemory::OnDisk(_) => {
-                let (inner, key) = (self.inner.clone(), key.to_owned());
-                tokio::task::spawn_blocking(move || inner.get(&key))
+                let (inner, fp) = (self.inner.clone(), *fp);
+                tokio::task::spawn_blocking(move || inner.get(&fp))
                     .await
                     .ok()
                     .flatten()
             }
         }
+    }
+
+    /// Does some shareable entry use this body (see `Blob::shared`)? Only such bodies are
+    /// handed to other machines by content hash.
+    pub fn is_shared_body(&self, hash: &blake3::Hash) -> bool {
+        lock(&self.inner.blobs).get(hash).is_some_and(|b| b.shared)
     }
 
     /// Does the store hold a variant of `key` that may be handed to other machines?
@@ -733,7 +751,7 @@ impl Store {
             // The other variants, when their current version is at hand (a row still queued
             // reads as absent: the new entry then stands alone, which is merely a smaller cache).
             let mut entries: Vec<Arc<Entry>> = inner
-                .get(&entry.key)
+                .get(&fp)
                 .map(|v| {
                     v.entries
                         .iter()
@@ -750,7 +768,7 @@ impl Store {
             };
             let row = Inner::encode(&entry.key, &variants)?;
             let meta = variants.meta();
-            inner.retain(&meta.blobs);
+            inner.retain(&variants.entries);
             let mut durable = inner.queue_row(fp, RowOp::Put(row));
             inner.heads.insert(fp, Arc::new(variants));
             let (replaced, evicted) = {
@@ -821,7 +839,7 @@ impl Store {
         for (_, v) in rows.flatten() {
             let variants = postcard::from_bytes::<Record>(v.value())
                 .ok()
-                .and_then(|r| r.into_variants(None, |_| true));
+                .and_then(|r| r.into_variants(|_| true));
             for e in variants.iter().flat_map(|v| &v.entries) {
                 f(e);
             }

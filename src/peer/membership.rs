@@ -297,6 +297,7 @@ impl Membership {
             view_tx,
             view: BTreeMap::new(),
             rejected: Arc::clone(&rejected),
+            held_back: None,
         };
         tokio::spawn(driver.run(cmd_rx));
         Ok(Membership {
@@ -447,6 +448,8 @@ struct Driver {
     /// Last published view, with each member's bump (a new bump = a new process).
     view: BTreeMap<NodeId, (MemberInfo, u64)>,
     rejected: Arc<AtomicU64>,
+    /// The latest broadcast kept out of a full queue, queued once the queue drains.
+    held_back: Option<Vec<u8>>,
 }
 
 /// Why the task's loop woke up.
@@ -455,6 +458,32 @@ enum Wake {
     Command(Option<Command>),
     Timers,
     Reannounce,
+}
+
+/// Most broadcasts waiting in foca's queue. foca keeps each one until it has been sent
+/// `max_transmissions` times, so updates produced faster than gossip carries them would pile up
+/// without bound; beyond this many, new ones are held back (only the latest is kept).
+const MAX_BACKLOG: usize = 1024;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Queue,
+    Alone,
+    HoldBack,
+}
+
+/// Whether a new broadcast enters foca's queue. Dropping an index update loses nothing for
+/// good: each carries its sequence number, so a member that receives a later one sees the gap
+/// and pulls the journal; the held-back latest one is queued when the queue drains, so the
+/// last update of a burst is not lost either.
+fn admit(members: usize, backlog: usize) -> Admit {
+    if members == 0 {
+        Admit::Alone
+    } else if backlog >= MAX_BACKLOG {
+        Admit::HoldBack
+    } else {
+        Admit::Queue
+    }
 }
 
 impl Driver {
@@ -533,6 +562,11 @@ impl Driver {
     }
 
     async fn on_timers(&mut self) {
+        if self.held_back.is_some() && self.foca.custom_broadcast_backlog() < MAX_BACKLOG / 2 {
+            if let Some(p) = self.held_back.take() {
+                self.add_broadcast(p);
+            }
+        }
         let now = Instant::now();
         while self
             .timers
@@ -601,6 +635,18 @@ impl Driver {
                 "gossip broadcast dropped: empty or too large"
             );
             return;
+        }
+        match admit(
+            self.foca.num_members(),
+            self.foca.custom_broadcast_backlog(),
+        ) {
+            Admit::Queue => self.held_back = None,
+            // Nobody to tell: a member that joins later pulls what it needs on its `Up`.
+            Admit::Alone => return,
+            Admit::HoldBack => {
+                self.held_back = Some(payload);
+                return;
+            }
         }
         match self.foca.add_broadcast(&payload) {
             Ok(true) => {}
@@ -732,6 +778,14 @@ impl Driver {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn broadcasts_are_queued_only_with_members_and_room() {
+        assert_eq!(admit(0, 0), Admit::Alone);
+        assert_eq!(admit(3, 0), Admit::Queue);
+        assert_eq!(admit(3, MAX_BACKLOG - 1), Admit::Queue);
+        assert_eq!(admit(3, MAX_BACKLOG), Admit::HoldBack);
+    }
     use super::*;
     use std::future::Future;
 

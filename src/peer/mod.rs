@@ -90,11 +90,9 @@ pub struct Peers {
     membership: Membership,
     journal: Mutex<Journal>,
     index: Mutex<Index>,
-    /// Our own keys (stored or in flight) by key hash, for the transfer API.
+    /// Keys we claimed (in flight) by key hash, for the transfer API; stored keys are found
+    /// in the store by hash.
     local: Mutex<HashMap<KeyHash, String>>,
-    /// Content hashes we advertised: the only bodies `objects/{hash}` serves, so a blob that
-    /// also backs a private entry is never handed out unless a shareable entry has it too.
-    shared_bodies: Mutex<std::collections::HashSet<[u8; 32]>>,
     penalties: Mutex<Penalties>,
     rtt: Mutex<RttTable>,
     bytes_from: Mutex<HashMap<NodeId, u64>>,
@@ -207,7 +205,6 @@ impl Peers {
             journal: Mutex::new(Journal::new(id, epoch, DEFAULT_JOURNAL_CAPACITY)),
             index: Mutex::new(Index::new(id)),
             local: Mutex::new(HashMap::new()),
-            shared_bodies: Mutex::new(std::collections::HashSet::new()),
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
             bytes_from: Mutex::new(HashMap::new()),
@@ -261,8 +258,7 @@ impl Peers {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        lock(&self.local).insert(key, entry.key.clone());
-        lock(&self.shared_bodies).insert(*entry.hash.as_bytes());
+        lock(&self.local).remove(&key);
         self.advertise(Update::Have {
             key,
             hash: *entry.hash.as_bytes(),
@@ -299,12 +295,7 @@ impl Peers {
         self.withdraw(key);
     }
 
-    /// Was this body advertised as part of a shareable entry?
-    pub fn is_shared_body(&self, hash: &blake3::Hash) -> bool {
-        lock(&self.shared_bodies).contains(hash.as_bytes())
-    }
-
-    /// The key string for one of our key hashes.
+    /// The key string for one of our key hashes in flight.
     pub fn local_key(&self, h: &KeyHash) -> Option<String> {
         lock(&self.local).get(h).cloned()
     }

@@ -201,15 +201,15 @@ fn index(peers: &Arc<Peers>, query: &str) -> Response<Body> {
 
 async fn entries(peers: &Arc<Peers>, key_hash: &KeyHash) -> Response<Body> {
     let mut reply = EntriesReply::default();
+    if let Some(variants) = peers.store.lookup_hash(key_hash).await {
+        reply.complete = variants
+            .entries
+            .iter()
+            .filter(|e| e.shareable)
+            .map(|e| EntryHead::of_entry(e))
+            .collect();
+    }
     if let Some(key) = peers.local_key(key_hash) {
-        if let Some(variants) = peers.store.lookup(&key).await {
-            reply.complete = variants
-                .entries
-                .iter()
-                .filter(|e| e.shareable)
-                .map(|e| EntryHead::of_entry(e))
-                .collect();
-        }
         if let Some(fill) = peers.inflight.get(&key) {
             let wait = tokio::time::timeout(peers.head_wait, fill.head()).await;
             if let Ok(Ok(head)) = wait {
@@ -283,7 +283,7 @@ async fn object(
     req: &HeaderMap,
     hash: blake3::Hash,
 ) -> Response<Body> {
-    if !peers.is_shared_body(&hash) {
+    if !peers.store.is_shared_body(&hash) {
         return status(StatusCode::NOT_FOUND, "no such object");
     }
     let Some(permit) = upload_slot(peers) else {
