@@ -319,49 +319,99 @@ fn drain(holders: &mut Holders, peer: &mut Peer, node: NodeId) -> usize {
     n
 }
 
+/// What a [`Journal`] answers a snapshot from: the keys this node holds or is fetching now.
+/// The in-memory map (the default) keeps every recorded update; a node with a large store
+/// implements it over its store instead, so that each stored key is not kept twice.
+pub trait OwnState {
+    /// Called with every update the journal records, in order.
+    fn record(&mut self, update: &Update);
+    /// The current `Have` and `InFlight` updates, one per key (any order).
+    fn snapshot(&self) -> Vec<Update>;
+}
+
+impl OwnState for HashMap<KeyHash, Update> {
+    fn record(&mut self, update: &Update) {
+        match update {
+            Update::Have { key, .. } | Update::InFlight { key } => {
+                self.insert(*key, update.clone());
+            }
+            Update::Dropped { key } => {
+                self.remove(key);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Update> {
+        self.values().cloned().collect()
+    }
+}
+
 /// This node's own outgoing updates: assigns seqs, keeps a bounded journal (default
-/// [`DEFAULT_JOURNAL_CAPACITY`]) for incremental catch-up and the current state for snapshots.
+/// [`DEFAULT_JOURNAL_CAPACITY`]) for incremental catch-up, and tells its [`OwnState`] (which
+/// answers snapshots) of every update.
 ///
 /// Invariant: the journal holds the last `min(seq, capacity)` updates, consecutive, ending at
-/// `seq`; the current state holds exactly the keys whose last update is `Have` or `InFlight`.
+/// `seq`; the state holds exactly the keys whose last update is `Have` or `InFlight`.
 #[derive(Debug)]
-pub struct Journal {
+pub struct Journal<S: OwnState = HashMap<KeyHash, Update>> {
     node: NodeId,
     epoch: u64,
     seq: u64,
     capacity: usize,
     log: VecDeque<Tagged>,
-    current: HashMap<KeyHash, Update>,
+    state: S,
 }
 
 impl Journal {
-    /// An empty journal for `node` in `epoch` keeping up to `capacity` updates.
+    /// An empty journal for `node` in `epoch` keeping up to `capacity` updates, with its state
+    /// in memory.
     ///
     /// Peers treat a smaller epoch than one they know as stale, so a restarted process must use
     /// a larger one (e.g. the start time in unix milliseconds), not merely a different one.
     pub fn new(node: NodeId, epoch: u64, capacity: usize) -> Self {
+        let mut j = Journal::with_state(node, epoch, capacity, HashMap::new());
+        j.seq = 0; // the state is empty: nothing to stand for
+        j
+    }
+
+    /// Keys currently held or in flight (the size of a snapshot).
+    pub fn len(&self) -> usize {
+        self.state.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.state.is_empty()
+    }
+}
+
+impl<S: OwnState> Journal<S> {
+    /// [`Journal::new`] with the given state, which already holds what the node holds: seq 1
+    /// stands for that starting state (it is in no update), so an asker with nothing (`since`
+    /// 0) gets a snapshot, and the first recorded update is seq 2.
+    pub fn with_state(node: NodeId, epoch: u64, capacity: usize, state: S) -> Self {
         Journal {
             node,
             epoch,
-            seq: 0,
+            seq: 1,
             capacity,
             log: VecDeque::with_capacity(capacity.min(DEFAULT_JOURNAL_CAPACITY)),
-            current: HashMap::new(),
+            state,
         }
+    }
+
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    pub fn state_mut(&mut self) -> &mut S {
+        &mut self.state
     }
 
     /// Tags `update` with the next seq, journals it and updates the current state
     /// (`Dropped` removes the key). The result is what to gossip.
     pub fn record(&mut self, update: Update) -> Tagged {
         self.seq = self.seq.saturating_add(1);
-        match &update {
-            Update::Have { key, .. } | Update::InFlight { key } => {
-                self.current.insert(*key, update.clone());
-            }
-            Update::Dropped { key } => {
-                self.current.remove(key);
-            }
-        }
+        self.state.record(&update);
         let tagged = Tagged {
             node: self.node,
             epoch: self.epoch,
@@ -415,15 +465,6 @@ impl Journal {
         self.epoch
     }
 
-    /// Keys currently held or in flight (the size of a snapshot).
-    pub fn len(&self) -> usize {
-        self.current.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.current.is_empty()
-    }
-
     fn updates_after(&self, since: u64) -> IndexReply {
         IndexReply::Updates {
             node: self.node,
@@ -433,7 +474,7 @@ impl Journal {
     }
 
     fn snapshot(&self) -> IndexReply {
-        let mut entries: Vec<Update> = self.current.values().cloned().collect();
+        let mut entries = self.state.snapshot();
         entries.sort_by(|a, b| a.key().cmp(b.key()));
         IndexReply::Snapshot {
             node: self.node,
@@ -931,6 +972,23 @@ mod tests {
                 assert_eq!((epoch, seq), (E1, recorded));
             }
         }
+    }
+
+    #[test]
+    fn a_journal_that_starts_with_a_state_answers_an_empty_asker_with_a_snapshot() {
+        let mut start = HashMap::new();
+        OwnState::record(&mut start, &have(1, 1));
+        let mut journal = Journal::with_state(n(1), E2, 8, start);
+        let mut ix = Index::new(OWN);
+        // A restarted node: its first update (seq 2) shows a gap to a member that knows nothing.
+        let first = journal.record(have(2, 2));
+        assert_eq!(first.seq, 2);
+        assert!(matches!(ix.apply(first), Applied::Gap { since: 0, .. }));
+        assert_eq!(seqs(&journal.since(0)), None, "a snapshot");
+        ix.apply_reply(journal.since(0));
+        assert_eq!(ix.holders(&k(1)), vec![holder(n(1), complete(1))]);
+        assert_eq!(ix.holders(&k(2)), vec![holder(n(1), complete(2))]);
+        assert_eq!(seqs(&journal.since(1)), Some(vec![2]));
     }
 
     #[test]

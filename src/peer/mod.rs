@@ -6,6 +6,7 @@ pub mod client;
 pub mod identity;
 pub mod index;
 pub mod membership;
+pub mod own;
 pub mod select;
 pub mod transfer;
 pub mod wire;
@@ -21,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cache::inflight::Inflight;
-use crate::cache::policy::{self, Heuristic};
+use crate::cache::policy::Heuristic;
 use crate::cache::store::{Entry, Store};
 use crate::config::Config;
 use crate::error::Error;
@@ -31,6 +32,7 @@ use self::auth::{ClusterKey, RequestSigner};
 use self::client::PeerClient;
 use self::index::{HolderState, Index, Journal, DEFAULT_JOURNAL_CAPACITY};
 use self::membership::{Event, MemberInfo, MemberState, Membership, MembershipConfig, Timings};
+use self::own::StoreState;
 use self::select::{Candidate, Penalties, RttTable};
 use self::wire::{IndexReply, KeyHash, NodeId, Tagged, Update};
 
@@ -88,11 +90,8 @@ pub struct Peers {
     pub claim_window: Duration,
     pub stats: PeerStats,
     membership: Membership,
-    journal: Mutex<Journal>,
+    journal: Mutex<Journal<StoreState>>,
     index: Mutex<Index>,
-    /// Keys we claimed (in flight) by key hash, for the transfer API; stored keys are found
-    /// in the store by hash.
-    local: Mutex<HashMap<KeyHash, String>>,
     penalties: Mutex<Penalties>,
     rtt: Mutex<RttTable>,
     bytes_from: Mutex<HashMap<NodeId, u64>>,
@@ -202,20 +201,20 @@ impl Peers {
             claim_window: tuning.claim_window,
             stats: PeerStats::default(),
             membership,
-            journal: Mutex::new(Journal::new(id, epoch, DEFAULT_JOURNAL_CAPACITY)),
+            journal: Mutex::new(Journal::with_state(
+                id,
+                epoch,
+                DEFAULT_JOURNAL_CAPACITY,
+                StoreState::new(store.clone(), Heuristic::default()),
+            )),
             index: Mutex::new(Index::new(id)),
-            local: Mutex::new(HashMap::new()),
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
             bytes_from: Mutex::new(HashMap::new()),
             heuristic: Heuristic::default(),
         });
-        // What we already hold is in our journal before anyone asks for a snapshot.
-        store.for_each_entry(|e| {
-            if e.shareable {
-                peers.advertise_have(e);
-            }
-        });
+        // What we already hold needs no updates: members pull a snapshot (read from the store)
+        // when they see us come up.
         let weak = Arc::downgrade(&peers);
         store.on_removed(Box::new(move |key| {
             if let Some(p) = weak.upgrade() {
@@ -245,38 +244,17 @@ impl Peers {
 
     /// We store a complete, shareable copy of `entry`.
     pub fn advertise_have(&self, entry: &Entry) {
-        let key = key_hash(&entry.key);
-        let now = SystemTime::now();
-        let lifetime = policy::freshness_lifetime(
-            entry.status,
-            &entry.headers(),
-            entry.timing.response_time,
-            self.heuristic,
-        );
-        let left = lifetime.saturating_sub(entry.timing.current_age(now));
-        let fresh_until = (now + left)
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        lock(&self.local).remove(&key);
-        self.advertise(Update::Have {
-            key,
-            hash: *entry.hash.as_bytes(),
-            len: entry.len,
-            fresh_until,
-        });
+        self.advertise(own::have(entry, self.heuristic, SystemTime::now()));
     }
 
     /// We start downloading `key` (a claim other nodes may follow).
     pub fn advertise_in_flight(&self, key: &str) {
-        let h = key_hash(key);
-        lock(&self.local).insert(h, key.to_owned());
+        let h = lock(&self.journal).state_mut().claim(key);
         self.advertise(Update::InFlight { key: h });
     }
 
     /// We no longer hold the key with this hash.
     pub fn advertise_dropped(&self, h: &KeyHash) {
-        lock(&self.local).remove(h);
         self.advertise(Update::Dropped { key: *h });
     }
 
@@ -297,7 +275,7 @@ impl Peers {
 
     /// The key string for one of our key hashes in flight.
     pub fn local_key(&self, h: &KeyHash) -> Option<String> {
-        lock(&self.local).get(h).cloned()
+        lock(&self.journal).state().claimed(h).map(str::to_owned)
     }
 
     /// Answer to `GET /peer/v1/index`.
@@ -419,7 +397,7 @@ impl Peers {
             "site": self.site,
             "members": members,
             "index": { "keys": index.keys(), "entries": index.entries(), "nodes": index.nodes() },
-            "own_entries": lock(&self.journal).len(),
+            "own_claims": lock(&self.journal).state().claims(),
             "rejected_packets": self.membership.rejected_packets(),
             "rejected_requests": self.stats.rejected_requests.load(Relaxed),
             "uploads": self.stats.uploads.load(Relaxed),

@@ -160,7 +160,7 @@ async fn handle(peers: &Arc<Peers>, remote: SocketAddr, req: Request<Incoming>) 
     let (kind, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     tracing::debug!(%caller, %path, "peer request");
     match kind {
-        "index" => index(peers, req.uri().query().unwrap_or("")),
+        "index" => index(peers, req.uri().query().unwrap_or("")).await,
         "entries" => match parse_hex32(arg) {
             Some(k) => entries(peers, &k).await,
             None => status(StatusCode::BAD_REQUEST, "bad key hash"),
@@ -182,7 +182,7 @@ pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     blake3::Hash::from_hex(s).ok().map(|h| *h.as_bytes())
 }
 
-fn index(peers: &Arc<Peers>, query: &str) -> Response<Body> {
+async fn index(peers: &Arc<Peers>, query: &str) -> Response<Body> {
     let mut since = 0;
     let mut epoch = None;
     for pair in query.split('&') {
@@ -192,10 +192,12 @@ fn index(peers: &Arc<Peers>, query: &str) -> Response<Body> {
             _ => {}
         }
     }
-    let reply = peers.index_since(epoch, since);
-    match postcard::to_stdvec(&reply) {
-        Ok(bytes) => Response::new(body::full(bytes)),
-        Err(_) => status(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode"),
+    // A snapshot reads every stored row.
+    let p = peers.clone();
+    let reply = tokio::task::spawn_blocking(move || p.index_since(epoch, since)).await;
+    match reply.map(|r| postcard::to_stdvec(&r)) {
+        Ok(Ok(bytes)) => Response::new(body::full(bytes)),
+        _ => status(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode"),
     }
 }
 

@@ -1,0 +1,105 @@
+//! What this node itself holds, as the group sees it: complete shareable entries (read from the
+//! store, which already keeps every key) and the keys it is fetching right now (its claims, kept
+//! here with their key strings for the transfer API). Answers the journal's snapshots.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::cache::key::key_hash;
+use crate::cache::policy::{self, Heuristic};
+use crate::cache::store::{Entry, Store};
+
+use super::index::OwnState;
+use super::wire::{KeyHash, Update};
+
+pub struct StoreState {
+    store: Store,
+    heuristic: Heuristic,
+    claims: HashMap<KeyHash, String>,
+}
+
+impl StoreState {
+    pub fn new(store: Store, heuristic: Heuristic) -> Self {
+        StoreState {
+            store,
+            heuristic,
+            claims: HashMap::new(),
+        }
+    }
+
+    /// Remembers the key string of a claim about to be recorded.
+    pub fn claim(&mut self, key: &str) -> KeyHash {
+        let h = key_hash(key);
+        self.claims.insert(h, key.to_owned());
+        h
+    }
+
+    /// The key string of one of our claims.
+    pub fn claimed(&self, h: &KeyHash) -> Option<&str> {
+        self.claims.get(h).map(String::as_str)
+    }
+
+    /// How many claims are open.
+    pub fn claims(&self) -> usize {
+        self.claims.len()
+    }
+}
+
+/// The `Have` update for a stored entry: its body and how long it stays fresh, as of `now`.
+pub fn have(entry: &Entry, heuristic: Heuristic, now: SystemTime) -> Update {
+    let lifetime = policy::freshness_lifetime(
+        entry.status,
+        &entry.headers(),
+        entry.timing.response_time,
+        heuristic,
+    );
+    let left = lifetime.saturating_sub(entry.timing.current_age(now));
+    let fresh_until = (now + left)
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Update::Have {
+        key: key_hash(&entry.key),
+        hash: *entry.hash.as_bytes(),
+        len: entry.len,
+        fresh_until,
+    }
+}
+
+impl OwnState for StoreState {
+    fn record(&mut self, update: &Update) {
+        match update {
+            Update::InFlight { .. } => {} // `claim` came first
+            Update::Have { key, .. } | Update::Dropped { key } => {
+                self.claims.remove(key);
+            }
+        }
+    }
+
+    /// Reads every row: blocking, and as long as the store is large (a member joining, or one
+    /// that fell behind the journal, asks for it).
+    fn snapshot(&self) -> Vec<Update> {
+        let now = SystemTime::now();
+        let mut out = Vec::new();
+        let mut last: Option<KeyHash> = None;
+        self.store.for_each_entry(|e| {
+            if !e.shareable {
+                return;
+            }
+            let update = have(e, self.heuristic, now);
+            // One update per key: the first shareable variant of each row.
+            if last != Some(*update.key()) {
+                last = Some(*update.key());
+                out.push(update);
+            }
+        });
+        let stored: std::collections::HashSet<KeyHash> = out.iter().map(|u| *u.key()).collect();
+        out.extend(
+            self.claims
+                .keys()
+                .filter(|h| !stored.contains(*h))
+                .map(|h| Update::InFlight { key: *h }),
+        );
+        out
+    }
+}
