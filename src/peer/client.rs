@@ -23,6 +23,11 @@ use crate::peer::wire::{IndexReply, KeyHash, NodeId};
 /// Largest index or entries reply we read into memory.
 const MAX_REPLY: usize = 64 * 1024 * 1024;
 
+/// How long a live node may take to send a response head once connected: every endpoint
+/// answers at once (index and entries send their body later), so a node that says nothing for
+/// this long is hung, and the caller moves on to another holder or the origin.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
 /// A signed HTTP client for the peer API.
 #[derive(Clone)]
 pub struct PeerClient {
@@ -31,6 +36,8 @@ pub struct PeerClient {
     own: NodeId,
     /// Deadline for a response head (connect included).
     head_timeout: Duration,
+    /// Deadline for a whole index or entries reply (which may wait for an origin's head).
+    reply_timeout: Duration,
 }
 
 fn peer_error(kind: Kind, detail: String) -> Error {
@@ -42,7 +49,7 @@ impl PeerClient {
         signer: Arc<RequestSigner>,
         own: NodeId,
         connect_timeout: Duration,
-        head_timeout: Duration,
+        reply_timeout: Duration,
     ) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
@@ -55,7 +62,8 @@ impl PeerClient {
             client,
             signer,
             own,
-            head_timeout: connect_timeout + head_timeout,
+            head_timeout: connect_timeout + ANSWER_WAIT,
+            reply_timeout: connect_timeout + ANSWER_WAIT + reply_timeout,
         }
     }
 
@@ -107,7 +115,7 @@ impl PeerClient {
             ));
         }
         let limited = http_body_util::Limited::new(resp.into_body(), MAX_REPLY);
-        let bytes = tokio::time::timeout(self.head_timeout * 4, limited.collect())
+        let bytes = tokio::time::timeout(self.reply_timeout, limited.collect())
             .await
             .map_err(|_| {
                 peer_error(

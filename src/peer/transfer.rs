@@ -160,9 +160,9 @@ async fn handle(peers: &Arc<Peers>, remote: SocketAddr, req: Request<Incoming>) 
     let (kind, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     tracing::debug!(%caller, %path, "peer request");
     match kind {
-        "index" => index(peers, req.uri().query().unwrap_or("")).await,
+        "index" => index(peers, req.uri().query().unwrap_or("")),
         "entries" => match parse_hex32(arg) {
-            Some(k) => entries(peers, &k).await,
+            Some(k) => entries(peers, &k),
             None => status(StatusCode::BAD_REQUEST, "bad key hash"),
         },
         "objects" => match parse_hex32(arg) {
@@ -182,7 +182,26 @@ pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     blake3::Hash::from_hex(s).ok().map(|h| *h.as_bytes())
 }
 
-async fn index(peers: &Arc<Peers>, query: &str) -> Response<Body> {
+/// Answers at once with a 200 head and sends the body when `reply` is ready. A caller can then
+/// tell a live node that is still working (a snapshot to read, a fill's origin head to wait
+/// for) from a hung one (no head at all) with a short deadline. A reply that cannot be built
+/// cuts the body, which the caller sees as an error.
+fn later<F>(reply: F) -> Response<Body>
+where
+    F: std::future::Future<Output = Option<Vec<u8>>> + Send + 'static,
+{
+    let (tx, body) = body::channel(None);
+    tokio::spawn(async move {
+        let chunk = match reply.await {
+            Some(bytes) => Ok(bytes::Bytes::from(bytes)),
+            None => Err("cannot build the reply".into()),
+        };
+        let _ = tx.send(chunk).await;
+    });
+    Response::new(body)
+}
+
+fn index(peers: &Arc<Peers>, query: &str) -> Response<Body> {
     let mut since = 0;
     let mut epoch = None;
     for pair in query.split('&') {
@@ -192,16 +211,23 @@ async fn index(peers: &Arc<Peers>, query: &str) -> Response<Body> {
             _ => {}
         }
     }
-    // A snapshot reads every stored row.
     let p = peers.clone();
-    let reply = tokio::task::spawn_blocking(move || p.index_since(epoch, since)).await;
-    match reply.map(|r| postcard::to_stdvec(&r)) {
-        Ok(Ok(bytes)) => Response::new(body::full(bytes)),
-        _ => status(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode"),
-    }
+    later(async move {
+        // A snapshot reads every stored row.
+        let reply = tokio::task::spawn_blocking(move || p.index_since(epoch, since)).await;
+        reply.ok().and_then(|r| postcard::to_stdvec(&r).ok())
+    })
 }
 
-async fn entries(peers: &Arc<Peers>, key_hash: &KeyHash) -> Response<Body> {
+fn entries(peers: &Arc<Peers>, key_hash: &KeyHash) -> Response<Body> {
+    let (peers, key_hash) = (peers.clone(), *key_hash);
+    later(async move {
+        let reply = entries_reply(&peers, &key_hash).await;
+        postcard::to_stdvec(&reply).ok()
+    })
+}
+
+async fn entries_reply(peers: &Arc<Peers>, key_hash: &KeyHash) -> EntriesReply {
     let mut reply = EntriesReply::default();
     if let Some(variants) = peers.store.lookup_hash(key_hash).await {
         reply.complete = variants
@@ -221,10 +247,7 @@ async fn entries(peers: &Arc<Peers>, key_hash: &KeyHash) -> Response<Body> {
             }
         }
     }
-    match postcard::to_stdvec(&reply) {
-        Ok(bytes) => Response::new(body::full(bytes)),
-        Err(_) => status(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode"),
-    }
+    reply
 }
 
 /// Takes an upload slot; `None` means the caller gets 503 and tries another source.

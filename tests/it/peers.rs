@@ -337,6 +337,66 @@ async fn a_restarted_node_rejoins_and_advertises_its_entries_again() {
     drop(back);
 }
 
+/// Node A as a real `peercache` process (which a test can kill or stop) on 127.0.0.2, and
+/// node B in-process on 127.0.0.3 (its config adjusted by `tune`), joined in one group.
+async fn real_peer_and_node(
+    tune: impl FnOnce(&mut peercache::config::Config),
+) -> (Proc, tempfile::TempDir, Node) {
+    let adir = tempdir();
+    let key = adir.path().join("cluster.key");
+    write_key(&key, 3);
+    let peer_port = free_port_on("127.0.0.2");
+    let a_peer: std::net::SocketAddr = format!("127.0.0.2:{peer_port}").parse().unwrap();
+    let a_proxy: std::net::SocketAddr = format!("127.0.0.2:{}", free_port_on("127.0.0.2"))
+        .parse()
+        .unwrap();
+    let extra = format!(
+        "[log]\naccess = false\nlevel = \"warn\"\n[peers]\nenabled = true\nlisten = \"{a_peer}\"\nkey_file = \"{}\"\n",
+        key.display()
+    );
+    let a = Proc::start_with(adir.path(), a_proxy, &extra).await;
+    let bdir = tempdir();
+    let mut c = peer_config(bdir.path(), 1, &key, Some(a_peer));
+    tune(&mut c);
+    let b = start_node(c, bdir).await;
+    let pb = b.peers().clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || !pb.members().is_empty()).await,
+        "B joins A: {}",
+        std::fs::read_to_string(adir.path().join("stderr.log")).unwrap_or_default()
+    );
+    (a, adir, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_peer_costs_seconds_not_the_read_timeout() {
+    let origin = Origin::start().await;
+    let body = pattern(50_000, 8);
+    origin.route(
+        "/defs.dat",
+        Reply::ok(body.clone()).header("cache-control", "max-age=600"),
+    );
+    let (a, _adir, b) =
+        real_peer_and_node(|c| c.upstream.read_timeout = Duration::from_secs(30)).await;
+    let url = origin.url("/defs.dat");
+    assert_eq!(get(a.addr, &url).await.x_cache(), "MISS");
+    wait_holders(&b, &url, 1).await;
+    // A hangs: its sockets still accept (the kernel does that), but nothing answers. B asks it
+    // at once, before gossip can call it down.
+    a.signal("STOP");
+    let asked = tokio::time::Instant::now();
+    let r = get(b.addr(), &url).await;
+    let took = asked.elapsed();
+    a.signal("CONT");
+    assert_eq!((r.status, r.x_cache()), (200, "MISS"));
+    assert!(r.body.unwrap() == body);
+    assert_eq!(origin.hits("/defs.dat"), 2);
+    assert!(
+        took < Duration::from_secs(15),
+        "fell back after {took:?}, not after the 30 s read timeout"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_killed_mid_transfer_is_replaced_and_the_client_sees_no_gap() {
     let origin = Origin::start().await;
@@ -359,28 +419,8 @@ async fn a_peer_killed_mid_transfer_is_replaced_and_the_client_sees_no_gap() {
         },
     );
     // Node A is a real process we can kill -9; node B runs in-process.
-    let adir = tempdir();
-    let key = adir.path().join("cluster.key");
-    write_key(&key, 3);
-    let peer_port = free_port_on("127.0.0.2");
-    let a_peer: std::net::SocketAddr = format!("127.0.0.2:{peer_port}").parse().unwrap();
-    let a_proxy: std::net::SocketAddr = format!("127.0.0.2:{}", free_port_on("127.0.0.2"))
-        .parse()
-        .unwrap();
-    let extra = format!(
-        "[log]\naccess = false\nlevel = \"warn\"\n[peers]\nenabled = true\nlisten = \"{a_peer}\"\nkey_file = \"{}\"\n",
-        key.display()
-    );
-    let a = Proc::start_with(adir.path(), a_proxy, &extra).await;
-    let bdir = tempdir();
-    let b = start_node(peer_config(bdir.path(), 1, &key, Some(a_peer)), bdir).await;
+    let (a, _adir, b) = real_peer_and_node(|_| {}).await;
     let pb = b.peers().clone();
-    assert!(
-        wait_until(Duration::from_secs(10), || !pb.members().is_empty()).await,
-        "B joins A: {}",
-        std::fs::read_to_string(adir.path().join("stderr.log")).unwrap_or_default()
-    );
-
     let url = origin.url("/installer.msi");
     let _a_client = send_head(a.addr, "GET", &url, &[]).await; // A is now downloading
     let kh = key_hash_of(&url);
