@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot pure code: Cache-Control parsing, the reuse decision, cache keys,
-//! and blake3 over 64 KiB frames. Run: `cargo bench --bench micro`.
+//! the peer index, the store's URL index, and blake3 over 64 KiB frames.
+//! Run: `cargo bench --bench micro`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -87,6 +88,38 @@ fn bench(c: &mut Criterion) {
     let probe = *blake3::hash(&4242u64.to_le_bytes()).as_bytes();
     c.bench_function("peer_index_lookup", |b| {
         b.iter(|| index.holders(black_box(&probe)))
+    });
+
+    // Store's URL index: a hit's touch, and a store's insert with CLOCK eviction at a full
+    // budget of 100 000 URLs.
+    use peercache::cache::index::{Index as UrlIndex, Meta};
+    let fps: Vec<[u8; 32]> = (0..200_000u64)
+        .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
+        .collect();
+    let meta = |i: usize| Meta {
+        weight: 1000,
+        shareable: true,
+        gen: i as u64,
+        blobs: vec![blake3::Hash::from_bytes(fps[i])].into_boxed_slice(),
+    };
+    let mut urls = UrlIndex::new(100_000 * 1000);
+    for (i, fp) in fps.iter().enumerate().take(100_000) {
+        urls.insert(*fp, meta(i));
+    }
+    c.bench_function("url_index_touch", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 7919) % 100_000;
+            urls.touch(black_box(&fps[i]))
+        })
+    });
+    c.bench_function("url_index_insert_evict", |b| {
+        let mut i = 100_000;
+        b.iter(|| {
+            i = if i + 1 == fps.len() { 0 } else { i + 1 };
+            urls.insert(fps[i], meta(i));
+            urls.evict(&fps[i])
+        })
     });
 
     let frame = vec![0x5au8; 64 * 1024];
