@@ -34,6 +34,8 @@ pub struct Ask<'a> {
     pub target: &'a Uri,
     pub headers: &'a HeaderMap,
     pub version: http::Version,
+    /// The client connection's file job, when it can send stored bodies with `sendfile`.
+    pub sendfile: Option<&'a crate::sendfile::Slot>,
 }
 
 /// Handles GET and HEAD through the cache; other methods go to `pass_through`.
@@ -48,6 +50,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, target: Uri) -> Resu
         target: &target,
         headers: &parts.headers,
         version: parts.version,
+        sendfile: parts.extensions.get(),
     };
     cached(app, &ask, key.as_str()).await
 }
@@ -161,6 +164,7 @@ async fn from_store(
         age,
         &app.store,
         &app.metrics,
+        ask.sendfile,
     )
     .await
     .map(|r| (r, Some(status)))

@@ -28,6 +28,7 @@ use crate::app::{App, SHUTDOWN_GRACE};
 use crate::body::{self, Body, BodyEnd};
 use crate::error::{Error, Kind};
 use crate::metrics::{CacheStatus, Metrics};
+use crate::sendfile::{SendfileIo, Slot};
 
 use self::classify::{classify, Route, Routing};
 
@@ -82,8 +83,12 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let allowed = app.config.proxy.allow.allows(peer.ip());
-    let svc = service_fn(move |req| {
+    // The connection's file job: stored bodies put it there, the IO sends it with `sendfile`.
+    let slot = Slot::default();
+    let io = SendfileIo::new(tcp, slot.clone());
+    let svc = service_fn(move |mut req: Request<Incoming>| {
         let app = app.clone();
+        req.extensions_mut().insert(slot.clone());
         async move { Ok::<_, Infallible>(handle(app, peer, allowed, req).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -92,7 +97,7 @@ async fn connection(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
     let conn = builder
-        .serve_connection(TokioIo::new(tcp), svc)
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
