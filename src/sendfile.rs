@@ -45,7 +45,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::{Body, BoxError};
-use crate::metrics::{Metrics, Source};
 
 /// Whether this build can send files (Linux only; elsewhere bodies are read and copied).
 pub const ENABLED: bool = cfg!(target_os = "linux");
@@ -103,14 +102,15 @@ fn plan(bufs: &[IoSlice<'_>]) -> Plan {
     Plan::Plain(n)
 }
 
+/// Told how many bytes each `sendfile` sent (the caller's counters).
+pub type Counter = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// The file bytes a response still owes, in order.
-#[derive(Debug)]
 pub struct Job {
     file: Arc<File>,
     next_offset: u64,
     remaining: u64,
-    /// Where `sendfile_bytes` is counted (none for peer uploads).
-    metrics: Option<Arc<Metrics>>,
+    counter: Option<Counter>,
 }
 
 impl Job {
@@ -134,7 +134,7 @@ impl Job {
 }
 
 /// The file job of one connection, shared by its IO and its responses' bodies.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Slot(Arc<Mutex<Option<Job>>>);
 
 impl Slot {
@@ -157,15 +157,8 @@ impl Slot {
 
 /// A body of `[start, end)` of `file` sent with `sendfile` by the `SendfileIo` sharing `slot`.
 /// Its job is installed when hyper first polls it (after the previous response is written), and
-/// it yields markers only after that. `metrics`, when given, counts the bytes as served from the
-/// cache (as they are handed over) and as sent with `sendfile` (as they are sent).
-pub fn body(
-    slot: Slot,
-    file: Arc<File>,
-    start: u64,
-    end: u64,
-    metrics: Option<Arc<Metrics>>,
-) -> Body {
+/// it yields markers only after that. `counter` is told the bytes as they are sent.
+pub fn body(slot: Slot, file: Arc<File>, start: u64, end: u64, counter: Option<Counter>) -> Body {
     let left = end.saturating_sub(start);
     MarkerBody {
         slot,
@@ -173,10 +166,9 @@ pub fn body(
             file,
             next_offset: start,
             remaining: left,
-            metrics: metrics.clone(),
+            counter,
         }),
         left,
-        metrics,
     }
     .boxed()
 }
@@ -187,7 +179,6 @@ struct MarkerBody {
     job: Option<Job>,
     /// Marker bytes still to yield.
     left: u64,
-    metrics: Option<Arc<Metrics>>,
 }
 
 impl HttpBody for MarkerBody {
@@ -206,9 +197,6 @@ impl HttpBody for MarkerBody {
         }
         let n = self.left.min(MARKER_MAX as u64);
         self.left -= n;
-        if let Some(m) = &self.metrics {
-            m.bytes_from(Source::Cache, n);
-        }
         Poll::Ready(Some(Ok(Frame::data(marker(n as usize)))))
     }
 
@@ -257,9 +245,8 @@ impl SendfileIo {
                 }
                 Ok(n) => {
                     job.advance(n);
-                    if let Some(m) = &job.metrics {
-                        m.sendfile_bytes
-                            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(count) = &job.counter {
+                        count(n as u64);
                     }
                     if job.remaining == 0 {
                         *slot = None;
@@ -381,7 +368,7 @@ mod tests {
             file: Arc::new(file),
             next_offset: 1000,
             remaining,
-            metrics: None,
+            counter: None,
         }
     }
 

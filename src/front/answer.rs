@@ -180,7 +180,13 @@ pub async fn from_entry(
     // page cache serves it as is, straight to the socket when the connection can.
     let verified = store.is_verified(&entry.hash);
     if let Some(slot) = sendfile.filter(|_| sendfile::ENABLED && verified) {
-        let body = sendfile::body(slot.clone(), file, start, end, Some(metrics.clone()));
+        let m = metrics.clone();
+        let counter: sendfile::Counter = Arc::new(move |n| {
+            m.bytes_from(Source::Cache, n);
+            m.sendfile_bytes
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        });
+        let body = sendfile::body(slot.clone(), file, start, end, Some(counter));
         return Some(with_head(status, headers, body));
     }
     let check = (whole && !verified).then(|| Verify {

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,7 @@ use crate::cache::store::{header_pairs, Entry, TimingRecord};
 use crate::peer::auth::AUTH_HEADER;
 use crate::peer::wire::KeyHash;
 use crate::peer::Peers;
+use crate::sendfile::{self, SendfileIo, Slot};
 
 /// Response header telling the caller how many uploads this node is serving.
 pub const UPLOADS_HEADER: &str = "x-peercache-uploads";
@@ -87,14 +89,18 @@ pub async fn serve(listener: TcpListener, peers: Arc<Peers>, stop: watch::Receiv
         let peers = peers.clone();
         let mut stop = stop.clone();
         conns.spawn(async move {
-            let svc = service_fn(move |req| {
+            // Bodies by hash go out with `sendfile` (see `crate::sendfile`).
+            let slot = Slot::default();
+            let io = SendfileIo::new(tcp, slot.clone());
+            let svc = service_fn(move |mut req: Request<Incoming>| {
                 let peers = peers.clone();
+                req.extensions_mut().insert(slot.clone());
                 async move { Ok::<_, Infallible>(handle(&peers, remote, req).await) }
             });
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10));
-            let conn = b.serve_connection(TokioIo::new(tcp), svc);
+            let conn = b.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
@@ -166,7 +172,11 @@ async fn handle(peers: &Arc<Peers>, remote: SocketAddr, req: Request<Incoming>) 
             None => status(StatusCode::BAD_REQUEST, "bad key hash"),
         },
         "objects" => match parse_hex32(arg) {
-            Some(h) => object(peers, &method, req.headers(), blake3::Hash::from_bytes(h)).await,
+            Some(h) => {
+                let slot = req.extensions().get::<Slot>();
+                let hash = blake3::Hash::from_bytes(h);
+                object(peers, &method, req.headers(), hash, slot).await
+            }
             None => status(StatusCode::BAD_REQUEST, "bad content hash"),
         },
         "fills" => match parse_hex32(arg) {
@@ -282,6 +292,7 @@ async fn object(
     method: &Method,
     req: &HeaderMap,
     hash: blake3::Hash,
+    slot: Option<&Slot>,
 ) -> Response<Body> {
     if !peers.is_shared_body(&hash) {
         return status(StatusCode::NOT_FOUND, "no such object");
@@ -303,9 +314,19 @@ async fn object(
     };
     let file = Arc::new(file);
     let counter = peers.clone();
+    // As read from disk: the receiver checks the hash.
+    let slot = slot.filter(|_| sendfile::ENABLED).cloned();
     let r = ranged(method, req, len, permit, move |start, end| {
         counter.count_upload(end - start);
-        crate::front::answer::stream_span(file, start, end)
+        match slot {
+            Some(slot) => {
+                let sent: sendfile::Counter = Arc::new(move |n| {
+                    counter.stats.sendfile_bytes.fetch_add(n, Relaxed);
+                });
+                sendfile::body(slot, file, start, end, Some(sent))
+            }
+            None => crate::front::answer::stream_span(file, start, end),
+        }
     });
     with_uploads(peers, r)
 }
