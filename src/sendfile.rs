@@ -210,14 +210,34 @@ impl HttpBody for MarkerBody {
 }
 
 /// A client connection whose writes send marker slices from the connection's file job.
+///
+/// While a file job is being sent the socket is corked (`TCP_CORK`, as nginx's `tcp_nopush`):
+/// `sendfile` feeds the socket in pipe-sized pieces, and with `TCP_NODELAY` each piece would
+/// otherwise leave with a short tail segment (measured: about a third less throughput on
+/// loopback). The response head is corked in with the body; the cork is pulled when the job's
+/// last byte is sent, or before any plain write.
 pub struct SendfileIo {
     tcp: TcpStream,
     slot: Slot,
+    corked: bool,
 }
 
 impl SendfileIo {
     pub fn new(tcp: TcpStream, slot: Slot) -> Self {
-        SendfileIo { tcp, slot }
+        SendfileIo {
+            tcp,
+            slot,
+            corked: false,
+        }
+    }
+
+    fn set_cork(&mut self, on: bool) {
+        if self.corked != on {
+            if let Err(e) = cork(&self.tcp, on) {
+                tracing::debug!("TCP_CORK {on}: {e}");
+            }
+            self.corked = on;
+        }
     }
 
     /// Sends up to `want` bytes of the current job with `sendfile`.
@@ -232,6 +252,12 @@ impl SendfileIo {
                 )));
             };
             let (mut offset, count) = job.next(want)?;
+            if !self.corked {
+                if let Err(e) = cork(&self.tcp, true) {
+                    tracing::debug!("TCP_CORK on: {e}");
+                }
+                self.corked = true;
+            }
             let tcp = &self.tcp;
             let file: &File = &job.file;
             match tcp.try_io(tokio::io::Interest::WRITABLE, || {
@@ -250,6 +276,8 @@ impl SendfileIo {
                     }
                     if job.remaining == 0 {
                         *slot = None;
+                        drop(slot);
+                        self.set_cork(false);
                     }
                     return Poll::Ready(Ok(n));
                 }
@@ -263,6 +291,16 @@ impl SendfileIo {
 #[cfg(target_os = "linux")]
 fn send(sock: &TcpStream, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
     rustix::fs::sendfile(sock, file, Some(offset), count).map_err(io::Error::from)
+}
+
+#[cfg(target_os = "linux")]
+fn cork(sock: &TcpStream, on: bool) -> io::Result<()> {
+    rustix::net::sockopt::set_tcp_cork(sock, on).map_err(io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cork(_: &TcpStream, _: bool) -> io::Result<()> {
+    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -299,7 +337,12 @@ impl AsyncWrite for SendfileIo {
     ) -> Poll<io::Result<usize>> {
         match plan(bufs) {
             Plan::Nothing => Poll::Ready(Ok(0)),
-            Plan::Plain(n) => Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[..n]),
+            Plan::Plain(n) => {
+                // A head followed by file bytes goes out with them; anything else uncorked.
+                let file_next = bufs.get(n).is_some_and(|b| is_marker(b));
+                self.set_cork(file_next);
+                Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[..n])
+            }
             Plan::File(len) => self.poll_sendfile(cx, len),
         }
     }
@@ -408,5 +451,56 @@ mod tests {
         }
         assert_eq!(sizes, vec![MARKER_MAX, 7]);
         assert!(b.is_end_stream());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_file_job_goes_out_corked_with_its_head_and_uncorked_at_its_end() {
+        use std::io::Write;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&data).unwrap();
+        let slot = Slot::default();
+        let mut io = SendfileIo::new(server, slot.clone());
+        let corked = |io: &SendfileIo| rustix::net::sockopt::tcp_cork(&io.tcp).unwrap();
+        let mut b = body(slot, Arc::new(f), 100, 300_000, None);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut b).poll_frame(&mut cx) else {
+            panic!("a marker frame")
+        };
+        let m = frame.into_data().unwrap();
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0; 6 + 299_900];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        });
+        let head = b"HEAD\r\n";
+        let n = io
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(&m)])
+            .await
+            .unwrap();
+        assert_eq!(n, head.len(), "the head alone, corked");
+        assert!(corked(&io));
+        let mut sent = 0;
+        while sent < m.len() {
+            assert!(corked(&io), "corked while file bytes are owed");
+            sent += io
+                .write_vectored(&[IoSlice::new(&m[sent..])])
+                .await
+                .unwrap();
+        }
+        assert!(!corked(&io), "uncorked after the last byte");
+        let got = reader.await.unwrap();
+        assert_eq!(&got[..6], head);
+        assert!(got[6..] == data[100..]);
+        // Beyond the job: an error, never bytes.
+        let extra = marker(1);
+        assert!(io.write_vectored(&[IoSlice::new(&extra)]).await.is_err());
     }
 }
