@@ -244,6 +244,7 @@ impl SendfileIo {
     fn poll_sendfile(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
+            self.set_cork(true);
             let mut slot = self.slot.lock();
             let Some(job) = slot.as_mut() else {
                 return Poll::Ready(Err(io::Error::new(
@@ -252,12 +253,6 @@ impl SendfileIo {
                 )));
             };
             let (mut offset, count) = job.next(want)?;
-            if !self.corked {
-                if let Err(e) = cork(&self.tcp, true) {
-                    tracing::debug!("TCP_CORK on: {e}");
-                }
-                self.corked = true;
-            }
             let tcp = &self.tcp;
             let file: &File = &job.file;
             match tcp.try_io(tokio::io::Interest::WRITABLE, || {

@@ -86,10 +86,9 @@ async fn connection(
     // The connection's file job: stored bodies put it there, the IO sends it with `sendfile`.
     let slot = Slot::default();
     let io = SendfileIo::new(tcp, slot.clone());
-    let svc = service_fn(move |mut req: Request<Incoming>| {
-        let app = app.clone();
-        req.extensions_mut().insert(slot.clone());
-        async move { Ok::<_, Infallible>(handle(app, peer, allowed, req).await) }
+    let svc = service_fn(move |req| {
+        let (app, slot) = (app.clone(), slot.clone());
+        async move { Ok::<_, Infallible>(handle(app, peer, allowed, slot, req).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -118,6 +117,7 @@ async fn handle(
     app: Arc<App>,
     peer: SocketAddr,
     allowed: bool,
+    slot: Slot,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let start = SystemTime::now();
@@ -136,7 +136,7 @@ async fn handle(
             "request came back to this proxy (Via)",
         ))
     } else {
-        route(&app, req).await
+        route(&app, req, &slot).await
     };
     let (mut resp, status, result) = match outcome {
         Ok((resp, Some(s))) => (resp, Some(s), s.as_str()),
@@ -211,7 +211,11 @@ async fn handle(
     resp
 }
 
-async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<forward::Answer, Error> {
+async fn route(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    slot: &Slot,
+) -> Result<forward::Answer, Error> {
     let routing = Routing {
         listen: app.listen,
         mirrors: &app.config.mirrors,
@@ -224,7 +228,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<forward::Answer
             tunnel::open(app, req, host, port).await.map(|r| (r, None))
         }
         Route::Forward { target } | Route::Mirror { target, .. } => {
-            forward::handle(app, req, target).await
+            forward::handle(app, req, target, Some(slot)).await
         }
     }
 }

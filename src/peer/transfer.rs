@@ -92,10 +92,9 @@ pub async fn serve(listener: TcpListener, peers: Arc<Peers>, stop: watch::Receiv
             // Bodies by hash go out with `sendfile` (see `crate::sendfile`).
             let slot = Slot::default();
             let io = SendfileIo::new(tcp, slot.clone());
-            let svc = service_fn(move |mut req: Request<Incoming>| {
-                let peers = peers.clone();
-                req.extensions_mut().insert(slot.clone());
-                async move { Ok::<_, Infallible>(handle(&peers, remote, req).await) }
+            let svc = service_fn(move |req| {
+                let (peers, slot) = (peers.clone(), slot.clone());
+                async move { Ok::<_, Infallible>(handle(&peers, remote, &slot, req).await) }
             });
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new())
@@ -131,7 +130,12 @@ fn status(code: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
-async fn handle(peers: &Arc<Peers>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    peers: &Arc<Peers>,
+    remote: SocketAddr,
+    slot: &Slot,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req
         .uri()
         .path_and_query()
@@ -173,7 +177,6 @@ async fn handle(peers: &Arc<Peers>, remote: SocketAddr, req: Request<Incoming>) 
         },
         "objects" => match parse_hex32(arg) {
             Some(h) => {
-                let slot = req.extensions().get::<Slot>();
                 let hash = blake3::Hash::from_bytes(h);
                 object(peers, &method, req.headers(), hash, slot).await
             }
@@ -292,7 +295,7 @@ async fn object(
     method: &Method,
     req: &HeaderMap,
     hash: blake3::Hash,
-    slot: Option<&Slot>,
+    slot: &Slot,
 ) -> Response<Body> {
     if !peers.is_shared_body(&hash) {
         return status(StatusCode::NOT_FOUND, "no such object");
@@ -314,8 +317,10 @@ async fn object(
     };
     let file = Arc::new(file);
     let counter = peers.clone();
-    // As read from disk: the receiver checks the hash.
-    let slot = slot.filter(|_| sendfile::ENABLED).cloned();
+    // As read from disk: the receiver checks the hash. With `sendfile` only when this process
+    // has read or written the blob whole (likely in the page cache: `sendfile` runs on the
+    // runtime thread and would block it on disk reads).
+    let slot = (sendfile::ENABLED && peers.store.is_verified(&hash)).then(|| slot.clone());
     let r = ranged(method, req, len, permit, move |start, end| {
         counter.count_upload(end - start);
         match slot {
