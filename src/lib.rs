@@ -11,3 +11,4 @@ pub mod front;
 pub mod grammar;
 pub mod metrics;
 pub mod peer;
+pub mod sendfile;

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub bytes_to_clients: AtomicU64,
     pub tunnels: AtomicU64,
     pub corrupt_blobs: AtomicU64,
+    /// Body bytes sent from blob files with `sendfile` (zero-copy hits).
+    pub sendfile_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -113,6 +115,7 @@ impl Metrics {
             "bytes_to_clients": Self::get(&self.bytes_to_clients),
             "tunnels": Self::get(&self.tunnels),
             "corrupt_blobs": Self::get(&self.corrupt_blobs),
+            "sendfile_bytes": Self::get(&self.sendfile_bytes),
         })
     }
 
@@ -150,6 +153,7 @@ impl Metrics {
             ("peercache_client_bytes_total", &self.bytes_to_clients),
             ("peercache_tunnels_total", &self.tunnels),
             ("peercache_corrupt_blobs_total", &self.corrupt_blobs),
+            ("peercache_sendfile_bytes_total", &self.sendfile_bytes),
         ] {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", Self::get(c));
         }

@@ -13,6 +13,7 @@ use crate::cache::conditional::{self, Precondition, RangeAnswer};
 use crate::cache::inflight::{read_span, Fill, Head, CHUNK};
 use crate::cache::store::{Entry, Store};
 use crate::metrics::{Metrics, Source};
+use crate::sendfile;
 
 /// Bodies up to this size are read whole and verified before the response starts (a corrupt
 /// small blob becomes a clean miss instead of a cut), and kept in the store's memory cache.
@@ -110,6 +111,9 @@ fn partial_head(mut h: HeaderMap, start: u64, end: u64, len: u64) -> HeaderMap {
 /// Answers from a stored entry whose header fields the caller already unpacked (`stored`).
 /// `None` when its blob is missing, truncated or (small bodies)
 /// corrupt: the caller then treats the request as a miss. The entry is invalidated in that case.
+/// With `sendfile` (the client connection's file job), a large blob already verified goes out
+/// with zero copies.
+#[allow(clippy::too_many_arguments)]
 pub async fn from_entry(
     method: &Method,
     req: &HeaderMap,
@@ -118,6 +122,7 @@ pub async fn from_entry(
     age: Duration,
     store: &Store,
     metrics: &Arc<Metrics>,
+    sendfile: Option<&sendfile::Slot>,
 ) -> Option<Response<Body>> {
     let mut headers = stored.clone();
     headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
@@ -172,8 +177,19 @@ pub async fn from_entry(
         return Some(with_head(status, headers, body::empty()));
     }
     // A blob is hashed in full once per process (on its first whole read); after that the
-    // page cache serves it as is.
-    let check = (whole && !store.is_verified(&entry.hash)).then(|| Verify {
+    // page cache serves it as is, straight to the socket when the connection can.
+    let verified = store.is_verified(&entry.hash);
+    if let Some(slot) = sendfile.filter(|_| sendfile::ENABLED && verified) {
+        let m = metrics.clone();
+        let counter: sendfile::Counter = Arc::new(move |n| {
+            m.bytes_from(Source::Cache, n);
+            m.sendfile_bytes
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        });
+        let body = sendfile::body(slot.clone(), file, start, end, Some(counter));
+        return Some(with_head(status, headers, body));
+    }
+    let check = (whole && !verified).then(|| Verify {
         hash: entry.hash,
         key: entry.key.clone(),
         store: store.clone(),

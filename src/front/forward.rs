@@ -34,10 +34,18 @@ pub struct Ask<'a> {
     pub target: &'a Uri,
     pub headers: &'a HeaderMap,
     pub version: http::Version,
+    /// The client connection's file job, when it can send stored bodies with `sendfile`.
+    pub sendfile: Option<&'a crate::sendfile::Slot>,
 }
 
-/// Handles GET and HEAD through the cache; other methods go to `pass_through`.
-pub async fn handle(app: &Arc<App>, req: Request<Incoming>, target: Uri) -> Result<Answer, Error> {
+/// Handles GET and HEAD through the cache; other methods go to `pass_through`. `sendfile` is the
+/// client connection's file job, if it has one.
+pub async fn handle(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    target: Uri,
+    sendfile: Option<&crate::sendfile::Slot>,
+) -> Result<Answer, Error> {
     let cacheable_method = req.method() == Method::GET || req.method() == Method::HEAD;
     let Some(key) = CacheKey::from_uri(&target).filter(|_| cacheable_method) else {
         return pass_through(app, req, &target).await;
@@ -48,6 +56,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, target: Uri) -> Resu
         target: &target,
         headers: &parts.headers,
         version: parts.version,
+        sendfile,
     };
     cached(app, &ask, key.as_str()).await
 }
@@ -161,6 +170,7 @@ async fn from_store(
         age,
         &app.store,
         &app.metrics,
+        ask.sendfile,
     )
     .await
     .map(|r| (r, Some(status)))

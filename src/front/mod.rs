@@ -28,6 +28,7 @@ use crate::app::{App, SHUTDOWN_GRACE};
 use crate::body::{self, Body, BodyEnd};
 use crate::error::{Error, Kind};
 use crate::metrics::{CacheStatus, Metrics};
+use crate::sendfile::{SendfileIo, Slot};
 
 use self::classify::{classify, Route, Routing};
 
@@ -82,9 +83,12 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let allowed = app.config.proxy.allow.allows(peer.ip());
+    // The connection's file job: stored bodies put it there, the IO sends it with `sendfile`.
+    let slot = Slot::default();
+    let io = SendfileIo::new(tcp, slot.clone());
     let svc = service_fn(move |req| {
-        let app = app.clone();
-        async move { Ok::<_, Infallible>(handle(app, peer, allowed, req).await) }
+        let (app, slot) = (app.clone(), slot.clone());
+        async move { Ok::<_, Infallible>(handle(app, peer, allowed, slot, req).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -92,7 +96,7 @@ async fn connection(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
     let conn = builder
-        .serve_connection(TokioIo::new(tcp), svc)
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -113,6 +117,7 @@ async fn handle(
     app: Arc<App>,
     peer: SocketAddr,
     allowed: bool,
+    slot: Slot,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let start = SystemTime::now();
@@ -131,7 +136,7 @@ async fn handle(
             "request came back to this proxy (Via)",
         ))
     } else {
-        route(&app, req).await
+        route(&app, req, &slot).await
     };
     let (mut resp, status, result) = match outcome {
         Ok((resp, Some(s))) => (resp, Some(s), s.as_str()),
@@ -206,7 +211,11 @@ async fn handle(
     resp
 }
 
-async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<forward::Answer, Error> {
+async fn route(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    slot: &Slot,
+) -> Result<forward::Answer, Error> {
     let routing = Routing {
         listen: app.listen,
         mirrors: &app.config.mirrors,
@@ -219,7 +228,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<forward::Answer
             tunnel::open(app, req, host, port).await.map(|r| (r, None))
         }
         Route::Forward { target } | Route::Mirror { target, .. } => {
-            forward::handle(app, req, target).await
+            forward::handle(app, req, target, Some(slot)).await
         }
     }
 }

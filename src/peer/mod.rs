@@ -65,6 +65,8 @@ pub struct PeerStats {
     pub bytes_uploaded: AtomicU64,
     pub bad_hashes: AtomicU64,
     pub failovers: AtomicU64,
+    /// Uploaded body bytes sent from blob files with `sendfile`.
+    pub sendfile_bytes: AtomicU64,
 }
 
 /// A holder of a key, resolved to an address, in the order to ask them.
@@ -404,6 +406,7 @@ impl Peers {
             "bytes_uploaded": self.stats.bytes_uploaded.load(Relaxed),
             "bad_hashes": self.stats.bad_hashes.load(Relaxed),
             "failovers": self.stats.failovers.load(Relaxed),
+            "sendfile_bytes": self.stats.sendfile_bytes.load(Relaxed),
         })
     }
 

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,7 @@ use crate::cache::store::{header_pairs, Entry, TimingRecord};
 use crate::peer::auth::AUTH_HEADER;
 use crate::peer::wire::KeyHash;
 use crate::peer::Peers;
+use crate::sendfile::{self, SendfileIo, Slot};
 
 /// Response header telling the caller how many uploads this node is serving.
 pub const UPLOADS_HEADER: &str = "x-peercache-uploads";
@@ -87,14 +89,17 @@ pub async fn serve(listener: TcpListener, peers: Arc<Peers>, stop: watch::Receiv
         let peers = peers.clone();
         let mut stop = stop.clone();
         conns.spawn(async move {
+            // Bodies by hash go out with `sendfile` (see `crate::sendfile`).
+            let slot = Slot::default();
+            let io = SendfileIo::new(tcp, slot.clone());
             let svc = service_fn(move |req| {
-                let peers = peers.clone();
-                async move { Ok::<_, Infallible>(handle(&peers, remote, req).await) }
+                let (peers, slot) = (peers.clone(), slot.clone());
+                async move { Ok::<_, Infallible>(handle(&peers, remote, &slot, req).await) }
             });
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10));
-            let conn = b.serve_connection(TokioIo::new(tcp), svc);
+            let conn = b.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
@@ -125,7 +130,12 @@ fn status(code: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
-async fn handle(peers: &Arc<Peers>, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    peers: &Arc<Peers>,
+    remote: SocketAddr,
+    slot: &Slot,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req
         .uri()
         .path_and_query()
@@ -166,7 +176,10 @@ async fn handle(peers: &Arc<Peers>, remote: SocketAddr, req: Request<Incoming>) 
             None => status(StatusCode::BAD_REQUEST, "bad key hash"),
         },
         "objects" => match parse_hex32(arg) {
-            Some(h) => object(peers, &method, req.headers(), blake3::Hash::from_bytes(h)).await,
+            Some(h) => {
+                let hash = blake3::Hash::from_bytes(h);
+                object(peers, &method, req.headers(), hash, slot).await
+            }
             None => status(StatusCode::BAD_REQUEST, "bad content hash"),
         },
         "fills" => match parse_hex32(arg) {
@@ -307,6 +320,7 @@ async fn object(
     method: &Method,
     req: &HeaderMap,
     hash: blake3::Hash,
+    slot: &Slot,
 ) -> Response<Body> {
     if !peers.store.is_shared_body(&hash) {
         return status(StatusCode::NOT_FOUND, "no such object");
@@ -328,9 +342,21 @@ async fn object(
     };
     let file = Arc::new(file);
     let counter = peers.clone();
+    // As read from disk: the receiver checks the hash. With `sendfile` only when this process
+    // has read or written the blob whole (likely in the page cache: `sendfile` runs on the
+    // runtime thread and would block it on disk reads).
+    let slot = (sendfile::ENABLED && peers.store.is_verified(&hash)).then(|| slot.clone());
     let r = ranged(method, req, len, permit, move |start, end| {
         counter.count_upload(end - start);
-        crate::front::answer::stream_span(file, start, end)
+        match slot {
+            Some(slot) => {
+                let sent: sendfile::Counter = Arc::new(move |n| {
+                    counter.stats.sendfile_bytes.fetch_add(n, Relaxed);
+                });
+                sendfile::body(slot, file, start, end, Some(sent))
+            }
+            None => crate::front::answer::stream_span(file, start, end),
+        }
     });
     with_uploads(peers, r)
 }

@@ -9,3 +9,4 @@ mod collapse;
 mod forward;
 mod peers;
 mod restart;
+mod zerocopy;
