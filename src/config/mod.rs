@@ -68,6 +68,8 @@ pub struct Cache {
     pub max_size: u64,
     /// Largest body stored, in bytes; `<= max_size`.
     pub max_object_size: u64,
+    /// Send large stored bodies to clients and peers with `sendfile(2)` (Linux).
+    pub sendfile: bool,
 }
 
 /// `[upstream]`: how origins are reached.

@@ -22,6 +22,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.cache_dir.take("cache.dir", p),
         raw.cache_max_size.take("cache.max_size", p),
         raw.cache_max_object_size.take("cache.max_object_size", p),
+        raw.cache_sendfile.take("cache.sendfile", p),
     );
     let upstream = (
         raw.upstream_proxy.take("upstream.proxy", p),
@@ -58,6 +59,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             dir: cache.0?,
             max_size: cache.1?,
             max_object_size: cache.2?,
+            sendfile: cache.3?,
         },
         upstream: Upstream {
             proxy: upstream.0?,

@@ -15,7 +15,7 @@ use crate::front::acl::{self, Acl};
 /// Top-level tables, in documentation order (used in "unknown key" messages).
 const TABLES: &[&str] = &["proxy", "cache", "upstream", "mirror", "peers", "log"];
 pub(super) const PROXY_KEYS: &[&str] = &["listen", "allow", "connect_ports"];
-pub(super) const CACHE_KEYS: &[&str] = &["dir", "max_size", "max_object_size"];
+pub(super) const CACHE_KEYS: &[&str] = &["dir", "max_size", "max_object_size", "sendfile"];
 pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
 pub(super) const MIRROR_KEYS: &[&str] = &["prefix", "upstream", "redirect_to_peers"];
 pub(super) const PEERS_KEYS: &[&str] = &[
@@ -40,6 +40,7 @@ pub(super) struct Raw<'a> {
     pub(super) cache_dir: Slot<'a, PathBuf>,
     pub(super) cache_max_size: Slot<'a, u64>,
     pub(super) cache_max_object_size: Slot<'a, u64>,
+    pub(super) cache_sendfile: Slot<'a, bool>,
     pub(super) upstream_proxy: Slot<'a, Option<ParentProxy>>,
     pub(super) upstream_connect_timeout: Slot<'a, Duration>,
     pub(super) upstream_read_timeout: Slot<'a, Duration>,
@@ -115,6 +116,7 @@ impl<'a, 'p> Reader<'a, 'p> {
             "dir" => raw.cache_dir.put(self.path(f), loc),
             "max_size" => raw.cache_max_size.put(self.size(f), loc),
             "max_object_size" => raw.cache_max_object_size.put(self.size(f), loc),
+            "sendfile" => raw.cache_sendfile.put(self.boolean(f), loc),
             _ => return false,
         }
         true

@@ -39,6 +39,7 @@ fn documented() -> Config {
             dir: PathBuf::from("peercache-data"),
             max_size: 10 * GIB,
             max_object_size: 4 * GIB,
+            sendfile: true,
         },
         upstream: Upstream {
             proxy: None,
@@ -155,6 +156,7 @@ fn valid_values() {
             "[cache]\nmax_size = \"1 TiB\"\nmax_object_size = \"10gb\"",
             |c| c.cache.max_size == 1 << 40 && c.cache.max_object_size == 10_000_000_000,
         ),
+        ("[cache]\nsendfile = false", |c| !c.cache.sendfile),
         ("[cache]\nmax_size = 0\nmax_object_size = 0", |c| {
             c.cache.max_size == 0
         }),
@@ -286,6 +288,7 @@ fn each_bad_value_names_its_line_and_key() {
         ("[cache]\nmax_size = \"-1GiB\"", 2, "cache.max_size", "must not be negative"),
         ("[cache]\nmax_size = 1.5", 2, "cache.max_size", "expected a size (integer bytes or a string like \"10GiB\"), found float"),
         ("[cache]\nmax_size = \"99999999TiB\"", 2, "cache.max_size", "too large"),
+        ("[cache]\nsendfile = \"on\"", 2, "cache.sendfile", "expected a boolean"),
         ("[cache]\nmax_object_size = \"20GiB\"", 2, "cache.max_object_size", "20GiB exceeds cache.max_size (10GiB)"),
         ("[cache]\nmax_size = \"1GiB\"", 2, "cache.max_size", "1GiB is less than cache.max_object_size (4GiB)"),
         ("[cache]\nmax_size = \"1GiB\"\nmax_object_size = \"2GiB\"", 3, "cache.max_object_size", "exceeds cache.max_size (1GiB)"),
@@ -426,7 +429,7 @@ redirect = true
         [
             format!("peercache.toml:1: typo_at_root: unknown key (expected one of: {all})"),
             "peercache.toml:3: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports)".into(),
-            "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size)".into(),
+            "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size, sendfile)".into(),
             "peercache.toml:7: upstream.parent: unknown key (expected one of: proxy, connect_timeout, read_timeout, ca_file)".into(),
             "peercache.toml:9: peers.enable: unknown key (expected one of: enabled, listen, advertise, seeds, site, key_file, max_uploads, connect_timeout)".into(),
             "peercache.toml:11: log.levle: unknown key (expected one of: level, access)".into(),

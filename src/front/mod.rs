@@ -228,7 +228,8 @@ async fn route(
             tunnel::open(app, req, host, port).await.map(|r| (r, None))
         }
         Route::Forward { target } | Route::Mirror { target, .. } => {
-            forward::handle(app, req, target, Some(slot)).await
+            let sendfile = app.config.cache.sendfile.then_some(slot);
+            forward::handle(app, req, target, sendfile).await
         }
     }
 }

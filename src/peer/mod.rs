@@ -98,6 +98,8 @@ pub struct Peers {
     rtt: Mutex<RttTable>,
     bytes_from: Mutex<HashMap<NodeId, u64>>,
     heuristic: Heuristic,
+    /// `cache.sendfile`: uploads by content hash may use `sendfile(2)`.
+    pub sendfile: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,6 +216,7 @@ impl Peers {
             rtt: Mutex::new(RttTable::default()),
             bytes_from: Mutex::new(HashMap::new()),
             heuristic: Heuristic::default(),
+            sendfile: config.cache.sendfile,
         });
         // What we already hold needs no updates: members pull a snapshot (read from the store)
         // when they see us come up.

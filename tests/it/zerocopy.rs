@@ -144,6 +144,23 @@ async fn verified_big_hits_are_sent_with_sendfile_byte_for_byte() {
 }
 
 #[tokio::test]
+async fn with_sendfile_off_big_hits_are_read_and_copied() {
+    let (origin, body) = big_origin().await;
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.cache.sendfile = false;
+    let proxy = start_proxy(c).await;
+    for want in ["MISS", "HIT", "HIT"] {
+        let r = get(proxy.addr, &origin.url("/big")).await;
+        assert_eq!((r.status, r.x_cache()), (200, want));
+        assert!(r.body.unwrap() == body);
+    }
+    assert_eq!(sent(&proxy), 0, "cache.sendfile = false");
+    assert_eq!(origin.hits("/big"), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn a_range_of_a_big_hit_is_sent_with_sendfile() {
     let (origin, body) = big_origin().await;
     let dir = tempdir();
