@@ -84,9 +84,11 @@ fn main() {
     rt.block_on(async move {
         let origin = origin(len).await;
         let dir = tempfile::tempdir().expect("tempdir");
+        // BIG_SENDFILE=0 sends hits through the copy path instead of sendfile(2).
+        let sendfile = std::env::var("BIG_SENDFILE").map_or(true, |v| v != "0");
         let proxy_proc = common::Proxy::start(
             dir.path(),
-            "max_size = \"8GiB\"\n[log]\naccess = false\nlevel = \"warn\"",
+            &format!("max_size = \"8GiB\"\nsendfile = {sendfile}\n[log]\naccess = false\nlevel = \"warn\""),
             &[],
         )
         .await;
