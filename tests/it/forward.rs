@@ -194,24 +194,13 @@ async fn the_status_page_counts_requests_by_result() {
     let proxy = start_proxy(config(dir.path())).await;
     get(proxy.addr, &origin.url("/s")).await;
     get(proxy.addr, &origin.url("/s")).await;
-    let r = get(
-        proxy.addr,
-        &format!("http://{}/_peercache/status", proxy.addr),
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    let v = status_json(proxy.addr).await;
     assert_eq!(v["counters"]["requests_by_result"]["HIT"], 1);
     assert_eq!(v["counters"]["requests_by_result"]["MISS"], 1);
     assert_eq!(v["counters"]["origin_requests"], 1);
     assert_eq!(v["cache"]["urls"], 1);
-    let m = get(
-        proxy.addr,
-        &format!("http://{}/_peercache/metrics", proxy.addr),
-    )
-    .await;
-    assert!(m
-        .text()
+    assert!(metrics_text(proxy.addr)
+        .await
         .contains("peercache_requests_total{result=\"HIT\"} 1"));
     proxy.stop().await;
 }

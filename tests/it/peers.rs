@@ -59,12 +59,7 @@ async fn a_second_node_gets_the_object_from_the_first_over_the_lan() {
     // B stored it: a hit now, and a second holder in A's index.
     assert_eq!(get(nodes[1].addr(), &url).await.x_cache(), "HIT");
     wait_holders(&nodes[0], &url, 1).await;
-    let st = get(
-        nodes[1].addr(),
-        &format!("http://{}/_peercache/status", nodes[1].addr()),
-    )
-    .await;
-    let v: serde_json::Value = serde_json::from_str(&st.text()).unwrap();
+    let v = status_json(nodes[1].addr()).await;
     assert_eq!(v["counters"]["bytes_by_source"]["peer"], 300_000);
     assert_eq!(v["peers"]["members"].as_array().unwrap().len(), 1);
     assert_eq!(v["peers"]["members"][0]["bytes_from"], 300_000);

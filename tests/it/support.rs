@@ -442,6 +442,20 @@ impl Drop for Proc {
     }
 }
 
+/// The proxy's `/_peercache/status` JSON (asserting a 200).
+pub async fn status_json(proxy: SocketAddr) -> serde_json::Value {
+    let r = get(proxy, &format!("http://{proxy}/_peercache/status")).await;
+    assert_eq!(r.status, 200, "status page");
+    serde_json::from_str(&r.text()).expect("status JSON")
+}
+
+/// The proxy's `/_peercache/metrics` text (asserting a 200).
+pub async fn metrics_text(proxy: SocketAddr) -> String {
+    let r = get(proxy, &format!("http://{proxy}/_peercache/metrics")).await;
+    assert_eq!(r.status, 200, "metrics page");
+    r.text()
+}
+
 pub fn free_port() -> u16 {
     free_port_on("127.0.0.1")
 }

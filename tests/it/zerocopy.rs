@@ -125,20 +125,10 @@ async fn verified_big_hits_are_sent_with_sendfile_byte_for_byte() {
     );
     assert_eq!(sent(&proxy), before);
 
-    let status = get(
-        proxy.addr,
-        &format!("http://{}/_peercache/status", proxy.addr),
-    )
-    .await;
-    let v: serde_json::Value = serde_json::from_str(&status.text()).unwrap();
+    let v = status_json(proxy.addr).await;
     assert_eq!(v["counters"]["sendfile_bytes"], 2 * BIG as u64);
-    let m = get(
-        proxy.addr,
-        &format!("http://{}/_peercache/metrics", proxy.addr),
-    )
-    .await;
-    assert!(m
-        .text()
+    assert!(metrics_text(proxy.addr)
+        .await
         .contains(&format!("peercache_sendfile_bytes_total {}", 2 * BIG)));
     proxy.stop().await;
 }
