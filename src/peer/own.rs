@@ -103,3 +103,89 @@ impl OwnState for StoreState {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    use super::*;
+    use crate::cache::key::Variant;
+    use crate::cache::policy::Timing;
+    use crate::cache::store::PackedHeaders;
+
+    fn store_entry(store: &Store, key: &str, variant: &str, body: &[u8], shareable: bool) {
+        let (path, mut file) = store.temp_file().unwrap();
+        file.write_all(body).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
+        let now = SystemTime::now();
+        let entry = Entry {
+            key: key.to_owned(),
+            variant: Variant::from_stored(variant.to_owned()),
+            status: StatusCode::OK,
+            head: PackedHeaders::pack(&headers),
+            timing: Timing {
+                request_time: now,
+                response_time: now,
+                corrected_initial_age: Duration::ZERO,
+            },
+            hash: blake3::hash(body),
+            len: body.len() as u64,
+            shareable,
+        };
+        store.commit(entry, &path).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_has_one_update_per_shareable_key_and_the_open_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        store_entry(&store, "http://a/one", "gzip", b"one-gz", true);
+        store_entry(&store, "http://a/one", "br", b"one-br", true);
+        store_entry(&store, "http://a/two", "", b"two", true);
+        store_entry(&store, "http://a/private", "", b"mine", false);
+        let mut state = StoreState::new(store, Heuristic::default());
+        let claimed = state.claim("http://a/coming");
+        let refreshing = state.claim("http://a/two");
+        assert_eq!(state.claimed(&claimed), Some("http://a/coming"));
+        assert_eq!(state.claims(), 2);
+
+        let mut snap = state.snapshot();
+        snap.sort_by_key(|u| *u.key());
+        let mut want_keys = vec![key_hash("http://a/one"), key_hash("http://a/two"), claimed];
+        want_keys.sort();
+        assert_eq!(
+            snap.iter().map(|u| *u.key()).collect::<Vec<_>>(),
+            want_keys,
+            "one per key; the private entry is absent; a stored key is Have even while claimed"
+        );
+        for u in &snap {
+            match u {
+                Update::InFlight { key } => assert_eq!(*key, claimed),
+                Update::Have {
+                    key,
+                    len,
+                    fresh_until,
+                    ..
+                } => {
+                    assert_ne!(*key, claimed);
+                    assert!(*len > 0 && *fresh_until > 0);
+                }
+                Update::Dropped { .. } => panic!("a snapshot holds no Dropped"),
+            }
+        }
+        // Recording a Have or a Dropped closes the claim.
+        state.record(&Update::Dropped { key: claimed });
+        state.record(&Update::Have {
+            key: refreshing,
+            hash: [0; 32],
+            len: 3,
+            fresh_until: 1,
+        });
+        assert_eq!(state.claims(), 0);
+        assert_eq!(state.claimed(&claimed), None);
+    }
+}
