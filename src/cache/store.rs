@@ -795,14 +795,32 @@ impl Store {
         Ok(entry)
     }
 
-    /// Forgets every variant of `key` (invalidation after an unsafe method, or a corrupt blob).
+    /// Forgets every variant of `key` (invalidation after an unsafe method).
     /// The row is deleted before this returns.
     pub fn invalidate(&self, key: &str) -> Result<()> {
+        self.invalidate_where(key, |_| true)
+    }
+
+    /// Forgets every variant of `key` if one of them still uses the body `hash` (its blob was
+    /// found missing or corrupt). A reader holding an older version must not drop a newer one
+    /// stored meanwhile, whose blob is fine.
+    pub fn invalidate_if_uses(&self, key: &str, hash: &blake3::Hash) -> Result<()> {
+        self.invalidate_where(key, |m| m.blobs.contains(hash))
+    }
+
+    fn invalidate_where(&self, key: &str, held: impl Fn(&Meta) -> bool) -> Result<()> {
         let inner = &self.inner;
         let fp = key_hash(key);
         let deleted = {
             let _guard = lock(&inner.commit_lock);
-            let Some(gone) = lock(&inner.index).remove(&fp) else {
+            let gone = {
+                let mut index = lock(&inner.index);
+                match index.get(&fp) {
+                    Some(m) if held(m) => index.remove(&fp),
+                    _ => None,
+                }
+            };
+            let Some(gone) = gone else {
                 return Ok(());
             };
             inner.heads.invalidate(&fp);
@@ -1032,6 +1050,21 @@ mod tests {
         assert_eq!((store.stats().urls, store.stats().blobs), (2, 2));
         assert_eq!(blob_files(dir.path()), 2);
         assert_eq!(store.keys().len(), 2);
+    }
+
+    #[test]
+    fn a_corrupt_old_body_does_not_drop_the_newer_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let old = put(&store, "http://a/x", "", b"version one");
+        let new = put(&store, "http://a/x", "", b"version two");
+        // A reader of the old version found its blob gone (replaced): nothing happens.
+        store.invalidate_if_uses("http://a/x", &old.hash).unwrap();
+        assert_eq!(store.get("http://a/x").unwrap().entries[0].hash, new.hash);
+        // The current body found corrupt: the URL goes.
+        store.invalidate_if_uses("http://a/x", &new.hash).unwrap();
+        assert!(store.get("http://a/x").is_none());
+        assert_eq!(blob_files(dir.path()), 0);
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub async fn from_entry(
                 let Some(bytes) =
                     bytes.filter(|b| b.len() as u64 == entry.len && blake3::hash(b) == entry.hash)
                 else {
-                    drop_corrupt(store, metrics, &entry.key).await;
+                    drop_corrupt(store, metrics, &entry.key, entry.hash).await;
                     return None;
                 };
                 store.remember(entry.hash, bytes.clone());
@@ -170,7 +170,7 @@ pub async fn from_entry(
         return Some(with_head(status, headers, body::full(part)));
     }
     let Some(file) = open(store, entry).await else {
-        drop_corrupt(store, metrics, &entry.key).await;
+        drop_corrupt(store, metrics, &entry.key, entry.hash).await;
         return None;
     };
     if method == Method::HEAD {
@@ -233,11 +233,11 @@ async fn open(store: &Store, entry: &Arc<Entry>) -> Option<Arc<File>> {
         .map(Arc::new)
 }
 
-async fn drop_corrupt(store: &Store, metrics: &Metrics, key: &str) {
+async fn drop_corrupt(store: &Store, metrics: &Metrics, key: &str, hash: blake3::Hash) {
     tracing::warn!(%key, "stored body missing or corrupt; dropping the entry");
     Metrics::inc(&metrics.corrupt_blobs);
     let (store, key) = (store.clone(), key.to_owned());
-    let _ = tokio::task::spawn_blocking(move || store.invalidate(&key)).await;
+    let _ = tokio::task::spawn_blocking(move || store.invalidate_if_uses(&key, &hash)).await;
 }
 
 /// Checks a whole body streamed from the store against its hash.
@@ -281,7 +281,7 @@ fn stream_file(
                     // Hold the last chunk back until the hash is known.
                     if let Some(v) = &verify {
                         if h.finalize() != v.hash {
-                            drop_corrupt(&v.store, &v.metrics, &v.key).await;
+                            drop_corrupt(&v.store, &v.metrics, &v.key, v.hash).await;
                             let _ = tx.send(Err("stored body corrupt".into())).await;
                             return;
                         }
