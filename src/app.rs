@@ -53,12 +53,24 @@ impl Server {
     }
 
     /// `bind` with explicit peer-group timings (tests speed gossip up).
-    pub async fn bind_tuned(config: Config, tuning: PeerTuning) -> Result<Server, Error> {
+    pub async fn bind_tuned(mut config: Config, tuning: PeerTuning) -> Result<Server, Error> {
         let dir = config.cache.dir.clone();
         let max_size = config.cache.max_size;
-        let store = tokio::task::spawn_blocking(move || Store::open(&dir, max_size))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))??;
+        let want_sendfile = config.cache.sendfile;
+        let (store, sendfile) = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&dir, max_size)?;
+            let works = want_sendfile && crate::sendfile::works_with(&store);
+            Ok::<_, Error>((store, works))
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))??;
+        if want_sendfile && !sendfile {
+            tracing::warn!(
+                dir = %config.cache.dir.display(),
+                "sendfile(2) does not work from this file system; large hits are copied instead"
+            );
+            config.cache.sendfile = false;
+        }
         let listener = TcpListener::bind(config.proxy.listen).await.map_err(|e| {
             Error::internal(format!("cannot listen on {}: {e}", config.proxy.listen))
         })?;

@@ -49,6 +49,29 @@ use crate::body::{Body, BoxError};
 /// Whether this build can send files (Linux only; elsewhere bodies are read and copied).
 pub const ENABLED: bool = cfg!(target_os = "linux");
 
+/// Whether `sendfile` works from files in the store's directory: most file systems support it,
+/// a few FUSE and stacked ones do not, and a hit would then be cut on every try. Sends a small
+/// temporary file to `/dev/null` once.
+#[cfg(target_os = "linux")]
+pub fn works_with(store: &crate::cache::store::Store) -> bool {
+    let probe = || -> io::Result<bool> {
+        let (path, mut file) = store.temp_file()?;
+        let sent = (|| {
+            io::Write::write_all(&mut file, b"probe")?;
+            let sink = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+            rustix::fs::sendfile(&sink, &file, Some(&mut 0), 5).map_err(io::Error::from)
+        })();
+        let _ = std::fs::remove_file(path);
+        Ok(sent? == 5)
+    };
+    probe().unwrap_or(false)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn works_with(_: &crate::cache::store::Store) -> bool {
+    false
+}
+
 /// Size of the marker region, hence the largest marker frame.
 pub const MARKER_MAX: usize = 1 << 20;
 
@@ -357,6 +380,18 @@ impl AsyncWrite for SendfileIo {
 
 #[cfg(test)]
 mod tests {
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_probe_finds_sendfile_working_here_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::cache::store::Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(works_with(&store));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
     use super::*;
 
     #[test]
