@@ -319,6 +319,27 @@ fn drain(holders: &mut Holders, peer: &mut Peer, node: NodeId) -> usize {
     n
 }
 
+/// A snapshot's stamp, taken from a [`Journal`] before its entries are gathered.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotAt {
+    node: NodeId,
+    epoch: u64,
+    seq: u64,
+}
+
+impl SnapshotAt {
+    /// The `Snapshot` of `entries` (one update per key), sorted by key.
+    pub fn of(self, mut entries: Vec<Update>) -> IndexReply {
+        entries.sort_by(|a, b| a.key().cmp(b.key()));
+        IndexReply::Snapshot {
+            node: self.node,
+            epoch: self.epoch,
+            seq: self.seq,
+            entries,
+        }
+    }
+}
+
 /// What a [`Journal`] answers a snapshot from: the keys this node holds or is fetching now.
 /// The in-memory map (the default) keeps every recorded update; a node with a large store
 /// implements it over its store instead, so that each stored key is not kept twice.
@@ -431,29 +452,45 @@ impl<S: OwnState> Journal<S> {
     /// still covers `since + 1` (empty when there is nothing new), else a `Snapshot`. A `since`
     /// beyond our seq can only come from another epoch of ours, so it gets a `Snapshot` too.
     pub fn since(&self, since: u64) -> IndexReply {
-        if since == self.seq {
-            return self.updates_after(since);
-        }
-        let covered = since < self.seq
-            && self
-                .log
-                .front()
-                .is_some_and(|first| first.seq <= since.saturating_add(1));
-        if covered {
-            self.updates_after(since)
-        } else {
-            self.snapshot()
-        }
+        self.updates_since(None, since)
+            .unwrap_or_else(|| self.snapshot_of(self.state.snapshot()))
     }
 
     /// Like [`Journal::since`], for an asker that says which epoch its `since` counts in: any
     /// other epoch than ours gets a `Snapshot`. Prefer it when the request carries the epoch.
     pub fn since_in(&self, epoch: u64, since: u64) -> IndexReply {
-        if epoch == self.epoch {
-            self.since(since)
-        } else {
-            self.snapshot()
+        self.updates_since(Some(epoch), since)
+            .unwrap_or_else(|| self.snapshot_of(self.state.snapshot()))
+    }
+
+    /// The `Updates` answer when the journal covers the asker (same epoch, if it says one);
+    /// `None` when it needs a snapshot. With [`Journal::snapshot_at`], lets a caller build a
+    /// large snapshot without holding the journal: a state read after this call holds at least
+    /// what it held at `seq`, and replaying later updates over more is harmless.
+    pub fn updates_since(&self, epoch: Option<u64>, since: u64) -> Option<IndexReply> {
+        if epoch.is_some_and(|e| e != self.epoch) {
+            return None;
         }
+        let covered = since == self.seq
+            || (since < self.seq
+                && self
+                    .log
+                    .front()
+                    .is_some_and(|first| first.seq <= since.saturating_add(1)));
+        covered.then(|| self.updates_after(since))
+    }
+
+    /// Where a snapshot taken now stands (node, epoch, seq); see [`SnapshotAt::of`].
+    pub fn snapshot_at(&self) -> SnapshotAt {
+        SnapshotAt {
+            node: self.node,
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
+
+    fn snapshot_of(&self, entries: Vec<Update>) -> IndexReply {
+        self.snapshot_at().of(entries)
     }
 
     /// The last seq assigned (0 before the first update).
@@ -470,17 +507,6 @@ impl<S: OwnState> Journal<S> {
             node: self.node,
             epoch: self.epoch,
             updates: self.log.iter().filter(|t| t.seq > since).cloned().collect(),
-        }
-    }
-
-    fn snapshot(&self) -> IndexReply {
-        let mut entries = self.state.snapshot();
-        entries.sort_by(|a, b| a.key().cmp(b.key()));
-        IndexReply::Snapshot {
-            node: self.node,
-            epoch: self.epoch,
-            seq: self.seq,
-            entries,
         }
     }
 }
@@ -989,6 +1015,29 @@ mod tests {
         assert_eq!(ix.holders(&k(1)), vec![holder(n(1), complete(1))]);
         assert_eq!(ix.holders(&k(2)), vec![holder(n(1), complete(2))]);
         assert_eq!(seqs(&journal.since(1)), Some(vec![2]));
+    }
+
+    #[test]
+    fn a_snapshot_gathered_after_its_stamp_converges_once_later_updates_replay() {
+        let mut journal = Journal::new(n(1), E1, 8);
+        journal.record(have(1, 1));
+        assert_eq!(journal.updates_since(Some(E2), 1), None, "another epoch");
+        assert_eq!(
+            journal.updates_since(None, 0).map(|r| seqs(&r)),
+            Some(Some(vec![1]))
+        );
+        // The stamp is taken, then the state moves on before the entries are read.
+        let at = journal.snapshot_at();
+        let later = [journal.record(dropped(1)), journal.record(have(2, 2))];
+        let snapshot = at.of(journal.state().snapshot()); // already without 1, with 2
+        let mut ix = Index::new(OWN);
+        ix.apply_reply(snapshot);
+        for t in later {
+            ix.apply(t);
+        }
+        assert_eq!(ix.applied(n(1)), Some((E1, 3)));
+        assert_eq!(ix.holders(&k(1)), vec![]);
+        assert_eq!(ix.holders(&k(2)), vec![holder(n(1), complete(2))]);
     }
 
     #[test]

@@ -284,12 +284,17 @@ impl Peers {
     }
 
     /// Answer to `GET /peer/v1/index`.
+    /// Blocking: a snapshot reads every stored row (outside the journal's lock, so that
+    /// advertising goes on meanwhile).
     pub fn index_since(&self, epoch: Option<u64>, since: u64) -> IndexReply {
-        let j = lock(&self.journal);
-        match epoch {
-            Some(e) => j.since_in(e, since),
-            None => j.since(since),
-        }
+        let (at, source) = {
+            let j = lock(&self.journal);
+            if let Some(updates) = j.updates_since(epoch, since) {
+                return updates;
+            }
+            (j.snapshot_at(), j.state().detach())
+        };
+        at.of(source.snapshot())
     }
 
     /// The address other nodes reach us at (gossip and transfer).

@@ -2,7 +2,7 @@
 //! store, which already keeps every key) and the keys it is fetching right now (its claims, kept
 //! here with their key strings for the transfer API). Answers the journal's snapshots.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cache::key::key_hash;
@@ -43,6 +43,52 @@ impl StoreState {
     pub fn claims(&self) -> usize {
         self.claims.len()
     }
+
+    /// What a snapshot needs, to be read without the journal's lock: the store and the open
+    /// claims as of now.
+    pub fn detach(&self) -> Detached {
+        Detached {
+            store: self.store.clone(),
+            heuristic: self.heuristic,
+            claims: self.claims.keys().copied().collect(),
+        }
+    }
+}
+
+/// See [`StoreState::detach`].
+pub struct Detached {
+    store: Store,
+    heuristic: Heuristic,
+    claims: Vec<KeyHash>,
+}
+
+impl Detached {
+    /// Reads every row: blocking, and as long as the store is large (a member joining, or one
+    /// that fell behind the journal, asks for it). One update per key: the first shareable
+    /// variant of each stored key, then the claims on keys not stored.
+    pub fn snapshot(&self) -> Vec<Update> {
+        let now = SystemTime::now();
+        let mut out = Vec::new();
+        let mut last: Option<KeyHash> = None;
+        self.store.for_each_entry(|e| {
+            if !e.shareable {
+                return;
+            }
+            let update = have(e, self.heuristic, now);
+            if last != Some(*update.key()) {
+                last = Some(*update.key());
+                out.push(update);
+            }
+        });
+        let stored: HashSet<KeyHash> = out.iter().map(|u| *u.key()).collect();
+        out.extend(
+            self.claims
+                .iter()
+                .filter(|h| !stored.contains(*h))
+                .map(|h| Update::InFlight { key: *h }),
+        );
+        out
+    }
 }
 
 /// The `Have` update for a stored entry: its body and how long it stays fresh, as of `now`.
@@ -76,31 +122,9 @@ impl OwnState for StoreState {
         }
     }
 
-    /// Reads every row: blocking, and as long as the store is large (a member joining, or one
-    /// that fell behind the journal, asks for it).
+    /// See [`Detached::snapshot`].
     fn snapshot(&self) -> Vec<Update> {
-        let now = SystemTime::now();
-        let mut out = Vec::new();
-        let mut last: Option<KeyHash> = None;
-        self.store.for_each_entry(|e| {
-            if !e.shareable {
-                return;
-            }
-            let update = have(e, self.heuristic, now);
-            // One update per key: the first shareable variant of each row.
-            if last != Some(*update.key()) {
-                last = Some(*update.key());
-                out.push(update);
-            }
-        });
-        let stored: std::collections::HashSet<KeyHash> = out.iter().map(|u| *u.key()).collect();
-        out.extend(
-            self.claims
-                .keys()
-                .filter(|h| !stored.contains(*h))
-                .map(|h| Update::InFlight { key: *h }),
-        );
-        out
+        self.detach().snapshot()
     }
 }
 
