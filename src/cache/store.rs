@@ -945,12 +945,20 @@ fn clear_dir(dir: &Path) {
     }
 }
 
+/// Storing bodies in tests, here and in the modules built on the store.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use std::io::Write;
 
-    fn entry(store: &Store, key: &str, variant: &str, body: &[u8]) -> (Entry, PathBuf) {
+    /// Commits `body` for `key` (variant `variant`, `max-age=60`) as a fill would.
+    pub(crate) fn commit_body(
+        store: &Store,
+        key: &str,
+        variant: &str,
+        body: &[u8],
+        shareable: bool,
+    ) -> Arc<Entry> {
         let (path, mut file) = store.temp_file().unwrap();
         file.write_all(body).unwrap();
         let mut headers = HeaderMap::new();
@@ -968,14 +976,18 @@ mod tests {
             },
             hash: blake3::hash(body),
             len: body.len() as u64,
-            shareable: true,
+            shareable,
         };
-        (entry, path)
+        store.commit(entry, &path).unwrap()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn put(store: &Store, key: &str, variant: &str, body: &[u8]) -> Arc<Entry> {
-        let (e, path) = entry(store, key, variant, body);
-        store.commit(e, &path).unwrap()
+        testing::commit_body(store, key, variant, body, true)
     }
 
     fn blob_files(dir: &Path) -> usize {

@@ -130,38 +130,8 @@ impl OwnState for StoreState {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::time::Duration;
-
-    use http::{HeaderMap, HeaderValue, StatusCode};
-
     use super::*;
-    use crate::cache::key::Variant;
-    use crate::cache::policy::Timing;
-    use crate::cache::store::PackedHeaders;
-
-    fn store_entry(store: &Store, key: &str, variant: &str, body: &[u8], shareable: bool) {
-        let (path, mut file) = store.temp_file().unwrap();
-        file.write_all(body).unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
-        let now = SystemTime::now();
-        let entry = Entry {
-            key: key.to_owned(),
-            variant: Variant::from_stored(variant.to_owned()),
-            status: StatusCode::OK,
-            head: PackedHeaders::pack(&headers),
-            timing: Timing {
-                request_time: now,
-                response_time: now,
-                corrected_initial_age: Duration::ZERO,
-            },
-            hash: blake3::hash(body),
-            len: body.len() as u64,
-            shareable,
-        };
-        store.commit(entry, &path).unwrap();
-    }
+    use crate::cache::store::testing::commit_body as store_entry;
 
     #[test]
     fn a_snapshot_has_one_update_per_shareable_key_and_the_open_claims() {
