@@ -46,30 +46,22 @@ use tokio::net::TcpStream;
 
 use crate::body::{Body, BoxError};
 
-/// Whether this build can send files (Linux only; elsewhere bodies are read and copied).
-pub const ENABLED: bool = cfg!(target_os = "linux");
-
-/// Whether `sendfile` works from files in the store's directory: most file systems support it,
-/// a few FUSE and stacked ones do not, and a hit would then be cut on every try. Sends a small
-/// temporary file to `/dev/null` once.
-#[cfg(target_os = "linux")]
+/// Whether `sendfile` works from files in the store's directory: never off Linux; on Linux most
+/// file systems support it, a few FUSE and stacked ones do not, and a hit would then be cut on
+/// every try. Sends a small temporary file to `/dev/null` once. Start-up turns `cache.sendfile`
+/// off when this is false, so the config alone says whether bodies go out this way.
 pub fn works_with(store: &crate::cache::store::Store) -> bool {
     let probe = || -> io::Result<bool> {
         let (path, mut file) = store.temp_file()?;
         let sent = (|| {
             io::Write::write_all(&mut file, b"probe")?;
             let sink = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-            rustix::fs::sendfile(&sink, &file, Some(&mut 0), 5).map_err(io::Error::from)
+            send(&sink, &file, &mut 0, 5)
         })();
         let _ = std::fs::remove_file(path);
         Ok(sent? == 5)
     };
     probe().unwrap_or(false)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn works_with(_: &crate::cache::store::Store) -> bool {
-    false
 }
 
 /// Size of the marker region, hence the largest marker frame.
@@ -307,8 +299,13 @@ impl SendfileIo {
 }
 
 #[cfg(target_os = "linux")]
-fn send(sock: &TcpStream, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
-    rustix::fs::sendfile(sock, file, Some(offset), count).map_err(io::Error::from)
+fn send(
+    out: impl rustix::fd::AsFd,
+    file: &File,
+    offset: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
+    rustix::fs::sendfile(out, file, Some(offset), count).map_err(io::Error::from)
 }
 
 #[cfg(target_os = "linux")]
@@ -322,7 +319,7 @@ fn cork(_: &TcpStream, _: bool) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn send(_: &TcpStream, _: &File, _: &mut u64, _: usize) -> io::Result<usize> {
+fn send<T>(_: T, _: &File, _: &mut u64, _: usize) -> io::Result<usize> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "sendfile is Linux only",
@@ -380,6 +377,7 @@ impl AsyncWrite for SendfileIo {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[cfg(target_os = "linux")]
     #[test]
@@ -392,7 +390,6 @@ mod tests {
             0
         );
     }
-    use super::*;
 
     #[test]
     fn markers_are_told_apart_from_data_by_address() {

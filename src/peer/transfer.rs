@@ -345,8 +345,7 @@ async fn object(
     // As read from disk: the receiver checks the hash. With `sendfile` only when this process
     // has read or written the blob whole (likely in the page cache: `sendfile` runs on the
     // runtime thread and would block it on disk reads).
-    let slot = (sendfile::ENABLED && peers.sendfile && peers.store.is_verified(&hash))
-        .then(|| slot.clone());
+    let slot = (peers.sendfile && peers.store.is_verified(&hash)).then(|| slot.clone());
     let r = ranged(method, req, len, permit, move |start, end| {
         counter.count_upload(end - start);
         match slot {
