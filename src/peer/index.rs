@@ -394,15 +394,6 @@ impl Journal {
         j.seq = 0; // the state is empty: nothing to stand for
         j
     }
-
-    /// Keys currently held or in flight (the size of a snapshot).
-    pub fn len(&self) -> usize {
-        self.state.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.state.is_empty()
-    }
 }
 
 impl<S: OwnState> Journal<S> {
@@ -1054,7 +1045,7 @@ mod tests {
     #[test]
     fn journal_keeps_the_current_state_for_snapshots() {
         let mut journal = Journal::new(n(1), E1, 2);
-        assert!(journal.is_empty());
+        assert!(journal.state().is_empty());
         let first = journal.record(inflight(3));
         assert_eq!(first, tag(n(1), E1, 1, inflight(3)));
         journal.record(have(1, 1));
@@ -1062,7 +1053,10 @@ mod tests {
         journal.record(inflight(2));
         journal.record(dropped(1));
         journal.record(dropped(9));
-        assert_eq!((journal.seq(), journal.epoch(), journal.len()), (6, E1, 2));
+        assert_eq!(
+            (journal.seq(), journal.epoch(), journal.state().len()),
+            (6, E1, 2)
+        );
         assert_eq!(
             journal.since(0),
             IndexReply::Snapshot {
