@@ -192,6 +192,7 @@ impl Peers {
         .map_err(|e| Error::internal(format!("peer gossip on {transfer_addr}: {e}")))?;
         let signer = Arc::new(RequestSigner::new(&key));
         let epoch = now_ms();
+        let heuristic = Heuristic::default();
         let peers = Arc::new(Peers {
             id,
             site: pc.site.clone(),
@@ -209,13 +210,13 @@ impl Peers {
                 id,
                 epoch,
                 DEFAULT_JOURNAL_CAPACITY,
-                StoreState::new(store.clone(), Heuristic::default()),
+                StoreState::new(store.clone(), heuristic),
             )),
             index: Mutex::new(Index::new(id)),
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
             bytes_from: Mutex::new(HashMap::new()),
-            heuristic: Heuristic::default(),
+            heuristic,
             sendfile: config.cache.sendfile,
         });
         // What we already hold needs no updates: members pull a snapshot (read from the store)
