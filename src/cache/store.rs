@@ -437,12 +437,15 @@ impl Inner {
         match self.in_memory(fp) {
             InMemory::Absent => None,
             InMemory::Found(v) => Some(v),
-            InMemory::OnDisk(gen) => {
-                let v = Arc::new(self.read_row(fp).filter(|v| v.gen == gen)?);
-                self.heads.insert(*fp, v.clone());
-                Some(v)
-            }
+            InMemory::OnDisk(gen) => self.load(fp, gen),
         }
+    }
+
+    /// Reads version `gen` of `fp`'s row into the heads cache.
+    fn load(&self, fp: &Fp, gen: u64) -> Option<Arc<Variants>> {
+        let v = Arc::new(self.read_row(fp).filter(|v| v.gen == gen)?);
+        self.heads.insert(*fp, v.clone());
+        Some(v)
     }
 
     fn removed(&self, fps: &[Fp]) {
@@ -685,9 +688,9 @@ impl Store {
         match self.inner.in_memory(fp) {
             InMemory::Absent => None,
             InMemory::Found(v) => Some(v),
-            InMemory::OnDisk(_) => {
+            InMemory::OnDisk(gen) => {
                 let (inner, fp) = (self.inner.clone(), *fp);
-                tokio::task::spawn_blocking(move || inner.get(&fp))
+                tokio::task::spawn_blocking(move || inner.load(&fp, gen))
                     .await
                     .ok()
                     .flatten()
