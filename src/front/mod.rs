@@ -7,6 +7,7 @@ pub mod answer;
 pub mod classify;
 pub mod forward;
 pub mod headers;
+pub mod links;
 pub mod respond;
 pub mod tunnel;
 
