@@ -35,7 +35,8 @@ const DEFAULT_ORIGIN: &str = "config/peercache.toml (built in)";
 ///
 /// Invariants (checked by [`Config::parse`]): every port is in 1..=65535,
 /// `cache.max_object_size <= cache.max_size`, every timeout is > 0, mirror prefixes are unique,
-/// and when peering is enabled on a wildcard `peers.listen`, `peers.advertise` is set.
+/// at most one mirror has `npm_tarballs`, and when peering is enabled on a wildcard
+/// `peers.listen`, `peers.advertise` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub proxy: Proxy,
@@ -122,6 +123,11 @@ pub struct Mirror {
     pub upstream: Uri,
     /// Answer group members with a 302 to a member holding the object (default false).
     pub redirect_to_peers: bool,
+    /// Also route npm tarball paths that arrive without any mirror prefix
+    /// (`/{name}/-/{file}.tgz`, `/@{scope}/{name}/-/{file}.tgz`: npm's `replace-registry-host`
+    /// moves lockfile URLs onto the registry's host and drops its path) to this mirror.
+    /// Invariant: true for at most one mirror.
+    pub npm_tarballs: bool,
 }
 
 /// `[peers]`: the cache-sharing group.

@@ -17,7 +17,8 @@ const TABLES: &[&str] = &["proxy", "cache", "upstream", "mirror", "peers", "log"
 pub(super) const PROXY_KEYS: &[&str] = &["listen", "allow", "connect_ports"];
 pub(super) const CACHE_KEYS: &[&str] = &["dir", "max_size", "max_object_size", "sendfile"];
 pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
-pub(super) const MIRROR_KEYS: &[&str] = &["prefix", "upstream", "redirect_to_peers"];
+pub(super) const MIRROR_KEYS: &[&str] =
+    &["prefix", "upstream", "redirect_to_peers", "npm_tarballs"];
 pub(super) const PEERS_KEYS: &[&str] = &[
     "enabled",
     "listen",

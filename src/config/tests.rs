@@ -128,6 +128,7 @@ fn commented_mirror_example_parses_when_uncommented() {
             prefix: "/debian/".into(),
             upstream: Uri::from_static("http://deb.debian.org/debian/"),
             redirect_to_peers: false,
+            npm_tarballs: false,
         }]
     );
 }
@@ -255,6 +256,13 @@ fn valid_values() {
             |c| c.mirrors.len() == 3,
         ),
         ("mirror = []", |c| c.mirrors.is_empty()),
+        (
+            "[[mirror]]\nprefix = \"/pypi/\"\nupstream = \"https://pypi.org/\"\n\
+             npm_tarballs = false\n\
+             [[mirror]]\nprefix = \"/npm/\"\nupstream = \"https://registry.npmjs.org/\"\n\
+             npm_tarballs = true",
+            |c| !c.mirrors[0].npm_tarballs && c.mirrors[1].npm_tarballs,
+        ),
     ];
     for (text, check) in cases {
         let config = ok(text);
@@ -436,7 +444,7 @@ redirect = true
             format!("peercache.toml:12: logging: unknown table (expected one of: {all})"),
             format!("peercache.toml:14: mirrors: unknown table (expected one of: {all})"),
             "peercache.toml:16: proxy.tls: unknown table (expected one of: listen, allow, connect_ports)".into(),
-            "peercache.toml:21: mirror[0].redirect: unknown key (expected one of: prefix, upstream, redirect_to_peers)".into(),
+            "peercache.toml:21: mirror[0].redirect: unknown key (expected one of: prefix, upstream, redirect_to_peers, npm_tarballs)".into(),
         ]
     );
 }
@@ -502,6 +510,11 @@ fn mirror_validation() {
             ],
         ),
         ("mirror = [{ prefix = \"/d/\" }]\n".into(), vec!["1: mirror[0].upstream: missing (every [[mirror]] needs prefix and upstream)".into()]),
+        // A prefix-less npm path leads to one mirror: the second claim is reported, naming the first.
+        (format!("{}npm_tarballs = true\n{}npm_tarballs = false\n{}npm_tarballs = true\n", m("/a/", up), m("/b/", up), m("/c/", up)), vec![
+            "12: mirror[2].npm_tarballs: only one mirror may serve npm tarballs without its prefix (already mirror[0] on line 4)".into(),
+        ]),
+        (format!("{}npm_tarballs = 1\n", m("/d/", up)), vec!["4: mirror[0].npm_tarballs: expected a boolean (true or false), found integer".into()]),
     ];
     for (text, want) in cases {
         let want: Vec<String> = want.iter().map(|w| format!("peercache.toml:{w}")).collect();

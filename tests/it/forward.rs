@@ -171,6 +171,7 @@ async fn mirror_routes_fetch_from_their_upstream_and_cache() {
         prefix: "/deb/".into(),
         upstream: format!("http://{}/debian/", origin.addr).parse().unwrap(),
         redirect_to_peers: false,
+        npm_tarballs: false,
     }];
     let proxy = start_proxy(c).await;
     let url = format!("http://{}/deb/dists/stable/Release", proxy.addr);
@@ -229,6 +230,7 @@ async fn an_https_mirror_upstream_is_fetched_over_tls_and_cached() {
         prefix: "/pypi/".into(),
         upstream: format!("https://{}/", origin.addr).parse().unwrap(),
         redirect_to_peers: false,
+        npm_tarballs: false,
     }];
     let proxy = start_proxy(c).await;
     let url = format!("http://{}/pypi/simple/pkg/", proxy.addr);
