@@ -16,6 +16,7 @@ use crate::cache::store::Store;
 use crate::config::Config;
 use crate::error::Error;
 use crate::fetch::{connect, origin::Origin, Fetcher};
+use crate::front::relink::Relinker;
 use crate::metrics::Metrics;
 use crate::peer::{self, PeerTuning, Peers};
 
@@ -36,6 +37,8 @@ pub struct App {
     pub started: tokio::time::Instant,
     /// The peer side, when `peers.enabled`.
     pub peers: Option<Arc<Peers>>,
+    /// Link rewriting for the mirrors' index pages.
+    pub relinker: Relinker,
     peer_side: std::sync::Mutex<Option<peer::Started>>,
 }
 
@@ -106,7 +109,9 @@ impl Server {
         } else {
             AccessLog::disabled()
         };
+        let relinker = Relinker::new(&config.mirrors, metrics.clone());
         let app = Arc::new(App {
+            relinker,
             config,
             listen,
             store,

@@ -64,6 +64,60 @@ pub fn coding(content_encoding: Option<&[u8]>) -> Option<Coding> {
     }
 }
 
+/// What happens to a mirror answer on its way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Not an index page (or not a 200): sent as it is, not counted.
+    Untouched,
+    /// An index page, in this coding: decoded, rewritten, sent in identity.
+    Rewrite(Coding),
+    /// An index page that is sent as the origin sent it, and counted.
+    Skip(Skip),
+}
+
+/// Why an index page goes out without its links rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Over [`MAX_BODY`], as announced or once decoded.
+    TooLarge,
+    /// A coding the rewriter cannot read, or a body that does not decode.
+    Coding,
+    /// The memory budget for bodies being rewritten is spent.
+    Busy,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 3] = [Skip::TooLarge, Skip::Coding, Skip::Busy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::TooLarge => "too-large",
+            Skip::Coding => "coding",
+            Skip::Busy => "busy",
+        }
+    }
+}
+
+/// The plan for an answer with this status, `Content-Type`, `Content-Encoding` and length (when
+/// known): only a 200 of an index type is rewritten, and only within [`MAX_BODY`] in a coding the
+/// rewriter reads. The same head always gets the same plan, so preconditions judged before the
+/// body is read agree with what is sent.
+pub fn plan(
+    status: u16,
+    content_type: Option<&[u8]>,
+    content_encoding: Option<&[u8]>,
+    len: Option<u64>,
+) -> Plan {
+    if status != 200 || !content_type.is_some_and(is_index_type) {
+        return Plan::Untouched;
+    }
+    match coding(content_encoding) {
+        None => Plan::Skip(Skip::Coding),
+        Some(_) if len.is_some_and(|n| n > MAX_BODY) => Plan::Skip(Skip::TooLarge),
+        Some(c) => Plan::Rewrite(c),
+    }
+}
+
 /// A mirror request's `Accept-Encoding` with only the codings the rewriter can read (gzip,
 /// deflate, identity; their parameters kept), so that an index page is never stored in a coding
 /// it cannot rewrite. `None` when nothing is left: ask for identity (no field).
@@ -427,6 +481,42 @@ mod tests {
             "text/htmlx",
         ] {
             assert!(!is_index_type(no.as_bytes()), "{no}");
+        }
+    }
+
+    #[test]
+    fn plans() {
+        use Plan::*;
+        let html = Some(&b"text/html; charset=utf-8"[..]);
+        let wheel = Some(&b"application/octet-stream"[..]);
+        let gz = Some(&b"gzip"[..]);
+        // (status, Content-Type, Content-Encoding, length, plan)
+        type Row<'a> = (u16, Option<&'a [u8]>, Option<&'a [u8]>, Option<u64>, Plan);
+        let cases: &[Row] = &[
+            (200, html, None, Some(10), Rewrite(Coding::Identity)),
+            (200, html, None, None, Rewrite(Coding::Identity)),
+            (200, html, gz, Some(10), Rewrite(Coding::Gzip)),
+            (200, html, None, Some(MAX_BODY), Rewrite(Coding::Identity)),
+            (
+                200,
+                html,
+                None,
+                Some(MAX_BODY + 1),
+                Skip(super::Skip::TooLarge),
+            ),
+            (200, html, Some(b"br"), Some(10), Skip(super::Skip::Coding)),
+            (200, wheel, None, Some(10), Untouched),
+            (200, None, None, Some(10), Untouched),
+            (206, html, None, Some(10), Untouched),
+            (404, html, None, Some(10), Untouched),
+            (304, None, None, None, Untouched),
+        ];
+        for (status, ct, ce, len, want) in cases {
+            assert_eq!(
+                plan(*status, *ct, *ce, *len),
+                *want,
+                "{status} {ct:?} {ce:?} {len:?}"
+            );
         }
     }
 
