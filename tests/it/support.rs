@@ -305,6 +305,25 @@ pub async fn get(proxy: SocketAddr, url: &str) -> Got {
     send(proxy, "GET", url, &[]).await
 }
 
+/// Sends an origin-form request for `path` to the proxy (as a client of a mirror route does),
+/// with `Host` naming the proxy.
+pub async fn get_path(proxy: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
+    let host = proxy.to_string();
+    let mut all = vec![("host", host.as_str())];
+    all.extend_from_slice(headers);
+    send(proxy, "GET", path, &all).await
+}
+
+/// A `[[mirror]]` route from `prefix` to `upstream`.
+pub fn mirror(prefix: &str, upstream: &str) -> peercache::config::Mirror {
+    peercache::config::Mirror {
+        prefix: prefix.into(),
+        upstream: upstream.parse().unwrap(),
+        redirect_to_peers: false,
+        npm_tarballs: false,
+    }
+}
+
 /// Sends a request and returns as soon as the head arrives (the body streams on).
 pub async fn send_head(
     proxy: SocketAddr,
@@ -574,6 +593,11 @@ pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
 
 /// Starts `n` nodes sharing one key, all seeded by the first, and waits until each sees the others.
 pub async fn cluster(n: usize) -> (Vec<Node>, tempfile::TempDir) {
+    cluster_with(n, |_| {}).await
+}
+
+/// `cluster`, with `edit` applied to every node's config.
+pub async fn cluster_with(n: usize, edit: impl Fn(&mut Config)) -> (Vec<Node>, tempfile::TempDir) {
     let keydir = tempdir();
     let key = keydir.path().join("cluster.key");
     write_key(&key, 7);
@@ -581,7 +605,8 @@ pub async fn cluster(n: usize) -> (Vec<Node>, tempfile::TempDir) {
     for i in 0..n {
         let dir = tempdir();
         let seed = nodes.first().map(|n| n.peers().membership_addr());
-        let c = peer_config(dir.path(), i, &key, seed);
+        let mut c = peer_config(dir.path(), i, &key, seed);
+        edit(&mut c);
         nodes.push(start_node(c, dir).await);
     }
     let all = nodes.iter().map(|n| n.peers().clone()).collect::<Vec<_>>();
