@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the hot pure code: Cache-Control parsing, the reuse decision, cache keys,
-//! the peer index, the store's URL index, and blake3 over 64 KiB frames.
+//! the peer index, the store's URL index, blake3 over 64 KiB frames, and mirror link rewriting.
 //! Run: `cargo bench --bench micro`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -130,6 +130,31 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             h.update(black_box(&frame));
         })
+    });
+    g.finish();
+
+    // Mirror link rewriting over an npm-like metadata document: 20 000 versions, each with a
+    // tarball URL under the mirror's upstream and a homepage URL under none (about 8 MiB).
+    use peercache::front::links::LinkTable;
+    let upstream: Uri = "https://registry.npmjs.org/".parse().expect("uri");
+    let table = LinkTable::new([(&upstream, "/npm/")]);
+    let rewrite = table.for_client("127.0.0.1:3128").expect("authority");
+    let doc: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "\"1.0.{i}\":{{\"name\":\"pkg\",\"version\":\"1.0.{i}\",\"homepage\":\"https://github.com/o/pkg#readme\",\
+                 \"dist\":{{\"integrity\":\"sha512-{i:0>86}\",\"shasum\":\"{i:0>40}\",\
+                 \"tarball\":\"https://registry.npmjs.org/pkg/-/pkg-1.0.{i}.tgz\"}},\
+                 \"description\":\"{}\"}},",
+                "x".repeat(180)
+            )
+        })
+        .collect();
+    let mut g = c.benchmark_group("links");
+    g.throughput(Throughput::Bytes(doc.len() as u64));
+    g.sample_size(20);
+    g.bench_function("rewrite_npm_metadata", |b| {
+        b.iter(|| rewrite.apply(black_box(doc.as_bytes())).len())
     });
     g.finish();
 }
