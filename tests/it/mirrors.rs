@@ -337,16 +337,15 @@ async fn a_collapsed_reader_of_a_page_still_downloading_gets_it_rewritten_too() 
         rest: Some(rest.to_owned().into()),
         gate,
     };
+    let reply = Reply {
+        payload,
+        ..Reply::ok("")
+    };
     p.index.route(
         "/simple/demo/",
-        Reply {
-            status: 200,
-            headers: vec![
-                ("content-type".into(), "text/html".into()),
-                ("cache-control".into(), "max-age=600".into()),
-            ],
-            payload,
-        },
+        reply
+            .header("content-type", "text/html")
+            .header("cache-control", "max-age=600"),
     );
     let proxy = p.proxy.addr;
     let key = p.index.url("/simple/demo/");
