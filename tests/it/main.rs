@@ -9,4 +9,5 @@ mod collapse;
 mod forward;
 mod peers;
 mod restart;
+mod rules;
 mod zerocopy;

@@ -132,7 +132,12 @@ fn rule(pattern: &str, fresh: Option<u64>, immutable: bool, key_fields: &[&'stat
 }
 
 /// (URL, the deciding rule, the lifetime and key fields it gives).
-type Decided = (&'static str, Option<Source>, Option<Lifetime>, Vec<&'static str>);
+type Decided = (
+    &'static str,
+    Option<Source>,
+    Option<Lifetime>,
+    Vec<&'static str>,
+);
 
 #[test]
 fn first_match_wins_user_rules_before_presets() {
