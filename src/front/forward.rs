@@ -15,6 +15,7 @@ use crate::cache::cache_control::CacheControl;
 use crate::cache::inflight::{Inflight, Join, Outcome};
 use crate::cache::key::{CacheKey, Variant};
 use crate::cache::policy::{self, Heuristic, Reuse, Stored};
+use crate::cache::rules::Treatment;
 use crate::cache::store::Entry;
 use crate::error::{Error, Kind};
 use crate::fetch::peer::{FromPeers, Want};
@@ -63,9 +64,13 @@ pub async fn handle(
 
 /// Picks the stored variant matching the request's `Vary`-named fields and the key fields of
 /// the URL's rule (RFC 9111 §4.1).
-async fn select(app: &App, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
+async fn select(
+    app: &App,
+    key: &str,
+    treat: &Treatment<'_>,
+    req: &HeaderMap,
+) -> Option<Arc<Entry>> {
     let variants = app.store.lookup(key).await?;
-    let treat = app.rules.treat(key);
     variants
         .entries
         .iter()
@@ -80,9 +85,10 @@ async fn select(app: &App, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
 async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Error> {
     let req_cc = CacheControl::from_request(ask.headers);
     let now = SystemTime::now();
-    let h = app.rules.treat(key).heuristic;
+    let treat = app.rules.treat(key);
+    let h = treat.heuristic;
     let mut stale = None;
-    if let Some(entry) = select(app, key, ask.headers).await {
+    if let Some(entry) = select(app, key, &treat, ask.headers).await {
         let headers = entry.headers();
         let stored = Stored {
             status: entry.status,
@@ -113,7 +119,7 @@ async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Erro
     if ask.method == Method::HEAD && stale.is_none() {
         return head_through(app, ask).await;
     }
-    let result = fetch(app, ask, key, stale.as_ref()).await;
+    let result = fetch(app, ask, key, &treat, stale.as_ref()).await;
     match (result, stale) {
         (Ok((resp, status)), Some(entry))
             if resp.status().is_server_error() && may_serve_stale(&entry, &req_cc, h) =>
@@ -181,6 +187,7 @@ async fn fetch(
     app: &Arc<App>,
     ask: &Ask<'_>,
     key: &str,
+    treat: &Treatment<'_>,
     stale: Option<&Arc<Entry>>,
 ) -> Result<Answer, Error> {
     for _ in 0..MAX_JOINS {
@@ -188,7 +195,7 @@ async fn fetch(
             Join::Leader(permit) => {
                 if stale.is_none() {
                     // A fill may have been committed between our lookup and our join.
-                    if let Some(entry) = select(app, key, ask.headers).await {
+                    if let Some(entry) = select(app, key, treat, ask.headers).await {
                         drop(permit);
                         if let Some(a) =
                             from_store(app, ask, &entry, entry.headers(), CacheStatus::Hit).await
@@ -205,7 +212,7 @@ async fn fetch(
             }
             Join::Follower(fill) => match fill.head().await {
                 Ok(head) => {
-                    let vary = app.rules.treat(key).vary(&head.headers);
+                    let vary = treat.vary(&head.headers);
                     if Variant::of_request(&vary, ask.headers).as_ref() != Some(&head.variant) {
                         break; // another variant: fetch our own
                     }

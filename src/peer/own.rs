@@ -185,4 +185,47 @@ mod tests {
         assert_eq!(state.claims(), 0);
         assert_eq!(state.claimed(&claimed), None);
     }
+
+    #[test]
+    fn the_advertised_lifetime_follows_the_rules() {
+        use crate::cache::policy::{Timing, IMMUTABLE};
+        use crate::cache::store::PackedHeaders;
+        use crate::config::Preset;
+        use std::time::Duration;
+
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let entry = |key: &str| Entry {
+            key: key.to_owned(),
+            variant: Default::default(),
+            status: http::StatusCode::OK,
+            head: PackedHeaders::pack(&http::HeaderMap::new()),
+            timing: Timing {
+                request_time: now,
+                response_time: now,
+                corrected_initial_age: Duration::from_secs(100),
+            },
+            hash: blake3::hash(b"deb"),
+            len: 3,
+            shareable: true,
+        };
+        let presets = Rules::new(&[], &Preset::ALL, Default::default()).unwrap();
+        let fresh_until = |e: &Entry, rules: &Rules| match have(e, rules, now) {
+            Update::Have { fresh_until, .. } => fresh_until,
+            other => panic!("{other:?}"),
+        };
+        let pool = entry("http://deb.example/debian/pool/main/h/hello/hello_1.0_all.deb");
+        let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(
+            fresh_until(&pool, &presets),
+            secs + IMMUTABLE.as_secs() - 100,
+            "immutable by the debian preset, as every node judges it"
+        );
+        assert_eq!(
+            fresh_until(&pool, &Rules::none()),
+            secs,
+            "no rule: stale now"
+        );
+        let page = entry("http://deb.example/about");
+        assert_eq!(fresh_until(&page, &presets), secs);
+    }
 }
