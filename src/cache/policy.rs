@@ -107,7 +107,8 @@ fn understood(status: StatusCode) -> bool {
 ///   deliberate, safer-than-RFC choice: never hand one user's cookie to another).
 /// - It needs explicit freshness (`public`, `max-age`, `s-maxage`, an `Expires` field, even an
 ///   invalid one which makes it stale) or a heuristically cacheable status (§4.2.2); else
-///   `NoFreshnessInfo`. A response with `no-cache` IS storable (revalidated on every use).
+///   `NoFreshnessInfo`. A response with `no-cache` IS storable (revalidated on every use) when
+///   the next rule lets it be.
 /// - Without a stated lifetime (`max-age`, `s-maxage`, `Expires`) it needs a validator
 ///   (`ETag`, a valid `Last-Modified`) or a lifetime > 0 from the rule in `h`; else
 ///   `NeverReusable`: it could only ever be served after fetching it whole again.
