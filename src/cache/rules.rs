@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
-use regex::RegexSet;
+use regex::{RegexSet, RegexSetBuilder};
 
 use crate::cache::key::Vary;
 use crate::cache::policy::{Heuristic, Lifetime};
@@ -62,8 +62,10 @@ impl Treatment<'_> {
 }
 
 impl Rules {
-    /// Compiles `user` rules then `presets` over the `base` heuristic. Fails only when the set of
-    /// patterns is too large to compile together (each one alone was checked by the config).
+    /// Compiles `user` rules then `presets` over the `base` heuristic. Each user pattern alone
+    /// compiled within the regex crate's default size limit when the config was read; the set
+    /// gets that limit once per pattern, so it fails only if combining them costs more than the
+    /// sum of their parts.
     pub fn new(
         user: &[config::Rule],
         presets: &[Preset],
@@ -97,11 +99,11 @@ impl Rules {
                 });
             }
         }
-        Ok(Rules {
-            set: RegexSet::new(patterns)?,
-            hints,
-            base,
-        })
+        let size_limit = PATTERN_SIZE_LIMIT.saturating_mul(patterns.len() + 1);
+        let set = RegexSetBuilder::new(patterns)
+            .size_limit(size_limit)
+            .build()?;
+        Ok(Rules { set, hints, base })
     }
 
     /// The rules of a configuration, over the default heuristic.
@@ -136,6 +138,9 @@ impl Rules {
         }
     }
 }
+
+/// The regex crate's default size limit for one compiled pattern (`RegexBuilder::size_limit`).
+const PATTERN_SIZE_LIMIT: usize = 10 * (1 << 20);
 
 /// One built-in rule.
 struct PresetRule {
