@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot pure code: Cache-Control parsing, the reuse decision, cache keys,
-//! the peer index, the store's URL index, blake3 over 64 KiB frames, and mirror link rewriting.
+//! the freshness rules' lookup, the peer index, the store's URL index, blake3 over 64 KiB
+//! frames, and mirror link rewriting.
 //! Run: `cargo bench --bench micro`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -51,6 +52,22 @@ fn bench(c: &mut Criterion) {
     c.bench_function("cache_key_and_hash", |b| {
         b.iter(|| CacheKey::from_uri(black_box(&uri)).map(|k| k.hash()))
     });
+
+    // Freshness rules: every preset on (the default), one URL a preset names and one it does not
+    // (the latter must try every pattern).
+    use peercache::cache::rules::Rules;
+    use peercache::config::Preset;
+    let rules = Rules::new(&[], &Preset::ALL, Heuristic::default()).expect("presets compile");
+    let matched = "http://deb.example.org/debian/pool/main/p/peercache/peercache_1.0_amd64.deb";
+    let unmatched = "https://www.example.org/assets/app.3f9c2b.js";
+    let mut g = c.benchmark_group("rules_lookup");
+    g.bench_function("preset_match", |b| {
+        b.iter(|| rules.treat(black_box(matched)).heuristic.rule)
+    });
+    g.bench_function("no_match", |b| {
+        b.iter(|| rules.treat(black_box(unmatched)).heuristic.rule)
+    });
+    g.finish();
 
     // Peer index: apply 10k `have` updates from 8 nodes, then look keys up.
     use peercache::peer::index::Index;

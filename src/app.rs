@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::accesslog::AccessLog;
 use crate::cache::inflight::Inflight;
-use crate::cache::policy::Heuristic;
+use crate::cache::rules::Rules;
 use crate::cache::store::Store;
 use crate::config::Config;
 use crate::error::Error;
@@ -32,7 +32,8 @@ pub struct App {
     pub inflight: Arc<Inflight>,
     pub fetcher: Fetcher,
     pub metrics: Arc<Metrics>,
-    pub heuristic: Heuristic,
+    /// Freshness rules and presets, compiled; the same `Arc` as the fetcher's and the peers'.
+    pub rules: Arc<Rules>,
     pub access: AccessLog,
     pub started: tokio::time::Instant,
     /// The peer side, when `peers.enabled`.
@@ -87,10 +88,14 @@ impl Server {
         };
         let tls =
             connect::tls_config(&extra_roots).map_err(|e| Error::internal(format!("TLS: {e}")))?;
+        let rules = Rules::from_config(&config.rules)
+            .map_err(|e| Error::internal(format!("rules: cannot compile the patterns: {e}")))?;
+        let rules = Arc::new(rules);
         let metrics = Arc::new(Metrics::default());
         let inflight = Inflight::new();
         let peer_side = if config.peers.enabled {
-            Some(Peers::start(&config, store.clone(), inflight.clone(), tuning).await?)
+            let (store, inflight) = (store.clone(), inflight.clone());
+            Some(Peers::start(&config, store, inflight, rules.clone(), tuning).await?)
         } else {
             None
         };
@@ -103,6 +108,7 @@ impl Server {
             max_object_size: config.cache.max_object_size,
             via,
             peers: peers.clone(),
+            rules: rules.clone(),
         };
         let access = if config.log.access {
             AccessLog::stdout()
@@ -118,7 +124,7 @@ impl Server {
             inflight,
             fetcher,
             metrics,
-            heuristic: Heuristic::default(),
+            rules,
             access,
             started: tokio::time::Instant::now(),
             peers,

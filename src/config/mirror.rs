@@ -1,47 +1,17 @@
 //! `[[mirror]]` entries: each read and validated, prefixes unique among them, at most one serving
 //! npm tarballs without its prefix.
 
-use toml_edit::{Item, TableLike, Value};
+use toml_edit::TableLike;
 
 use super::addr::{parse_prefix, parse_upstream};
-use super::reader::{Field, Loc, Node, Reader, Slot};
+use super::reader::{Field, Loc, Reader, Slot};
 use super::schema::MIRROR_KEYS;
 use super::Mirror;
 
 impl<'a, 'p> Reader<'a, 'p> {
     /// `[[mirror]]` tables (or `mirror = [{ ... }]`): each entry validated, prefixes unique.
     pub(super) fn mirrors(&mut self, f: &Field<'a, '_>) -> Option<Vec<Mirror>> {
-        // (index in the array, entry, where it starts)
-        let mut entries: Vec<(usize, &dyn TableLike, Loc<'a>)> = Vec::new();
-        let mut ok = true;
-        match f.node {
-            Node::Item(Item::ArrayOfTables(tables)) => {
-                for (i, table) in tables.iter().enumerate() {
-                    entries.push((i, table as &dyn TableLike, self.loc(table.span())));
-                }
-            }
-            Node::Item(Item::Value(Value::Array(array))) => {
-                for (i, value) in array.iter().enumerate() {
-                    let loc = self.loc(value.span());
-                    match value.as_inline_table() {
-                        Some(table) => entries.push((i, table as &dyn TableLike, loc)),
-                        None => {
-                            let message = format!("expected a table, found {}", value.type_name());
-                            self.report(loc, &format!("mirror[{i}]"), message);
-                            ok = false;
-                        }
-                    }
-                }
-            }
-            other => {
-                let message = format!(
-                    "expected [[mirror]] tables (an array of tables), found {}",
-                    other.type_name()
-                );
-                self.report(f.value_loc, &f.path, message);
-                return None;
-            }
-        }
+        let (entries, mut ok) = self.tables(f, "mirror")?;
         let mut seen = Vec::new();
         let mut npm = None;
         let mut mirrors = Vec::new();

@@ -13,8 +13,9 @@ use crate::app::App;
 use crate::body::{self, Body};
 use crate::cache::cache_control::CacheControl;
 use crate::cache::inflight::{Inflight, Join, Outcome};
-use crate::cache::key::{CacheKey, Variant, Vary};
-use crate::cache::policy::{self, Reuse, Stored};
+use crate::cache::key::{CacheKey, Variant};
+use crate::cache::policy::{self, Heuristic, Reuse, Stored};
+use crate::cache::rules::Treatment;
 use crate::cache::store::Entry;
 use crate::error::{Error, Kind};
 use crate::fetch::peer::{FromPeers, Want};
@@ -76,17 +77,22 @@ pub async fn handle(
     Ok((resp, status))
 }
 
-/// Picks the stored variant matching the request's `Vary`-named fields (RFC 9111 §4.1).
-async fn select(app: &App, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
+/// Picks the stored variant matching the request's `Vary`-named fields and the key fields of
+/// the URL's rule (RFC 9111 §4.1).
+async fn select(
+    app: &App,
+    key: &str,
+    treat: &Treatment<'_>,
+    req: &HeaderMap,
+) -> Option<Arc<Entry>> {
     let variants = app.store.lookup(key).await?;
     variants
         .entries
         .iter()
         .find(|e| {
-            // No Vary when it was stored (empty variant): it matches every request.
-            e.variant.as_str().is_empty()
-                || Variant::of_request(&Vary::from_headers(&e.headers()), req).as_ref()
-                    == Some(&e.variant)
+            // Nothing to select by (no Vary, no key fields): it matches every request.
+            (e.variant.as_str().is_empty() && treat.key_fields.is_empty())
+                || Variant::of_request(&treat.vary(&e.headers()), req).as_ref() == Some(&e.variant)
         })
         .cloned()
 }
@@ -94,9 +100,10 @@ async fn select(app: &App, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
 async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Error> {
     let req_cc = CacheControl::from_request(ask.headers);
     let now = SystemTime::now();
-    let h = app.heuristic;
+    let treat = app.rules.treat(key);
+    let h = treat.heuristic;
     let mut stale = None;
-    if let Some(entry) = select(app, key, ask.headers).await {
+    if let Some(entry) = select(app, key, &treat, ask.headers).await {
         let headers = entry.headers();
         let stored = Stored {
             status: entry.status,
@@ -127,18 +134,17 @@ async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Erro
     if ask.method == Method::HEAD && stale.is_none() {
         return head_through(app, ask).await;
     }
-    let result = fetch(app, ask, key, stale.as_ref()).await;
+    let result = fetch(app, ask, key, &treat, stale.as_ref()).await;
     match (result, stale) {
         (Ok((resp, status)), Some(entry))
-            if resp.status().is_server_error() && may_serve_stale(&entry, &req_cc, app) =>
+            if resp.status().is_server_error() && may_serve_stale(&entry, &req_cc, h) =>
         {
             tracing::info!(%key, status = %resp.status(), "origin error; serving stale (stale-if-error)");
             drop((resp, status));
             Ok(stale_answer(app, ask, &entry).await?)
         }
         (Err(e), Some(entry))
-            if e.side != crate::error::Side::Downstream
-                && may_serve_stale(&entry, &req_cc, app) =>
+            if e.side != crate::error::Side::Downstream && may_serve_stale(&entry, &req_cc, h) =>
         {
             tracing::info!(%key, "origin failed ({e}); serving stale (stale-if-error)");
             Ok(stale_answer(app, ask, &entry).await?)
@@ -147,14 +153,14 @@ async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Erro
     }
 }
 
-fn may_serve_stale(entry: &Entry, req_cc: &CacheControl, app: &App) -> bool {
+fn may_serve_stale(entry: &Entry, req_cc: &CacheControl, h: Heuristic) -> bool {
     let headers = entry.headers();
     let stored = Stored {
         status: entry.status,
         headers: &headers,
         timing: entry.timing,
     };
-    policy::stale_if_error(&stored, req_cc, SystemTime::now(), app.heuristic)
+    policy::stale_if_error(&stored, req_cc, SystemTime::now(), h)
 }
 
 async fn stale_answer(app: &Arc<App>, ask: &Ask<'_>, entry: &Arc<Entry>) -> Result<Answer, Error> {
@@ -197,6 +203,7 @@ async fn fetch(
     app: &Arc<App>,
     ask: &Ask<'_>,
     key: &str,
+    treat: &Treatment<'_>,
     stale: Option<&Arc<Entry>>,
 ) -> Result<Answer, Error> {
     for _ in 0..MAX_JOINS {
@@ -204,7 +211,7 @@ async fn fetch(
             Join::Leader(permit) => {
                 if stale.is_none() {
                     // A fill may have been committed between our lookup and our join.
-                    if let Some(entry) = select(app, key, ask.headers).await {
+                    if let Some(entry) = select(app, key, treat, ask.headers).await {
                         drop(permit);
                         if let Some(a) =
                             from_store(app, ask, &entry, entry.headers(), CacheStatus::Hit).await
@@ -221,7 +228,7 @@ async fn fetch(
             }
             Join::Follower(fill) => match fill.head().await {
                 Ok(head) => {
-                    let vary = Vary::from_headers(&head.headers);
+                    let vary = treat.vary(&head.headers);
                     if Variant::of_request(&vary, ask.headers).as_ref() != Some(&head.variant) {
                         break; // another variant: fetch our own
                     }

@@ -10,4 +10,5 @@ mod forward;
 mod mirrors;
 mod peers;
 mod restart;
+mod rules;
 mod zerocopy;

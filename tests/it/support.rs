@@ -555,6 +555,26 @@ impl Node {
     }
 }
 
+/// The key hash peers use for `url`.
+pub fn key_hash_of(url: &str) -> [u8; 32] {
+    let uri: http::Uri = url.parse().unwrap();
+    peercache::cache::key::CacheKey::from_uri(&uri)
+        .unwrap()
+        .hash()
+}
+
+/// Waits until `node` knows `holders` holders of `url`.
+pub async fn wait_holders(node: &Node, url: &str, holders: usize) {
+    let kh = key_hash_of(url);
+    let p = node.peers().clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || p.sources(&kh, None).len()
+            >= holders)
+        .await,
+        "index never showed {holders} holder(s) of {url}"
+    );
+}
+
 /// Writes a cluster key shared by a test group.
 pub fn write_key(path: &Path, byte: u8) {
     std::fs::write(path, hex32([byte; 32])).unwrap();
