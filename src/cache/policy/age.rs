@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::DATE;
+use http::header::{AGE, DATE};
 use http::HeaderMap;
 
 use super::http_date;
@@ -29,16 +29,13 @@ impl Timing {
     /// `apparent_age = max(0, response_time - Date)`,
     /// `corrected_age_value = Age + (response_time - request_time)`,
     /// `corrected_initial_age = max(apparent_age, corrected_age_value)`.
-    /// A missing or invalid Date gives `apparent_age = 0`; a missing or invalid Age counts as 0;
-    /// a response that "arrived before it was sent" (clock step) has no response delay.
+    /// A missing or invalid Date gives `apparent_age = 0`; Age is read by [`age_value`]; a
+    /// response that "arrived before it was sent" (clock step) has no response delay.
     pub fn new(request_time: SystemTime, response_time: SystemTime, resp: &HeaderMap) -> Self {
-        let apparent_age = http_date(resp, &DATE)
+        let apparent_age = http_date(resp, &DATE, response_time)
             .and_then(|date| response_time.duration_since(date).ok())
             .unwrap_or(Duration::ZERO);
-        let age_value = resp
-            .get(http::header::AGE)
-            .and_then(|v| parse_delta(v.as_bytes()))
-            .map_or(Duration::ZERO, Duration::from_secs);
+        let age_value = age_value(resp).map_or(Duration::ZERO, Duration::from_secs);
         let response_delay = response_time
             .duration_since(request_time)
             .unwrap_or(Duration::ZERO);
@@ -60,9 +57,14 @@ impl Timing {
     }
 }
 
-/// delta-seconds (RFC 9111 §1.2.2), saturating at 2^31; `None` unless only digits (after OWS).
-fn parse_delta(v: &[u8]) -> Option<u64> {
-    crate::grammar::delta_seconds(trim(v))
+/// The `Age` of a response (RFC 9111 §5.1): the first member of the field value (of its first
+/// line), since a cache "SHOULD use the first member" of a list-based value, as delta-seconds
+/// saturating at 2^31; `None` when absent or when that member is not a non-negative integer
+/// (the field is then ignored).
+fn age_value(resp: &HeaderMap) -> Option<u64> {
+    let line = resp.get(AGE)?.as_bytes();
+    let first = line.split(|&b| b == b',').next().unwrap_or_default();
+    crate::grammar::delta_seconds(trim(first))
 }
 
 #[cfg(test)]
@@ -85,7 +87,11 @@ mod tests {
             ("Age beats Date", T0, T0 + 2, vec![("age", "300".into()), ("date", date(T0 - 98))], secs(302)),
             ("Age invalid ignored", T0, T0 + 2, vec![("age", "abc".into())], secs(2)),
             ("Age negative ignored", T0, T0 + 2, vec![("age", "-5".into())], secs(2)),
-            ("Age list ignored", T0, T0 + 2, vec![("age", "5, 6".into())], secs(2)),
+            // RFC 9111 §5.1: a list-based Age uses its first member.
+            ("Age list: first member", T0, T0 + 2, vec![("age", "7200, 0".into())], secs(7202)),
+            ("Age list without spaces", T0, T0 + 2, vec![("age", "5,6".into())], secs(7)),
+            ("Age list, invalid first member ignored", T0, T0 + 2, vec![("age", "x, 6".into())], secs(2)),
+            ("Age list, empty first member ignored", T0, T0 + 2, vec![("age", ", 6".into())], secs(2)),
             ("Age huge saturates", T0, T0 + 2, vec![("age", "99999999999999999999".into())], secs(DELTA_SECONDS_MAX + 2)),
             ("first Age line", T0, T0, vec![("age", "7".into()), ("age", "9".into())], secs(7)),
             ("Date invalid ignored", T0, T0 + 2, vec![("date", "yesterday".into())], secs(2)),

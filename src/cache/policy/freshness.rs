@@ -82,9 +82,9 @@ pub fn freshness_lifetime(
     if let Some(s) = cc.s_maxage.or(cc.max_age) {
         return Duration::from_secs(s);
     }
-    let date = http_date(resp, &DATE).unwrap_or(response_time);
+    let date = http_date(resp, &DATE, response_time).unwrap_or(response_time);
     if resp.contains_key(EXPIRES) {
-        return http_date(resp, &EXPIRES)
+        return http_date(resp, &EXPIRES, response_time)
             .and_then(|expires| expires.duration_since(date).ok())
             .unwrap_or(Duration::ZERO);
     }
@@ -94,7 +94,8 @@ pub fn freshness_lifetime(
     if !(heuristically_cacheable(status) || cc.public) {
         return Duration::ZERO;
     }
-    let Some(since) = http_date(resp, &LAST_MODIFIED).and_then(|lm| date.duration_since(lm).ok())
+    let Some(since) =
+        http_date(resp, &LAST_MODIFIED, response_time).and_then(|lm| date.duration_since(lm).ok())
     else {
         return Duration::ZERO;
     };
@@ -161,6 +162,14 @@ mod tests {
             ("Expires invalid: expired, no heuristic", 200, vec![("expires", "0".into()), lm(100_000)], h, secs(0)),
             ("obsolete RFC 850 Expires", 200, vec![("date", "Sun, 06 Nov 1994 08:49:37 GMT".into()), ("expires", "Sunday, 06-Nov-94 08:50:37 GMT".into())], h, secs(60)),
             ("obsolete asctime Expires", 200, vec![("date", "Sun, 06 Nov 1994 08:49:37 GMT".into()), ("expires", "Sun Nov  6 08:50:37 1994".into())], h, secs(60)),
+            // RFC 9110 §5.6.7, RFC 9111 §4.2: a cache parses dates leniently...
+            ("lower-case Expires", 200, vec![("date", "Sun, 06 Nov 1994 08:49:37 GMT".into()), ("expires", "sun, 06 nov 1994 08:50:37 gmt".into())], h, secs(60)),
+            ("asctime Expires, wrong weekday", 200, vec![("date", "Sun, 06 Nov 1994 08:49:37 GMT".into()), ("expires", "Wed Nov  6 08:50:37 1994".into())], h, secs(60)),
+            ("IMF Date, wrong weekday", 200, vec![("date", "Mon, 06 Nov 1994 08:49:37 GMT".into()), ("expires", "Sun, 06 Nov 1994 08:50:37 GMT".into())], h, secs(60)),
+            // ...but an invalid one still means "already expired" (RFC 9111 §5.3).
+            ("Expires in another zone: expired", 200, vec![("expires", "Sun, 06 Nov 2094 08:50:37 UTC".into())], h, secs(0)),
+            ("Expires on 31 Nov: expired", 200, vec![("expires", "Sun, 31 Nov 2094 08:50:37 GMT".into())], h, secs(0)),
+            ("lower-case Last-Modified heuristic", 200, vec![("date", date(T0)), ("last-modified", date(T0 - 10_000).to_lowercase())], h, secs(1_000)),
             ("heuristic 10 %", 200, vec![lm(10_000)], h, secs(1_000)),
             ("heuristic uses Date", 200, vec![("date", date(T0 - 1_000)), lm(11_000)], h, secs(1_000)),
             ("heuristic just under the cap", 200, vec![lm(863_990)], h, secs(86_399)),

@@ -3,6 +3,7 @@
 //! invalidation (`invalidate`). Pure: no I/O, no clock (`now` is always a parameter).
 
 mod age;
+mod date;
 mod freshness;
 mod invalidate;
 mod reuse;
@@ -23,10 +24,10 @@ pub use reuse::{forbids_stale, reuse, stale_if_error, Reuse, Stored};
 pub use storable::{shareable, storability, NotStorable, Storability};
 pub use validate::{merge_not_modified, validators};
 
-/// The first field line of `name` as an HTTP-date (RFC 9110 §5.6.7), if valid.
-fn http_date(h: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
-    let v = h.get(name)?.to_str().ok()?;
-    httpdate::parse_http_date(v.trim()).ok()
+/// The first field line of `name` as an HTTP-date, parsed as leniently as a cache recipient may
+/// ([`date`]), a two-digit year read against `reference`; `None` when absent or invalid.
+fn http_date(h: &HeaderMap, name: &HeaderName, reference: SystemTime) -> Option<SystemTime> {
+    date::HttpDate::parse(h.get(name)?.as_bytes())?.at(reference)
 }
 
 #[cfg(test)]
