@@ -13,10 +13,13 @@ use crate::grammar::trim_ows as trim;
 pub enum NotStorable {
     /// The request method is not GET (only GET responses are stored).
     Method,
-    /// The status is not final, not understood, or 304.
+    /// The status is not final (1xx), not a valid HTTP status (600..=999), or 304.
     Status,
     /// 206: we never store partial content.
     Partial,
+    /// `must-understand` on a status whose requirements this cache does not know (RFC 9111
+    /// §5.2.2.3).
+    MustUnderstand,
     /// The request carried `Cache-Control: no-store` (RFC 9111 §5.2.1.5).
     NoStoreRequest,
     /// The response carried `no-store` (RFC 9111 §5.2.2.5) without an applicable `must-understand`.
@@ -43,6 +46,7 @@ impl NotStorable {
             NotStorable::Method => "method",
             NotStorable::Status => "status",
             NotStorable::Partial => "partial",
+            NotStorable::MustUnderstand => "must-understand",
             NotStorable::NoStoreRequest => "no-store-request",
             NotStorable::NoStoreResponse => "no-store-response",
             NotStorable::Private => "private",
@@ -79,8 +83,8 @@ pub(super) fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
-/// Final statuses whose semantics RFC 9110 §15 defines; we store no other (304 excluded: it only
-/// ever freshens a stored response, RFC 9111 §4.3.4).
+/// Final statuses whose semantics RFC 9110 §15 defines, the ones `must-understand` lets this cache
+/// store (RFC 9111 §5.2.2.3).
 fn understood(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
@@ -92,17 +96,21 @@ fn understood(status: StatusCode) -> bool {
 /// [`NotStorable`]'s variants, is the reason.
 ///
 /// - Only GET responses are stored (HEAD and every other method: `Method`).
-/// - The status must be final and understood (RFC 9110 §15); 206 is `Partial`; 304 is `Status`.
+/// - The status must be final and valid (200..=599, RFC 9110 §15) and not 304 (it only ever
+///   freshens a stored response, §4.3.4): else `Status`; 206 is `Partial`. Any other final
+///   status may be stored, known or not (§3), when the rules below let it.
+/// - `must-understand` (§5.2.2.3) limits storing to statuses whose semantics RFC 9110 defines
+///   (`MustUnderstand` for any other), and then overrides `no-store`.
 /// - The request's `no-store` forbids storing (§5.2.1.5). The response's `no-store` forbids it
-///   unless `must-understand` is also present (§5.2.2.3: we understand every status we store).
+///   unless `must-understand` is also present.
 /// - `private`, qualified or not, forbids a shared cache (§5.2.2.7).
 /// - A request with `Authorization` is stored only when the response has `public`, `s-maxage`
 ///   or `must-revalidate` (§3.5).
 /// - `Vary: *` is `VaryStar`. `Set-Cookie` is `SetCookie` unless `public` or `s-maxage` (a
 ///   deliberate, safer-than-RFC choice: never hand one user's cookie to another).
 /// - It needs explicit freshness (`public`, `max-age`, `s-maxage`, an `Expires` field, even an
-///   invalid one which makes it stale) or a heuristically cacheable status (§4.2.2); else
-///   `NoFreshnessInfo`. A response with `no-cache` IS storable (revalidated on every use) when
+///   invalid one which makes it stale) or a heuristically cacheable status (§4.2.2, RFC 9110
+///   §15.1's list); else `NoFreshnessInfo`. This is what admits an unknown status. A response with `no-cache` IS storable (revalidated on every use) when
 ///   the next rule lets it be.
 /// - Without a stated lifetime (`max-age`, `s-maxage`, `Expires`) it needs a validator
 ///   (`ETag`, a valid `Last-Modified`) or a lifetime > 0 from the rule in `h`; else
@@ -124,14 +132,17 @@ pub fn storability(
     if status == StatusCode::PARTIAL_CONTENT {
         return fail(NotStorable::Partial);
     }
-    if !understood(status) {
+    if !(200..=599).contains(&status.as_u16()) || status == StatusCode::NOT_MODIFIED {
         return fail(NotStorable::Status);
+    }
+    let cc = CacheControl::from_headers(resp);
+    if cc.must_understand && !understood(status) {
+        return fail(NotStorable::MustUnderstand);
     }
     let req_cc = CacheControl::from_headers(req);
     if req_cc.no_store {
         return fail(NotStorable::NoStoreRequest);
     }
-    let cc = CacheControl::from_headers(resp);
     if cc.no_store && !cc.must_understand {
         return fail(NotStorable::NoStoreResponse);
     }
@@ -215,8 +226,15 @@ mod tests {
             ("method beats no-store", Method::HEAD, vec![], 200, vec![("cache-control", "no-store")], no(R::Method)),
             ("1xx not final", Method::GET, vec![], 103, vec![ma], no(R::Status)),
             ("304 never stored as such", Method::GET, vec![], 304, vec![ma], no(R::Status)),
-            ("unknown 2xx", Method::GET, vec![], 299, vec![ma], no(R::Status)),
-            ("unknown 5xx", Method::GET, vec![], 599, vec![ma], no(R::Status)),
+            // RFC 9111 §3: any final status with explicit freshness, known or not.
+            ("unknown 2xx with max-age", Method::GET, vec![], 299, vec![ma], ok),
+            ("unknown 5xx with max-age", Method::GET, vec![], 599, vec![ma], ok),
+            ("unknown 4xx with Expires", Method::GET, vec![], 499, vec![("expires", "Mon, 01 Jan 2024 00:00:00 GMT")], ok),
+            ("unknown 2xx public", Method::GET, vec![], 299, vec![("cache-control", "public"), et], ok),
+            ("418 with s-maxage", Method::GET, vec![], 418, vec![("cache-control", "s-maxage=5")], ok),
+            ("unknown 2xx without explicit freshness", Method::GET, vec![], 299, vec![et, ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")], no(R::NoFreshnessInfo)),
+            ("600 is no HTTP status", Method::GET, vec![], 600, vec![ma], no(R::Status)),
+            ("999 is no HTTP status", Method::GET, vec![], 999, vec![ma], no(R::Status)),
             ("206", Method::GET, vec![], 206, vec![ma], no(R::Partial)),
             ("500 with max-age", Method::GET, vec![], 500, vec![ma], ok),
             ("request no-store", Method::GET, vec![("cache-control", "no-store")], 200, vec![ma], no(R::NoStoreRequest)),
@@ -224,7 +242,10 @@ mod tests {
             ("response no-store", Method::GET, vec![], 200, vec![("cache-control", "max-age=60, no-store")], no(R::NoStoreResponse)),
             ("response NO-STORE on second line", Method::GET, vec![], 200, vec![ma, ("cache-control", "NO-STORE")], no(R::NoStoreResponse)),
             ("must-understand overrides no-store", Method::GET, vec![], 200, vec![("cache-control", "must-understand, no-store, max-age=5")], ok),
-            ("must-understand on a status we don't know", Method::GET, vec![], 299, vec![("cache-control", "must-understand, no-store")], no(R::Status)),
+            // RFC 9111 §5.2.2.3: must-understand stores only statuses we know.
+            ("must-understand on a status we don't know", Method::GET, vec![], 299, vec![("cache-control", "must-understand, no-store, max-age=5")], no(R::MustUnderstand)),
+            ("must-understand alone on a status we don't know", Method::GET, vec![], 299, vec![("cache-control", "must-understand, max-age=5")], no(R::MustUnderstand)),
+            ("must-understand on a known 404", Method::GET, vec![], 404, vec![("cache-control", "must-understand, no-store, max-age=5")], ok),
             ("private", Method::GET, vec![], 200, vec![("cache-control", "private, max-age=60")], no(R::Private)),
             ("qualified private", Method::GET, vec![], 200, vec![("cache-control", "private=\"set-cookie, x\", max-age=60")], no(R::Private)),
             ("private beats authorization", Method::GET, vec![("authorization", "Basic x")], 200, vec![("cache-control", "private")], no(R::Private)),
@@ -341,6 +362,7 @@ mod tests {
             Method,
             Status,
             Partial,
+            MustUnderstand,
             NoStoreRequest,
             NoStoreResponse,
             Private,
