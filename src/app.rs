@@ -89,7 +89,8 @@ impl Server {
         let tls =
             connect::tls_config(&extra_roots).map_err(|e| Error::internal(format!("TLS: {e}")))?;
         let rules = Rules::from_config(&config.rules)
-            .map_err(|e| Error::internal(format!("rules: cannot compile the patterns: {e}")))?;
+            .map_err(|e| Error::internal(format!("rules: cannot compile the patterns: {e}")))?
+            .with_targets(config.cache.targeted.clone());
         let rules = Arc::new(rules);
         let metrics = Arc::new(Metrics::default());
         let inflight = Inflight::new();

@@ -202,7 +202,7 @@ impl Fetcher {
             permit.finish(Outcome::NotShared);
             return Ok(Fetched::Direct(Response::from_parts(parts, incoming)));
         };
-        let shareable = policy::shareable(client_headers, &parts.headers);
+        let shareable = policy::shareable(client_headers, &parts.headers, treat.heuristic);
         let head = Head {
             status: parts.status,
             headers: parts.headers,

@@ -3,34 +3,41 @@
 use std::time::{Duration, SystemTime};
 
 use http::header::{DATE, EXPIRES, LAST_MODIFIED};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 
 use super::http_date;
 use super::storable::heuristically_cacheable;
+use super::targeted::Directives;
 use crate::cache::cache_control::CacheControl;
 use crate::grammar::DELTA_SECONDS_MAX;
 
-/// What this cache assumes about a response that states no lifetime (RFC 9111 §4.2.2): the
-/// lifetime a configured rule gives its URL (`rule`, from `cache::rules`), else `percent` of
-/// (Date - Last-Modified), at most `max`.
+/// How this cache reads a response's lifetime beyond what `Cache-Control` says to every cache:
+/// the target list of RFC 9213 fields it obeys instead (`targets`, see [`super::Directives`]),
+/// and what it assumes about a response that states no lifetime (RFC 9111 §4.2.2): the lifetime
+/// a configured rule gives its URL (`rule`, from `cache::rules`), else `percent` of (Date -
+/// Last-Modified), at most `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Heuristic {
+pub struct Heuristic<'a> {
     /// Percentage of (Date - Last-Modified) used as the lifetime.
     pub percent: u32,
     /// Upper bound of a heuristic lifetime.
     pub max: Duration,
     /// The lifetime a rule gives this response's URL, if a rule matched it.
     pub rule: Option<Lifetime>,
+    /// The target list (RFC 9213 §2.2): response fields whose directives replace
+    /// `Cache-Control` and `Expires` for this cache, most applicable first.
+    pub targets: &'a [HeaderName],
 }
 
-impl Default for Heuristic {
+impl Default for Heuristic<'_> {
     /// 10 % of the time since Last-Modified, at most 24 hours (RFC 9111 §4.2.2's suggestion); no
-    /// rule.
+    /// rule, no target list.
     fn default() -> Self {
         Heuristic {
             percent: 10,
             max: Duration::from_secs(24 * 60 * 60),
             rule: None,
+            targets: &[],
         }
     }
 }
@@ -53,7 +60,7 @@ pub const IMMUTABLE: Duration = Duration::from_secs(DELTA_SECONDS_MAX);
 pub(super) fn rule_lifetime(
     status: StatusCode,
     cc: &CacheControl,
-    h: Heuristic,
+    h: Heuristic<'_>,
 ) -> Option<Duration> {
     match h.rule? {
         Lifetime::Immutable => (status == StatusCode::OK).then_some(IMMUTABLE),
@@ -61,7 +68,9 @@ pub(super) fn rule_lifetime(
     }
 }
 
-/// RFC 9111 §4.2.1 for a shared cache, first that applies:
+/// RFC 9111 §4.2.1 for a shared cache, with the directives of [`super::Directives`] (a targeted
+/// field of `h.targets` in place of `Cache-Control` and `Expires`, RFC 9213 §2.2), first that
+/// applies:
 /// 1. `s-maxage`, 2. `max-age` (an invalid argument of either gives zero),
 /// 3. `Expires - Date` (Date missing or invalid → `response_time`; an invalid Expires → zero;
 ///    Expires before Date → zero),
@@ -76,19 +85,20 @@ pub fn freshness_lifetime(
     status: StatusCode,
     resp: &HeaderMap,
     response_time: SystemTime,
-    h: Heuristic,
+    h: Heuristic<'_>,
 ) -> Duration {
-    let cc = CacheControl::from_headers(resp);
+    let d = Directives::of(resp, h.targets);
+    let cc = &d.cc;
     if let Some(s) = cc.s_maxage.or(cc.max_age) {
         return Duration::from_secs(s);
     }
     let date = http_date(resp, &DATE, response_time).unwrap_or(response_time);
-    if resp.contains_key(EXPIRES) {
+    if d.expires(resp) {
         return http_date(resp, &EXPIRES, response_time)
             .and_then(|expires| expires.duration_since(date).ok())
             .unwrap_or(Duration::ZERO);
     }
-    if let Some(lifetime) = rule_lifetime(status, &cc, h) {
+    if let Some(lifetime) = rule_lifetime(status, cc, h) {
         return lifetime;
     }
     if !(heuristically_cacheable(status) || cc.public) {
@@ -209,6 +219,31 @@ mod tests {
             let hv: Fields<'_> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
             assert_eq!(
                 freshness_lifetime(status(code), &hm(&hv), t(T0), heur),
+                want,
+                "{what}"
+            );
+        }
+    }
+
+    /// RFC 9213 §2.2: the targeted field's lifetime, and no Expires beside it.
+    #[test]
+    fn freshness_lifetime_rfc9213_targeted_table() {
+        let lm = |ago: u64| ("last-modified", date(T0 - ago));
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Owned, Duration)> = vec![
+            ("targeted max-age beats Cache-Control", vec![("cdn-cache-control", "max-age=600".into()), ("cache-control", "max-age=60".into())], secs(600)),
+            ("targeted s-maxage", vec![("cdn-cache-control", "s-maxage=7, max-age=600".into())], secs(7)),
+            ("Cache-Control ignored even without a targeted lifetime", vec![("cdn-cache-control", "public".into()), ("cache-control", "max-age=60".into()), lm(10_000)], secs(1_000)),
+            ("Expires ignored", vec![("cdn-cache-control", "must-revalidate".into()), ("expires", date(T0 + 3600)), lm(10_000)], secs(1_000)),
+            ("targeted max-age=0", vec![("cdn-cache-control", "max-age=0".into()), ("cache-control", "max-age=60".into())], secs(0)),
+            ("invalid targeted field: Cache-Control", vec![("cdn-cache-control", "max-age=1.0000".into()), ("cache-control", "max-age=60".into())], secs(60)),
+            ("valid field, decimal max-age ignored", vec![("cdn-cache-control", "max-age=1.0".into()), ("cache-control", "max-age=60".into())], secs(0)),
+            ("invalid targeted value type: ignored, heuristic", vec![("cdn-cache-control", "max-age=\"60\"".into()), lm(10_000)], secs(1_000)),
+        ];
+        for (what, headers, want) in cases {
+            let hv: Fields<'_> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            assert_eq!(
+                freshness_lifetime(status(200), &hm(&hv), t(T0), cdn()),
                 want,
                 "{what}"
             );

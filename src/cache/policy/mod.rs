@@ -8,6 +8,7 @@ mod freshness;
 mod invalidate;
 mod reuse;
 mod storable;
+mod targeted;
 mod validate;
 
 #[cfg(test)]
@@ -22,6 +23,7 @@ pub use freshness::{freshness, freshness_lifetime, Freshness, Heuristic, Lifetim
 pub use invalidate::invalidations;
 pub use reuse::{forbids_stale, reuse, stale_if_error, Reuse, Stored};
 pub use storable::{shareable, storability, NotStorable, Storability};
+pub use targeted::Directives;
 pub use validate::{merge_not_modified, validators};
 
 /// The first field line of `name` as an HTTP-date, parsed as leniently as a cache recipient may
@@ -73,7 +75,7 @@ mod tests {
             };
             let req_cc = CacheControl::from_request(&h);
             let _ = storability(&Method::GET, &h, StatusCode::OK, &h, Heuristic::default());
-            let _ = shareable(&h, &h);
+            let _ = shareable(&h, &h, Heuristic::default());
             let _ = reuse(&stored, &req_cc, t(T0 + 1), Heuristic::default());
             let _ = stale_if_error(&stored, &req_cc, t(T0 + 1), Heuristic::default());
             let _ = validators(&h);

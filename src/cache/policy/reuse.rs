@@ -6,6 +6,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::age::Timing;
 use super::freshness::{freshness, freshness_lifetime, Freshness, Heuristic};
+use super::targeted::Directives;
 use crate::cache::cache_control::{CacheControl, MaxStale};
 
 /// What to do with a stored response for this request (RFC 9111 §4, §4.2.4, §5.2.1; RFC 5861 §3).
@@ -36,7 +37,7 @@ pub struct Stored<'a> {
 
 impl Stored<'_> {
     /// Freshness of the stored response at `now` (RFC 9111 §4.2).
-    pub fn freshness(&self, now: SystemTime, h: Heuristic) -> Freshness {
+    pub fn freshness(&self, now: SystemTime, h: Heuristic<'_>) -> Freshness {
         let lifetime = freshness_lifetime(self.status, self.headers, self.timing.response_time, h);
         freshness(lifetime, self.timing.current_age(now))
     }
@@ -53,8 +54,13 @@ impl Stored<'_> {
 /// `stale-while-revalidate=N` with stale-by ≤ N → `StaleWhileRevalidate` (preferred to
 /// max-stale because it also refreshes the copy); then the request's `max-stale` (any, or
 /// stale-by ≤ N) → `StaleAllowed`; else `Revalidate`.
-pub fn reuse(stored: &Stored<'_>, req_cc: &CacheControl, now: SystemTime, h: Heuristic) -> Reuse {
-    let resp_cc = CacheControl::from_headers(stored.headers);
+pub fn reuse(
+    stored: &Stored<'_>,
+    req_cc: &CacheControl,
+    now: SystemTime,
+    h: Heuristic<'_>,
+) -> Reuse {
+    let resp_cc = Directives::of(stored.headers, h.targets).cc;
     if resp_cc.no_cache || req_cc.no_cache {
         return Reuse::Revalidate;
     }
@@ -68,7 +74,7 @@ pub fn reuse(stored: &Stored<'_>, req_cc: &CacheControl, now: SystemTime, h: Heu
             _ => Reuse::Fresh,
         },
         Freshness::Stale { by } => {
-            if forbids_stale(stored.headers) || req_cc.min_fresh.is_some() {
+            if forbids_stale(&resp_cc) || req_cc.min_fresh.is_some() {
                 Reuse::Revalidate
             } else if within(by, resp_cc.stale_while_revalidate) {
                 Reuse::StaleWhileRevalidate
@@ -105,27 +111,27 @@ pub fn stale_if_error(
     stored: &Stored<'_>,
     req_cc: &CacheControl,
     now: SystemTime,
-    h: Heuristic,
+    h: Heuristic<'_>,
 ) -> bool {
-    if forbids_stale(stored.headers) {
+    let resp_cc = Directives::of(stored.headers, h.targets).cc;
+    if forbids_stale(&resp_cc) {
         return false;
     }
     let by = match stored.freshness(now, h) {
         Freshness::Fresh { .. } => Duration::ZERO,
         Freshness::Stale { by } => by,
     };
-    let resp_cc = CacheControl::from_headers(stored.headers);
     within(by, resp_cc.stale_if_error)
         || within(by, req_cc.stale_if_error)
         || max_stale_accepts(req_cc, by)
 }
 
 /// True when a stored copy must never be served without a successful validation, so that on an
-/// origin failure the client gets 504 (RFC 9111 §4.2.4, §5.2.2.2): the response has
-/// `must-revalidate`, `proxy-revalidate` (we are a shared cache), `s-maxage` (which implies
-/// proxy-revalidate, §5.2.2.10) or `no-cache` (§5.2.2.4, listed by §4.2.4).
-pub fn forbids_stale(resp: &HeaderMap) -> bool {
-    let cc = CacheControl::from_headers(resp);
+/// origin failure the client gets 504 (RFC 9111 §4.2.4, §5.2.2.2): the response's directives
+/// (`cc`, from [`Directives`]) have `must-revalidate`, `proxy-revalidate` (we are a shared
+/// cache), `s-maxage` (which implies proxy-revalidate, §5.2.2.10) or `no-cache` (§5.2.2.4,
+/// listed by §4.2.4).
+pub fn forbids_stale(cc: &CacheControl) -> bool {
     cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() || cc.no_cache
 }
 
@@ -260,6 +266,42 @@ mod tests {
         }
     }
 
+    /// RFC 9213 §2.2: must-revalidate and no-cache in the targeted field count, Cache-Control's
+    /// do not.
+    #[test]
+    fn reuse_rfc9213_targeted_table() {
+        use Reuse::*;
+        let at = |fields: &[(&str, &str)], req: &[(&str, &str)], age: u64| {
+            let mut h = hm(fields);
+            h.insert(DATE, HeaderValue::from_str(&date(T0)).expect("date"));
+            let stored = Stored {
+                status: StatusCode::OK,
+                headers: &h,
+                timing: Timing::new(t(T0), t(T0), &h),
+            };
+            let req_cc = CacheControl::from_request(&hm(req));
+            (
+                reuse(&stored, &req_cc, t(T0 + age), cdn()),
+                stale_if_error(&stored, &req_cc, t(T0 + age), cdn()),
+            )
+        };
+        let max_stale = [("cache-control", "max-stale")];
+        // (what, response fields, request fields, age, (reuse, stale on error)).
+        type Row<'a> = (&'a str, Fields<'a>, Fields<'a>, u64, (Reuse, bool));
+        #[rustfmt::skip]
+        let cases: Vec<Row<'_>> = vec![
+            ("targeted lifetime", vec![("cdn-cache-control", "max-age=600"), ("cache-control", "max-age=1")], vec![], 300, (Fresh, false)),
+            ("targeted no-cache", vec![("cdn-cache-control", "no-cache, max-age=600")], vec![], 1, (Revalidate, false)),
+            ("Cache-Control no-cache ignored", vec![("cdn-cache-control", "max-age=600"), ("cache-control", "no-cache")], vec![], 1, (Fresh, false)),
+            ("targeted must-revalidate forbids stale", vec![("cdn-cache-control", "max-age=60, must-revalidate")], max_stale.to_vec(), 61, (Revalidate, false)),
+            ("Cache-Control must-revalidate ignored", vec![("cdn-cache-control", "max-age=60"), ("cache-control", "must-revalidate")], max_stale.to_vec(), 61, (StaleAllowed, true)),
+            ("targeted stale-if-error", vec![("cdn-cache-control", "max-age=60, stale-if-error=60")], vec![], 100, (Revalidate, true)),
+        ];
+        for (what, resp, req, age, want) in cases {
+            assert_eq!(at(&resp, &req, age), want, "{what}");
+        }
+    }
+
     #[test]
     fn forbids_stale_table() {
         let cases = [
@@ -274,11 +316,14 @@ mod tests {
         ];
         for (what, value, want) in cases {
             assert_eq!(
-                forbids_stale(&hm(&[("cache-control", value)])),
+                forbids_stale(&CacheControl::from_headers(&hm(&[(
+                    "cache-control",
+                    value
+                )]))),
                 want,
                 "{what}"
             );
         }
-        assert!(!forbids_stale(&HeaderMap::new()), "no Cache-Control");
+        assert!(!forbids_stale(&CacheControl::default()), "no Cache-Control");
     }
 }

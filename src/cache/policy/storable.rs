@@ -1,9 +1,10 @@
 //! Whether a shared cache may store a response, and hand it to another machine (RFC 9111 §3, §3.5); pure, no I/O.
 
-use http::header::{AUTHORIZATION, COOKIE, EXPIRES, SET_COOKIE, VARY};
+use http::header::{AUTHORIZATION, COOKIE, SET_COOKIE, VARY};
 use http::{HeaderMap, Method, StatusCode};
 
 use super::freshness::{rule_lifetime, Heuristic};
+use super::targeted::Directives;
 use super::validate::validators;
 use crate::cache::cache_control::CacheControl;
 use crate::grammar::trim_ows as trim;
@@ -123,7 +124,7 @@ pub fn storability(
     req: &HeaderMap,
     status: StatusCode,
     resp: &HeaderMap,
-    h: Heuristic,
+    h: Heuristic<'_>,
 ) -> Storability {
     let fail = Storability::NotStorable;
     if method != Method::GET {
@@ -135,7 +136,8 @@ pub fn storability(
     if !(200..=599).contains(&status.as_u16()) || status == StatusCode::NOT_MODIFIED {
         return fail(NotStorable::Status);
     }
-    let cc = CacheControl::from_headers(resp);
+    let d = Directives::of(resp, h.targets);
+    let cc = &d.cc;
     if cc.must_understand && !understood(status) {
         return fail(NotStorable::MustUnderstand);
     }
@@ -160,24 +162,23 @@ pub fn storability(
     if resp.contains_key(SET_COOKIE) && !(cc.public || cc.s_maxage.is_some()) {
         return fail(NotStorable::SetCookie);
     }
-    let explicit =
-        cc.public || cc.max_age.is_some() || cc.s_maxage.is_some() || resp.contains_key(EXPIRES);
+    let explicit = cc.public || states_lifetime(&d, resp);
     if !explicit && !heuristically_cacheable(status) {
         return fail(NotStorable::NoFreshnessInfo);
     }
-    if !states_lifetime(&cc, resp)
+    if !states_lifetime(&d, resp)
         && validators(resp).is_empty()
-        && rule_lifetime(status, &cc, h).is_none_or(|d| d.is_zero())
+        && rule_lifetime(status, cc, h).is_none_or(|d| d.is_zero())
     {
         return fail(NotStorable::NeverReusable);
     }
     Storability::Storable
 }
 
-/// The response states its lifetime: `s-maxage`, `max-age` or `Expires` (RFC 9111 §4.2.1),
-/// valid or not (an invalid one means already stale).
-fn states_lifetime(cc: &CacheControl, resp: &HeaderMap) -> bool {
-    cc.s_maxage.is_some() || cc.max_age.is_some() || resp.contains_key(EXPIRES)
+/// The response states its lifetime: `s-maxage`, `max-age` or a heeded `Expires` (RFC 9111
+/// §4.2.1), valid or not (an invalid one means already stale).
+fn states_lifetime(d: &Directives, resp: &HeaderMap) -> bool {
+    d.cc.s_maxage.is_some() || d.cc.max_age.is_some() || d.expires(resp)
 }
 
 /// `Vary` lists `*` on any of its field lines (RFC 9110 §12.5.5).
@@ -193,8 +194,8 @@ fn vary_star(resp: &HeaderMap) -> bool {
 /// request had `no-store`, or `Vary: *`; never when the request carried `Authorization` or
 /// `Cookie`, or the response `Set-Cookie`, unless the response is explicitly `public` or has
 /// `s-maxage` (RFC 9111 §3.5, stricter: `must-revalidate` alone does not make it shareable).
-pub fn shareable(req: &HeaderMap, resp: &HeaderMap) -> bool {
-    let cc = CacheControl::from_headers(resp);
+pub fn shareable(req: &HeaderMap, resp: &HeaderMap, h: Heuristic<'_>) -> bool {
+    let cc = Directives::of(resp, h.targets).cc;
     if cc.private || cc.no_store || CacheControl::from_headers(req).no_store || vary_star(resp) {
         return false;
     }
@@ -355,6 +356,56 @@ mod tests {
         }
     }
 
+    /// RFC 9213 §2.2: a targeted field on the target list replaces Cache-Control and Expires
+    /// for storing; an invalid one is ignored.
+    #[test]
+    fn storability_rfc9213_targeted_table() {
+        use NotStorable as R;
+        let ok = Storability::Storable;
+        let no = Storability::NotStorable;
+        let cdn_cc = |v| ("cdn-cache-control", v);
+        let cc = |v| ("cache-control", v);
+        let et = ("etag", "\"v\"");
+        let auth = ("authorization", "Basic x");
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Fields<'_>, Fields<'_>, Storability)> = vec![
+            ("max-age beside Cache-Control: no-store", vec![], vec![cdn_cc("max-age=600"), cc("no-store")], ok),
+            ("no-store beside Cache-Control: max-age", vec![], vec![cdn_cc("no-store"), cc("max-age=3600")], no(R::NoStoreResponse)),
+            ("private beside Cache-Control: public", vec![], vec![cdn_cc("private"), cc("public, max-age=60")], no(R::Private)),
+            ("no-cache with a validator", vec![], vec![cdn_cc("no-cache"), cc("no-store"), et], ok),
+            ("'none' lifts Cache-Control: no-store", vec![], vec![cdn_cc("none"), cc("no-store"), et], ok),
+            ("Expires ignored: no lifetime, no validator", vec![], vec![cdn_cc("public"), ("expires", "Mon, 01 Jan 2024 00:00:00 GMT")], no(R::NeverReusable)),
+            ("unknown status: Cache-Control's max-age does not count", vec![], vec![cdn_cc("none"), cc("max-age=60")], no(R::NoFreshnessInfo)),
+            ("unknown status with a targeted max-age", vec![], vec![cdn_cc("max-age=60"), cc("no-store")], ok),
+            ("invalid targeted field: Cache-Control decides", vec![], vec![cdn_cc("Max-Age=60"), cc("no-store")], no(R::NoStoreResponse)),
+            ("empty targeted field: Cache-Control decides", vec![], vec![cdn_cc(""), cc("max-age=60")], ok),
+            ("Authorization with targeted public", vec![auth], vec![cdn_cc("public, max-age=5"), cc("private")], ok),
+            ("Authorization without targeted permission", vec![auth], vec![cdn_cc("max-age=5"), cc("public")], no(R::Authorization)),
+            ("request no-store still wins", vec![cc("no-store")], vec![cdn_cc("max-age=5")], no(R::NoStoreRequest)),
+        ];
+        for (what, req, resp, want) in cases {
+            let code = if what.starts_with("unknown status") {
+                299
+            } else {
+                200
+            };
+            let got = storability(&Method::GET, &hm(&req), status(code), &hm(&resp), cdn());
+            assert_eq!(got, want, "{what}");
+        }
+        // Without a target list the same field changes nothing (RFC 9213 §2.2).
+        let resp = hm(&[cdn_cc("max-age=600"), cc("no-store")]);
+        assert_eq!(
+            storability(
+                &Method::GET,
+                &HeaderMap::new(),
+                StatusCode::OK,
+                &resp,
+                Heuristic::default()
+            ),
+            no(R::NoStoreResponse)
+        );
+    }
+
     #[test]
     fn not_storable_reasons_are_distinct_kebab_case() {
         use NotStorable::*;
@@ -405,7 +456,24 @@ mod tests {
             ("set-cookie + s-maxage", vec![], vec![("cache-control", "s-maxage=5"), ("set-cookie", "a=b")], true),
         ];
         for (what, req, resp, want) in cases {
-            assert_eq!(shareable(&hm(&req), &hm(&resp)), want, "{what}");
+            assert_eq!(
+                shareable(&hm(&req), &hm(&resp), Heuristic::default()),
+                want,
+                "{what}"
+            );
         }
+        // RFC 9213: the targeted field decides for our group too.
+        let resp = hm(&[
+            ("cdn-cache-control", "public, max-age=5"),
+            ("cache-control", "private"),
+        ]);
+        let auth = hm(&[("authorization", "Bearer t")]);
+        assert!(shareable(&auth, &resp, cdn()));
+        assert!(!shareable(&auth, &resp, Heuristic::default()));
+        let private = hm(&[
+            ("cdn-cache-control", "private"),
+            ("cache-control", "public"),
+        ]);
+        assert!(!shareable(&HeaderMap::new(), &private, cdn()));
     }
 }

@@ -38,3 +38,14 @@ pub(super) fn secs(s: u64) -> Duration {
 pub(super) fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).expect("test status")
 }
+
+/// The default target list, `CDN-Cache-Control` (RFC 9213 §3).
+pub(super) static CDN: [HeaderName; 1] = [HeaderName::from_static("cdn-cache-control")];
+
+/// The default heuristic with `CDN-Cache-Control` as the target list.
+pub(super) fn cdn() -> crate::cache::policy::Heuristic<'static> {
+    crate::cache::policy::Heuristic {
+        targets: &CDN,
+        ..Default::default()
+    }
+}
