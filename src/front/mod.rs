@@ -4,6 +4,7 @@
 pub mod acl;
 pub mod admin;
 pub mod answer;
+pub mod cache_status;
 pub mod classify;
 pub mod forward;
 pub mod headers;

@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderName};
 pub use age::Timing;
 pub use freshness::{freshness, freshness_lifetime, Freshness, Heuristic, Lifetime, IMMUTABLE};
 pub use invalidate::invalidations;
-pub use reuse::{forbids_stale, reuse, stale_if_error, Reuse, Stored};
+pub use reuse::{forbids_stale, reuse, serve_stale_on_error, Failure, Reuse, Stored};
 pub use storable::{shareable, storability, NotStorable, Storability};
 pub use targeted::Directives;
 pub use validate::{merge_not_modified, validators};
@@ -77,7 +77,13 @@ mod tests {
             let _ = storability(&Method::GET, &h, StatusCode::OK, &h, Heuristic::default());
             let _ = shareable(&h, &h, Heuristic::default());
             let _ = reuse(&stored, &req_cc, t(T0 + 1), Heuristic::default());
-            let _ = stale_if_error(&stored, &req_cc, t(T0 + 1), Heuristic::default());
+            let _ = serve_stale_on_error(
+                &stored,
+                &req_cc,
+                t(T0 + 1),
+                Heuristic::default(),
+                Failure::Unreachable,
+            );
             let _ = validators(&h);
             let mut m = h.clone();
             merge_not_modified(&mut m, &h);

@@ -100,18 +100,34 @@ fn max_stale_accepts(req_cc: &CacheControl, by: Duration) -> bool {
     }
 }
 
-/// After a failed revalidation (origin unreachable, or 5xx): may the stored response be served?
+/// How revalidating a stored response failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No response came: the origin refused or closed the connection, or timed out — the cache
+    /// is "disconnected" (RFC 9111 §4.2.4).
+    Unreachable,
+    /// The origin answered with a 5xx status.
+    ServerError,
+}
+
+/// After a failed revalidation: may the stored response be served stale (RFC 9111 §4.2.4)?
 ///
-/// Never when [`forbids_stale`]. Otherwise yes when it is stale by at most N seconds of the
-/// response's or the request's `stale-if-error=N` (RFC 5861 §4), or the request's `max-stale`
-/// accepts that staleness (RFC 9111 §4.2.4). A still-fresh copy that needed validation (request
-/// `no-cache`, `max-age`, `min-fresh`) counts as stale by zero: served only under one of those
-/// same permissions.
-pub fn stale_if_error(
+/// Never when [`forbids_stale`] (`must-revalidate`, `proxy-revalidate`, `s-maxage`, `no-cache`
+/// in the directives this cache obeys). Otherwise yes when it is stale by at most N seconds of
+/// the response's or the request's `stale-if-error=N` (RFC 5861 §4), or the request's
+/// `max-stale` accepts that staleness (§5.2.1.2): explicit permissions, for either failure.
+/// Without one, only when the origin is [`Failure::Unreachable`] (§4.2.4 lets a disconnected
+/// cache serve stale) and the request did not ask for a validated or fresher response:
+/// `no-cache` (§5.2.1.4), `min-fresh` (§5.2.1.3) or a `max-age` the copy's age exceeds
+/// (§5.2.1.1) each get the error instead. A 5xx is an answer, not a disconnection: it is
+/// relayed unless permitted. A still-fresh copy that needed validation (request `no-cache`,
+/// `max-age`, `min-fresh`) counts as stale by zero.
+pub fn serve_stale_on_error(
     stored: &Stored<'_>,
     req_cc: &CacheControl,
     now: SystemTime,
     h: Heuristic<'_>,
+    failure: Failure,
 ) -> bool {
     let resp_cc = Directives::of(stored.headers, h.targets).cc;
     if forbids_stale(&resp_cc) {
@@ -121,9 +137,14 @@ pub fn stale_if_error(
         Freshness::Fresh { .. } => Duration::ZERO,
         Freshness::Stale { by } => by,
     };
-    within(by, resp_cc.stale_if_error)
+    let permitted = within(by, resp_cc.stale_if_error)
         || within(by, req_cc.stale_if_error)
-        || max_stale_accepts(req_cc, by)
+        || max_stale_accepts(req_cc, by);
+    let age = stored.timing.current_age(now);
+    let wants_validation = req_cc.no_cache
+        || req_cc.min_fresh.is_some()
+        || req_cc.max_age.is_some_and(|n| age > Duration::from_secs(n));
+    permitted || (failure == Failure::Unreachable && !wants_validation)
 }
 
 /// True when a stored copy must never be served without a successful validation, so that on an
@@ -221,21 +242,20 @@ mod tests {
         }
     }
 
-    fn sie_at(headers: &[(&str, &str)], req: &[(&str, &str)], age: u64) -> bool {
+    /// (on a 5xx, when unreachable).
+    fn stale_at(headers: &[(&str, &str)], req: &[(&str, &str)], age: u64) -> (bool, bool) {
         let h = hm(headers);
         let stored = Stored {
             status: StatusCode::OK,
             headers: &h,
             timing: Timing::new(t(T0), t(T0), &h),
         };
-        stale_if_error(
-            &stored,
-            &CacheControl::from_request(&hm(req)),
-            t(T0 + age),
-            Heuristic::default(),
-        )
+        let req_cc = CacheControl::from_request(&hm(req));
+        let on = |f| serve_stale_on_error(&stored, &req_cc, t(T0 + age), Heuristic::default(), f);
+        (on(Failure::ServerError), on(Failure::Unreachable))
     }
 
+    /// RFC 5861 §4 and RFC 9111 §4.2.4: explicit permissions serve stale on any failure.
     #[test]
     fn stale_if_error_table() {
         let cc = |v| ("cache-control", v);
@@ -262,7 +282,39 @@ mod tests {
             ("fresh copy with sie", vec![cc("max-age=60, stale-if-error=1")], vec![cc("no-cache")], 10, true),
         ];
         for (what, resp, req, age, want) in cases {
-            assert_eq!(sie_at(&resp, &req, age), want, "{what}");
+            assert_eq!(stale_at(&resp, &req, age).0, want, "{what}");
+            if want {
+                assert!(stale_at(&resp, &req, age).1, "{what}: unreachable too");
+            }
+        }
+    }
+
+    /// RFC 9111 §4.2.4: a disconnected cache may serve stale unless a directive forbids it or
+    /// the request asked for validation; a 5xx needs an explicit permission.
+    #[test]
+    fn stale_when_disconnected_table() {
+        let cc = |v| ("cache-control", v);
+        // (what, response fields, request fields, age, (on a 5xx, when unreachable)).
+        type Row<'a> = (&'a str, Fields<'a>, Fields<'a>, u64, (bool, bool));
+        #[rustfmt::skip]
+        let cases: Vec<Row<'_>> = vec![
+            ("stale, no permission: only when unreachable", vec![cc("max-age=60")], vec![], 600, (false, true)),
+            ("very stale still", vec![cc("max-age=60")], vec![], 1_000_000, (false, true)),
+            ("heuristic lifetime", vec![("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")], vec![], 1_000_000_000, (false, true)),
+            ("must-revalidate forbids", vec![cc("max-age=60, must-revalidate")], vec![], 600, (false, false)),
+            ("proxy-revalidate forbids", vec![cc("max-age=60, proxy-revalidate")], vec![], 600, (false, false)),
+            ("s-maxage forbids", vec![cc("s-maxage=60")], vec![], 600, (false, false)),
+            ("no-cache forbids", vec![cc("no-cache")], vec![], 600, (false, false)),
+            ("request no-cache gets the error", vec![cc("max-age=60")], vec![cc("no-cache")], 600, (false, false)),
+            ("request pragma no-cache gets the error", vec![cc("max-age=60")], vec![("pragma", "no-cache")], 600, (false, false)),
+            ("request min-fresh gets the error", vec![cc("max-age=60")], vec![cc("min-fresh=1")], 600, (false, false)),
+            ("request max-age exceeded gets the error", vec![cc("max-age=60")], vec![cc("max-age=100")], 600, (false, false)),
+            ("request max-age=0 gets the error", vec![cc("max-age=60")], vec![cc("max-age=0")], 600, (false, false)),
+            ("request max-age not exceeded", vec![cc("max-age=60")], vec![cc("max-age=1000")], 600, (false, true)),
+            ("request no-cache with max-stale", vec![cc("max-age=60")], vec![cc("no-cache, max-stale")], 600, (true, true)),
+        ];
+        for (what, resp, req, age, want) in cases {
+            assert_eq!(stale_at(&resp, &req, age), want, "{what}");
         }
     }
 
@@ -282,7 +334,7 @@ mod tests {
             let req_cc = CacheControl::from_request(&hm(req));
             (
                 reuse(&stored, &req_cc, t(T0 + age), cdn()),
-                stale_if_error(&stored, &req_cc, t(T0 + age), cdn()),
+                serve_stale_on_error(&stored, &req_cc, t(T0 + age), cdn(), Failure::ServerError),
             )
         };
         let max_stale = [("cache-control", "max-stale")];
