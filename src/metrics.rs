@@ -80,6 +80,10 @@ pub struct Metrics {
     pub links_too_large: AtomicU64,
     pub links_coding: AtomicU64,
     pub links_busy: AtomicU64,
+    /// Interim (1xx) responses from origins relayed to clients, and dropped (an HTTP/1.0
+    /// client's are never asked for; these are the ones over the per-connection bound, or late).
+    pub interim_relayed: AtomicU64,
+    pub interim_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -128,6 +132,10 @@ impl Metrics {
                 "skipped_too_large": Self::get(&self.links_too_large),
                 "skipped_coding": Self::get(&self.links_coding),
                 "skipped_busy": Self::get(&self.links_busy),
+            },
+            "interim": {
+                "relayed": Self::get(&self.interim_relayed),
+                "dropped": Self::get(&self.interim_dropped),
             },
         })
     }
@@ -180,6 +188,17 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "peercache_links_skipped_total{{reason=\"{reason}\"}} {}",
+                Self::get(c)
+            );
+        }
+        out.push_str("# TYPE peercache_interim_total counter\n");
+        for (outcome, c) in [
+            ("relayed", &self.interim_relayed),
+            ("dropped", &self.interim_dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "peercache_interim_total{{outcome=\"{outcome}\"}} {}",
                 Self::get(c)
             );
         }

@@ -20,10 +20,12 @@ use crate::cache::policy::{self, Failure, Freshness, Heuristic, NotStorable, Reu
 use crate::cache::rules::Treatment;
 use crate::cache::store::Entry;
 use crate::error::{Error, Kind, Side};
+use crate::fetch::origin::relaying_interim;
 use crate::fetch::peer::{FromPeers, Want};
 use crate::fetch::Fetched;
 use crate::front::answer;
 use crate::front::cache_status::{CacheStatusField, Fwd};
+use crate::front::interim::Interim;
 use crate::front::relink::Relink;
 use crate::metrics::{CacheStatus, Source};
 
@@ -51,7 +53,33 @@ pub struct Ask<'a> {
 /// client connection's file job, if it has one. With `relink` (a mirror request), an index page
 /// goes out with its links rewritten, whichever source answered: the one place where outgoing
 /// bodies are transformed.
+///
+/// An HTTP/1.1 client also gets the 1xx responses of the origin requests made for it (see
+/// `interim`): they are written before this returns its answer, or its error.
 pub async fn handle(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    target: Uri,
+    sendfile: Option<&crate::sendfile::Slot>,
+    relink: Option<&Relink>,
+) -> Result<Answer, Error> {
+    let interim = req
+        .extensions()
+        .get::<Interim>()
+        .filter(|_| req.version() == http::Version::HTTP_11)
+        .cloned();
+    let window = interim.as_ref().map(Interim::open);
+    let hook = window.as_ref().map(|w| w.hook(app.metrics.clone()));
+    let answer = relaying_interim(hook, proxied(app, req, target, sendfile, relink)).await;
+    drop(window);
+    if let Some(i) = interim {
+        i.drained().await;
+    }
+    answer
+}
+
+/// [`handle`] without the interim responses.
+async fn proxied(
     app: &Arc<App>,
     req: Request<Incoming>,
     target: Uri,

@@ -8,6 +8,7 @@ pub mod cache_status;
 pub mod classify;
 pub mod forward;
 pub mod headers;
+pub mod interim;
 pub mod links;
 pub mod relink;
 pub mod respond;
@@ -34,6 +35,7 @@ use crate::metrics::{CacheStatus, Metrics};
 use crate::sendfile::{SendfileIo, Slot};
 
 use self::classify::{classify, Route, Routing};
+use self::interim::{Interim, InterimIo};
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,8 +90,11 @@ async fn connection(
     let allowed = app.config.proxy.allow.allows(peer.ip());
     // The connection's file job: stored bodies put it there, the IO sends it with `sendfile`.
     let slot = Slot::default();
-    let io = SendfileIo::new(tcp, slot.clone());
-    let svc = service_fn(move |req| {
+    // The origins' 1xx responses to this connection's requests (see `interim`).
+    let interim = Interim::default();
+    let io = InterimIo::new(SendfileIo::new(tcp, slot.clone()), interim.clone());
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(interim.clone());
         let (app, slot) = (app.clone(), slot.clone());
         async move { Ok::<_, Infallible>(handle(app, peer, allowed, slot, req).await) }
     });

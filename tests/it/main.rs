@@ -10,5 +10,6 @@ mod forward;
 mod mirrors;
 mod peers;
 mod restart;
+mod rfc;
 mod rules;
 mod zerocopy;

@@ -33,6 +33,24 @@ pub async fn wait_until<F: FnMut() -> bool>(limit: Duration, mut cond: F) -> boo
     }
 }
 
+/// `wait_until` for a condition that must be awaited (the store's lookups).
+pub async fn wait_for<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// How the origin's body is produced.
 #[derive(Clone)]
 pub enum Payload {
@@ -654,4 +672,164 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// What a [`RawOrigin`] does with one request.
+pub enum RawStep {
+    /// Writes these bytes: a whole response, or interim responses and then the final one.
+    Send(Vec<u8>),
+    /// Writes `first`, waits until `gate` opens, then writes `rest`.
+    Gated {
+        first: Vec<u8>,
+        gate: watch::Receiver<bool>,
+        rest: Vec<u8>,
+    },
+    /// Closes the connection without answering.
+    Close,
+}
+
+type RawScript = Arc<dyn Fn(usize, &str) -> RawStep + Send + Sync>;
+
+/// An origin on 127.0.0.1 that writes raw bytes (what hyper's server cannot: 1xx responses, a
+/// connection closed instead of an answer). `script(n, path)` decides, `n` counting the
+/// requests for `path` from 0; connections are kept alive between requests.
+#[derive(Clone)]
+pub struct RawOrigin {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl RawOrigin {
+    pub async fn start(script: impl Fn(usize, &str) -> RawStep + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = RawOrigin {
+            addr: listener.local_addr().unwrap(),
+            heads: Arc::default(),
+            stop: Arc::new(watch::channel(false).0),
+        };
+        let script: RawScript = Arc::new(script);
+        let heads = origin.heads.clone();
+        let stop = origin.stop.clone();
+        let mut stopped = stop.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((tcp, _)) = accepted else { return };
+                        let conn = raw_connection(tcp, script.clone(), heads.clone());
+                        let mut stopped = stop.subscribe();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = stopped.wait_for(|s| *s) => {}
+                            }
+                        });
+                    }
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+            }
+        });
+        origin
+    }
+
+    /// Closes the port and every connection: from now on connections are refused.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The request heads received for `path`, in order, lower-cased.
+    pub fn heads(&self, path: &str) -> Vec<String> {
+        let first_line = |h: &String| h.lines().next().unwrap_or("").to_owned();
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| first_line(h).split(' ').nth(1) == Some(path))
+            .cloned()
+            .collect()
+    }
+}
+
+async fn raw_connection(mut tcp: TcpStream, script: RawScript, heads: Arc<Mutex<Vec<String>>>) {
+    use tokio::io::AsyncWriteExt;
+    loop {
+        let Some(head) = read_head(&mut tcp).await else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+        let n = {
+            let mut all = heads.lock().unwrap();
+            all.push(head.clone());
+            all.iter()
+                .filter(|h| h.split(' ').nth(1) == Some(path.as_str()))
+                .count()
+                - 1
+        };
+        match script(n, &path) {
+            RawStep::Send(bytes) => {
+                if tcp.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            RawStep::Gated {
+                first,
+                mut gate,
+                rest,
+            } => {
+                if tcp.write_all(&first).await.is_err() {
+                    return;
+                }
+                let _ = gate.wait_for(|open| *open).await;
+                if tcp.write_all(&rest).await.is_err() {
+                    return;
+                }
+            }
+            RawStep::Close => return,
+        }
+    }
+}
+
+/// Reads one message head (through the blank line) from `tcp`; `None` at EOF or after 5 s.
+pub async fn read_head(tcp: &mut TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
+}
+
+/// A whole raw response: status line, `fields` (`name: value`), a `Content-Length` and `body`.
+pub fn raw_response(status: &str, fields: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\n");
+    for (k, v) in fields {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    out.into_bytes()
+}
+
+/// The parameters of this proxy's `Cache-Status` member (the last one), e.g. `hit`,
+/// `ttl=600`; `None` when the response has none of ours.
+pub fn our_cache_status(got: &Got) -> Option<Vec<String>> {
+    let all: Vec<&str> = got
+        .headers
+        .get_all("cache-status")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let ours = all.last()?.trim();
+    let mut params = ours.split(';').map(|p| p.trim().to_owned());
+    (params.next()?.as_str() == "peercache").then(|| params.collect())
 }
