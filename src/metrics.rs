@@ -179,29 +179,34 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", Self::get(c));
         }
-        out.push_str("# TYPE peercache_links_skipped_total counter\n");
-        for (reason, c) in [
-            ("too-large", &self.links_too_large),
-            ("coding", &self.links_coding),
-            ("busy", &self.links_busy),
-        ] {
-            let _ = writeln!(
-                out,
-                "peercache_links_skipped_total{{reason=\"{reason}\"}} {}",
-                Self::get(c)
-            );
-        }
-        out.push_str("# TYPE peercache_interim_total counter\n");
-        for (outcome, c) in [
-            ("relayed", &self.interim_relayed),
-            ("dropped", &self.interim_dropped),
-        ] {
-            let _ = writeln!(
-                out,
-                "peercache_interim_total{{outcome=\"{outcome}\"}} {}",
-                Self::get(c)
-            );
-        }
+        family(
+            &mut out,
+            "peercache_links_skipped_total",
+            "reason",
+            &[
+                ("too-large", &self.links_too_large),
+                ("coding", &self.links_coding),
+                ("busy", &self.links_busy),
+            ],
+        );
+        family(
+            &mut out,
+            "peercache_interim_total",
+            "outcome",
+            &[
+                ("relayed", &self.interim_relayed),
+                ("dropped", &self.interim_dropped),
+            ],
+        );
         out
+    }
+}
+
+/// One labelled counter family in Prometheus text: its TYPE line, then a sample per label value.
+fn family(out: &mut String, name: &str, label: &str, samples: &[(&str, &AtomicU64)]) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (value, c) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", Metrics::get(c));
     }
 }

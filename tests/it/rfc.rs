@@ -99,6 +99,9 @@ async fn early_hints_reach_the_client_before_the_final_response_and_are_never_st
     let v = status_json(p.addr).await;
     assert_eq!(v["counters"]["interim"]["relayed"], 1);
     assert_eq!(v["counters"]["interim"]["dropped"], 0);
+    assert!(metrics_text(p.addr)
+        .await
+        .contains("peercache_interim_total{outcome=\"relayed\"} 1\n"));
 }
 
 /// RFC 9110 §15.2: an HTTP/1.0 client never gets a 1xx.
@@ -294,23 +297,18 @@ async fn cache_status_tells_how_each_answer_was_made() {
         "/private",
         Reply::ok("p").header("cache-control", "private, max-age=600"),
     );
-    origin.route_fn("/stale", |req| {
-        if req
-            .headers
-            .get("if-none-match")
-            .is_some_and(|v| v == "\"s1\"")
-        {
-            Reply::ok("")
-                .status(304)
-                .header("etag", "\"s1\"")
-                .header("cache-control", "max-age=600")
-        } else {
-            Reply::ok("stale body")
-                .header("etag", "\"s1\"")
-                .header("cache-control", "max-age=60")
-                .header("age", "120")
-        }
-    });
+    origin.route_conditional(
+        "/stale",
+        "\"s1\"",
+        Reply::ok("stale body")
+            .header("etag", "\"s1\"")
+            .header("cache-control", "max-age=60")
+            .header("age", "120"),
+        Reply::ok("")
+            .status(304)
+            .header("etag", "\"s1\"")
+            .header("cache-control", "max-age=600"),
+    );
     origin.route(
         "/lang",
         Reply::ok("l")
@@ -365,29 +363,15 @@ async fn cache_status_tells_how_each_answer_was_made() {
         "peercache; fwd=request; fwd-status=304"
     );
 
-    let en = send(
-        p.addr,
-        "GET",
-        &origin.url("/lang"),
-        &[("accept-language", "en")],
-    )
-    .await;
+    let lang = |v: &'static str| {
+        let url = origin.url("/lang");
+        async move { send(p.addr, "GET", &url, &[("accept-language", v)]).await }
+    };
+    let en = lang("en").await;
     assert_eq!(member_without_ttl(&en), "peercache; fwd=uri-miss; stored");
-    let de = send(
-        p.addr,
-        "GET",
-        &origin.url("/lang"),
-        &[("accept-language", "de")],
-    )
-    .await;
+    let de = lang("de").await;
     assert_eq!(member_without_ttl(&de), "peercache; fwd=vary-miss; stored");
-    let en_again = send(
-        p.addr,
-        "GET",
-        &origin.url("/lang"),
-        &[("accept-language", "EN;q=1.0")],
-    )
-    .await;
+    let en_again = lang("EN;q=1.0").await;
     assert_eq!(
         en_again.x_cache(),
         "HIT",
@@ -403,19 +387,14 @@ async fn cache_status_tells_how_each_answer_was_made() {
 #[tokio::test]
 async fn a_conditional_miss_is_passed_to_the_origin() {
     let origin = Origin::start().await;
-    origin.route_fn("/doc", |req| {
-        if req
-            .headers
-            .get("if-none-match")
-            .is_some_and(|v| v == "\"v1\"")
-        {
-            Reply::ok("").status(304).header("etag", "\"v1\"")
-        } else {
-            Reply::ok("version 1")
-                .header("etag", "\"v1\"")
-                .header("cache-control", "max-age=600")
-        }
-    });
+    origin.route_conditional(
+        "/doc",
+        "\"v1\"",
+        Reply::ok("version 1")
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=600"),
+        Reply::ok("").status(304).header("etag", "\"v1\""),
+    );
     let (p, _dir) = proxy().await;
     let url = origin.url("/doc");
     let not_modified = send(p.addr, "GET", &url, &[("if-none-match", "\"v1\"")]).await;
@@ -447,25 +426,20 @@ async fn a_conditional_miss_is_passed_to_the_origin() {
 #[tokio::test]
 async fn head_on_a_stale_entry_revalidates_and_freshens_the_stored_head() {
     let origin = Origin::start().await;
-    origin.route_fn("/file", |req| {
-        if req
-            .headers
-            .get("if-none-match")
-            .is_some_and(|v| v == "\"f1\"")
-        {
-            Reply::ok("")
-                .status(304)
-                .header("etag", "\"f1\"")
-                .header("cache-control", "max-age=600")
-                .header("x-version", "checked")
-        } else {
-            Reply::ok("file body")
-                .header("etag", "\"f1\"")
-                .header("cache-control", "max-age=60")
-                .header("age", "120")
-                .header("x-version", "first")
-        }
-    });
+    origin.route_conditional(
+        "/file",
+        "\"f1\"",
+        Reply::ok("file body")
+            .header("etag", "\"f1\"")
+            .header("cache-control", "max-age=60")
+            .header("age", "120")
+            .header("x-version", "first"),
+        Reply::ok("")
+            .status(304)
+            .header("etag", "\"f1\"")
+            .header("cache-control", "max-age=600")
+            .header("x-version", "checked"),
+    );
     let (p, _dir) = proxy().await;
     let url = origin.url("/file");
     assert_eq!(get(p.addr, &url).await.x_cache(), "MISS");

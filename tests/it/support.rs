@@ -176,6 +176,22 @@ impl Origin {
             .insert(path.to_owned(), Arc::new(f));
     }
 
+    /// Serves `not_modified` to a request whose `If-None-Match` is `etag`, `full` to any other.
+    pub fn route_conditional(&self, path: &str, etag: &str, full: Reply, not_modified: Reply) {
+        let etag = etag.to_owned();
+        self.route_fn(path, move |req| {
+            let matches = req
+                .headers
+                .get("if-none-match")
+                .is_some_and(|v| v.as_bytes() == etag.as_bytes());
+            if matches {
+                not_modified.clone()
+            } else {
+                full.clone()
+            }
+        });
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}://{}{}", self.scheme, self.addr, path)
     }
