@@ -76,7 +76,8 @@ pub struct Cache {
     pub sendfile: bool,
     /// The RFC 9213 target list: response fields whose directives this cache obeys instead of
     /// `Cache-Control` (first present and valid wins), and never forwards. Distinct valid field
-    /// names, never `Cache-Control`; empty turns targeted cache control off.
+    /// names, never `Cache-Control` or `Expires` (which it replaces); empty turns targeted cache
+    /// control off.
     pub targeted: Vec<HeaderName>,
 }
 

@@ -130,7 +130,7 @@ impl<'a, 'p> Reader<'a, 'p> {
             "max_object_size" => raw.cache_max_object_size.put(self.size(f), loc),
             "sendfile" => raw.cache_sendfile.put(self.boolean(f), loc),
             "targeted" => {
-                let names = self.field_names(f, &["cache-control"]);
+                let names = self.field_names(f, &["cache-control", "expires"]);
                 raw.cache_targeted.put(names, loc);
             }
             _ => return false,

@@ -361,6 +361,7 @@ fn each_bad_value_names_its_line_and_key() {
         ("[cache]\ntargeted = [\n\"CDN-Cache-Control\",\n\"bad name\"]", 4, "cache.targeted[1]", "invalid header field name \"bad name\""),
         ("[cache]\ntargeted = [\"CDN-Cache-Control\", \"cdn-cache-control\"]", 2, "cache.targeted[1]", "field \"cdn-cache-control\" is listed twice"),
         ("[cache]\ntargeted = [\"Cache-Control\"]", 2, "cache.targeted[0]", "field \"Cache-Control\" cannot be listed here"),
+        ("[cache]\ntargeted = [\"x-a\", \"EXPIRES\"]", 2, "cache.targeted[1]", "field \"EXPIRES\" cannot be listed here"),
         ("[cache]\ntargeted = [1]", 2, "cache.targeted[0]", "expected a string, found integer"),
         ("[cache]\nmax_object_size = \"20GiB\"", 2, "cache.max_object_size", "20GiB exceeds cache.max_size (10GiB)"),
         ("[cache]\nmax_size = \"1GiB\"", 2, "cache.max_size", "1GiB is less than cache.max_object_size (4GiB)"),

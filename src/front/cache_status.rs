@@ -58,7 +58,8 @@ pub struct CacheStatusField {
     pub fwd: Option<Fwd>,
     /// The next hop's status (origin or peer), when one answered.
     pub fwd_status: Option<StatusCode>,
-    /// The response is being stored.
+    /// The response is being stored (it is committed once its body is complete and verified;
+    /// a body that turns out larger than `cache.max_object_size` is passed on unstored).
     pub stored: bool,
     /// The request joined another request's fetch.
     pub collapsed: bool,

@@ -61,6 +61,7 @@ mod tests {
             "content-location",
             "connection",
             "pragma",
+            "cdn-cache-control",
         ];
         for v in nasty {
             let mut h = HeaderMap::new();
@@ -74,16 +75,13 @@ mod tests {
                 timing,
             };
             let req_cc = CacheControl::from_request(&h);
-            let _ = storability(&Method::GET, &h, StatusCode::OK, &h, Heuristic::default());
-            let _ = shareable(&h, &h, Heuristic::default());
-            let _ = reuse(&stored, &req_cc, t(T0 + 1), Heuristic::default());
-            let _ = serve_stale_on_error(
-                &stored,
-                &req_cc,
-                t(T0 + 1),
-                Heuristic::default(),
-                Failure::Unreachable,
-            );
+            for hr in [Heuristic::default(), cdn()] {
+                let _ = storability(&Method::GET, &h, StatusCode::OK, &h, hr);
+                let _ = shareable(&h, &h, hr);
+                let _ = reuse(&stored, &req_cc, t(T0 + 1), hr);
+                let _ = serve_stale_on_error(&stored, &req_cc, t(T0 + 1), hr, Failure::Unreachable);
+                let _ = freshness_lifetime(StatusCode::OK, &h, t(T0), hr);
+            }
             let _ = validators(&h);
             let mut m = h.clone();
             merge_not_modified(&mut m, &h);
