@@ -1,6 +1,7 @@
 //! Config: `peercache.toml` text → validated [`Config`], every error with line and key; pure except [`Config::load`]; never binds or resolves.
 
 mod addr;
+mod hosts;
 mod mirror;
 mod reader;
 mod resolve;
@@ -23,6 +24,7 @@ use reader::{line_at, Problem, Reader};
 use resolve::resolve;
 use schema::Raw;
 
+pub use hosts::{HostPattern, HostPatterns};
 pub use units::{parse_duration, parse_size};
 
 /// The documented defaults. Every key a user's file leaves out takes its value from here.
@@ -44,6 +46,7 @@ pub struct Config {
     /// `[[mirror]]` routes in file order; empty by default.
     pub mirrors: Vec<Mirror>,
     pub peers: Peers,
+    pub intercept: Intercept,
     pub log: Log,
 }
 
@@ -56,6 +59,9 @@ pub struct Proxy {
     pub allow: Acl,
     /// Ports `CONNECT` may reach, each in 1..=65535, in file order; empty disables `CONNECT`.
     pub connect_ports: Vec<u16>,
+    /// A `CONNECT` tunnel (intercepted or not) with no byte in either direction for this long
+    /// is closed; > 0.
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// `[cache]`: where and how much to store.
@@ -144,6 +150,22 @@ pub struct Peers {
     pub max_uploads: usize,
     /// Connect timeout towards a peer; > 0.
     pub connect_timeout: Duration,
+}
+
+/// `[intercept]`: the hosts whose `CONNECT` tunnels are decrypted and cached, and the CA that
+/// signs the certificates shown to clients for them.
+///
+/// Invariants: `ca_cert` and `ca_key` are different paths, neither empty nor naming a
+/// directory; as written (relative to the working directory), not read here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intercept {
+    /// Host patterns to intercept; empty means interception is off (every tunnel is opaque).
+    pub hosts: HostPatterns,
+    /// The CA certificate (PEM): as written, or `<cache.dir>/ca/ca.pem` when written `""`.
+    pub ca_cert: PathBuf,
+    /// The CA private key (PEM, PKCS#8): as written, or `ca_cert` with the extension `.key`
+    /// when written `""`.
+    pub ca_key: PathBuf,
 }
 
 /// `[log]`: diagnostics.

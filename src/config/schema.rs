@@ -9,12 +9,20 @@ use toml_edit::{TableLike, Value};
 use super::addr::{check_port, parse_advertise, parse_parent_proxy, parse_seed, parse_socket_addr};
 use super::reader::{Field, Reader, Slot};
 use super::units::{parse_duration, parse_size};
-use super::{Mirror, ParentProxy};
+use super::{HostPattern, HostPatterns, Mirror, ParentProxy};
 use crate::front::acl::{self, Acl};
 
 /// Top-level tables, in documentation order (used in "unknown key" messages).
-const TABLES: &[&str] = &["proxy", "cache", "upstream", "mirror", "peers", "log"];
-pub(super) const PROXY_KEYS: &[&str] = &["listen", "allow", "connect_ports"];
+const TABLES: &[&str] = &[
+    "proxy",
+    "cache",
+    "upstream",
+    "mirror",
+    "peers",
+    "intercept",
+    "log",
+];
+pub(super) const PROXY_KEYS: &[&str] = &["listen", "allow", "connect_ports", "tunnel_idle_timeout"];
 pub(super) const CACHE_KEYS: &[&str] = &["dir", "max_size", "max_object_size", "sendfile"];
 pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
 pub(super) const MIRROR_KEYS: &[&str] = &["prefix", "upstream", "redirect_to_peers"];
@@ -28,6 +36,7 @@ pub(super) const PEERS_KEYS: &[&str] = &[
     "max_uploads",
     "connect_timeout",
 ];
+pub(super) const INTERCEPT_KEYS: &[&str] = &["hosts", "ca_cert", "ca_key"];
 pub(super) const LOG_KEYS: &[&str] = &["level", "access"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
@@ -37,6 +46,7 @@ pub(super) struct Raw<'a> {
     pub(super) proxy_listen: Slot<'a, SocketAddr>,
     pub(super) proxy_allow: Slot<'a, Acl>,
     pub(super) proxy_connect_ports: Slot<'a, Vec<u16>>,
+    pub(super) proxy_tunnel_idle_timeout: Slot<'a, Duration>,
     pub(super) cache_dir: Slot<'a, PathBuf>,
     pub(super) cache_max_size: Slot<'a, u64>,
     pub(super) cache_max_object_size: Slot<'a, u64>,
@@ -54,6 +64,9 @@ pub(super) struct Raw<'a> {
     pub(super) peers_key_file: Slot<'a, PathBuf>,
     pub(super) peers_max_uploads: Slot<'a, usize>,
     pub(super) peers_connect_timeout: Slot<'a, Duration>,
+    pub(super) intercept_hosts: Slot<'a, HostPatterns>,
+    pub(super) intercept_ca_cert: Slot<'a, Option<PathBuf>>,
+    pub(super) intercept_ca_key: Slot<'a, Option<PathBuf>>,
     pub(super) log_level: Slot<'a, String>,
     pub(super) log_access: Slot<'a, bool>,
 }
@@ -73,6 +86,7 @@ impl<'a, 'p> Reader<'a, 'p> {
                 "upstream" => self.read_table(&f, UPSTREAM_KEYS, raw, Self::upstream_key),
                 "mirror" => raw.mirrors.put(self.mirrors(&f), f.value_loc),
                 "peers" => self.read_table(&f, PEERS_KEYS, raw, Self::peers_key),
+                "intercept" => self.read_table(&f, INTERCEPT_KEYS, raw, Self::intercept_key),
                 "log" => self.read_table(&f, LOG_KEYS, raw, Self::log_key),
                 _ => self.unknown(&f, TABLES),
             }
@@ -105,6 +119,7 @@ impl<'a, 'p> Reader<'a, 'p> {
             "listen" => raw.proxy_listen.put(self.socket_addr(f), loc),
             "allow" => raw.proxy_allow.put(self.acl(f), loc),
             "connect_ports" => raw.proxy_connect_ports.put(self.ports(f), loc),
+            "tunnel_idle_timeout" => raw.proxy_tunnel_idle_timeout.put(self.timeout(f), loc),
             _ => return false,
         }
         true
@@ -133,10 +148,7 @@ impl<'a, 'p> Reader<'a, 'p> {
             }
             "connect_timeout" => raw.upstream_connect_timeout.put(self.timeout(f), loc),
             "read_timeout" => raw.upstream_read_timeout.put(self.timeout(f), loc),
-            "ca_file" => {
-                let ca_file = self.string(f).and_then(|s| self.check(f, parse_ca_file(s)));
-                raw.upstream_ca_file.put(ca_file, loc);
-            }
+            "ca_file" => raw.upstream_ca_file.put(self.file(f), loc),
             _ => return false,
         }
         true
@@ -178,6 +190,23 @@ impl<'a, 'p> Reader<'a, 'p> {
         true
     }
 
+    fn intercept_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
+        let loc = f.value_loc;
+        match name {
+            "hosts" => {
+                let hosts = self.each(f, "an array of host patterns", |r, e| {
+                    let s = r.string(e)?;
+                    r.check(e, HostPattern::parse(s))
+                });
+                raw.intercept_hosts.put(hosts.map(HostPatterns::new), loc);
+            }
+            "ca_cert" => raw.intercept_ca_cert.put(self.file(f), loc),
+            "ca_key" => raw.intercept_ca_key.put(self.file(f), loc),
+            _ => return false,
+        }
+        true
+    }
+
     fn log_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
         let loc = f.value_loc;
         match name {
@@ -200,6 +229,12 @@ impl<'a, 'p> Reader<'a, 'p> {
             _ => return false,
         }
         true
+    }
+
+    /// An optional file path: `""` means none (a default applies).
+    fn file(&mut self, f: &Field<'a, '_>) -> Option<Option<PathBuf>> {
+        let s = self.string(f)?;
+        self.check(f, parse_file(s))
     }
 
     fn socket_addr(&mut self, f: &Field<'a, '_>) -> Option<SocketAddr> {
@@ -283,9 +318,10 @@ fn non_empty(s: &str) -> Result<&str, String> {
     }
 }
 
-/// `upstream.ca_file`: empty means none; else a path that can name a file (not ending in `/`,
-/// `.` or `..`). Syntax only: the file is read when the app starts, not here.
-fn parse_ca_file(s: &str) -> Result<Option<PathBuf>, String> {
+/// `upstream.ca_file`, `intercept.ca_cert`, `intercept.ca_key`: empty means none; else a path
+/// that can name a file (not ending in `/`, `.` or `..`). Syntax only: the file is read when
+/// the app starts, not here.
+fn parse_file(s: &str) -> Result<Option<PathBuf>, String> {
     if s.is_empty() {
         return Ok(None);
     }
