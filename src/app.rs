@@ -16,6 +16,7 @@ use crate::cache::store::Store;
 use crate::config::Config;
 use crate::error::Error;
 use crate::fetch::{connect, origin::Origin, Fetcher};
+use crate::front::intercept::{ca, Interceptor};
 use crate::metrics::Metrics;
 use crate::peer::{self, PeerTuning, Peers};
 
@@ -36,6 +37,8 @@ pub struct App {
     pub started: tokio::time::Instant,
     /// The peer side, when `peers.enabled`.
     pub peers: Option<Arc<Peers>>,
+    /// HTTPS interception, when `intercept.hosts` lists any host.
+    pub intercept: Option<Interceptor>,
     peer_side: std::sync::Mutex<Option<peer::Started>>,
 }
 
@@ -85,6 +88,7 @@ impl Server {
         let tls =
             connect::tls_config(&extra_roots).map_err(|e| Error::internal(format!("TLS: {e}")))?;
         let metrics = Arc::new(Metrics::default());
+        let intercept = Self::interceptor(&config, &metrics).await?;
         let inflight = Inflight::new();
         let peer_side = if config.peers.enabled {
             Some(Peers::start(&config, store.clone(), inflight.clone(), tuning).await?)
@@ -117,9 +121,39 @@ impl Server {
             access,
             started: tokio::time::Instant::now(),
             peers,
+            intercept,
             peer_side: std::sync::Mutex::new(peer_side),
         });
         Ok(Server { app, listener })
+    }
+
+    /// Loads the interception CA (making it on the first run) when hosts are listed.
+    async fn interceptor(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Option<Interceptor>, Error> {
+        let c = &config.intercept;
+        if c.hosts.is_empty() {
+            return Ok(None);
+        }
+        let (cert, key) = (c.ca_cert.clone(), c.ca_key.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            ca::load_or_create(&cert, &key, std::time::SystemTime::now())
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?;
+        let (ca, origin) = loaded.map_err(|e| Error::internal(format!("intercept: {e}")))?;
+        if origin == ca::Origin::Created {
+            tracing::warn!(
+                "made a new interception CA {} (SHA-256 {}): clients must trust it, see `peercache ca`",
+                c.ca_cert.display(),
+                ca.fingerprint()
+            );
+        }
+        let hosts = c.hosts.clone();
+        Interceptor::new(hosts, ca, metrics.clone())
+            .map(Some)
+            .map_err(|e| Error::internal(format!("intercept: {e}")))
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -29,6 +29,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Make the HTTPS interception CA if it does not exist yet ([intercept] ca_cert and ca_key;
+    /// the key gets mode 0600), then print the certificate's path and SHA-256 fingerprint.
+    Ca {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Write a new random cluster key (32 bytes, hex) to FILE for the peer group; refuses to
     /// overwrite an existing file. Copy the same file to every member.
     Keygen { file: PathBuf },
@@ -68,6 +74,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Status { proxy } => status(&proxy),
+        Command::Ca { config } => match load(config.as_ref()) {
+            Ok(c) => ca(&c),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Keygen { file } => match peercache::peer::auth::ClusterKey::write_new(&file) {
             Ok(key) => {
                 println!(
@@ -151,6 +164,30 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+fn ca(config: &Config) -> ExitCode {
+    use peercache::front::intercept::ca;
+    let (cert, key) = (&config.intercept.ca_cert, &config.intercept.ca_key);
+    match ca::load_or_create(cert, key, std::time::SystemTime::now()) {
+        Ok((ca, origin)) => {
+            let what = match origin {
+                ca::Origin::Created => "made a new CA",
+                ca::Origin::Existing => "CA exists",
+            };
+            println!("{what}: {}", cert.display());
+            println!(
+                "key: {} (keep it private; it never leaves this machine)",
+                key.display()
+            );
+            println!("SHA-256 fingerprint: {}", ca.fingerprint());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("peercache ca: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn status(proxy: &str) -> ExitCode {

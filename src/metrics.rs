@@ -69,7 +69,21 @@ pub struct Metrics {
     pub origin_requests: AtomicU64,
     bytes: [AtomicU64; 3],
     pub bytes_to_clients: AtomicU64,
+    /// `CONNECT` tunnels opened (answered 200), intercepted or not.
     pub tunnels: AtomicU64,
+    /// Tunnels decrypted: the client completed the TLS handshake with our leaf.
+    pub intercepted: AtomicU64,
+    /// Intercepted tunnels whose TLS handshake failed (the client refused our certificate,
+    /// sent no TLS, or named a server that is not listed); each costs only its own connection.
+    pub intercept_handshake_failures: AtomicU64,
+    /// Leaf certificates issued (a name issued again after leaving the cache counts again).
+    pub intercept_leaves_issued: AtomicU64,
+    /// Tunnel bytes from clients towards upstream, and from upstream to clients (TLS records
+    /// for intercepted tunnels), counted as they pass.
+    pub tunnel_bytes_up: AtomicU64,
+    pub tunnel_bytes_down: AtomicU64,
+    /// Tunnels closed because no byte passed for `proxy.tunnel_idle_timeout`.
+    pub tunnels_idle_closed: AtomicU64,
     pub corrupt_blobs: AtomicU64,
     /// Body bytes sent from blob files with `sendfile` (zero-copy hits).
     pub sendfile_bytes: AtomicU64,
@@ -114,6 +128,12 @@ impl Metrics {
             "bytes_by_source": by_source,
             "bytes_to_clients": Self::get(&self.bytes_to_clients),
             "tunnels": Self::get(&self.tunnels),
+            "intercepted": Self::get(&self.intercepted),
+            "intercept_handshake_failures": Self::get(&self.intercept_handshake_failures),
+            "intercept_leaves_issued": Self::get(&self.intercept_leaves_issued),
+            "tunnel_bytes_up": Self::get(&self.tunnel_bytes_up),
+            "tunnel_bytes_down": Self::get(&self.tunnel_bytes_down),
+            "tunnels_idle_closed": Self::get(&self.tunnels_idle_closed),
             "corrupt_blobs": Self::get(&self.corrupt_blobs),
             "sendfile_bytes": Self::get(&self.sendfile_bytes),
         })
@@ -152,6 +172,21 @@ impl Metrics {
             ("peercache_origin_requests_total", &self.origin_requests),
             ("peercache_client_bytes_total", &self.bytes_to_clients),
             ("peercache_tunnels_total", &self.tunnels),
+            ("peercache_intercepted_total", &self.intercepted),
+            (
+                "peercache_intercept_handshake_failures_total",
+                &self.intercept_handshake_failures,
+            ),
+            (
+                "peercache_intercept_leaves_issued_total",
+                &self.intercept_leaves_issued,
+            ),
+            ("peercache_tunnel_bytes_up_total", &self.tunnel_bytes_up),
+            ("peercache_tunnel_bytes_down_total", &self.tunnel_bytes_down),
+            (
+                "peercache_tunnels_idle_closed_total",
+                &self.tunnels_idle_closed,
+            ),
             ("peercache_corrupt_blobs_total", &self.corrupt_blobs),
             ("peercache_sendfile_bytes_total", &self.sendfile_bytes),
         ] {

@@ -14,6 +14,7 @@ pub fn page(app: &Arc<App>, page: &str) -> Result<Response<Body>, Error> {
         "" => ("text/plain; charset=utf-8", index()),
         "status" => ("application/json", status_json(app).to_string()),
         "metrics" => ("text/plain; version=0.0.4", app.metrics.to_prometheus()),
+        "ca.pem" => return ca_pem(app),
         other => {
             return Err(Error::downstream(
                 Kind::NotFound,
@@ -31,8 +32,31 @@ pub fn page(app: &Arc<App>, page: &str) -> Result<Response<Body>, Error> {
 }
 
 fn index() -> String {
-    "peercache admin pages:\n  /_peercache/status   JSON status\n  /_peercache/metrics  Prometheus metrics\n"
+    "peercache admin pages:\n  /_peercache/status   JSON status\n  /_peercache/metrics  Prometheus metrics\n  /_peercache/ca.pem   the interception CA certificate\n"
         .to_owned()
+}
+
+/// The interception CA's certificate, for clients to import; 404 when interception is off.
+fn ca_pem(app: &Arc<App>) -> Result<Response<Body>, Error> {
+    let Some(intercept) = &app.intercept else {
+        return Err(Error::downstream(
+            Kind::NotFound,
+            "no CA in use: interception is off ([intercept] hosts is empty); `peercache ca` \
+             makes the CA and prints where it is",
+        ));
+    };
+    let mut r = Response::new(body::full(intercept.leaves.ca().cert_pem().to_owned()));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-pem-file"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"peercache-ca.pem\""),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
 }
 
 /// The status document: identity, cache occupancy, fills in progress and every counter.
@@ -52,6 +76,12 @@ pub fn status_json(app: &Arc<App>) -> serde_json::Value {
             "weighted_kib": stats.weighted_kib,
         },
         "inflight": app.inflight.len(),
+        "intercept": app.intercept.as_ref().map(|i| serde_json::json!({
+            "hosts": i.hosts.patterns().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "ca_cert": app.config.intercept.ca_cert.display().to_string(),
+            "ca_fingerprint": i.leaves.ca().fingerprint(),
+            "leaves_cached": i.leaves.cached(),
+        })),
         "counters": app.metrics.to_json(),
         "peers": app.peers.as_ref().map(|p| p.status_json()),
     })

@@ -1,0 +1,347 @@
+//! HTTPS interception of listed hosts: answer the CONNECT, complete TLS with a leaf for the server name, then serve the requests inside as absolute-form `https://` requests through the same handler as every other request. Never decrypts an unlisted host.
+
+pub mod ca;
+pub mod leaf;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{header, Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::app::App;
+use crate::body::{self, Body};
+use crate::config::HostPatterns;
+use crate::error::{Error, Kind};
+use crate::front::meter::{End, Metered, Tunnel};
+use crate::front::{Arrived, Client};
+use crate::metrics::Metrics;
+
+use self::ca::Ca;
+use self::leaf::Leaves;
+
+/// Time allowed from the 200 to the end of the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The interception side of the proxy: which hosts, and the leaves issued for them.
+pub struct Interceptor {
+    pub hosts: HostPatterns,
+    pub leaves: Leaves,
+}
+
+impl Interceptor {
+    pub fn new(hosts: HostPatterns, ca: Ca, metrics: Arc<Metrics>) -> Result<Self, String> {
+        Ok(Interceptor {
+            hosts,
+            leaves: Leaves::new(ca, metrics)?,
+        })
+    }
+}
+
+/// The name to present a certificate for, given the CONNECT host and the TLS server name
+/// (SNI) the client sent: the CONNECT host when there is no SNI (clients send none for an IP
+/// address), else the SNI when it is the CONNECT host or itself listed. Anything else is
+/// refused: a listed CONNECT must not get a certificate for an unlisted name. Lower-case.
+pub fn served_name(
+    connect_host: &str,
+    sni: Option<&str>,
+    hosts: &HostPatterns,
+) -> Result<String, String> {
+    let name = match sni {
+        None => connect_host,
+        Some(sni) if sni.eq_ignore_ascii_case(connect_host) || hosts.matches(sni) => sni,
+        Some(sni) => {
+            return Err(format!(
+                "server name {sni:?} is neither the CONNECT host {connect_host:?} nor a listed host"
+            ))
+        }
+    };
+    Ok(name.to_ascii_lowercase())
+}
+
+/// The site an intercepted connection serves: the name in its certificate and the CONNECT port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    name: String,
+    port: u16,
+    /// `name` (`[v6]` for an IPv6 address) plus `:port` unless it is 443.
+    authority: String,
+}
+
+impl Site {
+    /// `name` is lower-case, an IP literal without brackets.
+    pub fn new(name: String, port: u16) -> Site {
+        let host = if name.contains(':') {
+            format!("[{name}]")
+        } else {
+            name.clone()
+        };
+        let authority = if port == 443 {
+            host
+        } else {
+            format!("{host}:{port}")
+        };
+        Site {
+            name,
+            port,
+            authority,
+        }
+    }
+
+    /// Turns a request read inside the tunnel into the absolute-form request it stands for,
+    /// `https://name[:port]/path?query`, so it is keyed, shared and logged like any https URL.
+    /// The request must name this site (absolute-form authority, else `Host`; a missing port
+    /// means the tunnel's): another host is 421 Misdirected Request (RFC 9110 §15.5.20), as it
+    /// needs its own CONNECT; CONNECT inside, `http://` targets, `*` and an HTTP/1.1 request
+    /// without `Host` are 400.
+    pub fn absolute<B>(&self, req: Request<B>) -> Result<Request<B>, Error> {
+        let bad = |why: &str| Error::downstream(Kind::BadRequest, why);
+        let (mut parts, body) = req.into_parts();
+        if parts.method == Method::CONNECT {
+            return Err(bad("CONNECT inside an intercepted tunnel"));
+        }
+        let named = match parts.uri.authority() {
+            Some(authority) => {
+                if parts.uri.scheme_str() != Some("https") {
+                    return Err(bad("only https:// targets inside an intercepted tunnel"));
+                }
+                Some(authority.as_str())
+            }
+            None => match parts.headers.get(header::HOST) {
+                Some(h) => match h.to_str() {
+                    Ok(h) => Some(h),
+                    Err(_) => return Err(bad("invalid Host")),
+                },
+                None if parts.version == http::Version::HTTP_10 => None,
+                None => return Err(bad("HTTP/1.1 request without Host")),
+            },
+        };
+        if let Some(named) = named.filter(|n| !self.is(n)) {
+            return Err(Error::downstream(
+                Kind::Misdirected,
+                format!(
+                    "this connection serves {}; {named} needs its own CONNECT",
+                    self.authority
+                ),
+            ));
+        }
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if !path.starts_with('/') {
+            return Err(bad("request target must be a path"));
+        }
+        parts.uri = format!("https://{}{path}", self.authority)
+            .parse::<Uri>()
+            .map_err(|_| bad("invalid request target"))?;
+        Ok(Request::from_parts(parts, body))
+    }
+
+    /// Whether an authority (`host[:port]`) names this site.
+    fn is(&self, authority: &str) -> bool {
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') && !p.contains(']') => (h, Some(p)),
+            _ => (authority, None),
+        };
+        let port_ok = port.is_none_or(|p| p.parse::<u16>() == Ok(self.port));
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host_ok = match (host.parse::<IpAddr>(), self.name.parse::<IpAddr>()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => host.trim_end_matches('.').eq_ignore_ascii_case(&self.name),
+        };
+        port_ok && host_ok
+    }
+}
+
+/// Answers the CONNECT with 200 and serves the decrypted tunnel in a task; its requests go
+/// through `front::handle` as absolute-form https requests.
+pub fn open(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    host: String,
+    port: u16,
+    client: &Client,
+    arrived: Arrived,
+) -> Response<Body> {
+    let target = req.uri().to_string();
+    let tunnel = Tunnel::open(app, client.peer, target, arrived, "INTERCEPT");
+    let (app, peer, stop) = (app.clone(), client.peer, client.stop.clone());
+    tokio::spawn(async move {
+        let mut tunnel = tunnel;
+        let traffic = tunnel.traffic();
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!("CONNECT upgrade failed: {e}");
+                return;
+            }
+        };
+        let io = Metered::new(TokioIo::new(upgraded), traffic.clone());
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(&app, io, &host));
+        let (tls, name) = match handshake.await {
+            Ok(Ok(done)) => done,
+            Ok(Err(why)) => return refused(&app, &mut tunnel, &host, &why),
+            Err(_) => return refused(&app, &mut tunnel, &host, "handshake timed out"),
+        };
+        Metrics::inc(&app.metrics.intercepted);
+        let client = Arc::new(Client {
+            peer,
+            allowed: true,
+            slot: None,
+            site: Some(Site::new(name, port)),
+            stop,
+        });
+        let idle_limit = app.config.proxy.tunnel_idle_timeout;
+        let end = tokio::select! {
+            _ = crate::front::serve_http1(TokioIo::new(tls), app, client) => End::Complete,
+            _ = traffic.idle(idle_limit) => End::Idle,
+        };
+        tunnel.ended(end);
+    });
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}
+
+fn refused(app: &App, tunnel: &mut Tunnel, host: &str, why: &str) {
+    Metrics::inc(&app.metrics.intercept_handshake_failures);
+    tracing::info!("intercepted CONNECT {host}: TLS with the client failed: {why}");
+    tunnel.ended(End::TlsFailed);
+}
+
+/// Reads the ClientHello, picks the name to serve and completes the handshake with its leaf.
+async fn accept<IO>(
+    app: &App,
+    io: IO,
+    connect_host: &str,
+) -> Result<(tokio_rustls::server::TlsStream<IO>, String), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let intercept = app
+        .intercept
+        .as_ref()
+        .ok_or("interception is not configured")?;
+    let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
+        .await
+        .map_err(|e| format!("no TLS ClientHello ({e})"))?;
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    let name = served_name(connect_host, sni.as_deref(), &intercept.hosts)?;
+    let config = intercept.leaves.server_config(&name, SystemTime::now())?;
+    let tls = start
+        .into_stream(config)
+        .await
+        .map_err(|e| format!("the client refused the handshake ({e})"))?;
+    Ok((tls, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_served_name_is_the_sni_when_it_is_the_host_or_listed() {
+        let hosts = HostPatterns::parse(["files.example.org", "*.example.net", "127.0.0.1"])
+            .expect("patterns");
+        let table: &[(&str, Option<&str>, Result<&str, &str>)] = &[
+            ("files.example.org", None, Ok("files.example.org")),
+            (
+                "Files.Example.org",
+                Some("files.EXAMPLE.org"),
+                Ok("files.example.org"),
+            ),
+            ("127.0.0.1", None, Ok("127.0.0.1")),
+            ("127.0.0.1", Some("a.example.net"), Ok("a.example.net")),
+            ("a.example.net", Some("b.example.net"), Ok("b.example.net")),
+            (
+                "files.example.org",
+                Some("bank.example.com"),
+                Err("neither"),
+            ),
+            ("127.0.0.1", Some("example.net"), Err("neither")),
+        ];
+        for (host, sni, want) in table {
+            let got = served_name(host, *sni, &hosts);
+            match want {
+                Ok(name) => assert_eq!(got.as_deref(), Ok(*name), "{host} {sni:?}"),
+                Err(part) => assert!(got.is_err_and(|e| e.contains(part)), "{host} {sni:?}"),
+            }
+        }
+    }
+
+    fn rewrite(site: &Site, target: &str, host: Option<&str>) -> Result<String, Error> {
+        let mut req = Request::get(target);
+        if let Some(h) = host {
+            req = req.header("host", h);
+        }
+        site.absolute(req.body(()).expect("request"))
+            .map(|r| r.uri().to_string())
+    }
+
+    #[test]
+    fn requests_inside_become_absolute_https_for_the_site_only() {
+        let site = Site::new("files.example.org".into(), 443);
+        let ok = |t: &str, h: Option<&str>| rewrite(&site, t, h).expect("rewritten");
+        assert_eq!(
+            ok("/a/b?c=1", Some("files.example.org")),
+            "https://files.example.org/a/b?c=1"
+        );
+        assert_eq!(
+            ok("/", Some("FILES.example.org:443")),
+            "https://files.example.org/"
+        );
+        assert_eq!(
+            ok("https://files.example.org/x", Some("ignored.example")),
+            "https://files.example.org/x"
+        );
+        let kind = |t: &str, h: Option<&str>| rewrite(&site, t, h).expect_err("refused").kind;
+        assert_eq!(kind("/", Some("other.example.org")), Kind::Misdirected);
+        assert_eq!(kind("/", Some("files.example.org:8443")), Kind::Misdirected);
+        assert_eq!(kind("https://other.example.org/", None), Kind::Misdirected);
+        assert_eq!(kind("http://files.example.org/", None), Kind::BadRequest);
+        assert_eq!(kind("/", None), Kind::BadRequest);
+        assert_eq!(kind("*", Some("files.example.org")), Kind::BadRequest);
+
+        let connect = Request::connect("files.example.org:443")
+            .body(())
+            .expect("request");
+        assert_eq!(
+            site.absolute(connect).expect_err("refused").kind,
+            Kind::BadRequest
+        );
+    }
+
+    #[test]
+    fn other_ports_and_addresses_keep_their_authority() {
+        let v4 = Site::new("127.0.0.1".into(), 8443);
+        assert_eq!(
+            rewrite(&v4, "/x", Some("127.0.0.1:8443")).expect("ok"),
+            "https://127.0.0.1:8443/x"
+        );
+        assert_eq!(
+            rewrite(&v4, "/x", Some("127.0.0.1")).expect("a Host without port is this tunnel's"),
+            "https://127.0.0.1:8443/x"
+        );
+        let v6 = Site::new("::1".into(), 443);
+        assert_eq!(
+            rewrite(&v6, "/", Some("[::1]")).expect("ok"),
+            "https://[::1]/"
+        );
+        assert_eq!(
+            rewrite(&v6, "/", Some("[0:0::1]:443")).expect("same address"),
+            "https://[::1]/"
+        );
+        assert_eq!(
+            rewrite(&v6, "/", Some("[::2]")).expect_err("refused").kind,
+            Kind::Misdirected
+        );
+        let http10 = Request::get("/old")
+            .version(http::Version::HTTP_10)
+            .body(())
+            .expect("request");
+        assert_eq!(
+            v4.absolute(http10).expect("HTTP/1.0 needs no Host").uri(),
+            "https://127.0.0.1:8443/old"
+        );
+    }
+}
