@@ -99,3 +99,60 @@ async fn sigterm_stops_the_proxy_cleanly_and_the_access_log_has_a_line_per_reque
     let status = exited.expect("peercache exits within 5 s of SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn ca_makes_the_ca_once_and_prints_its_path_and_fingerprint() {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("peercache.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[cache]\ndir = \"{}\"\n",
+            dir.path().join("cache").display()
+        ),
+    )
+    .unwrap();
+    let ca = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_peercache"))
+            .args(["ca", "--config"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cert = dir.path().join("cache/ca/ca.pem");
+    let key = dir.path().join("cache/ca/ca.key");
+    let first = ca();
+    assert!(
+        first.contains(&format!("made a new CA: {}", cert.display())),
+        "{first}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is private");
+    }
+    // The printed fingerprint is the SHA-256 of the certificate file's DER.
+    let der = CertificateDer::from_pem_file(&cert).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    assert!(
+        first.contains(&format!("SHA-256 fingerprint: {}", hex.join(":"))),
+        "{first}"
+    );
+    let pem_before = std::fs::read(&cert).unwrap();
+    let second = ca();
+    assert!(
+        second.contains(&format!("CA exists: {}", cert.display())),
+        "{second}"
+    );
+    assert!(second.contains(&hex.join(":")), "same CA: {second}");
+    assert_eq!(std::fs::read(&cert).unwrap(), pem_before);
+}

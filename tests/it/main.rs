@@ -7,6 +7,7 @@ mod caching;
 mod cli;
 mod collapse;
 mod forward;
+mod intercept;
 mod peers;
 mod restart;
 mod zerocopy;

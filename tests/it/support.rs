@@ -251,6 +251,8 @@ pub fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::default_config();
     c.proxy.listen = "127.0.0.1:0".parse().unwrap();
     c.cache.dir = dir.to_owned();
+    c.intercept.ca_cert = dir.join("ca/ca.pem");
+    c.intercept.ca_key = dir.join("ca/ca.key");
     c.log.access = false;
     c.upstream.connect_timeout = Duration::from_secs(2);
     c.upstream.read_timeout = Duration::from_secs(5);
@@ -329,6 +331,91 @@ pub async fn send_head(
     sender.send_request(req).await.unwrap()
 }
 
+/// Sends `CONNECT target` (`host:port`) through `proxy` and returns the tunnel once it is
+/// answered 200 (nothing of the tunnel is read).
+pub async fn tunnel(proxy: SocketAddr, target: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "CONNECT {target}: {head}");
+    s
+}
+
+/// A TLS client trusting only the certificates in the PEM text `ca_pem`.
+pub fn tls_trusting(ca_pem: &[u8]) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// An HTTP/1.1 connection inside a TLS session inside a `CONNECT` tunnel.
+pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// CONNECTs to `target` through `proxy`, completes TLS with server name `name` (an IP address
+/// sends no SNI) using `tls`, and returns an HTTP/1.1 sender plus the certificates the server
+/// presented. `Err` when the TLS handshake fails.
+pub async fn https_through(
+    proxy: SocketAddr,
+    target: &str,
+    name: &str,
+    tls: &tokio_rustls::TlsConnector,
+) -> std::io::Result<(Sender, Vec<rustls::pki_types::CertificateDer<'static>>)> {
+    let tcp = tunnel(proxy, target).await;
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let stream = tls.connect(name, tcp).await?;
+    let certs = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_default()
+        .to_vec();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    Ok((sender, certs))
+}
+
+/// Sends `GET target` with `Host: host` on an open connection and reads the whole answer.
+pub async fn get_on(sender: &mut Sender, target: &str, host: &str) -> Got {
+    let req = Request::get(target)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string());
+    Got {
+        status,
+        headers,
+        body,
+    }
+}
+
 /// A fresh temporary directory.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -385,13 +472,14 @@ impl Proc {
         .await
     }
 
-    /// Starts `peercache run` listening on `addr`, cache under `dir`, plus `extra` TOML.
+    /// Starts `peercache run` listening on `addr`, cache under `dir`, plus `extra` TOML (it
+    /// follows `[proxy] listen`, so its first keys may be more `[proxy]` keys).
     pub async fn start_with(dir: &Path, addr: SocketAddr, extra: &str) -> Proc {
         let conf = dir.join("peercache.toml");
         std::fs::write(
             &conf,
             format!(
-                "{extra}\n[proxy]\nlisten = \"{addr}\"\n[cache]\ndir = \"{}\"\n",
+                "[proxy]\nlisten = \"{addr}\"\n{extra}\n[cache]\ndir = \"{}\"\n",
                 dir.join("cache").display()
             ),
         )
@@ -574,6 +662,11 @@ pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
 
 /// Starts `n` nodes sharing one key, all seeded by the first, and waits until each sees the others.
 pub async fn cluster(n: usize) -> (Vec<Node>, tempfile::TempDir) {
+    cluster_with(n, |_| {}).await
+}
+
+/// `cluster` with each node's config adjusted by `tune`.
+pub async fn cluster_with(n: usize, tune: impl Fn(&mut Config)) -> (Vec<Node>, tempfile::TempDir) {
     let keydir = tempdir();
     let key = keydir.path().join("cluster.key");
     write_key(&key, 7);
@@ -581,7 +674,8 @@ pub async fn cluster(n: usize) -> (Vec<Node>, tempfile::TempDir) {
     for i in 0..n {
         let dir = tempdir();
         let seed = nodes.first().map(|n| n.peers().membership_addr());
-        let c = peer_config(dir.path(), i, &key, seed);
+        let mut c = peer_config(dir.path(), i, &key, seed);
+        tune(&mut c);
         nodes.push(start_node(c, dir).await);
     }
     let all = nodes.iter().map(|n| n.peers().clone()).collect::<Vec<_>>();
