@@ -17,11 +17,10 @@ fn check(text: &str) -> (bool, String) {
     )
 }
 
-#[test]
-fn check_accepts_the_shipped_default_config() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/peercache.toml");
+/// Runs `peercache ARGS`, asserts it succeeds, and returns its stdout.
+fn peercache_ok(args: &[&std::ffi::OsStr]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_peercache"))
-        .args(["check", "--config", path])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -29,6 +28,13 @@ fn check_accepts_the_shipped_default_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn check_accepts_the_shipped_default_config() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/peercache.toml");
+    peercache_ok(&["check".as_ref(), "--config".as_ref(), path.as_ref()]);
 }
 
 #[test]
@@ -113,19 +119,7 @@ fn ca_makes_the_ca_once_and_prints_its_path_and_fingerprint() {
         ),
     )
     .unwrap();
-    let ca = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_peercache"))
-            .args(["ca", "--config"])
-            .arg(&conf)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ca = || peercache_ok(&["ca".as_ref(), "--config".as_ref(), conf.as_os_str()]);
     let cert = dir.path().join("cache/ca/ca.pem");
     let key = dir.path().join("cache/ca/ca.key");
     let first = ca();

@@ -22,6 +22,31 @@ fn intercepting(dir: &Path, origin: &Origin, hosts: &[&str]) -> Config {
     c
 }
 
+/// The proxy's CA certificate (PEM).
+fn our_ca(app: &peercache::app::App) -> String {
+    let intercept = app.intercept.as_ref().expect("interception on");
+    intercept.leaves.ca().cert_pem().to_owned()
+}
+
+/// A connection to `target` through `proxy`, decrypted by it, as a client trusting only its CA.
+async fn decrypted(proxy: &peercache::app::Running, target: &str) -> Sender {
+    let tls = tls_trusting(our_ca(&proxy.app).as_bytes());
+    let name = target.rsplit_once(':').expect("host:port").0;
+    https_through(proxy.addr, target, name, &tls)
+        .await
+        .expect("the client accepts our leaf")
+        .0
+}
+
+/// Whether the proxy counts `n` failed client handshakes (within a bounded wait).
+async fn handshake_failures(proxy: &peercache::app::Running, n: u64) -> bool {
+    let app = proxy.app.clone();
+    wait_until(Duration::from_secs(5), || {
+        Metrics::get(&app.metrics.intercept_handshake_failures) == n
+    })
+    .await
+}
+
 fn counter(v: &serde_json::Value, name: &str) -> u64 {
     v["counters"][name]
         .as_u64()
@@ -79,9 +104,7 @@ async fn a_listed_host_is_decrypted_with_our_leaf_and_its_responses_cached() {
         "HIT"
     );
     // A new tunnel finds it too, and so does a plain absolute-form request: one cache key.
-    let (mut again, _) = https_through(proxy.addr, &target, "127.0.0.1", &tls)
-        .await
-        .unwrap();
+    let mut again = decrypted(&proxy, &target).await;
     assert_eq!(
         get_on(&mut again, "/pkg.whl", &target).await.x_cache(),
         "HIT"
@@ -120,15 +143,7 @@ async fn a_host_name_gets_a_leaf_for_its_sni_and_an_unlisted_sni_is_refused() {
     );
     let dir = tempdir();
     let proxy = start_proxy(intercepting(dir.path(), &origin, &["localhost"])).await;
-    let ca_pem = proxy
-        .app
-        .intercept
-        .as_ref()
-        .unwrap()
-        .leaves
-        .ca()
-        .cert_pem()
-        .to_owned();
+    let ca_pem = our_ca(&proxy.app);
     let tls = tls_trusting(ca_pem.as_bytes());
     let target = format!("localhost:{}", origin.addr.port());
 
@@ -149,14 +164,8 @@ async fn a_host_name_gets_a_leaf_for_its_sni_and_an_unlisted_sni_is_refused() {
     // A listed CONNECT host does not get a certificate for an unlisted server name.
     let refused = https_through(proxy.addr, &target, "bank.example", &tls).await;
     assert!(refused.is_err(), "no leaf for an unlisted name");
-    let app = proxy.app.clone();
-    assert!(
-        wait_until(Duration::from_secs(5), || Metrics::get(
-            &app.metrics.intercept_handshake_failures
-        ) == 1)
-        .await
-    );
-    assert_eq!(Metrics::get(&app.metrics.intercept_leaves_issued), 1);
+    assert!(handshake_failures(&proxy, 1).await);
+    assert_eq!(Metrics::get(&proxy.app.metrics.intercept_leaves_issued), 1);
     proxy.stop().await;
 }
 
@@ -174,34 +183,15 @@ async fn a_client_that_refuses_our_leaf_costs_only_its_own_connection() {
         .await
         .expect_err("the client refuses our certificate");
     assert!(e.to_string().contains("UnknownIssuer"), "{e}");
-    let app = proxy.app.clone();
     assert!(
-        wait_until(Duration::from_secs(5), || Metrics::get(
-            &app.metrics.intercept_handshake_failures
-        ) == 1)
-        .await,
+        handshake_failures(&proxy, 1).await,
         "the refusal is counted"
     );
 
-    let ca_pem = app
-        .intercept
-        .as_ref()
-        .unwrap()
-        .leaves
-        .ca()
-        .cert_pem()
-        .to_owned();
-    let (mut conn, _) = https_through(
-        proxy.addr,
-        &target,
-        "127.0.0.1",
-        &tls_trusting(ca_pem.as_bytes()),
-    )
-    .await
-    .unwrap();
+    let mut conn = decrypted(&proxy, &target).await;
     let r = get_on(&mut conn, "/ok", &target).await;
     assert_eq!((r.status, r.text().as_str()), (200, "still serving"));
-    assert_eq!(Metrics::get(&app.metrics.intercepted), 1);
+    assert_eq!(Metrics::get(&proxy.app.metrics.intercepted), 1);
     proxy.stop().await;
 }
 
@@ -213,24 +203,8 @@ async fn an_upstream_with_an_untrusted_certificate_is_a_502_never_a_downgrade() 
     let mut c = intercepting(dir.path(), &origin, &["127.0.0.1"]);
     c.upstream.ca_file = None; // the origin's CA is unknown to the proxy
     let proxy = start_proxy(c).await;
-    let ca_pem = proxy
-        .app
-        .intercept
-        .as_ref()
-        .unwrap()
-        .leaves
-        .ca()
-        .cert_pem()
-        .to_owned();
     let target = origin.addr.to_string();
-    let (mut conn, _) = https_through(
-        proxy.addr,
-        &target,
-        "127.0.0.1",
-        &tls_trusting(ca_pem.as_bytes()),
-    )
-    .await
-    .unwrap();
+    let mut conn = decrypted(&proxy, &target).await;
     let r = get_on(&mut conn, "/x", &target).await;
     assert_eq!(r.status, 502);
     assert_eq!(r.header("x-peercache-error"), "tls");
@@ -262,23 +236,9 @@ async fn a_second_node_serves_an_intercepted_url_from_its_peer() {
     .await;
     let target = origin.addr.to_string();
     let fetch = |i: usize| {
-        let node = &nodes[i];
-        let ca_pem = node
-            .proxy
-            .app
-            .intercept
-            .as_ref()
-            .unwrap()
-            .leaves
-            .ca()
-            .cert_pem()
-            .to_owned();
-        let (addr, target) = (node.addr(), target.clone());
+        let (proxy, target) = (&nodes[i].proxy, target.clone());
         async move {
-            let tls = tls_trusting(ca_pem.as_bytes());
-            let (mut conn, _) = https_through(addr, &target, "127.0.0.1", &tls)
-                .await
-                .unwrap();
+            let mut conn = decrypted(proxy, &target).await;
             get_on(&mut conn, "/crate.tar.gz", &target).await
         }
     };

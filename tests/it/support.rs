@@ -283,24 +283,28 @@ impl Got {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(self.body.as_ref().expect("complete body")).into_owned()
     }
+
+    /// Reads a whole response.
+    pub async fn read(resp: Response<Incoming>) -> Got {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| e.to_string());
+        Got {
+            status,
+            headers,
+            body,
+        }
+    }
 }
 
 /// Sends one request through the proxy at `proxy` on a fresh connection.
 pub async fn send(proxy: SocketAddr, method: &str, url: &str, headers: &[(&str, &str)]) -> Got {
-    let resp = send_head(proxy, method, url, headers).await;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| e.to_string());
-    Got {
-        status,
-        headers,
-        body,
-    }
+    Got::read(send_head(proxy, method, url, headers).await).await
 }
 
 pub async fn get(proxy: SocketAddr, url: &str) -> Got {
@@ -400,20 +404,7 @@ pub async fn get_on(sender: &mut Sender, target: &str, host: &str) -> Got {
         .header("host", host)
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| e.to_string());
-    Got {
-        status,
-        headers,
-        body,
-    }
+    Got::read(sender.send_request(req).await.unwrap()).await
 }
 
 /// A fresh temporary directory.

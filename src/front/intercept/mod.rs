@@ -313,28 +313,32 @@ mod tests {
 
     #[test]
     fn other_ports_and_addresses_keep_their_authority() {
-        let v4 = Site::new("127.0.0.1".into(), 8443);
-        assert_eq!(
-            rewrite(&v4, "/x", Some("127.0.0.1:8443")).expect("ok"),
-            "https://127.0.0.1:8443/x"
+        let (v4, v6) = (
+            Site::new("127.0.0.1".into(), 8443),
+            Site::new("::1".into(), 443),
         );
-        assert_eq!(
-            rewrite(&v4, "/x", Some("127.0.0.1")).expect("a Host without port is this tunnel's"),
-            "https://127.0.0.1:8443/x"
-        );
-        let v6 = Site::new("::1".into(), 443);
-        assert_eq!(
-            rewrite(&v6, "/", Some("[::1]")).expect("ok"),
-            "https://[::1]/"
-        );
-        assert_eq!(
-            rewrite(&v6, "/", Some("[0:0::1]:443")).expect("same address"),
-            "https://[::1]/"
-        );
-        assert_eq!(
-            rewrite(&v6, "/", Some("[::2]")).expect_err("refused").kind,
-            Kind::Misdirected
-        );
+        type Row<'a> = (&'a Site, &'a str, Option<&'a str>, Result<&'a str, Kind>);
+        let table: &[Row<'_>] = &[
+            (
+                &v4,
+                "/x",
+                Some("127.0.0.1:8443"),
+                Ok("https://127.0.0.1:8443/x"),
+            ),
+            // A Host without a port means the tunnel's.
+            (&v4, "/x", Some("127.0.0.1"), Ok("https://127.0.0.1:8443/x")),
+            (&v6, "/", Some("[::1]"), Ok("https://[::1]/")),
+            (&v6, "/", Some("[0:0::1]:443"), Ok("https://[::1]/")),
+            (&v6, "/", Some("[::2]"), Err(Kind::Misdirected)),
+        ];
+        for (site, target, host, want) in table {
+            let got = rewrite(site, target, *host).map_err(|e| e.kind);
+            assert_eq!(
+                got.as_deref(),
+                want.as_deref(),
+                "{site:?} {target} {host:?}"
+            );
+        }
         let http10 = Request::get("/old")
             .version(http::Version::HTTP_10)
             .body(())
