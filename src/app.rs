@@ -11,12 +11,13 @@ use tokio::task::JoinHandle;
 
 use crate::accesslog::AccessLog;
 use crate::cache::inflight::Inflight;
-use crate::cache::policy::Heuristic;
+use crate::cache::rules::Rules;
 use crate::cache::store::Store;
 use crate::config::Config;
 use crate::error::Error;
 use crate::fetch::{connect, origin::Origin, Fetcher};
 use crate::front::intercept::{ca, Interceptor};
+use crate::front::relink::Relinker;
 use crate::metrics::Metrics;
 use crate::peer::{self, PeerTuning, Peers};
 
@@ -32,13 +33,16 @@ pub struct App {
     pub inflight: Arc<Inflight>,
     pub fetcher: Fetcher,
     pub metrics: Arc<Metrics>,
-    pub heuristic: Heuristic,
+    /// Freshness rules and presets, compiled; the same `Arc` as the fetcher's and the peers'.
+    pub rules: Arc<Rules>,
     pub access: AccessLog,
     pub started: tokio::time::Instant,
     /// The peer side, when `peers.enabled`.
     pub peers: Option<Arc<Peers>>,
     /// HTTPS interception, when `intercept.hosts` lists any host.
     pub intercept: Option<Interceptor>,
+    /// Link rewriting for the mirrors' index pages.
+    pub relinker: Relinker,
     peer_side: std::sync::Mutex<Option<peer::Started>>,
 }
 
@@ -87,11 +91,15 @@ impl Server {
         };
         let tls =
             connect::tls_config(&extra_roots).map_err(|e| Error::internal(format!("TLS: {e}")))?;
+        let rules = Rules::from_config(&config.rules)
+            .map_err(|e| Error::internal(format!("rules: cannot compile the patterns: {e}")))?;
+        let rules = Arc::new(rules);
         let metrics = Arc::new(Metrics::default());
         let intercept = Self::interceptor(&config, &metrics).await?;
         let inflight = Inflight::new();
         let peer_side = if config.peers.enabled {
-            Some(Peers::start(&config, store.clone(), inflight.clone(), tuning).await?)
+            let (store, inflight) = (store.clone(), inflight.clone());
+            Some(Peers::start(&config, store, inflight, rules.clone(), tuning).await?)
         } else {
             None
         };
@@ -104,20 +112,23 @@ impl Server {
             max_object_size: config.cache.max_object_size,
             via,
             peers: peers.clone(),
+            rules: rules.clone(),
         };
         let access = if config.log.access {
             AccessLog::stdout()
         } else {
             AccessLog::disabled()
         };
+        let relinker = Relinker::new(&config.mirrors, metrics.clone());
         let app = Arc::new(App {
+            relinker,
             config,
             listen,
             store,
             inflight,
             fetcher,
             metrics,
-            heuristic: Heuristic::default(),
+            rules,
             access,
             started: tokio::time::Instant::now(),
             peers,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::reader::{Loc, Problem, Slot};
 use super::schema::Raw;
 use super::units::show_size;
-use super::{Cache, Config, Intercept, Log, Peers, Proxy, Upstream};
+use super::{Cache, Config, Intercept, Log, Peers, Proxy, Rules, Upstream};
 
 /// Turns the layered keys into a [`Config`], checking the rules that span several keys.
 /// Returns `None` when a key is missing or invalid (already reported).
@@ -54,6 +54,13 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.intercept_ca_cert.take("intercept.ca_cert", p),
         raw.intercept_ca_key.take("intercept.ca_key", p),
     );
+    let rules = (
+        raw.rules_presets.take("rules.presets", p),
+        match raw.rules {
+            Slot::Missing => Some(Vec::new()),
+            other => other.take("rule", p),
+        },
+    );
     let log = (
         raw.log_level.take("log.level", p),
         raw.log_access.take("log.access", p),
@@ -93,6 +100,10 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             hosts: intercept.0?,
             ca_cert,
             ca_key,
+        },
+        rules: Rules {
+            presets: rules.0?,
+            user: rules.1?,
         },
         log: Log {
             level: log.0?,

@@ -9,7 +9,7 @@ use toml_edit::{TableLike, Value};
 use super::addr::{check_port, parse_advertise, parse_parent_proxy, parse_seed, parse_socket_addr};
 use super::reader::{Field, Reader, Slot};
 use super::units::{parse_duration, parse_size};
-use super::{HostPattern, HostPatterns, Mirror, ParentProxy};
+use super::{HostPattern, HostPatterns, Mirror, ParentProxy, Preset, Rule};
 use crate::front::acl::{self, Acl};
 
 /// Top-level tables, in documentation order (used in "unknown key" messages).
@@ -20,12 +20,15 @@ const TABLES: &[&str] = &[
     "mirror",
     "peers",
     "intercept",
+    "rules",
+    "rule",
     "log",
 ];
 pub(super) const PROXY_KEYS: &[&str] = &["listen", "allow", "connect_ports", "tunnel_idle_timeout"];
 pub(super) const CACHE_KEYS: &[&str] = &["dir", "max_size", "max_object_size", "sendfile"];
 pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
-pub(super) const MIRROR_KEYS: &[&str] = &["prefix", "upstream", "redirect_to_peers"];
+pub(super) const MIRROR_KEYS: &[&str] =
+    &["prefix", "upstream", "redirect_to_peers", "npm_tarballs"];
 pub(super) const PEERS_KEYS: &[&str] = &[
     "enabled",
     "listen",
@@ -37,6 +40,8 @@ pub(super) const PEERS_KEYS: &[&str] = &[
     "connect_timeout",
 ];
 pub(super) const INTERCEPT_KEYS: &[&str] = &["hosts", "ca_cert", "ca_key"];
+pub(super) const RULES_KEYS: &[&str] = &["presets"];
+pub(super) const RULE_KEYS: &[&str] = &["pattern", "fresh", "immutable", "key_fields"];
 pub(super) const LOG_KEYS: &[&str] = &["level", "access"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
@@ -67,6 +72,8 @@ pub(super) struct Raw<'a> {
     pub(super) intercept_hosts: Slot<'a, HostPatterns>,
     pub(super) intercept_ca_cert: Slot<'a, Option<PathBuf>>,
     pub(super) intercept_ca_key: Slot<'a, Option<PathBuf>>,
+    pub(super) rules_presets: Slot<'a, Vec<Preset>>,
+    pub(super) rules: Slot<'a, Vec<Rule>>,
     pub(super) log_level: Slot<'a, String>,
     pub(super) log_access: Slot<'a, bool>,
 }
@@ -87,6 +94,8 @@ impl<'a, 'p> Reader<'a, 'p> {
                 "mirror" => raw.mirrors.put(self.mirrors(&f), f.value_loc),
                 "peers" => self.read_table(&f, PEERS_KEYS, raw, Self::peers_key),
                 "intercept" => self.read_table(&f, INTERCEPT_KEYS, raw, Self::intercept_key),
+                "rules" => self.read_table(&f, RULES_KEYS, raw, Self::rules_key),
+                "rule" => raw.rules.put(self.rules(&f), f.value_loc),
                 "log" => self.read_table(&f, LOG_KEYS, raw, Self::log_key),
                 _ => self.unknown(&f, TABLES),
             }
@@ -207,6 +216,14 @@ impl<'a, 'p> Reader<'a, 'p> {
         true
     }
 
+    fn rules_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
+        match name {
+            "presets" => raw.rules_presets.put(self.presets(f), f.value_loc),
+            _ => return false,
+        }
+        true
+    }
+
     fn log_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
         let loc = f.value_loc;
         match name {
@@ -284,8 +301,8 @@ impl<'a, 'p> Reader<'a, 'p> {
         self.check(f, result)
     }
 
-    /// A timeout: a duration (integer seconds or a string for [`parse_duration`]) that is > 0.
-    fn timeout(&mut self, f: &Field<'a, '_>) -> Option<Duration> {
+    /// A duration: an integer number of seconds or a string for [`parse_duration`].
+    pub(super) fn duration(&mut self, f: &Field<'a, '_>) -> Option<Duration> {
         let result = match f.node.value() {
             Some(Value::Integer(n)) => {
                 let n = *n.value();
@@ -299,13 +316,17 @@ impl<'a, 'p> Reader<'a, 'p> {
                 return self.wrong_type(f, expected);
             }
         };
-        let result = result.and_then(|d| {
-            if d.is_zero() {
-                Err("must be greater than 0".to_string())
-            } else {
-                Ok(d)
-            }
-        });
+        self.check(f, result)
+    }
+
+    /// A timeout: a [`duration`](Self::duration) that is > 0.
+    fn timeout(&mut self, f: &Field<'a, '_>) -> Option<Duration> {
+        let d = self.duration(f)?;
+        let result = if d.is_zero() {
+            Err("must be greater than 0".to_string())
+        } else {
+            Ok(d)
+        };
         self.check(f, result)
     }
 }

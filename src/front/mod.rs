@@ -8,7 +8,9 @@ pub mod classify;
 pub mod forward;
 pub mod headers;
 pub mod intercept;
+pub mod links;
 pub mod meter;
+pub mod relink;
 pub mod respond;
 pub mod tunnel;
 
@@ -279,9 +281,14 @@ async fn route(
             let resp = tunnel::open(app, req, host, port, client, arrived).await?;
             Ok((resp, None))
         }
-        Route::Forward { target } | Route::Mirror { target, .. } => {
+        Route::Forward { target } => {
             let sendfile = client.slot.as_ref().filter(|_| app.config.cache.sendfile);
-            forward::handle(app, req, target, sendfile).await
+            forward::handle(app, req, target, sendfile, None).await
+        }
+        Route::Mirror { target, .. } => {
+            let sendfile = client.slot.as_ref().filter(|_| app.config.cache.sendfile);
+            let relink = app.relinker.for_request(req.uri(), req.headers());
+            forward::handle(app, req, target, sendfile, relink.as_ref()).await
         }
     }
 }

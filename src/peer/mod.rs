@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cache::inflight::Inflight;
-use crate::cache::policy::Heuristic;
+use crate::cache::rules::Rules;
 use crate::cache::store::{Entry, Store};
 use crate::config::Config;
 use crate::error::Error;
@@ -97,7 +97,8 @@ pub struct Peers {
     penalties: Mutex<Penalties>,
     rtt: Mutex<RttTable>,
     bytes_from: Mutex<HashMap<NodeId, u64>>,
-    heuristic: Heuristic,
+    /// The freshness rules our advertised lifetimes are computed with.
+    rules: Arc<Rules>,
     /// `cache.sendfile`: uploads by content hash may use `sendfile(2)`.
     pub sendfile: bool,
 }
@@ -152,6 +153,7 @@ impl Peers {
         config: &Config,
         store: Store,
         inflight: Arc<Inflight>,
+        rules: Arc<Rules>,
         tuning: PeerTuning,
     ) -> Result<Started, Error> {
         let pc = &config.peers;
@@ -192,7 +194,6 @@ impl Peers {
         .map_err(|e| Error::internal(format!("peer gossip on {transfer_addr}: {e}")))?;
         let signer = Arc::new(RequestSigner::new(&key));
         let epoch = now_ms();
-        let heuristic = Heuristic::default();
         let peers = Arc::new(Peers {
             id,
             site: pc.site.clone(),
@@ -210,13 +211,13 @@ impl Peers {
                 id,
                 epoch,
                 DEFAULT_JOURNAL_CAPACITY,
-                StoreState::new(store.clone(), heuristic),
+                StoreState::new(store.clone(), rules.clone()),
             )),
             index: Mutex::new(Index::new(id)),
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
             bytes_from: Mutex::new(HashMap::new()),
-            heuristic,
+            rules,
             sendfile: config.cache.sendfile,
         });
         // What we already hold needs no updates: members pull a snapshot (read from the store)
@@ -250,7 +251,7 @@ impl Peers {
 
     /// We store a complete, shareable copy of `entry`.
     pub fn advertise_have(&self, entry: &Entry) {
-        self.advertise(own::have(entry, self.heuristic, SystemTime::now()));
+        self.advertise(own::have(entry, &self.rules, SystemTime::now()));
     }
 
     /// We start downloading `key` (a claim other nodes may follow).

@@ -8,6 +8,8 @@ mod cli;
 mod collapse;
 mod forward;
 mod intercept;
+mod mirrors;
 mod peers;
 mod restart;
+mod rules;
 mod zerocopy;
