@@ -243,18 +243,8 @@ async fn a_second_node_serves_an_intercepted_url_from_its_peer() {
         }
     };
     assert_eq!(fetch(0).await.x_cache(), "MISS");
-    let key =
-        peercache::cache::key::CacheKey::from_uri(&origin.url("/crate.tar.gz").parse().unwrap())
-            .unwrap()
-            .hash();
-    let b_peers = nodes[1].peers().clone();
-    assert!(
-        wait_until(Duration::from_secs(5), || !b_peers
-            .sources(&key, None)
-            .is_empty())
-        .await,
-        "B learns that A holds the https URL"
-    );
+    // B learns that A holds the https URL.
+    wait_holders(&nodes[1], &origin.url("/crate.tar.gz"), 1).await;
     let b = fetch(1).await;
     assert_eq!(b.x_cache(), "PEER");
     assert!(b.body.unwrap() == body, "byte-exact");
