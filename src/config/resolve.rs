@@ -17,6 +17,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.proxy_listen.take("proxy.listen", p),
         raw.proxy_allow.take("proxy.allow", p),
         raw.proxy_connect_ports.take("proxy.connect_ports", p),
+        raw.proxy_pac_direct.take("proxy.pac_direct", p),
     );
     let cache = (
         raw.cache_dir.take("cache.dir", p),
@@ -44,6 +45,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.peers_key_file.take("peers.key_file", p),
         raw.peers_max_uploads.take("peers.max_uploads", p),
         raw.peers_connect_timeout.take("peers.connect_timeout", p),
+        raw.peers_discover.take("peers.discover", p),
     );
     let log = (
         raw.log_level.take("log.level", p),
@@ -54,6 +56,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             listen: proxy.0?,
             allow: proxy.1?,
             connect_ports: proxy.2?,
+            pac_direct: proxy.3?,
         },
         cache: Cache {
             dir: cache.0?,
@@ -77,6 +80,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             key_file: peers.5?,
             max_uploads: peers.6?,
             connect_timeout: peers.7?,
+            discover: peers.8?,
         },
         log: Log {
             level: log.0?,
