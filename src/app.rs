@@ -134,6 +134,7 @@ impl Server {
     /// `SHUTDOWN_GRACE`).
     pub async fn run(self, stop: watch::Receiver<bool>) {
         let app = self.app.clone();
+        let _history = Task(tokio::spawn(sample_history(app.metrics.clone())));
         crate::front::serve(self.listener, self.app, stop).await;
         let side = app.peer_side.lock().ok().and_then(|mut s| s.take());
         if let Some(side) = side {
@@ -153,6 +154,24 @@ impl Server {
             stop: tx,
             task,
         }
+    }
+}
+
+/// A background task that ends when this guard is dropped.
+struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Ends a step of the counters' history every [`Metrics::history_step`] (5 s), for the
+/// dashboard's chart.
+async fn sample_history(metrics: Arc<Metrics>) {
+    loop {
+        metrics.sample();
+        tokio::time::sleep(metrics.history_step()).await;
     }
 }
 

@@ -32,11 +32,14 @@ enum Command {
     /// Write a new random cluster key (32 bytes, hex) to FILE for the peer group; refuses to
     /// overwrite an existing file. Copy the same file to every member.
     Keygen { file: PathBuf },
-    /// Print the JSON status of a running proxy.
+    /// Summarise a running proxy's status (uptime, hit ratio, bytes saved, cache use, members).
     Status {
         /// The proxy's address.
         #[arg(long, default_value = "http://127.0.0.1:3128")]
         proxy: String,
+        /// Print the whole status document as (indented) JSON instead.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -67,7 +70,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Status { proxy } => status(&proxy),
+        Command::Status { proxy, json } => status(&proxy, json),
         Command::Keygen { file } => match peercache::peer::auth::ClusterKey::write_new(&file) {
             Ok(key) => {
                 println!(
@@ -153,7 +156,7 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn status(proxy: &str) -> ExitCode {
+fn status(proxy: &str, json: bool) -> ExitCode {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -161,9 +164,18 @@ fn status(proxy: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(peercache::front::admin::fetch_status(proxy)) {
-        Ok(text) => {
-            println!("{text}");
+    let fetched = rt.block_on(peercache::front::admin::fetch_status(proxy));
+    let doc = fetched.and_then(|text| {
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| format!("{proxy} sent a status that is not JSON: {e}"))
+    });
+    match doc {
+        Ok(doc) if json => {
+            println!("{doc:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(doc) => {
+            print!("{}", peercache::front::admin::status_text::render(&doc));
             ExitCode::SUCCESS
         }
         Err(e) => {

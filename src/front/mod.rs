@@ -7,6 +7,7 @@ pub mod answer;
 pub mod classify;
 pub mod forward;
 pub mod headers;
+pub mod pac;
 pub mod respond;
 pub mod tunnel;
 
@@ -27,7 +28,7 @@ use crate::accesslog::Record;
 use crate::app::{App, SHUTDOWN_GRACE};
 use crate::body::{self, Body, BodyEnd};
 use crate::error::{Error, Kind};
-use crate::metrics::{CacheStatus, Metrics};
+use crate::metrics::{CacheStatus, ErrorRecord, Metrics};
 use crate::sendfile::{SendfileIo, Slot};
 
 use self::classify::{classify, Route, Routing};
@@ -153,6 +154,18 @@ async fn handle(
             if e.side != crate::error::Side::Downstream {
                 tracing::warn!(%url, "{e}");
             }
+            let unix_secs = start
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            app.metrics.record_error(ErrorRecord::new(
+                unix_secs,
+                peer.ip().to_string(),
+                method.to_string(),
+                &url,
+                respond::status_of(&e).as_u16(),
+                e.kind.as_str(),
+                &e.detail,
+            ));
             let tag = if e.kind == Kind::Forbidden {
                 "DENIED"
             } else {
@@ -223,7 +236,14 @@ async fn route(
     };
     match classify(req.method(), req.uri(), &routing) {
         Route::Reject(e) => Err(e),
-        Route::Admin { page } => admin::page(app, &page).map(|r| (r, None)),
+        Route::Admin { page } => {
+            let host = req
+                .uri()
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| req.headers().get(header::HOST)?.to_str().ok());
+            admin::page(app, &page, host).map(|r| (r, None))
+        }
         Route::Connect { host, port } => {
             tunnel::open(app, req, host, port).await.map(|r| (r, None))
         }

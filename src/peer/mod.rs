@@ -97,6 +97,8 @@ pub struct Peers {
     penalties: Mutex<Penalties>,
     rtt: Mutex<RttTable>,
     bytes_from: Mutex<HashMap<NodeId, u64>>,
+    /// Body bytes uploaded to each member (authenticated callers only, so bounded by the group).
+    bytes_to: Mutex<HashMap<NodeId, u64>>,
     heuristic: Heuristic,
     /// `cache.sendfile`: uploads by content hash may use `sendfile(2)`.
     pub sendfile: bool,
@@ -216,6 +218,7 @@ impl Peers {
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
             bytes_from: Mutex::new(HashMap::new()),
+            bytes_to: Mutex::new(HashMap::new()),
             heuristic,
             sendfile: config.cache.sendfile,
         });
@@ -378,7 +381,8 @@ impl Peers {
         *lock(&self.bytes_from).entry(node).or_insert(0) += n;
     }
 
-    pub fn count_upload(&self, n: u64) {
+    pub fn count_upload(&self, to: NodeId, n: u64) {
+        *lock(&self.bytes_to).entry(to).or_insert(0) += n;
         self.stats.uploads.fetch_add(1, Relaxed);
         self.stats.bytes_uploaded.fetch_add(n, Relaxed);
     }
@@ -387,6 +391,7 @@ impl Peers {
     pub fn status_json(&self) -> serde_json::Value {
         let index = lock(&self.index);
         let bytes_from = lock(&self.bytes_from);
+        let bytes_to = lock(&self.bytes_to);
         let rtt = lock(&self.rtt);
         let members: Vec<serde_json::Value> = self
             .membership
@@ -400,6 +405,7 @@ impl Peers {
                     "state": m.state.as_str(),
                     "rtt_ms": rtt.get(m.id).map(|d| d.as_secs_f64() * 1000.0),
                     "bytes_from": bytes_from.get(&m.id).copied().unwrap_or(0),
+                    "bytes_to": bytes_to.get(&m.id).copied().unwrap_or(0),
                 })
             })
             .collect();

@@ -6,6 +6,7 @@ mod support;
 mod caching;
 mod cli;
 mod collapse;
+mod dashboard;
 mod forward;
 mod peers;
 mod restart;
