@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use peercache::app::preflight::{self, Finding};
 use peercache::app::Server;
 use peercache::config::Config;
 
@@ -24,7 +25,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file and exit: 0 if valid, 1 with every error (line and key) if not.
+    /// Validate a config file and what it names (cluster key file, CA file, cache directory)
+    /// without binding or writing anything; exit 0 if `run` can start, 1 with every error (line
+    /// and key, or file) if not.
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -43,6 +46,14 @@ enum Command {
     },
 }
 
+/// How messages name the config: its path, or the built-in defaults.
+fn origin(path: Option<&PathBuf>) -> String {
+    path.map_or_else(
+        || "built-in defaults".to_owned(),
+        |p| p.display().to_string(),
+    )
+}
+
 fn load(path: Option<&PathBuf>) -> Result<Config, String> {
     match path {
         Some(p) => Config::load(p).map_err(|e| e.to_string()),
@@ -54,9 +65,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match load(config.as_ref()) {
-            Ok(_) => {
-                println!("config ok");
-                ExitCode::SUCCESS
+            Ok(c) => {
+                let report = preflight::check(&c);
+                let origin = origin(config.as_ref());
+                for w in &report.warnings {
+                    eprintln!("warning: {origin}: {w}");
+                }
+                for e in &report.errors {
+                    eprintln!("{origin}: {e}");
+                }
+                if report.errors.is_empty() {
+                    println!("config ok");
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -64,7 +87,18 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => match load(config.as_ref()) {
-            Ok(c) => run(c),
+            Ok(c) => {
+                let report = preflight::check(&c);
+                let origin = origin(config.as_ref());
+                for e in &report.errors {
+                    eprintln!("peercache: {origin}: {e}");
+                }
+                if report.errors.is_empty() {
+                    run(c, &origin, &report.warnings)
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE
@@ -100,7 +134,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Threads for blocking file I/O.
 const BLOCKING_THREADS: usize = 32;
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, origin: &str, warnings: &[Finding]) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     tracing_subscriber::fmt()
@@ -108,6 +142,9 @@ fn run(config: Config) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for w in warnings {
+        tracing::warn!("{origin}: {w}");
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -240,6 +240,18 @@ impl Membership {
         timings: Timings,
         events: mpsc::UnboundedSender<Event>,
     ) -> io::Result<Membership> {
+        let socket = UdpSocket::bind(cfg.bind).await?;
+        Self::start_on(socket, cfg, timings, events)
+    }
+
+    /// [`Membership::start_with_timings`] on a socket bound beforehand (`cfg.bind` is not used):
+    /// the node binds every port before it writes anything to disk.
+    pub fn start_on(
+        socket: UdpSocket,
+        cfg: MembershipConfig,
+        timings: Timings,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> io::Result<Membership> {
         let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
         timings.check().map_err(|m| invalid(m.to_owned()))?;
         if cfg.site.len() > MAX_SITE_LEN {
@@ -248,7 +260,6 @@ impl Membership {
                 cfg.site.len()
             )));
         }
-        let socket = UdpSocket::bind(cfg.bind).await?;
         let local_addr = socket.local_addr()?;
         let advertise = if cfg.advertise.port() == 0 {
             SocketAddr::new(cfg.advertise.ip(), local_addr.port())

@@ -12,13 +12,14 @@ pub mod transfer;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cache::inflight::Inflight;
@@ -27,6 +28,7 @@ use crate::cache::store::{Entry, Store};
 use crate::config::Config;
 use crate::error::Error;
 use crate::fetch::writer::WriteEnd;
+use crate::port_owner::Proto;
 
 use self::auth::{ClusterKey, RequestSigner};
 use self::client::PeerClient;
@@ -147,25 +149,46 @@ impl Started {
     }
 }
 
+/// The peer port: TCP for the transfer API and UDP for gossip on the same port number, bound
+/// before the node writes anything to disk.
+#[derive(Debug)]
+pub struct PeerSockets {
+    tcp: TcpListener,
+    udp: UdpSocket,
+}
+
+impl PeerSockets {
+    /// Binds TCP on `listen`, then UDP on the port TCP got (`listen` may say port 0). The error
+    /// says which protocol failed, on which address.
+    pub async fn bind(listen: SocketAddr) -> Result<PeerSockets, (Proto, SocketAddr, io::Error)> {
+        let tcp = TcpListener::bind(listen)
+            .await
+            .map_err(|e| (Proto::Tcp, listen, e))?;
+        let bound = tcp.local_addr().map_err(|e| (Proto::Tcp, listen, e))?;
+        let udp = UdpSocket::bind(bound)
+            .await
+            .map_err(|e| (Proto::Udp, bound, e))?;
+        Ok(PeerSockets { tcp, udp })
+    }
+}
+
 impl Peers {
-    /// Loads the cluster key and node id, binds the peer port (TCP and UDP), joins the group
-    /// through the seeds and starts serving the transfer API.
+    /// Reads (or creates) the node id, joins the group through the seeds on the bound peer
+    /// port and starts serving the transfer API.
     pub async fn start(
         config: &Config,
+        key: ClusterKey,
+        sockets: PeerSockets,
         store: Store,
         inflight: Arc<Inflight>,
         tuning: PeerTuning,
     ) -> Result<Started, Error> {
         let pc = &config.peers;
-        let key = ClusterKey::load(&pc.key_file)
-            .map_err(|e| Error::internal(format!("peers.key_file: {e}")))?;
         let dir = config.cache.dir.clone();
         let id = tokio::task::spawn_blocking(move || node_id(&dir))
             .await
             .map_err(|e| Error::internal(e.to_string()))??;
-        let listener = TcpListener::bind(pc.listen)
-            .await
-            .map_err(|e| Error::internal(format!("cannot listen on {} (peers): {e}", pc.listen)))?;
+        let PeerSockets { tcp: listener, udp } = sockets;
         let transfer_addr = listener
             .local_addr()
             .map_err(|e| Error::internal(e.to_string()))?;
@@ -178,7 +201,8 @@ impl Peers {
             }
         }
         let (tx, events) = mpsc::unbounded_channel();
-        let membership = Membership::start_with_timings(
+        let membership = Membership::start_on(
+            udp,
             MembershipConfig {
                 id,
                 bind: transfer_addr,
@@ -190,7 +214,6 @@ impl Peers {
             tuning.timings.clone(),
             tx,
         )
-        .await
         .map_err(|e| Error::internal(format!("peer gossip on {transfer_addr}: {e}")))?;
         let signer = Arc::new(RequestSigner::new(&key));
         let epoch = now_ms();

@@ -10,4 +10,5 @@ mod dashboard;
 mod forward;
 mod peers;
 mod restart;
+mod startup;
 mod zerocopy;

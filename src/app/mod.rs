@@ -1,5 +1,7 @@
-//! Assembles a running proxy from a resolved config: opens the store, binds the listener, and
-//! runs until told to stop. The only place that wires components together.
+//! Assembles a running proxy from a resolved config: checks what it needs, binds the listeners,
+//! opens the store, and runs until told to stop. The only place that wires components together.
+
+pub mod preflight;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +19,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::fetch::{connect, origin::Origin, Fetcher};
 use crate::metrics::Metrics;
-use crate::peer::{self, PeerTuning, Peers};
+use crate::peer::auth::ClusterKey;
+use crate::peer::{self, PeerSockets, PeerTuning, Peers};
+use crate::port_owner::{self, Proto};
 
 /// How long in-flight responses may take to finish after a shutdown request.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -45,15 +49,110 @@ pub struct Server {
     listener: TcpListener,
 }
 
+/// Why a node could not start. A problem with the machine or the config names the setting and
+/// the fix; `Internal` is left for what the user cannot act on.
+#[derive(Debug)]
+pub enum StartError {
+    /// `key` (e.g. `proxy.listen`) asks for something this machine cannot give.
+    Setting {
+        key: &'static str,
+        message: String,
+    },
+    Internal(Error),
+}
+
+impl StartError {
+    fn setting(key: &'static str, message: impl Into<String>) -> Self {
+        StartError::Setting {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Setting { key, message } => write!(f, "{key}: {message}"),
+            StartError::Internal(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<Error> for StartError {
+    fn from(e: Error) -> Self {
+        StartError::Internal(e)
+    }
+}
+
+/// The error for a listener that could not be bound: which address, why, and for a busy port
+/// which process holds it (when the OS tells).
+fn bind_error(key: &'static str, proto: Proto, addr: SocketAddr, e: &std::io::Error) -> StartError {
+    let p = proto.as_str();
+    let message = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            let by = match port_owner::holder(proto, addr) {
+                Some(h) => format!(" by {h}"),
+                None => String::new(),
+            };
+            format!(
+                "{addr} ({p}) is already in use{by}: stop that program, or set {key} to a free \
+                 address"
+            )
+        }
+        std::io::ErrorKind::PermissionDenied => format!(
+            "this user may not bind {addr} ({p}): {e} (ports below 1024 need \
+             CAP_NET_BIND_SERVICE; pick a port above 1023)"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "{addr} ({p}) is not an address of this machine: {e} (set {key} to one of its \
+             addresses, or 0.0.0.0)"
+        ),
+        _ => format!("cannot bind {addr} ({p}): {e}"),
+    };
+    StartError::setting(key, message)
+}
+
 impl Server {
-    /// Opens the cache and binds the proxy port. Fails with a clear message if either is
-    /// impossible (directory not writable, cache locked by another process, port in use).
-    pub async fn bind(config: Config) -> Result<Server, Error> {
+    /// Binds every listener, then opens the cache: nothing is created on disk unless the node
+    /// can serve. Fails with the setting to change (key file, busy port, cache directory).
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
         Self::bind_tuned(config, PeerTuning::default()).await
     }
 
     /// `bind` with explicit peer-group timings (tests speed gossip up).
-    pub async fn bind_tuned(mut config: Config, tuning: PeerTuning) -> Result<Server, Error> {
+    pub async fn bind_tuned(mut config: Config, tuning: PeerTuning) -> Result<Server, StartError> {
+        // Reads first (key, CA file), then binds, then writes (cache directory, node id).
+        let key = if config.peers.enabled {
+            let key = ClusterKey::load(&config.peers.key_file)
+                .map_err(|m| StartError::setting("peers.key_file", m))?;
+            Some(key)
+        } else {
+            None
+        };
+        let extra_roots = match &config.upstream.ca_file {
+            Some(path) => connect::load_ca_file(path)
+                .map_err(|m| StartError::setting("upstream.ca_file", m))?,
+            None => Vec::new(),
+        };
+        let tls =
+            connect::tls_config(&extra_roots).map_err(|e| Error::internal(format!("TLS: {e}")))?;
+        let listener = TcpListener::bind(config.proxy.listen)
+            .await
+            .map_err(|e| bind_error("proxy.listen", Proto::Tcp, config.proxy.listen, &e))?;
+        let listen = listener
+            .local_addr()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let peer_sockets = match &key {
+            Some(_) => Some(
+                PeerSockets::bind(config.peers.listen)
+                    .await
+                    .map_err(|(proto, addr, e)| bind_error("peers.listen", proto, addr, &e))?,
+            ),
+            None => None,
+        };
         let dir = config.cache.dir.clone();
         let max_size = config.cache.max_size;
         let want_sendfile = config.cache.sendfile;
@@ -63,7 +162,17 @@ impl Server {
             Ok::<_, Error>((store, works))
         })
         .await
-        .map_err(|e| Error::internal(e.to_string()))??;
+        .map_err(|e| Error::internal(e.to_string()))?
+        .map_err(|e| {
+            StartError::setting(
+                "cache.dir",
+                format!(
+                    "{} (is the directory writable by this user, and not used by another \
+                     peercache?)",
+                    e.detail
+                ),
+            )
+        })?;
         if want_sendfile && !sendfile {
             tracing::warn!(
                 dir = %config.cache.dir.display(),
@@ -71,25 +180,21 @@ impl Server {
             );
             config.cache.sendfile = false;
         }
-        let listener = TcpListener::bind(config.proxy.listen).await.map_err(|e| {
-            Error::internal(format!("cannot listen on {}: {e}", config.proxy.listen))
-        })?;
-        let listen = listener
-            .local_addr()
-            .map_err(|e| Error::internal(e.to_string()))?;
-        let extra_roots = match &config.upstream.ca_file {
-            Some(path) => connect::load_ca_file(path)
-                .map_err(|e| Error::internal(format!("upstream.ca_file: {e}")))?,
-            None => Vec::new(),
-        };
-        let tls =
-            connect::tls_config(&extra_roots).map_err(|e| Error::internal(format!("TLS: {e}")))?;
         let metrics = Arc::new(Metrics::default());
         let inflight = Inflight::new();
-        let peer_side = if config.peers.enabled {
-            Some(Peers::start(&config, store.clone(), inflight.clone(), tuning).await?)
-        } else {
-            None
+        let peer_side = match (key, peer_sockets) {
+            (Some(key), Some(sockets)) => Some(
+                Peers::start(
+                    &config,
+                    key,
+                    sockets,
+                    store.clone(),
+                    inflight.clone(),
+                    tuning,
+                )
+                .await?,
+            ),
+            _ => None,
         };
         let peers = peer_side.as_ref().map(|s| s.peers.clone());
         let via: Arc<str> = format!("peercache-{:08x}", rand::random::<u32>()).into();
