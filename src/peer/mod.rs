@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod discovery;
 pub mod identity;
 pub mod index;
 pub mod membership;
@@ -25,7 +26,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::cache::inflight::Inflight;
 use crate::cache::policy::Heuristic;
 use crate::cache::store::{Entry, Store};
-use crate::config::Config;
+use crate::config::{Config, Discover};
 use crate::error::Error;
 use crate::fetch::writer::WriteEnd;
 use crate::port_owner::Proto;
@@ -48,6 +49,9 @@ pub struct PeerTuning {
     /// How long a node that claims a cold object waits for competing claims (a little more
     /// than the gossip delay), so that only one node of the group goes to the origin.
     pub claim_window: Duration,
+    /// UDP port of multicast DNS discovery (5353; tests use their own so that they find only
+    /// each other).
+    pub mdns_port: u16,
 }
 
 impl Default for PeerTuning {
@@ -55,6 +59,7 @@ impl Default for PeerTuning {
         PeerTuning {
             timings: Timings::lan(),
             claim_window: Duration::from_millis(50),
+            mdns_port: discovery::MDNS_PORT,
         }
     }
 }
@@ -104,6 +109,8 @@ pub struct Peers {
     heuristic: Heuristic,
     /// `cache.sendfile`: uploads by content hash may use `sendfile(2)`.
     pub sendfile: bool,
+    /// What mDNS discovery found, when it runs.
+    discovery_stats: Option<Arc<discovery::DiscoveryStats>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,11 +145,14 @@ pub struct Started {
     pub transfer_addr: SocketAddr,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    /// mDNS announcing and browsing, with `peers.discover = "mdns"`; withdrawn when dropped.
+    discovery: Option<discovery::Mdns>,
 }
 
 impl Started {
-    /// Leaves the group cleanly and stops the transfer API.
-    pub async fn stop(self) {
+    /// Withdraws the mDNS announcement, leaves the group cleanly and stops the transfer API.
+    pub async fn stop(mut self) {
+        drop(self.discovery.take());
         let _ = self.stop.send(true);
         self.peers.membership.clone().leave().await;
         let _ = self.server.await;
@@ -215,6 +225,22 @@ impl Peers {
             tx,
         )
         .map_err(|e| Error::internal(format!("peer gossip on {transfer_addr}: {e}")))?;
+        let discovery = match pc.discover {
+            Discover::None => None,
+            Discover::Mdns => {
+                let cfg = discovery::MdnsConfig {
+                    id,
+                    site: pc.site.clone(),
+                    advertise: membership.advertise(),
+                    fingerprint: key.fingerprint(),
+                    port: tuning.mdns_port,
+                };
+                let mdns = discovery::Mdns::start(cfg, membership.clone()).map_err(|e| {
+                    Error::internal(format!("peers.discover: cannot start mDNS: {e}"))
+                })?;
+                Some(mdns)
+            }
+        };
         let signer = Arc::new(RequestSigner::new(&key));
         let epoch = now_ms();
         let heuristic = Heuristic::default();
@@ -244,6 +270,7 @@ impl Peers {
             bytes_to: Mutex::new(HashMap::new()),
             heuristic,
             sendfile: config.cache.sendfile,
+            discovery_stats: discovery.as_ref().map(|d| d.stats.clone()),
         });
         // What we already hold needs no updates: members pull a snapshot (read from the store)
         // when they see us come up.
@@ -262,6 +289,7 @@ impl Peers {
             transfer_addr,
             stop,
             server,
+            discovery,
         })
     }
 
@@ -445,6 +473,7 @@ impl Peers {
             "bad_hashes": self.stats.bad_hashes.load(Relaxed),
             "failovers": self.stats.failovers.load(Relaxed),
             "sendfile_bytes": self.stats.sendfile_bytes.load(Relaxed),
+            "discovery": self.discovery_stats.as_ref().map(|d| d.to_json()),
         })
     }
 

@@ -7,6 +7,7 @@ mod caching;
 mod cli;
 mod collapse;
 mod dashboard;
+mod discovery;
 mod forward;
 mod peers;
 mod restart;

@@ -575,12 +575,26 @@ pub fn peer_config(dir: &Path, i: usize, key: &Path, seed: Option<SocketAddr>) -
     c
 }
 
-/// Starts a node in-process with fast gossip timings.
-pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
-    let tuning = peercache::peer::PeerTuning {
+/// Fast gossip timings for test groups.
+pub fn fast_tuning() -> peercache::peer::PeerTuning {
+    peercache::peer::PeerTuning {
         timings: peercache::peer::membership::Timings::fast(),
         claim_window: Duration::from_millis(100),
-    };
+        ..Default::default()
+    }
+}
+
+/// Starts a node in-process with fast gossip timings.
+pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
+    start_node_tuned(c, dir, fast_tuning()).await
+}
+
+/// Starts a node in-process with `tuning`.
+pub async fn start_node_tuned(
+    c: Config,
+    dir: tempfile::TempDir,
+    tuning: peercache::peer::PeerTuning,
+) -> Node {
     let proxy = Server::bind_tuned(c, tuning)
         .await
         .expect("node starts")
