@@ -9,6 +9,7 @@ mod collapse;
 mod dashboard;
 mod discovery;
 mod forward;
+mod packaging;
 mod peers;
 mod restart;
 mod startup;
