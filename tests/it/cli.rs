@@ -77,11 +77,8 @@ async fn sigterm_stops_the_proxy_cleanly_and_the_access_log_has_a_line_per_reque
     // `peercache status --json` prints the running proxy's JSON status, indented; without
     // `--json`, a summary for people.
     let status = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_peercache"))
-            .args(["status", "--proxy", &format!("http://{}", proc.addr)])
-            .args(extra)
-            .output()
-            .unwrap();
+        let proxy = format!("http://{}", proc.addr);
+        let out = peercache(&[&["status", "--proxy", &proxy], extra].concat());
         assert!(
             out.status.success(),
             "{}",

@@ -73,21 +73,8 @@ async fn the_dashboard_shows_the_counts_members_fills_and_errors_in_a_browser() 
     assert_eq!(refused.status, 502);
     // A download in progress: its head and the first 300 000 of 1 000 000 bytes.
     let (gate, gate_rx) = watch::channel(false);
-    origin.route(
-        "/big.iso",
-        Reply {
-            status: 200,
-            headers: vec![
-                ("cache-control".into(), "max-age=600".into()),
-                ("content-length".into(), "1000000".into()),
-            ],
-            payload: Payload::Gated {
-                first: pattern(300_000, 2),
-                rest: Some(pattern(700_000, 3)),
-                gate: gate_rx,
-            },
-        },
-    );
+    let big_iso = Reply::gated(pattern(300_000, 2), pattern(700_000, 3), gate_rx);
+    origin.route("/big.iso", big_iso);
     let big = send_head(a.addr(), "GET", &origin.url("/big.iso"), &[]).await;
     assert_eq!(big.status(), 200);
     let s = wait_for_status(a.addr(), Duration::from_secs(5), |s| {
@@ -163,21 +150,12 @@ async fn the_dashboard_shows_the_counts_members_fills_and_errors_in_a_browser() 
 async fn the_status_document_lists_fills_in_progress_and_the_last_errors() {
     let origin = Origin::start().await;
     let (gate, gate_rx) = watch::channel(false);
-    origin.route(
-        "/slow",
-        Reply {
-            status: 200,
-            headers: vec![
-                ("cache-control".into(), "max-age=60".into()),
-                ("content-length".into(), "10".into()),
-            ],
-            payload: Payload::Gated {
-                first: Bytes::from_static(b"abcd"),
-                rest: Some(Bytes::from_static(b"efghij")),
-                gate: gate_rx,
-            },
-        },
+    let slow = Reply::gated(
+        Bytes::from_static(b"abcd"),
+        Bytes::from_static(b"efghij"),
+        gate_rx,
     );
+    origin.route("/slow", slow);
     let dir = tempdir();
     let proxy = start_proxy(config(dir.path())).await;
     let head = send_head(proxy.addr, "GET", &origin.url("/slow"), &[]).await;

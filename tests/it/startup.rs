@@ -2,28 +2,9 @@
 //! (key file, busy port, cache directory), and nothing is written before the ports are bound.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
 use crate::support::*;
-
-/// Runs `peercache ARGS` to its exit (at most 20 s).
-fn peercache(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_peercache"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    for _ in 0..2000 {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    panic!("peercache {args:?} did not exit within 20 s");
-}
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -34,6 +15,17 @@ fn conf(dir: &Path, text: &str) -> String {
     let path = dir.join("peercache.toml");
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
+}
+
+/// A peering node on free loopback ports (the peer port given), its cache under `dir`.
+fn peer_node(dir: &Path, peer_port: u16, key: &Path) -> String {
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:{}\"\n[cache]\ndir = \"{}\"\n[peers]\nenabled = true\n\
+         listen = \"127.0.0.1:{peer_port}\"\nkey_file = \"{}\"\n",
+        free_port(),
+        dir.join("cache").display(),
+        key.display()
+    )
 }
 
 #[test]
@@ -130,17 +122,7 @@ fn run_names_the_missing_key_file_and_creates_nothing() {
     let dir = tempdir();
     let d = dir.path();
     let key = d.join("cluster.key");
-    let path = conf(
-        d,
-        &format!(
-            "[proxy]\nlisten = \"127.0.0.1:{}\"\n[cache]\ndir = \"{}\"\n[peers]\nenabled = true\n\
-             listen = \"127.0.0.1:{}\"\nkey_file = \"{}\"\n",
-            free_port(),
-            d.join("cache").display(),
-            free_port(),
-            key.display()
-        ),
-    );
+    let path = conf(d, &peer_node(d, free_port(), &key));
     let out = peercache(&["run", "--config", &path]);
     let err = stderr(&out);
     assert!(!out.status.success());
@@ -165,49 +147,38 @@ fn a_busy_port_is_named_with_the_process_that_holds_it_and_nothing_is_created() 
             d.join("cache").display()
         ),
     );
-    let out = peercache(&["run", "--config", &path]);
-    let err = stderr(&out);
-    assert!(!out.status.success());
-    let want = format!("peercache: proxy.listen: {addr} (TCP) is already in use");
-    assert!(err.contains(&want), "{err}");
-    if cfg!(target_os = "linux") {
-        let by = format!("by process {} (", std::process::id());
-        assert!(err.contains(&by), "the holder is this test: {err}");
-    }
-    assert!(err.contains("set proxy.listen to a free address"), "{err}");
-    assert!(
-        !d.join("cache").exists(),
-        "the cache directory is not created: {err}"
-    );
+    assert_busy(&path, "proxy.listen", &format!("{addr} (TCP)"), d);
 
     // The gossip half of the peer port (UDP) is taken: the same story for peers.listen.
     let key = d.join("cluster.key");
     write_key(&key, 1);
     let port = free_port();
     let udp = std::net::UdpSocket::bind(format!("127.0.0.1:{port}")).unwrap();
-    let path = conf(
-        d,
-        &format!(
-            "[proxy]\nlisten = \"127.0.0.1:{}\"\n[cache]\ndir = \"{}\"\n[peers]\nenabled = true\n\
-             listen = \"127.0.0.1:{port}\"\nkey_file = \"{}\"\n",
-            free_port(),
-            d.join("cache").display(),
-            key.display()
-        ),
-    );
-    let out = peercache(&["run", "--config", &path]);
+    let path = conf(d, &peer_node(d, port, &key));
+    assert_busy(&path, "peers.listen", &format!("127.0.0.1:{port} (UDP)"), d);
+    drop((held, udp));
+}
+
+/// Runs the node of `path`: it must refuse to start because `what` (held by this test) is busy,
+/// naming `key`, this process and the fix, with `dir/cache` not created.
+fn assert_busy(path: &str, key: &str, what: &str, dir: &Path) {
+    let out = peercache(&["run", "--config", path]);
     let err = stderr(&out);
     assert!(!out.status.success());
-    let want = format!("peercache: peers.listen: 127.0.0.1:{port} (UDP) is already in use");
+    let want = format!("peercache: {key}: {what} is already in use");
     assert!(err.contains(&want), "{err}");
     if cfg!(target_os = "linux") {
-        assert!(
-            err.contains(&format!("by process {} (", std::process::id())),
-            "{err}"
-        );
+        let by = format!("by process {} (", std::process::id());
+        assert!(err.contains(&by), "the holder is this test: {err}");
     }
-    assert!(!d.join("cache").exists(), "{err}");
-    drop((held, udp));
+    assert!(
+        err.contains(&format!("set {key} to a free address")),
+        "{err}"
+    );
+    assert!(
+        !dir.join("cache").exists(),
+        "the cache directory is not created: {err}"
+    );
 }
 
 #[test]

@@ -71,6 +71,28 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// A 200 cacheable for 10 minutes with the `Content-Length` of both parts, whose body
+    /// stops after `first` until `gate` opens.
+    pub fn gated(first: Bytes, rest: Bytes, gate: watch::Receiver<bool>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![
+                ("cache-control".into(), "max-age=600".into()),
+                (
+                    "content-length".into(),
+                    (first.len() + rest.len()).to_string(),
+                ),
+            ],
+            payload: Payload::Gated {
+                first,
+                rest: Some(rest),
+                gate,
+            },
+        }
+    }
+}
+
 type Handler = Arc<dyn Fn(&http::request::Parts) -> Reply + Send + Sync>;
 
 /// What the origin saw of one request.
@@ -703,4 +725,22 @@ pub async fn headless(chromium: &Path, url: &str, args: &[String], budget_ms: u3
         "chromium failed ({status:?}): {stderr}"
     );
     std::fs::read_to_string(&out_path).unwrap()
+}
+
+/// Runs `peercache ARGS` to its exit (at most 20 s), output captured.
+pub fn peercache(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..2000 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    panic!("peercache {args:?} did not exit within 20 s");
 }
