@@ -80,6 +80,8 @@ pub struct Metrics {
     /// Errors pushed out of `recent_errors` by newer ones.
     pub errors_forgotten: AtomicU64,
     history: Mutex<History>,
+    /// Wakes the history's timer when the step changes.
+    history_changed: tokio::sync::Notify,
     requests: [AtomicU64; 5],
     /// Requests answered with an error or passed through (CONNECT, admin, uncacheable methods).
     pub requests_other: AtomicU64,
@@ -314,6 +316,12 @@ impl Metrics {
     /// Starts the history afresh with steps of `step` (tests shorten them).
     pub fn set_history_step(&self, step: Duration) {
         *lock(&self.history) = History::new(HISTORY_STEPS, step);
+        self.history_changed.notify_one();
+    }
+
+    /// Resolves when [`Metrics::set_history_step`] is called (or was, since the last call).
+    pub async fn history_step_changed(&self) {
+        self.history_changed.notified().await;
     }
 
     /// The history as JSON (see [`History::to_json`]).

@@ -276,7 +276,10 @@ impl Drop for Task {
 async fn sample_history(metrics: Arc<Metrics>) {
     loop {
         metrics.sample();
-        tokio::time::sleep(metrics.history_step()).await;
+        tokio::select! {
+            () = tokio::time::sleep(metrics.history_step()) => {}
+            () = metrics.history_step_changed() => {}
+        }
     }
 }
 

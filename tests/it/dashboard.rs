@@ -31,17 +31,17 @@ async fn the_dashboard_shows_the_counts_members_fills_and_errors_in_a_browser() 
     let origin = Origin::start().await;
     let (nodes, _key) = cluster(2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    // Steps of 100 ms instead of 5 s, so that a second of traffic draws the chart.
+    // Steps of 50 ms instead of 5 s, so that a moment of traffic draws the chart.
     a.proxy
         .app
         .metrics
-        .set_history_step(Duration::from_millis(100));
+        .set_history_step(Duration::from_millis(50));
     let steps = |s: &serde_json::Value| {
         s["history"]["bytes"]["cache"]
             .as_array()
             .map_or(0, Vec::len)
     };
-    for round in 0..8usize {
+    for round in 0..6usize {
         let path = format!("/index-{round}");
         let body = pattern(8192 * (1 + round % 3), round as u8);
         origin.route(
@@ -89,14 +89,36 @@ async fn the_dashboard_shows_the_counts_members_fills_and_errors_in_a_browser() 
     let url = format!("http://{}/_peercache/", a.addr());
     let member = b.peers().id.to_string();
     let hits = count("HIT", 1);
-    let mut dom = String::new();
+    // Screenshots for the README, at desktop and phone width, taken while the page is read.
+    let shots = tempdir();
+    let sizes = [
+        ("dashboard.png", "1280,800"),
+        ("dashboard-phone.png", "390,844"),
+    ];
+    let screenshot = |name: &str, size: &str| {
+        let args = [
+            format!("--window-size={size}"),
+            format!("--screenshot={}", shots.path().join(name).display()),
+        ];
+        let (chromium, url) = (chromium.clone(), url.clone());
+        async move { headless(&chromium, &url, &args, 4000).await }
+    };
     // The page polls the status once loaded; give it a few tries on a loaded machine.
-    for _ in 0..3 {
-        dom = headless(&chromium, &url, &["--dump-dom".into()], 4000).await;
-        if element_text(&dom, "n-HIT") == Some(hits.as_str()) {
-            break;
+    let read = async {
+        let mut dom = String::new();
+        for _ in 0..3 {
+            dom = headless(&chromium, &url, &["--dump-dom".into()], 4000).await;
+            if element_text(&dom, "n-HIT") == Some(hits.as_str()) {
+                break;
+            }
         }
-    }
+        dom
+    };
+    let (dom, _, _) = tokio::join!(
+        read,
+        screenshot(sizes[0].0, sizes[0].1),
+        screenshot(sizes[1].0, sizes[1].1)
+    );
     assert_eq!(element_text(&dom, "n-HIT"), Some(hits.as_str()), "{dom}");
     // The download in progress is a MISS too.
     assert_eq!(
@@ -123,19 +145,8 @@ async fn the_dashboard_shows_the_counts_members_fills_and_errors_in_a_browser() 
         "one line per source: {dom}"
     );
 
-    // Screenshots for the README, at desktop and phone width.
-    let shots = tempdir();
-    for (name, size) in [
-        ("dashboard.png", "1280,800"),
-        ("dashboard-phone.png", "390,844"),
-    ] {
-        let path = shots.path().join(name);
-        let args = [
-            format!("--window-size={size}"),
-            format!("--screenshot={}", path.display()),
-        ];
-        headless(&chromium, &url, &args, 4000).await;
-        let png = std::fs::read(&path).unwrap();
+    for (name, _) in sizes {
+        let png = std::fs::read(shots.path().join(name)).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
         if std::env::var_os("PEERCACHE_UPDATE_SCREENSHOTS").is_some() {
             std::fs::create_dir_all(SCREENSHOTS).unwrap();
