@@ -67,7 +67,8 @@ fn v4_mask(prefix: u8) -> std::net::Ipv4Addr {
 }
 
 /// The PAC file. In order:
-/// 1. `localhost`, `*.localhost` and loopback addresses: `DIRECT` (never this proxy's loopback);
+/// 1. `localhost`, `*.localhost`, loopback addresses and the proxy's own host (its pages, e.g.
+///    the dashboard, are reached directly, not proxied to itself): `DIRECT`;
 /// 2. `proxy.pac_direct`: hosts, `*.domain` patterns, then networks (an IP literal as is, a host
 ///    name resolved by the browser; IPv6 networks only where the browser has `isInNetEx`);
 /// 3. `http:` URLs: `PROXY <proxy>; DIRECT` (direct if the proxy cannot be reached);
@@ -85,6 +86,18 @@ pub fn generate(proxy: &str, intercepted: &[String], direct: &[PacDirect]) -> St
         "  host = host.toLowerCase();\n  \
          if (host == \"localhost\" || dnsDomainIs(host, \".localhost\") || \
          shExpMatch(host, \"127.*\") || host == \"::1\" || host == \"[::1]\") return \"DIRECT\";\n",
+    );
+    let own = match proxy.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => host,
+        _ => proxy,
+    };
+    let own = own
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let _ = writeln!(
+        js,
+        "  if (host == \"{own}\" || host == \"[{own}]\") return \"DIRECT\";"
     );
     let mut nets = Vec::new();
     for d in direct {
@@ -177,6 +190,7 @@ mod tests {
             "function FindProxyForURL(url, host) {",
             "var proxy = \"PROXY 10.0.0.11:3128; DIRECT\";",
             "if (host == \"localhost\"",
+            "if (host == \"10.0.0.11\" || host == \"[10.0.0.11]\") return \"DIRECT\";",
             "if (host == \"intranet.example.org\") return \"DIRECT\";",
             "if (dnsDomainIs(host, \".local\")) return \"DIRECT\";",
             "ip = dnsResolve(host);",
@@ -212,6 +226,19 @@ mod tests {
         let bad = ["\"); evil(\"".to_owned(), "*".to_owned(), "a..b".to_owned()];
         let pac = generate("127.0.0.1:3128", &bad, &[]);
         assert!(!pac.contains("evil") && !pac.contains("https:"), "{pac}");
+    }
+
+    #[test]
+    fn the_proxys_own_host_is_direct() {
+        for (proxy, own) in [
+            ("Proxy.LAN:3128", "proxy.lan"),
+            ("[fd00::1]:3128", "fd00::1"),
+            ("10.0.0.11:8080", "10.0.0.11"),
+        ] {
+            let pac = generate(proxy, &[], &[]);
+            let want = format!("if (host == \"{own}\" || host == \"[{own}]\") return \"DIRECT\";");
+            assert!(pac.contains(&want), "{proxy}: {pac}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use mdns_sd::{IfKind, IfPredicate, ServiceDaemon, ServiceEvent, ServiceInfo};
+use mdns_sd::{DaemonEvent, IfKind, IfPredicate, ServiceDaemon, ServiceEvent, ServiceInfo};
 
 use crate::config::MAX_SITE_LEN;
 use crate::peer::membership::Membership;
@@ -304,15 +304,34 @@ impl Mdns {
                 return Err(e.to_string());
             }
         };
+        // The daemon's own trouble (a multicast group it cannot join, a socket error) is only
+        // told on its monitor channel: log it.
+        let monitor = daemon.monitor().ok();
         let stats = Arc::new(DiscoveryStats::default());
         let counted = stats.clone();
         let task = tokio::spawn(async move {
             let mut candidates = Candidates::new(cfg.id, MAX_CANDIDATES);
-            while let Ok(event) = events.recv_async().await {
-                if let Some(s) = seen(event) {
-                    on_seen(&s, &cfg.fingerprint, &mut candidates, &counted, |addr| {
-                        membership.join(addr)
-                    });
+            loop {
+                let problem = async {
+                    match &monitor {
+                        Some(m) => m.recv_async().await.ok(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    event = events.recv_async() => {
+                        let Ok(event) = event else { return };
+                        if let Some(s) = seen(event) {
+                            on_seen(&s, &cfg.fingerprint, &mut candidates, &counted, |addr| {
+                                membership.join(addr)
+                            });
+                        }
+                    }
+                    Some(event) = problem => {
+                        if let DaemonEvent::Error(e) = event {
+                            tracing::warn!("mDNS discovery: {e}");
+                        }
+                    }
                 }
             }
         });

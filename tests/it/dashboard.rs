@@ -327,6 +327,7 @@ async fn the_pac_file_sends_http_through_the_address_the_client_used() {
         ("https://deb.debian.org/", "DIRECT"),
         ("http://localhost:8080/", "DIRECT"),
         ("http://127.0.0.1:3128/_peercache/", "DIRECT"),
+        ("http://proxy.example.lan:3128/_peercache/", "DIRECT"),
         ("http://[::1]/", "DIRECT"),
         ("http://printer.local/", "DIRECT"),
         ("http://intranet.example.org/wiki", "DIRECT"),
