@@ -94,6 +94,13 @@ pub struct Metrics {
     pub corrupt_blobs: AtomicU64,
     /// Body bytes sent from blob files with `sendfile` (zero-copy hits).
     pub sendfile_bytes: AtomicU64,
+    /// Mirror index pages sent with their links rewritten.
+    pub links_rewritten: AtomicU64,
+    /// Mirror index pages sent as the origin sent them: over the size bound, in a coding that
+    /// cannot be read (or a corrupt one), or with the rewrite memory budget spent.
+    pub links_too_large: AtomicU64,
+    pub links_coding: AtomicU64,
+    pub links_busy: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -377,6 +384,12 @@ impl Metrics {
             "corrupt_blobs": Self::get(&self.corrupt_blobs),
             "sendfile_bytes": Self::get(&self.sendfile_bytes),
             "errors_forgotten": Self::get(&self.errors_forgotten),
+            "links": {
+                "rewritten": Self::get(&self.links_rewritten),
+                "skipped_too_large": Self::get(&self.links_too_large),
+                "skipped_coding": Self::get(&self.links_coding),
+                "skipped_busy": Self::get(&self.links_busy),
+            },
         })
     }
 
@@ -415,8 +428,21 @@ impl Metrics {
             ("peercache_tunnels_total", &self.tunnels),
             ("peercache_corrupt_blobs_total", &self.corrupt_blobs),
             ("peercache_sendfile_bytes_total", &self.sendfile_bytes),
+            ("peercache_links_rewritten_total", &self.links_rewritten),
         ] {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", Self::get(c));
+        }
+        out.push_str("# TYPE peercache_links_skipped_total counter\n");
+        for (reason, c) in [
+            ("too-large", &self.links_too_large),
+            ("coding", &self.links_coding),
+            ("busy", &self.links_busy),
+        ] {
+            let _ = writeln!(
+                out,
+                "peercache_links_skipped_total{{reason=\"{reason}\"}} {}",
+                Self::get(c)
+            );
         }
         out
     }

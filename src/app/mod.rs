@@ -13,11 +13,12 @@ use tokio::task::JoinHandle;
 
 use crate::accesslog::AccessLog;
 use crate::cache::inflight::Inflight;
-use crate::cache::policy::Heuristic;
+use crate::cache::rules::Rules;
 use crate::cache::store::Store;
 use crate::config::Config;
 use crate::error::Error;
 use crate::fetch::{connect, origin::Origin, Fetcher};
+use crate::front::relink::Relinker;
 use crate::metrics::Metrics;
 use crate::peer::auth::ClusterKey;
 use crate::peer::{self, PeerSockets, PeerTuning, Peers};
@@ -35,11 +36,14 @@ pub struct App {
     pub inflight: Arc<Inflight>,
     pub fetcher: Fetcher,
     pub metrics: Arc<Metrics>,
-    pub heuristic: Heuristic,
+    /// Freshness rules and presets, compiled; the same `Arc` as the fetcher's and the peers'.
+    pub rules: Arc<Rules>,
     pub access: AccessLog,
     pub started: tokio::time::Instant,
     /// The peer side, when `peers.enabled`.
     pub peers: Option<Arc<Peers>>,
+    /// Link rewriting for the mirrors' index pages.
+    pub relinker: Relinker,
     peer_side: std::sync::Mutex<Option<peer::Started>>,
 }
 
@@ -139,6 +143,10 @@ impl Server {
         };
         let tls =
             connect::tls_config(&extra_roots).map_err(|e| Error::internal(format!("TLS: {e}")))?;
+        let rules = Rules::from_config(&config.rules).map_err(|e| {
+            StartError::setting("rule", format!("cannot compile the patterns: {e}"))
+        })?;
+        let rules = Arc::new(rules);
         let listener = TcpListener::bind(config.proxy.listen)
             .await
             .map_err(|e| bind_error("proxy.listen", Proto::Tcp, config.proxy.listen, &e))?;
@@ -190,6 +198,7 @@ impl Server {
                     sockets,
                     store.clone(),
                     inflight.clone(),
+                    rules.clone(),
                     tuning,
                 )
                 .await?,
@@ -205,20 +214,23 @@ impl Server {
             max_object_size: config.cache.max_object_size,
             via,
             peers: peers.clone(),
+            rules: rules.clone(),
         };
         let access = if config.log.access {
             AccessLog::stdout()
         } else {
             AccessLog::disabled()
         };
+        let relinker = Relinker::new(&config.mirrors, metrics.clone());
         let app = Arc::new(App {
+            relinker,
             config,
             listen,
             store,
             inflight,
             fetcher,
             metrics,
-            heuristic: Heuristic::default(),
+            rules,
             access,
             started: tokio::time::Instant::now(),
             peers,

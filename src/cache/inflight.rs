@@ -97,6 +97,12 @@ impl Fill {
         self.state.subscribe()
     }
 
+    /// Subscriptions to this fill's state right now: every reader streaming its body holds one,
+    /// and so does every request waiting for its head.
+    pub fn watchers(&self) -> usize {
+        self.state.receiver_count()
+    }
+
     fn file(&self) -> Option<Arc<File>> {
         self.file.lock().ok().and_then(|f| f.clone())
     }

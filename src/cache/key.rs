@@ -187,6 +187,26 @@ impl Vary {
         if names.is_empty() {
             return Vary::None;
         }
+        Vary::sorted(names)
+    }
+
+    /// This Vary plus the request fields `extra` (a rule's `key_fields`), as if the response
+    /// had named them too; `Any` stays `Any`, and no extra fields change nothing.
+    pub fn with_fields(self, extra: &[HeaderName]) -> Self {
+        if extra.is_empty() {
+            return self;
+        }
+        let mut names = match self {
+            Vary::Any => return Vary::Any,
+            Vary::None => Vec::new(),
+            Vary::Fields(names) => names,
+        };
+        names.extend_from_slice(extra);
+        Vary::sorted(names)
+    }
+
+    /// `Fields` of non-empty `names`, sorted by name and deduplicated (the invariant).
+    fn sorted(mut names: Vec<HeaderName>) -> Self {
         names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         names.dedup();
         Vary::Fields(names)
@@ -418,6 +438,41 @@ mod tests {
         for (pairs, want) in cases {
             assert_eq!(Vary::from_headers(&headers(&pairs)), want, "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn vary_with_rule_fields() {
+        let accept = [HeaderName::from_static("accept")];
+        let cases: Vec<(Vary, &[HeaderName], Vary)> = vec![
+            (Vary::None, &[], Vary::None),
+            (Vary::None, &accept, names(&["accept"])),
+            (Vary::Any, &accept, Vary::Any),
+            (
+                names(&["accept-encoding"]),
+                &accept,
+                names(&["accept", "accept-encoding"]),
+            ),
+            (
+                names(&["accept", "x-a"]),
+                &accept,
+                names(&["accept", "x-a"]),
+            ),
+            (names(&["x-a"]), &[], names(&["x-a"])),
+        ];
+        for (vary, extra, want) in cases {
+            assert_eq!(
+                vary.clone().with_fields(extra),
+                want,
+                "{vary:?} + {extra:?}"
+            );
+        }
+        // A rule's field selects the variant as a Vary field would, normalised the same way.
+        let by_rule = Vary::None.with_fields(&accept);
+        let by_vary = Vary::from_headers(&headers(&[("vary", b"Accept")]));
+        let req = headers(&[("accept", b"application/json ,  */*")]);
+        let v = Variant::of_request(&by_rule, &req).expect("fields");
+        assert_eq!(v.as_str(), "accept=application/json,*/*");
+        assert_eq!(Variant::of_request(&by_vary, &req), Some(v));
     }
 
     #[test]

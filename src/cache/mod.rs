@@ -1,4 +1,4 @@
-//! The cache: RFC 9111 policy (pure), keys and variants (pure), the store and in-flight fills.
+//! The cache: RFC 9111 policy, freshness rules, keys and variants (all pure), the store and in-flight fills.
 
 pub mod cache_control;
 pub mod conditional;
@@ -6,4 +6,5 @@ pub mod index;
 pub mod inflight;
 pub mod key;
 pub mod policy;
+pub mod rules;
 pub mod store;

@@ -11,7 +11,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 
 use crate::cache::cache_control::{CacheControl, MaxStale};
-use crate::grammar::trim_ows as trim;
+use crate::grammar::{trim_ows as trim, DELTA_SECONDS_MAX};
 
 /// Why a response may not be stored (RFC 9111 §3). `as_str()` gives a short kebab-case reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub enum NotStorable {
     SetCookie,
     /// No explicit freshness and a status that is not heuristically cacheable (RFC 9111 §3).
     NoFreshnessInfo,
+    /// No explicit freshness, no validator and no rule lifetime: it could never be reused
+    /// without fetching it whole again (RFC 9111 §3 lets a cache decline to store).
+    NeverReusable,
 }
 
 impl NotStorable {
@@ -52,6 +55,7 @@ impl NotStorable {
             NotStorable::VaryStar => "vary-star",
             NotStorable::SetCookie => "set-cookie",
             NotStorable::NoFreshnessInfo => "no-freshness-info",
+            NotStorable::NeverReusable => "no-lifetime-no-validator",
         }
     }
 }
@@ -103,12 +107,20 @@ fn understood(status: StatusCode) -> bool {
 ///   deliberate, safer-than-RFC choice: never hand one user's cookie to another).
 /// - It needs explicit freshness (`public`, `max-age`, `s-maxage`, an `Expires` field, even an
 ///   invalid one which makes it stale) or a heuristically cacheable status (§4.2.2); else
-///   `NoFreshnessInfo`. A response with `no-cache` IS storable (revalidated on every use).
+///   `NoFreshnessInfo`. A response with `no-cache` IS storable (revalidated on every use) when
+///   the next rule lets it be.
+/// - Without a stated lifetime (`max-age`, `s-maxage`, `Expires`) it needs a validator
+///   (`ETag`, a valid `Last-Modified`) or a lifetime > 0 from the rule in `h`; else
+///   `NeverReusable`: it could only ever be served after fetching it whole again.
+///
+/// A rule never makes storable what the rules above refuse (`no-store`, `private`,
+/// `Authorization`, `Vary: *`, `Set-Cookie`, a status outside §4.2.2).
 pub fn storability(
     method: &Method,
     req: &HeaderMap,
     status: StatusCode,
     resp: &HeaderMap,
+    h: Heuristic,
 ) -> Storability {
     let fail = Storability::NotStorable;
     if method != Method::GET {
@@ -147,7 +159,19 @@ pub fn storability(
     if !explicit && !heuristically_cacheable(status) {
         return fail(NotStorable::NoFreshnessInfo);
     }
+    if !states_lifetime(&cc, resp)
+        && validators(resp).is_empty()
+        && rule_lifetime(status, &cc, h).is_none_or(|d| d.is_zero())
+    {
+        return fail(NotStorable::NeverReusable);
+    }
     Storability::Storable
+}
+
+/// The response states its lifetime: `s-maxage`, `max-age` or `Expires` (RFC 9111 §4.2.1),
+/// valid or not (an invalid one means already stale).
+fn states_lifetime(cc: &CacheControl, resp: &HeaderMap) -> bool {
+    cc.s_maxage.is_some() || cc.max_age.is_some() || resp.contains_key(EXPIRES)
 }
 
 /// `Vary` lists `*` on any of its field lines (RFC 9110 §12.5.5).
@@ -237,23 +261,50 @@ fn http_date(h: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
     httpdate::parse_http_date(v.trim()).ok()
 }
 
-/// Heuristic freshness parameters (RFC 9111 §4.2.2): `percent` of (Date - Last-Modified), at
-/// most `max`.
-#[derive(Debug, Clone, Copy)]
+/// What this cache assumes about a response that states no lifetime (RFC 9111 §4.2.2): the
+/// lifetime a configured rule gives its URL (`rule`, from `cache::rules`), else `percent` of
+/// (Date - Last-Modified), at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heuristic {
     /// Percentage of (Date - Last-Modified) used as the lifetime.
     pub percent: u32,
     /// Upper bound of a heuristic lifetime.
     pub max: Duration,
+    /// The lifetime a rule gives this response's URL, if a rule matched it.
+    pub rule: Option<Lifetime>,
 }
 
 impl Default for Heuristic {
-    /// 10 % of the time since Last-Modified, at most 24 hours (RFC 9111 §4.2.2's suggestion).
+    /// 10 % of the time since Last-Modified, at most 24 hours (RFC 9111 §4.2.2's suggestion); no
+    /// rule.
     fn default() -> Self {
         Heuristic {
             percent: 10,
             max: Duration::from_secs(24 * 60 * 60),
+            rule: None,
         }
+    }
+}
+
+/// A lifetime a configured rule gives the responses of a URL that state none themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Fresh for this long (zero: revalidated on every use).
+    For(Duration),
+    /// The URL names bytes that never change: a 200 is fresh for [`IMMUTABLE`].
+    Immutable,
+}
+
+/// The lifetime of an immutable response: the longest HTTP can state (2^31 s, RFC 9111 §1.2.2).
+pub const IMMUTABLE: Duration = Duration::from_secs(DELTA_SECONDS_MAX);
+
+/// The lifetime `h.rule` gives a response: `Immutable` only to a 200 (a 404 at an immutable URL
+/// may be a file not there yet), `For(d)` to a status the heuristic may apply to (§4.2.2: one
+/// heuristically cacheable, or `public`). `None` when no rule applies.
+fn rule_lifetime(status: StatusCode, cc: &CacheControl, h: Heuristic) -> Option<Duration> {
+    match h.rule? {
+        Lifetime::Immutable => (status == StatusCode::OK).then_some(IMMUTABLE),
+        Lifetime::For(d) => (heuristically_cacheable(status) || cc.public).then_some(d),
     }
 }
 
@@ -261,11 +312,13 @@ impl Default for Heuristic {
 /// 1. `s-maxage`, 2. `max-age` (an invalid argument of either gives zero),
 /// 3. `Expires - Date` (Date missing or invalid → `response_time`; an invalid Expires → zero;
 ///    Expires before Date → zero),
-/// 4. the heuristic (§4.2.2) when there is no explicit information and the status is
+/// 4. a configured rule's lifetime for the URL (`h.rule`, see `rule_lifetime`): a heuristic
+///    of this cache's choosing, which §4.2.2 allows where nothing explicit is said,
+/// 5. the heuristic (§4.2.2) when there is no explicit information and the status is
 ///    heuristically cacheable or the response is `public`: `h.percent` of (Date -
 ///    Last-Modified), capped at `h.max`; zero without a valid Last-Modified or with one after
 ///    Date,
-/// 5. else zero.
+/// 6. else zero.
 pub fn freshness_lifetime(
     status: StatusCode,
     resp: &HeaderMap,
@@ -281,6 +334,9 @@ pub fn freshness_lifetime(
         return http_date(resp, &EXPIRES)
             .and_then(|expires| expires.duration_since(date).ok())
             .unwrap_or(Duration::ZERO);
+    }
+    if let Some(lifetime) = rule_lifetime(status, &cc, h) {
+        return lifetime;
     }
     if !(heuristically_cacheable(status) || cc.public) {
         return Duration::ZERO;
@@ -711,6 +767,7 @@ mod tests {
         let ok = Storability::Storable;
         let no = Storability::NotStorable;
         let ma = ("cache-control", "max-age=60");
+        let et = ("etag", "\"v\"");
         #[rustfmt::skip]
         let cases: Vec<(&str, Method, Fields<'_>, u16, Fields<'_>, Storability)> = vec![
             ("plain GET 200 max-age", Method::GET, vec![], 200, vec![ma], ok),
@@ -734,53 +791,105 @@ mod tests {
             ("private beats authorization", Method::GET, vec![("authorization", "Basic x")], 200, vec![("cache-control", "private")], no(R::Private)),
             ("authorization, only max-age", Method::GET, vec![("authorization", "Basic x")], 200, vec![ma], no(R::Authorization)),
             ("authorization, proxy-revalidate is not enough", Method::GET, vec![("authorization", "Basic x")], 200, vec![("cache-control", "proxy-revalidate, max-age=5")], no(R::Authorization)),
-            ("authorization + public", Method::GET, vec![("authorization", "Basic x")], 200, vec![("cache-control", "public")], ok),
+            ("authorization + public", Method::GET, vec![("authorization", "Basic x")], 200, vec![("cache-control", "public"), et], ok),
             ("authorization + s-maxage", Method::GET, vec![("authorization", "Basic x")], 200, vec![("cache-control", "s-maxage=5")], ok),
-            ("authorization + must-revalidate", Method::GET, vec![("authorization", "Basic x")], 200, vec![("cache-control", "must-revalidate")], ok),
+            ("authorization + must-revalidate", Method::GET, vec![("authorization", "Basic x")], 200, vec![("cache-control", "must-revalidate"), et], ok),
             ("vary star", Method::GET, vec![], 200, vec![ma, ("vary", "*")], no(R::VaryStar)),
             ("vary star in a list", Method::GET, vec![], 200, vec![ma, ("vary", "accept , *")], no(R::VaryStar)),
             ("vary star on second line", Method::GET, vec![], 200, vec![ma, ("vary", "accept"), ("vary", "*")], no(R::VaryStar)),
             ("vary named fields", Method::GET, vec![], 200, vec![ma, ("vary", "accept-encoding, *x")], ok),
             ("set-cookie + max-age", Method::GET, vec![], 200, vec![ma, ("set-cookie", "a=b")], no(R::SetCookie)),
             ("set-cookie heuristic", Method::GET, vec![], 200, vec![("set-cookie", "a=b")], no(R::SetCookie)),
-            ("set-cookie + public", Method::GET, vec![], 200, vec![("cache-control", "public"), ("set-cookie", "a=b")], ok),
+            ("set-cookie + public", Method::GET, vec![], 200, vec![("cache-control", "public"), ("set-cookie", "a=b"), et], ok),
             ("set-cookie + s-maxage", Method::GET, vec![], 200, vec![("cache-control", "s-maxage=9"), ("set-cookie", "a=b")], ok),
             ("vary star beats set-cookie", Method::GET, vec![], 200, vec![("vary", "*"), ("set-cookie", "a=b")], no(R::VaryStar)),
             ("302 no info", Method::GET, vec![], 302, vec![], no(R::NoFreshnessInfo)),
             ("307 no info", Method::GET, vec![], 307, vec![("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")], no(R::NoFreshnessInfo)),
             ("302 max-age", Method::GET, vec![], 302, vec![ma], ok),
             ("302 s-maxage", Method::GET, vec![], 302, vec![("cache-control", "s-maxage=1")], ok),
-            ("302 public", Method::GET, vec![], 302, vec![("cache-control", "public")], ok),
+            ("302 public", Method::GET, vec![], 302, vec![("cache-control", "public"), et], ok),
             ("302 expires", Method::GET, vec![], 302, vec![("expires", "Mon, 01 Jan 2024 00:00:00 GMT")], ok),
             ("302 invalid expires still explicit", Method::GET, vec![], 302, vec![("expires", "0")], ok),
             ("302 max-age=0", Method::GET, vec![], 302, vec![("cache-control", "max-age=0")], ok),
             ("302 only no-cache", Method::GET, vec![], 302, vec![("cache-control", "no-cache")], no(R::NoFreshnessInfo)),
-            ("no-cache is storable", Method::GET, vec![], 200, vec![("cache-control", "no-cache")], ok),
+            ("no-cache is storable", Method::GET, vec![], 200, vec![("cache-control", "no-cache"), et], ok),
         ];
         for (what, method, req, code, resp, want) in cases {
-            let got = storability(&method, &hm(&req), status(code), &hm(&resp));
+            let got = storability(
+                &method,
+                &hm(&req),
+                status(code),
+                &hm(&resp),
+                Heuristic::default(),
+            );
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
+    /// Issue 9.3: a response that states no lifetime needs a validator or a rule's lifetime; a
+    /// rule never lifts no-store, private, Authorization, Vary: * or Set-Cookie.
+    #[test]
+    fn storability_needs_a_lifetime_a_validator_or_a_rule() {
+        use NotStorable as R;
+        let ok = Storability::Storable;
+        let no = Storability::NotStorable;
+        let none = Heuristic::default();
+        let rule = |l| Heuristic {
+            rule: Some(l),
+            ..none
+        };
+        let imm = rule(Lifetime::Immutable);
+        let day = rule(Lifetime::For(secs(86_400)));
+        let zero = rule(Lifetime::For(secs(0)));
+        let auth = ("authorization", "Basic x");
+        let lm = "Mon, 01 Jan 2024 00:00:00 GMT";
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Fields<'_>, u16, Fields<'_>, Heuristic, Storability)> = vec![
+            ("nothing at all", vec![], 200, vec![], none, no(R::NeverReusable)),
+            ("only Date and a type", vec![], 200, vec![("date", lm), ("content-type", "text/plain")], none, no(R::NeverReusable)),
+            ("ETag", vec![], 200, vec![("etag", "\"v\"")], none, ok),
+            ("empty ETag is no validator", vec![], 200, vec![("etag", "")], none, no(R::NeverReusable)),
+            ("Last-Modified", vec![], 200, vec![("last-modified", lm)], none, ok),
+            ("invalid Last-Modified is no validator", vec![], 200, vec![("last-modified", "soon")], none, no(R::NeverReusable)),
+            ("max-age", vec![], 200, vec![("cache-control", "max-age=5")], none, ok),
+            ("max-age=0 still states it", vec![], 200, vec![("cache-control", "max-age=0")], none, ok),
+            ("s-maxage", vec![], 200, vec![("cache-control", "s-maxage=5")], none, ok),
+            ("Expires", vec![], 200, vec![("expires", lm)], none, ok),
+            ("public alone states no lifetime", vec![], 200, vec![("cache-control", "public")], none, no(R::NeverReusable)),
+            ("no-cache alone", vec![], 200, vec![("cache-control", "no-cache")], none, no(R::NeverReusable)),
+            ("404 with nothing", vec![], 404, vec![], none, no(R::NeverReusable)),
+            ("immutable rule", vec![], 200, vec![], imm, ok),
+            ("immutable rule on a 404: no lifetime", vec![], 404, vec![], imm, no(R::NeverReusable)),
+            ("immutable rule on a 404 with a validator", vec![], 404, vec![("etag", "\"v\"")], imm, ok),
+            ("fresh rule", vec![], 200, vec![], day, ok),
+            ("fresh rule on a 404", vec![], 404, vec![], day, ok),
+            ("fresh rule on a 302 (not heuristic)", vec![], 302, vec![], day, no(R::NoFreshnessInfo)),
+            ("zero rule without validator", vec![], 200, vec![], zero, no(R::NeverReusable)),
+            ("zero rule with validator", vec![], 200, vec![("etag", "\"v\"")], zero, ok),
+            ("rule vs no-store", vec![], 200, vec![("cache-control", "no-store")], imm, no(R::NoStoreResponse)),
+            ("rule vs request no-store", vec![("cache-control", "no-store")], 200, vec![], imm, no(R::NoStoreRequest)),
+            ("rule vs private", vec![], 200, vec![("cache-control", "private")], imm, no(R::Private)),
+            ("rule vs Authorization", vec![auth], 200, vec![], imm, no(R::Authorization)),
+            ("rule vs Vary: *", vec![], 200, vec![("vary", "*")], day, no(R::VaryStar)),
+            ("rule vs Set-Cookie", vec![], 200, vec![("set-cookie", "a=b")], imm, no(R::SetCookie)),
+            ("rule with public Authorization", vec![auth], 200, vec![("cache-control", "public")], imm, ok),
+        ];
+        for (what, req, code, resp, h, want) in cases {
+            let got = storability(&Method::GET, &hm(&req), status(code), &hm(&resp), h);
             assert_eq!(got, want, "{what}");
         }
     }
 
     #[test]
     fn storability_heuristic_statuses() {
+        let validated = hm(&[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")]);
+        let h = Heuristic::default();
         for code in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
-            let got = storability(
-                &Method::GET,
-                &HeaderMap::new(),
-                status(code),
-                &HeaderMap::new(),
-            );
+            let got = storability(&Method::GET, &HeaderMap::new(), status(code), &validated, h);
             assert_eq!(got, Storability::Storable, "{code}");
         }
         for code in [201, 202, 205, 302, 303, 307, 400, 403, 500, 502, 503, 504] {
-            let got = storability(
-                &Method::GET,
-                &HeaderMap::new(),
-                status(code),
-                &HeaderMap::new(),
-            );
+            let got = storability(&Method::GET, &HeaderMap::new(), status(code), &validated, h);
             let want = Storability::NotStorable(NotStorable::NoFreshnessInfo);
             assert_eq!(got, want, "{code}");
         }
@@ -800,6 +909,7 @@ mod tests {
             VaryStar,
             SetCookie,
             NoFreshnessInfo,
+            NeverReusable,
         ];
         let names: Vec<&str> = all.iter().map(|r| r.as_str()).collect();
         for (i, n) in names.iter().enumerate() {
@@ -901,6 +1011,9 @@ mod tests {
     #[test]
     fn freshness_lifetime_table() {
         let h = Heuristic::default();
+        let rule = |l| Heuristic { rule: Some(l), ..h };
+        let imm = rule(Lifetime::Immutable);
+        let day = rule(Lifetime::For(secs(86_400)));
         let lm = |ago: u64| ("last-modified", date(T0 - ago));
         #[rustfmt::skip]
         let cases: Vec<(&str, u16, Owned, Heuristic, Duration)> = vec![
@@ -933,11 +1046,27 @@ mod tests {
             ("no heuristic for 302", 302, vec![lm(10_000)], h, secs(0)),
             ("no heuristic for 206", 206, vec![lm(10_000)], h, secs(0)),
             ("heuristic for public 302", 302, vec![("cache-control", "public".into()), lm(10_000)], h, secs(1_000)),
-            ("custom heuristic", 200, vec![lm(1_000)], Heuristic { percent: 50, max: secs(3600) }, secs(500)),
-            ("custom heuristic capped", 200, vec![lm(10_000)], Heuristic { percent: 50, max: secs(3600) }, secs(3600)),
-            ("huge percent does not overflow", 200, vec![lm(10_000)], Heuristic { percent: u32::MAX, max: Duration::MAX }, Duration::from_secs(10_000 * u64::from(u32::MAX) / 100)),
-            ("percent 0", 200, vec![lm(10_000)], Heuristic { percent: 0, max: secs(3600) }, secs(0)),
+            ("custom heuristic", 200, vec![lm(1_000)], Heuristic { percent: 50, max: secs(3600), ..h }, secs(500)),
+            ("custom heuristic capped", 200, vec![lm(10_000)], Heuristic { percent: 50, max: secs(3600), ..h }, secs(3600)),
+            ("huge percent does not overflow", 200, vec![lm(10_000)], Heuristic { percent: u32::MAX, max: Duration::MAX, ..h }, Duration::from_secs(10_000 * u64::from(u32::MAX) / 100)),
+            ("percent 0", 200, vec![lm(10_000)], Heuristic { percent: 0, max: secs(3600), ..h }, secs(0)),
             ("nothing at all on a 302", 302, vec![], h, secs(0)),
+            // A rule's lifetime: only where nothing explicit is said, before the heuristic.
+            ("rule: immutable 200", 200, vec![lm(10_000)], imm, IMMUTABLE),
+            ("rule: immutable without anything", 200, vec![], imm, IMMUTABLE),
+            ("rule: immutable is not for a 404", 404, vec![lm(10_000)], imm, secs(1_000)),
+            ("rule: immutable is not for a 301", 301, vec![], imm, secs(0)),
+            ("rule: fresh beats the heuristic", 200, vec![lm(10_000)], day, secs(86_400)),
+            ("rule: fresh on a 404", 404, vec![], day, secs(86_400)),
+            ("rule: fresh not on a 302", 302, vec![lm(10_000)], day, secs(0)),
+            ("rule: fresh on a public 302", 302, vec![("cache-control", "public".into())], day, secs(86_400)),
+            ("rule: zero means revalidate", 200, vec![lm(100_000)], rule(Lifetime::For(secs(0))), secs(0)),
+            ("rule: max-age wins over immutable", 200, vec![("cache-control", "max-age=60".into())], imm, secs(60)),
+            ("rule: max-age=0 wins over fresh", 200, vec![("cache-control", "max-age=0".into())], day, secs(0)),
+            ("rule: s-maxage wins", 200, vec![("cache-control", "s-maxage=7".into())], imm, secs(7)),
+            ("rule: Expires wins", 200, vec![("date", date(T0)), ("expires", date(T0 + 30))], imm, secs(30)),
+            ("rule: invalid Expires wins (stale)", 200, vec![("expires", "0".into())], imm, secs(0)),
+            ("rule: no-cache does not change the lifetime", 200, vec![("cache-control", "no-cache".into())], imm, IMMUTABLE),
         ];
         for (what, code, headers, heur, want) in cases {
             let hv: Fields<'_> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
@@ -1299,7 +1428,7 @@ mod tests {
                 timing,
             };
             let req_cc = CacheControl::from_request(&h);
-            let _ = storability(&Method::GET, &h, StatusCode::OK, &h);
+            let _ = storability(&Method::GET, &h, StatusCode::OK, &h, Heuristic::default());
             let _ = shareable(&h, &h);
             let _ = reuse(&stored, &req_cc, t(T0 + 1), Heuristic::default());
             let _ = stale_if_error(&stored, &req_cc, t(T0 + 1), Heuristic::default());

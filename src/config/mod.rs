@@ -5,6 +5,7 @@ mod direct;
 mod mirror;
 mod reader;
 mod resolve;
+mod rule;
 mod schema;
 mod units;
 
@@ -16,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::Uri;
+use http::{HeaderName, Uri};
 
 use crate::front::acl::Acl;
 
@@ -39,7 +40,8 @@ const DEFAULT_ORIGIN: &str = "config/peercache.toml (built in)";
 ///
 /// Invariants (checked by [`Config::parse`]): every port is in 1..=65535,
 /// `cache.max_object_size <= cache.max_size`, every timeout is > 0, mirror prefixes are unique,
-/// and when peering is enabled on a wildcard `peers.listen`, `peers.advertise` is set.
+/// at most one mirror has `npm_tarballs`, and when peering is enabled on a wildcard
+/// `peers.listen`, `peers.advertise` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub proxy: Proxy,
@@ -48,6 +50,8 @@ pub struct Config {
     /// `[[mirror]]` routes in file order; empty by default.
     pub mirrors: Vec<Mirror>,
     pub peers: Peers,
+    /// `[rules]` and the `[[rule]]` list: what to assume where origins say nothing.
+    pub rules: Rules,
     pub log: Log,
 }
 
@@ -144,6 +148,11 @@ pub struct Mirror {
     pub upstream: Uri,
     /// Answer group members with a 302 to a member holding the object (default false).
     pub redirect_to_peers: bool,
+    /// Also route npm tarball paths that arrive without any mirror prefix
+    /// (`/{name}/-/{file}.tgz`, `/@{scope}/{name}/-/{file}.tgz`: npm's `replace-registry-host`
+    /// moves lockfile URLs onto the registry's host and drops its path) to this mirror.
+    /// Invariant: true for at most one mirror.
+    pub npm_tarballs: bool,
 }
 
 /// `[peers]`: the cache-sharing group.
@@ -179,6 +188,95 @@ pub enum Discover {
     /// is only a candidate: it joins only if it holds the cluster key.
     Mdns,
 }
+
+/// `[rules]` and `[[rule]]`: freshness rules for responses whose origin leaves it unsaid.
+///
+/// Precedence: the first rule whose pattern matches a key URL decides, and `user` rules come
+/// before the presets (in `presets` order), so a user rule can override any preset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// `rules.presets`: built-in rule sets, in file order; each at most once.
+    pub presets: Vec<Preset>,
+    /// `[[rule]]` entries in file order; empty by default.
+    pub user: Vec<Rule>,
+}
+
+/// A built-in rule set for one kind of package repository (`rules.presets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    Debian,
+    Pypi,
+    Npm,
+    Cargo,
+}
+
+impl Preset {
+    /// Every preset, in documentation order.
+    pub const ALL: [Preset; 4] = [Preset::Debian, Preset::Pypi, Preset::Npm, Preset::Cargo];
+
+    /// The name used in `rules.presets`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Debian => "debian",
+            Preset::Pypi => "pypi",
+            Preset::Npm => "npm",
+            Preset::Cargo => "cargo",
+        }
+    }
+
+    /// The preset called `name` (exact, lower case).
+    pub fn from_name(name: &str) -> Option<Preset> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// One `[[rule]]`: what to assume about responses whose cache key URL matches `pattern`.
+///
+/// Invariants: `fresh` and `immutable` are not both set, and at least one of `fresh`,
+/// `immutable` and `key_fields` is; `fresh` is at most 2^31 seconds (the largest delta-seconds,
+/// RFC 9111 §1.2.2); `key_fields` are distinct field names (lower case, as `HeaderName` keeps
+/// them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub pattern: Pattern,
+    /// Freshness lifetime for a response that carries no explicit freshness.
+    pub fresh: Option<Duration>,
+    /// The URL names bytes that never change: a 200 without explicit freshness is always fresh.
+    pub immutable: bool,
+    /// Request fields added to the cache key, as if the response had listed them in `Vary`.
+    pub key_fields: Vec<HeaderName>,
+}
+
+/// A regular expression (the `regex` crate's syntax), compared by its source text.
+#[derive(Debug, Clone)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    /// Compiles `s`; the error (one line) says what is wrong.
+    pub fn new(s: &str) -> Result<Pattern, String> {
+        regex::Regex::new(s).map(Pattern).map_err(|e| {
+            // A syntax error is several lines (the pattern, a caret, "error: …"): keep the last.
+            let text = e.to_string();
+            let last = text.lines().rev().map(str::trim).find(|l| !l.is_empty());
+            let detail = last.unwrap_or_default();
+            let detail = detail.strip_prefix("error: ").unwrap_or(detail);
+            format!("invalid regular expression {s:?}: {detail}")
+        })
+    }
+
+    /// The source text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Pattern {}
 
 /// `[log]`: diagnostics.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -110,6 +110,9 @@ impl<'d> Node<'d> {
     }
 }
 
+/// One table of an array of tables: (index in the array, the table, where it starts).
+pub(super) type TableEntry<'a, 'd> = (usize, &'d dyn TableLike, Loc<'a>);
+
 /// One key (or array element) being read: its dotted path, its value and where both are.
 pub(super) struct Field<'a, 'd> {
     pub(super) path: String,
@@ -255,6 +258,47 @@ impl<'a, 'p> Reader<'a, 'p> {
             Some(n) => Some(n),
             None => self.wrong_type(f, "an integer"),
         }
+    }
+
+    /// The entries of `[[name]]` tables (or `name = [{ ... }]`), each with its index and where
+    /// it starts, and whether every element was a table (the others are reported). `None`, with
+    /// the problem reported, when the value is neither.
+    pub(super) fn tables<'d>(
+        &mut self,
+        f: &Field<'a, 'd>,
+        name: &str,
+    ) -> Option<(Vec<TableEntry<'a, 'd>>, bool)> {
+        let mut entries = Vec::new();
+        let mut ok = true;
+        match f.node {
+            Node::Item(Item::ArrayOfTables(tables)) => {
+                for (i, table) in tables.iter().enumerate() {
+                    entries.push((i, table as &dyn TableLike, self.loc(table.span())));
+                }
+            }
+            Node::Item(Item::Value(Value::Array(array))) => {
+                for (i, value) in array.iter().enumerate() {
+                    let loc = self.loc(value.span());
+                    match value.as_inline_table() {
+                        Some(table) => entries.push((i, table as &dyn TableLike, loc)),
+                        None => {
+                            let message = format!("expected a table, found {}", value.type_name());
+                            self.report(loc, &format!("{name}[{i}]"), message);
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            other => {
+                let message = format!(
+                    "expected [[{name}]] tables (an array of tables), found {}",
+                    other.type_name()
+                );
+                self.report(f.value_loc, &f.path, message);
+                return None;
+            }
+        }
+        Some((entries, ok))
     }
 
     /// The elements of an array value, each as a field named `path[i]`.

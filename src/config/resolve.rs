@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use super::reader::{Loc, Problem, Slot};
 use super::schema::Raw;
 use super::units::show_size;
-use super::{Cache, Config, Log, Peers, Proxy, Upstream};
+use super::{Cache, Config, Log, Peers, Proxy, Rules, Upstream};
 
 /// Turns the layered keys into a [`Config`], checking the rules that span several keys.
 /// Returns `None` when a key is missing or invalid (already reported).
@@ -47,6 +47,13 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.peers_connect_timeout.take("peers.connect_timeout", p),
         raw.peers_discover.take("peers.discover", p),
     );
+    let rules = (
+        raw.rules_presets.take("rules.presets", p),
+        match raw.rules {
+            Slot::Missing => Some(Vec::new()),
+            other => other.take("rule", p),
+        },
+    );
     let log = (
         raw.log_level.take("log.level", p),
         raw.log_access.take("log.access", p),
@@ -81,6 +88,10 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             max_uploads: peers.6?,
             connect_timeout: peers.7?,
             discover: peers.8?,
+        },
+        rules: Rules {
+            presets: rules.0?,
+            user: rules.1?,
         },
         log: Log {
             level: log.0?,

@@ -10,15 +10,18 @@ use super::addr::{check_port, parse_advertise, parse_parent_proxy, parse_seed, p
 use super::direct::parse_pac_direct;
 use super::reader::{Field, Reader, Slot};
 use super::units::{parse_duration, parse_size};
-use super::{Discover, Mirror, PacDirect, ParentProxy, MAX_SITE_LEN};
+use super::{Discover, Mirror, PacDirect, ParentProxy, Preset, Rule, MAX_SITE_LEN};
 use crate::front::acl::{self, Acl};
 
 /// Top-level tables, in documentation order (used in "unknown key" messages).
-const TABLES: &[&str] = &["proxy", "cache", "upstream", "mirror", "peers", "log"];
+const TABLES: &[&str] = &[
+    "proxy", "cache", "upstream", "mirror", "peers", "rules", "rule", "log",
+];
 pub(super) const PROXY_KEYS: &[&str] = &["listen", "allow", "connect_ports", "pac_direct"];
 pub(super) const CACHE_KEYS: &[&str] = &["dir", "max_size", "max_object_size", "sendfile"];
 pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
-pub(super) const MIRROR_KEYS: &[&str] = &["prefix", "upstream", "redirect_to_peers"];
+pub(super) const MIRROR_KEYS: &[&str] =
+    &["prefix", "upstream", "redirect_to_peers", "npm_tarballs"];
 pub(super) const PEERS_KEYS: &[&str] = &[
     "enabled",
     "listen",
@@ -30,6 +33,8 @@ pub(super) const PEERS_KEYS: &[&str] = &[
     "connect_timeout",
     "discover",
 ];
+pub(super) const RULES_KEYS: &[&str] = &["presets"];
+pub(super) const RULE_KEYS: &[&str] = &["pattern", "fresh", "immutable", "key_fields"];
 pub(super) const LOG_KEYS: &[&str] = &["level", "access"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 const DISCOVER: &[(&str, Discover)] = &[("none", Discover::None), ("mdns", Discover::Mdns)];
@@ -59,6 +64,8 @@ pub(super) struct Raw<'a> {
     pub(super) peers_max_uploads: Slot<'a, usize>,
     pub(super) peers_connect_timeout: Slot<'a, Duration>,
     pub(super) peers_discover: Slot<'a, Discover>,
+    pub(super) rules_presets: Slot<'a, Vec<Preset>>,
+    pub(super) rules: Slot<'a, Vec<Rule>>,
     pub(super) log_level: Slot<'a, String>,
     pub(super) log_access: Slot<'a, bool>,
 }
@@ -78,6 +85,8 @@ impl<'a, 'p> Reader<'a, 'p> {
                 "upstream" => self.read_table(&f, UPSTREAM_KEYS, raw, Self::upstream_key),
                 "mirror" => raw.mirrors.put(self.mirrors(&f), f.value_loc),
                 "peers" => self.read_table(&f, PEERS_KEYS, raw, Self::peers_key),
+                "rules" => self.read_table(&f, RULES_KEYS, raw, Self::rules_key),
+                "rule" => raw.rules.put(self.rules(&f), f.value_loc),
                 "log" => self.read_table(&f, LOG_KEYS, raw, Self::log_key),
                 _ => self.unknown(&f, TABLES),
             }
@@ -214,6 +223,14 @@ impl<'a, 'p> Reader<'a, 'p> {
         true
     }
 
+    fn rules_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
+        match name {
+            "presets" => raw.rules_presets.put(self.presets(f), f.value_loc),
+            _ => return false,
+        }
+        true
+    }
+
     fn log_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
         let loc = f.value_loc;
         match name {
@@ -285,8 +302,8 @@ impl<'a, 'p> Reader<'a, 'p> {
         self.check(f, result)
     }
 
-    /// A timeout: a duration (integer seconds or a string for [`parse_duration`]) that is > 0.
-    fn timeout(&mut self, f: &Field<'a, '_>) -> Option<Duration> {
+    /// A duration: an integer number of seconds or a string for [`parse_duration`].
+    pub(super) fn duration(&mut self, f: &Field<'a, '_>) -> Option<Duration> {
         let result = match f.node.value() {
             Some(Value::Integer(n)) => {
                 let n = *n.value();
@@ -300,13 +317,17 @@ impl<'a, 'p> Reader<'a, 'p> {
                 return self.wrong_type(f, expected);
             }
         };
-        let result = result.and_then(|d| {
-            if d.is_zero() {
-                Err("must be greater than 0".to_string())
-            } else {
-                Ok(d)
-            }
-        });
+        self.check(f, result)
+    }
+
+    /// A timeout: a [`duration`](Self::duration) that is > 0.
+    fn timeout(&mut self, f: &Field<'a, '_>) -> Option<Duration> {
+        let d = self.duration(f)?;
+        let result = if d.is_zero() {
+            Err("must be greater than 0".to_string())
+        } else {
+            Ok(d)
+        };
         self.check(f, result)
     }
 }

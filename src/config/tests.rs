@@ -1,6 +1,8 @@
 //! Unit tests for the config module: defaults, every key's good and bad values, messages.
 
-use super::schema::{CACHE_KEYS, LOG_KEYS, MIRROR_KEYS, PEERS_KEYS, PROXY_KEYS, UPSTREAM_KEYS};
+use super::schema::{
+    CACHE_KEYS, LOG_KEYS, MIRROR_KEYS, PEERS_KEYS, PROXY_KEYS, RULES_KEYS, RULE_KEYS, UPSTREAM_KEYS,
+};
 use super::*;
 use std::net::Ipv4Addr;
 
@@ -60,6 +62,10 @@ fn documented() -> Config {
             connect_timeout: Duration::from_millis(250),
             discover: Discover::None,
         },
+        rules: Rules {
+            presets: Preset::ALL.to_vec(),
+            user: vec![],
+        },
         log: Log {
             level: "info".into(),
             access: true,
@@ -83,6 +89,8 @@ fn every_key_is_documented_with_a_comment() {
         ("[upstream]", UPSTREAM_KEYS),
         ("# [[mirror]]", MIRROR_KEYS),
         ("[peers]", PEERS_KEYS),
+        ("[rules]", RULES_KEYS),
+        ("# [[rule]]", RULE_KEYS),
         ("[log]", LOG_KEYS),
     ];
     let all: Vec<&str> = DEFAULT_TOML.lines().collect();
@@ -106,13 +114,13 @@ fn every_key_is_documented_with_a_comment() {
     }
 }
 
-#[test]
-fn commented_mirror_example_parses_when_uncommented() {
+/// The defaults with the commented-out example block that starts at `header` uncommented.
+fn uncommented(header: &str) -> Config {
     let mut inside = false;
     let text: String = DEFAULT_TOML
         .lines()
         .map(|line| {
-            inside |= line == "# [[mirror]]";
+            inside |= line == header;
             inside &= line.starts_with('#');
             let keep_comment = line.starts_with("# #") || !inside;
             let line = if keep_comment {
@@ -123,14 +131,34 @@ fn commented_mirror_example_parses_when_uncommented() {
             format!("{line}\n")
         })
         .collect();
-    let config = ok(&text);
+    ok(&text)
+}
+
+#[test]
+fn commented_mirror_example_parses_when_uncommented() {
     assert_eq!(
-        config.mirrors,
+        uncommented("# [[mirror]]").mirrors,
         vec![Mirror {
             prefix: "/debian/".into(),
             upstream: Uri::from_static("http://deb.debian.org/debian/"),
             redirect_to_peers: false,
+            npm_tarballs: false,
         }]
+    );
+}
+
+#[test]
+fn commented_rule_example_parses_when_uncommented() {
+    let rules = uncommented("# [[rule]]").rules.user;
+    assert_eq!(rules.len(), 1);
+    let r = &rules[0];
+    assert_eq!(
+        r.pattern.as_str(),
+        r"^https://downloads\.example\.org/releases/.+\.tar\.gz$"
+    );
+    assert_eq!(
+        (r.fresh, r.immutable, r.key_fields.is_empty()),
+        (Some(Duration::from_secs(30 * 86_400)), false, true)
     );
 }
 
@@ -276,6 +304,40 @@ fn valid_values() {
             |c| c.mirrors.len() == 3,
         ),
         ("mirror = []", |c| c.mirrors.is_empty()),
+        (
+            "[[mirror]]\nprefix = \"/pypi/\"\nupstream = \"https://pypi.org/\"\n\
+             npm_tarballs = false\n\
+             [[mirror]]\nprefix = \"/npm/\"\nupstream = \"https://registry.npmjs.org/\"\n\
+             npm_tarballs = true",
+            |c| !c.mirrors[0].npm_tarballs && c.mirrors[1].npm_tarballs,
+        ),
+        ("[rules]\npresets = []", |c| c.rules.presets.is_empty()),
+        ("[rules]\npresets = [\"cargo\", \"debian\"]", |c| {
+            c.rules.presets == [Preset::Cargo, Preset::Debian]
+        }),
+        (
+            "[[rule]]\npattern = '^https://a\\.example/'\nfresh = \"30d\"\n\
+             [[rule]]\npattern = 'x'\nimmutable = true\nkey_fields = [\"Accept\", \"X-Flavour\"]\n\
+             [[rule]]\npattern = 'y'\nfresh = 0\n\
+             [[rule]]\npattern = 'z'\nkey_fields = [\"accept\"]\nimmutable = false",
+            |c| {
+                let r = &c.rules.user;
+                r.len() == 4
+                    && r[0].pattern.as_str() == r"^https://a\.example/"
+                    && r[0].fresh == Some(Duration::from_secs(30 * 86_400))
+                    && !r[0].immutable
+                    && r[1].immutable
+                    && r[1].fresh.is_none()
+                    && r[1].key_fields == ["accept", "x-flavour"]
+                    && r[2].fresh == Some(Duration::ZERO)
+                    && r[3].key_fields == ["accept"]
+                    && c.rules.presets == Preset::ALL
+            },
+        ),
+        ("rule = [{ pattern = \"a\", fresh = \"24855d\" }]", |c| {
+            c.rules.user[0].fresh == Some(Duration::from_secs(24_855 * 86_400))
+        }),
+        ("rule = []", |c| c.rules.user.is_empty()),
     ];
     for (text, check) in cases {
         let config = ok(text);
@@ -372,6 +434,29 @@ fn each_bad_value_names_its_line_and_key() {
         ("[peers]\nenabled = true\nlisten = \"127.0.0.1:3128\"", 3, "peers.listen", "collides with proxy.listen (127.0.0.1:3128)"),
         ("[peers]\nenabled = true\nlisten = \"0.0.0.0:3128\"\nadvertise = \"10.0.0.1:3128\"", 3, "peers.listen", "collides"),
         ("[proxy]\nlisten = \"[::]:3129\"\n[peers]\nenabled = true\nlisten = \"10.0.0.1:3129\"", 5, "peers.listen", "collides"),
+        // [rules] and [[rule]]
+        ("[rules]\npresets = [\"debian\", \"rpm\"]", 2, "rules.presets[1]", "unknown preset \"rpm\" (expected one of: debian, pypi, npm, cargo)"),
+        ("[rules]\npresets = [\"Debian\"]", 2, "rules.presets[0]", "unknown preset \"Debian\""),
+        ("[rules]\npresets = [\n\"npm\",\n\"npm\"]", 4, "rules.presets[1]", "preset \"npm\" is listed twice"),
+        ("[rules]\npresets = \"debian\"", 2, "rules.presets", "expected an array of preset names, found string"),
+        ("[rules]\npreset = []", 2, "rules.preset", "unknown key (expected one of: presets)"),
+        ("[[rule]]\npattern = '(unclosed'\nfresh = \"1h\"", 2, "rule[0].pattern", "invalid regular expression \"(unclosed\": unclosed group"),
+        ("[[rule]]\npattern = '(?:a{1000}){1000}'\nfresh = 1", 2, "rule[0].pattern", "exceeds size limit"),
+        ("[[rule]]\npattern = 5\nfresh = \"1h\"", 2, "rule[0].pattern", "expected a string, found integer"),
+        ("\n[[rule]]\nfresh = \"1h\"", 2, "rule[0].pattern", "missing (every [[rule]] needs a pattern)"),
+        ("[[rule]]\npattern = 'a'\nfresh = \"1 fortnight\"", 3, "rule[0].fresh", "invalid duration \"1 fortnight\""),
+        ("[[rule]]\npattern = 'a'\nfresh = -1", 3, "rule[0].fresh", "must not be negative"),
+        ("[[rule]]\npattern = 'a'\nfresh = \"24856d\"", 3, "rule[0].fresh", "lifetime too long: at most 2147483648 seconds"),
+        ("[[rule]]\npattern = 'a'\nfresh = \"1h\"\nimmutable = true", 4, "rule[0].immutable", "cannot be combined with fresh"),
+        ("[[rule]]\npattern = 'a'\nimmutable = \"yes\"", 3, "rule[0].immutable", "expected a boolean"),
+        ("[[rule]]\npattern = 'a'", 1, "rule[0]", "does nothing: give it fresh, immutable = true or key_fields"),
+        ("[[rule]]\npattern = 'a'\nimmutable = false\nkey_fields = []", 1, "rule[0]", "does nothing"),
+        ("[[rule]]\npattern = 'a'\nkey_fields = [\"Accept\", \"bad name\"]", 3, "rule[0].key_fields[1]", "invalid header field name \"bad name\""),
+        ("[[rule]]\npattern = 'a'\nkey_fields = [\"Accept\", \"accept\"]", 3, "rule[0].key_fields[1]", "field \"accept\" is listed twice"),
+        ("[[rule]]\npattern = 'a'\nkey_fields = \"Accept\"", 3, "rule[0].key_fields", "expected an array of header field names, found string"),
+        ("[[rule]]\npattern = 'a'\nfresh = \"1h\"\nmatch = 'b'", 4, "rule[0].match", "unknown key (expected one of: pattern, fresh, immutable, key_fields)"),
+        ("[rule]\npattern = 'a'", 1, "rule", "expected [[rule]] tables (an array of tables), found table"),
+        ("rule = [1]", 1, "rule[0]", "expected a table, found integer"),
         // [log]
         ("[log]\nlevel = \"verbose\"", 2, "log.level", "invalid level \"verbose\" (expected one of: error, warn, info, debug, trace)"),
         ("[log]\naccess = \"yes\"", 2, "log.access", "expected a boolean"),
@@ -454,7 +539,7 @@ prefix = \"/a/\"
 upstream = \"http://a/\"
 redirect = true
 ";
-    let all = "proxy, cache, upstream, mirror, peers, log";
+    let all = "proxy, cache, upstream, mirror, peers, rules, rule, log";
     assert_eq!(
         lines(text),
         [
@@ -467,7 +552,7 @@ redirect = true
             format!("peercache.toml:12: logging: unknown table (expected one of: {all})"),
             format!("peercache.toml:14: mirrors: unknown table (expected one of: {all})"),
             "peercache.toml:16: proxy.tls: unknown table (expected one of: listen, allow, connect_ports, pac_direct)".into(),
-            "peercache.toml:21: mirror[0].redirect: unknown key (expected one of: prefix, upstream, redirect_to_peers)".into(),
+            "peercache.toml:21: mirror[0].redirect: unknown key (expected one of: prefix, upstream, redirect_to_peers, npm_tarballs)".into(),
         ]
     );
 }
@@ -533,6 +618,11 @@ fn mirror_validation() {
             ],
         ),
         ("mirror = [{ prefix = \"/d/\" }]\n".into(), vec!["1: mirror[0].upstream: missing (every [[mirror]] needs prefix and upstream)".into()]),
+        // A prefix-less npm path leads to one mirror: the second claim is reported, naming the first.
+        (format!("{}npm_tarballs = true\n{}npm_tarballs = false\n{}npm_tarballs = true\n", m("/a/", up), m("/b/", up), m("/c/", up)), vec![
+            "12: mirror[2].npm_tarballs: only one mirror may serve npm tarballs without its prefix (already mirror[0] on line 4)".into(),
+        ]),
+        (format!("{}npm_tarballs = 1\n", m("/d/", up)), vec!["4: mirror[0].npm_tarballs: expected a boolean (true or false), found integer".into()]),
     ];
     for (text, want) in cases {
         let want: Vec<String> = want.iter().map(|w| format!("peercache.toml:{w}")).collect();
@@ -648,7 +738,9 @@ fn parse_duration_table() {
         ("s", Err("invalid duration \"s\"")),
         ("ms", Err("invalid duration")),
         ("1.5s", Err("invalid duration")),
-        ("5d", Err("invalid duration")),
+        ("5d", Ok(Duration::from_secs(5 * 86_400))),
+        ("213503982334602d", Err("too large")),
+        ("5w", Err("invalid duration")),
         ("5sec", Err("invalid duration")),
         ("5 fortnights", Err("invalid duration")),
         ("s5", Err("invalid duration")),

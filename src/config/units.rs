@@ -29,15 +29,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size {s:?}: too large (at most {} bytes)", u64::MAX))
 }
 
-/// Parses a duration: `"250ms"`, `"5s"`, `"2m"`, `"1h"` (unit case-insensitive, optionally
-/// preceded by one space) or a bare integer number of seconds (`"30"`). Whole numbers only.
+/// Parses a duration: `"250ms"`, `"5s"`, `"2m"`, `"1h"`, `"30d"` (unit case-insensitive,
+/// optionally preceded by one space) or a bare integer number of seconds (`"30"`). Whole numbers
+/// only.
 /// `"0"` is accepted here (callers that need > 0 check it). Rejects negative, empty, unit-only
 /// and overflowing input with a message naming it. Never panics.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let invalid = || {
         format!(
             "invalid duration {s:?} \
-             (use e.g. \"250ms\", \"5s\", \"2m\", \"1h\" or a number of seconds)"
+             (use e.g. \"250ms\", \"5s\", \"2m\", \"1h\", \"30d\" or a number of seconds)"
         )
     };
     let q = Quantity::split(s).ok_or_else(invalid)?;
@@ -47,6 +48,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => Some(1),
         "m" => Some(60),
         "h" => Some(3600),
+        "d" => Some(86_400),
         _ => return Err(invalid()),
     };
     if q.negative {

@@ -15,8 +15,9 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body};
 use crate::cache::inflight::{FillPermit, Head, Outcome};
-use crate::cache::key::{Variant, Vary};
+use crate::cache::key::Variant;
 use crate::cache::policy::{self, Storability, Timing};
+use crate::cache::rules::Rules;
 use crate::cache::store::{Entry, Store};
 use crate::error::{Error, Kind};
 use crate::front::headers;
@@ -56,6 +57,8 @@ pub struct Fetcher {
     pub via: Arc<str>,
     /// The peer group, when peering is on.
     pub peers: Option<Arc<crate::peer::Peers>>,
+    /// What to assume where origins say nothing (the same rules on every path).
+    pub rules: Arc<Rules>,
 }
 
 impl Fetcher {
@@ -176,11 +179,20 @@ impl Fetcher {
         }
 
         let len = content_length(&parts.headers);
-        let storable = matches!(
-            policy::storability(&Method::GET, client_headers, parts.status, &parts.headers),
-            Storability::Storable
-        ) && len.is_none_or(|n| n <= self.max_object_size);
-        let variant = Variant::of_request(&Vary::from_headers(&parts.headers), client_headers);
+        let treat = self.rules.treat(key);
+        let storability = policy::storability(
+            &Method::GET,
+            client_headers,
+            parts.status,
+            &parts.headers,
+            treat.heuristic,
+        );
+        if let Storability::NotStorable(why) = storability {
+            tracing::debug!(key, "not stored: {why}");
+        }
+        let storable =
+            storability == Storability::Storable && len.is_none_or(|n| n <= self.max_object_size);
+        let variant = Variant::of_request(&treat.vary(&parts.headers), client_headers);
         let temp = if storable {
             self.temp_file().await
         } else {

@@ -12,8 +12,9 @@ use http_body_util::BodyExt;
 use crate::body::{self, Body};
 use crate::cache::cache_control::CacheControl;
 use crate::cache::inflight::{FillPermit, Head};
-use crate::cache::key::{Variant, Vary};
+use crate::cache::key::Variant;
 use crate::cache::policy::{self, Reuse, Stored, Timing};
+use crate::cache::rules::Treatment;
 use crate::cache::store::headers_from_pairs;
 use crate::error::{Error, Kind, Side};
 use crate::fetch::writer::{Feed, Resume, ResumeFuture};
@@ -108,7 +109,9 @@ impl Fetcher {
         let asked = tokio::time::Instant::now();
         let reply = peers.client.entries(src.addr, kh).await?;
         peers.observe_rtt(src.node, asked.elapsed());
-        let matches = |h: &&EntryHead| head_matches(h, want.headers);
+        // The same rules as for our own copies: a peer's copy is judged as if we held it.
+        let treat = self.rules.treat(want.key);
+        let matches = |h: &&EntryHead| head_matches(h, want.headers, &treat);
         let (copy, complete) = match reply.complete.iter().find(matches) {
             Some(h) => (h.clone(), true),
             None => match reply.in_flight.as_ref().filter(matches) {
@@ -131,7 +134,7 @@ impl Fetcher {
                 headers: &stored_headers,
                 timing,
             };
-            match policy::reuse(&stored, &req_cc, SystemTime::now(), Default::default()) {
+            match policy::reuse(&stored, &req_cc, SystemTime::now(), treat.heuristic) {
                 Reuse::Fresh | Reuse::StaleAllowed => {}
                 Reuse::StaleWhileRevalidate | Reuse::Revalidate => {
                     if policy::validators(&stored_headers).is_empty() {
@@ -159,7 +162,7 @@ impl Fetcher {
                 }
             }
         }
-        let variant = Variant::of_request(&Vary::from_headers(&stored_headers), want.headers)
+        let variant = Variant::of_request(&treat.vary(&stored_headers), want.headers)
             .ok_or_else(|| Error::new(Kind::NotFound, Side::Internal, "Vary: *"))?;
         let path = match copy.hash {
             Some(h) if complete => object_path(&h),
@@ -253,12 +256,12 @@ async fn verified_whole(
     Ok(body::full(bytes))
 }
 
-/// Does a peer's head fit this request's `Vary`-named fields?
-fn head_matches(h: &EntryHead, req: &HeaderMap) -> bool {
+/// Does a peer's head fit this request's `Vary`-named fields (and the rule's key fields)?
+fn head_matches(h: &EntryHead, req: &HeaderMap, treat: &Treatment<'_>) -> bool {
     let Ok((_, headers, _)) = decode(h) else {
         return false;
     };
-    Variant::of_request(&Vary::from_headers(&headers), req).is_some_and(|v| v.as_str() == h.variant)
+    Variant::of_request(&treat.vary(&headers), req).is_some_and(|v| v.as_str() == h.variant)
 }
 
 fn decode(h: &EntryHead) -> Result<(StatusCode, HeaderMap, Timing), Error> {

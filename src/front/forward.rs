@@ -13,13 +13,15 @@ use crate::app::App;
 use crate::body::{self, Body};
 use crate::cache::cache_control::CacheControl;
 use crate::cache::inflight::{Inflight, Join, Outcome};
-use crate::cache::key::{CacheKey, Variant, Vary};
-use crate::cache::policy::{self, Reuse, Stored};
+use crate::cache::key::{CacheKey, Variant};
+use crate::cache::policy::{self, Heuristic, Reuse, Stored};
+use crate::cache::rules::Treatment;
 use crate::cache::store::Entry;
 use crate::error::{Error, Kind};
 use crate::fetch::peer::{FromPeers, Want};
 use crate::fetch::Fetched;
 use crate::front::answer;
+use crate::front::relink::Relink;
 use crate::metrics::{CacheStatus, Source};
 
 /// How many times a request re-joins after the fill it followed was abandoned by its leader.
@@ -36,42 +38,61 @@ pub struct Ask<'a> {
     pub version: http::Version,
     /// The client connection's file job, when it can send stored bodies with `sendfile`.
     pub sendfile: Option<&'a crate::sendfile::Slot>,
+    /// A mirror request's link rewriting, when its answer may be an index page.
+    pub relink: Option<&'a Relink>,
 }
 
 /// Handles GET and HEAD through the cache; other methods go to `pass_through`. `sendfile` is the
-/// client connection's file job, if it has one.
+/// client connection's file job, if it has one. With `relink` (a mirror request), an index page
+/// goes out with its links rewritten, whichever source answered: the one place where outgoing
+/// bodies are transformed.
 pub async fn handle(
     app: &Arc<App>,
     req: Request<Incoming>,
     target: Uri,
     sendfile: Option<&crate::sendfile::Slot>,
+    relink: Option<&Relink>,
 ) -> Result<Answer, Error> {
     let cacheable_method = req.method() == Method::GET || req.method() == Method::HEAD;
     let Some(key) = CacheKey::from_uri(&target).filter(|_| cacheable_method) else {
         return pass_through(app, req, &target).await;
     };
-    let (parts, _body) = req.into_parts();
+    let (mut parts, _body) = req.into_parts();
+    if let Some(r) = relink {
+        r.ask(&mut parts.headers);
+    }
     let ask = Ask {
         method: &parts.method,
         target: &target,
         headers: &parts.headers,
         version: parts.version,
         sendfile,
+        relink,
     };
-    cached(app, &ask, key.as_str()).await
+    let (resp, status) = cached(app, &ask, key.as_str()).await?;
+    let resp = match relink {
+        Some(r) => r.finish(ask.method, resp).await,
+        None => resp,
+    };
+    Ok((resp, status))
 }
 
-/// Picks the stored variant matching the request's `Vary`-named fields (RFC 9111 §4.1).
-async fn select(app: &App, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
+/// Picks the stored variant matching the request's `Vary`-named fields and the key fields of
+/// the URL's rule (RFC 9111 §4.1).
+async fn select(
+    app: &App,
+    key: &str,
+    treat: &Treatment<'_>,
+    req: &HeaderMap,
+) -> Option<Arc<Entry>> {
     let variants = app.store.lookup(key).await?;
     variants
         .entries
         .iter()
         .find(|e| {
-            // No Vary when it was stored (empty variant): it matches every request.
-            e.variant.as_str().is_empty()
-                || Variant::of_request(&Vary::from_headers(&e.headers()), req).as_ref()
-                    == Some(&e.variant)
+            // Nothing to select by (no Vary, no key fields): it matches every request.
+            (e.variant.as_str().is_empty() && treat.key_fields.is_empty())
+                || Variant::of_request(&treat.vary(&e.headers()), req).as_ref() == Some(&e.variant)
         })
         .cloned()
 }
@@ -79,9 +100,10 @@ async fn select(app: &App, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
 async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Error> {
     let req_cc = CacheControl::from_request(ask.headers);
     let now = SystemTime::now();
-    let h = app.heuristic;
+    let treat = app.rules.treat(key);
+    let h = treat.heuristic;
     let mut stale = None;
-    if let Some(entry) = select(app, key, ask.headers).await {
+    if let Some(entry) = select(app, key, &treat, ask.headers).await {
         let headers = entry.headers();
         let stored = Stored {
             status: entry.status,
@@ -112,18 +134,17 @@ async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Erro
     if ask.method == Method::HEAD && stale.is_none() {
         return head_through(app, ask).await;
     }
-    let result = fetch(app, ask, key, stale.as_ref()).await;
+    let result = fetch(app, ask, key, &treat, stale.as_ref()).await;
     match (result, stale) {
         (Ok((resp, status)), Some(entry))
-            if resp.status().is_server_error() && may_serve_stale(&entry, &req_cc, app) =>
+            if resp.status().is_server_error() && may_serve_stale(&entry, &req_cc, h) =>
         {
             tracing::info!(%key, status = %resp.status(), "origin error; serving stale (stale-if-error)");
             drop((resp, status));
             Ok(stale_answer(app, ask, &entry).await?)
         }
         (Err(e), Some(entry))
-            if e.side != crate::error::Side::Downstream
-                && may_serve_stale(&entry, &req_cc, app) =>
+            if e.side != crate::error::Side::Downstream && may_serve_stale(&entry, &req_cc, h) =>
         {
             tracing::info!(%key, "origin failed ({e}); serving stale (stale-if-error)");
             Ok(stale_answer(app, ask, &entry).await?)
@@ -132,14 +153,14 @@ async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Erro
     }
 }
 
-fn may_serve_stale(entry: &Entry, req_cc: &CacheControl, app: &App) -> bool {
+fn may_serve_stale(entry: &Entry, req_cc: &CacheControl, h: Heuristic) -> bool {
     let headers = entry.headers();
     let stored = Stored {
         status: entry.status,
         headers: &headers,
         timing: entry.timing,
     };
-    policy::stale_if_error(&stored, req_cc, SystemTime::now(), app.heuristic)
+    policy::stale_if_error(&stored, req_cc, SystemTime::now(), h)
 }
 
 async fn stale_answer(app: &Arc<App>, ask: &Ask<'_>, entry: &Arc<Entry>) -> Result<Answer, Error> {
@@ -171,6 +192,7 @@ async fn from_store(
         &app.store,
         &app.metrics,
         ask.sendfile,
+        ask.relink,
     )
     .await
     .map(|r| (r, Some(status)))
@@ -181,6 +203,7 @@ async fn fetch(
     app: &Arc<App>,
     ask: &Ask<'_>,
     key: &str,
+    treat: &Treatment<'_>,
     stale: Option<&Arc<Entry>>,
 ) -> Result<Answer, Error> {
     for _ in 0..MAX_JOINS {
@@ -188,7 +211,7 @@ async fn fetch(
             Join::Leader(permit) => {
                 if stale.is_none() {
                     // A fill may have been committed between our lookup and our join.
-                    if let Some(entry) = select(app, key, ask.headers).await {
+                    if let Some(entry) = select(app, key, treat, ask.headers).await {
                         drop(permit);
                         if let Some(a) =
                             from_store(app, ask, &entry, entry.headers(), CacheStatus::Hit).await
@@ -205,11 +228,11 @@ async fn fetch(
             }
             Join::Follower(fill) => match fill.head().await {
                 Ok(head) => {
-                    let vary = Vary::from_headers(&head.headers);
+                    let vary = treat.vary(&head.headers);
                     if Variant::of_request(&vary, ask.headers).as_ref() != Some(&head.variant) {
                         break; // another variant: fetch our own
                     }
-                    let resp = answer::from_fill(ask.method, ask.headers, &fill, &head);
+                    let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, ask.relink);
                     return Ok((resp, Some(CacheStatus::Collapsed)));
                 }
                 Err(Outcome::Freshened(entry)) => {
@@ -252,7 +275,7 @@ async fn answer_fetched(
 ) -> Result<Answer, Error> {
     match fetched {
         Fetched::Filling(head) => {
-            let resp = answer::from_fill(ask.method, ask.headers, fill, &head);
+            let resp = answer::from_fill(ask.method, ask.headers, fill, &head, ask.relink);
             Ok((resp, Some(CacheStatus::Miss)))
         }
         Fetched::Freshened(entry) => {
@@ -280,7 +303,7 @@ async fn via_peers_then_origin(
     };
     match app.fetcher.via_peers(permit, &want).await? {
         FromPeers::Peer { head, .. } => {
-            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head);
+            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, ask.relink);
             Ok((resp, Some(CacheStatus::Peer)))
         }
         FromPeers::Origin(fetched) => answer_fetched(app, ask, &fill, fetched).await,

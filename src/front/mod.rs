@@ -7,7 +7,9 @@ pub mod answer;
 pub mod classify;
 pub mod forward;
 pub mod headers;
+pub mod links;
 pub mod pac;
+pub mod relink;
 pub mod respond;
 pub mod tunnel;
 
@@ -247,9 +249,14 @@ async fn route(
         Route::Connect { host, port } => {
             tunnel::open(app, req, host, port).await.map(|r| (r, None))
         }
-        Route::Forward { target } | Route::Mirror { target, .. } => {
+        Route::Forward { target } => {
             let sendfile = app.config.cache.sendfile.then_some(slot);
-            forward::handle(app, req, target, sendfile).await
+            forward::handle(app, req, target, sendfile, None).await
+        }
+        Route::Mirror { target, .. } => {
+            let sendfile = app.config.cache.sendfile.then_some(slot);
+            let relink = app.relinker.for_request(req.uri(), req.headers());
+            forward::handle(app, req, target, sendfile, relink.as_ref()).await
         }
     }
 }

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cache::inflight::Inflight;
-use crate::cache::policy::Heuristic;
+use crate::cache::rules::Rules;
 use crate::cache::store::{Entry, Store};
 use crate::config::{Config, Discover};
 use crate::error::Error;
@@ -106,7 +106,8 @@ pub struct Peers {
     bytes_from: Mutex<HashMap<NodeId, u64>>,
     /// Body bytes uploaded to each member (authenticated callers only, so bounded by the group).
     bytes_to: Mutex<HashMap<NodeId, u64>>,
-    heuristic: Heuristic,
+    /// The freshness rules our advertised lifetimes are computed with.
+    rules: Arc<Rules>,
     /// `cache.sendfile`: uploads by content hash may use `sendfile(2)`.
     pub sendfile: bool,
     /// What mDNS discovery found, when it runs.
@@ -191,6 +192,7 @@ impl Peers {
         sockets: PeerSockets,
         store: Store,
         inflight: Arc<Inflight>,
+        rules: Arc<Rules>,
         tuning: PeerTuning,
     ) -> Result<Started, Error> {
         let pc = &config.peers;
@@ -243,7 +245,6 @@ impl Peers {
         };
         let signer = Arc::new(RequestSigner::new(&key));
         let epoch = now_ms();
-        let heuristic = Heuristic::default();
         let peers = Arc::new(Peers {
             id,
             site: pc.site.clone(),
@@ -261,14 +262,14 @@ impl Peers {
                 id,
                 epoch,
                 DEFAULT_JOURNAL_CAPACITY,
-                StoreState::new(store.clone(), heuristic),
+                StoreState::new(store.clone(), rules.clone()),
             )),
             index: Mutex::new(Index::new(id)),
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
             bytes_from: Mutex::new(HashMap::new()),
             bytes_to: Mutex::new(HashMap::new()),
-            heuristic,
+            rules,
             sendfile: config.cache.sendfile,
             discovery_stats: discovery.as_ref().map(|d| d.stats.clone()),
         });
@@ -304,7 +305,7 @@ impl Peers {
 
     /// We store a complete, shareable copy of `entry`.
     pub fn advertise_have(&self, entry: &Entry) {
-        self.advertise(own::have(entry, self.heuristic, SystemTime::now()));
+        self.advertise(own::have(entry, &self.rules, SystemTime::now()));
     }
 
     /// We start downloading `key` (a claim other nodes may follow).

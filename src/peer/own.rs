@@ -3,10 +3,12 @@
 //! here with their key strings for the transfer API). Answers the journal's snapshots.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cache::key::key_hash;
-use crate::cache::policy::{self, Heuristic};
+use crate::cache::policy;
+use crate::cache::rules::Rules;
 use crate::cache::store::{Entry, Store};
 
 use super::index::OwnState;
@@ -14,15 +16,15 @@ use super::wire::{KeyHash, Update};
 
 pub struct StoreState {
     store: Store,
-    heuristic: Heuristic,
+    rules: Arc<Rules>,
     claims: HashMap<KeyHash, String>,
 }
 
 impl StoreState {
-    pub fn new(store: Store, heuristic: Heuristic) -> Self {
+    pub fn new(store: Store, rules: Arc<Rules>) -> Self {
         StoreState {
             store,
-            heuristic,
+            rules,
             claims: HashMap::new(),
         }
     }
@@ -49,7 +51,7 @@ impl StoreState {
     pub fn detach(&self) -> Detached {
         Detached {
             store: self.store.clone(),
-            heuristic: self.heuristic,
+            rules: self.rules.clone(),
             claims: self.claims.keys().copied().collect(),
         }
     }
@@ -58,7 +60,7 @@ impl StoreState {
 /// See [`StoreState::detach`].
 pub struct Detached {
     store: Store,
-    heuristic: Heuristic,
+    rules: Arc<Rules>,
     claims: Vec<KeyHash>,
 }
 
@@ -74,7 +76,7 @@ impl Detached {
             if !e.shareable {
                 return;
             }
-            let update = have(e, self.heuristic, now);
+            let update = have(e, &self.rules, now);
             if last != Some(*update.key()) {
                 last = Some(*update.key());
                 out.push(update);
@@ -91,13 +93,14 @@ impl Detached {
     }
 }
 
-/// The `Have` update for a stored entry: its body and how long it stays fresh, as of `now`.
-pub fn have(entry: &Entry, heuristic: Heuristic, now: SystemTime) -> Update {
+/// The `Have` update for a stored entry: its body and how long it stays fresh as of `now`, by
+/// the same rules every node judges the entry with.
+pub fn have(entry: &Entry, rules: &Rules, now: SystemTime) -> Update {
     let lifetime = policy::freshness_lifetime(
         entry.status,
         &entry.headers(),
         entry.timing.response_time,
-        heuristic,
+        rules.treat(&entry.key).heuristic,
     );
     let left = lifetime.saturating_sub(entry.timing.current_age(now));
     let fresh_until = (now + left)
@@ -141,7 +144,7 @@ mod tests {
         store_entry(&store, "http://a/one", "br", b"one-br", true);
         store_entry(&store, "http://a/two", "", b"two", true);
         store_entry(&store, "http://a/private", "", b"mine", false);
-        let mut state = StoreState::new(store, Heuristic::default());
+        let mut state = StoreState::new(store, Arc::new(Rules::none()));
         let claimed = state.claim("http://a/coming");
         let refreshing = state.claim("http://a/two");
         assert_eq!(state.claimed(&claimed), Some("http://a/coming"));
@@ -181,5 +184,48 @@ mod tests {
         });
         assert_eq!(state.claims(), 0);
         assert_eq!(state.claimed(&claimed), None);
+    }
+
+    #[test]
+    fn the_advertised_lifetime_follows_the_rules() {
+        use crate::cache::policy::{Timing, IMMUTABLE};
+        use crate::cache::store::PackedHeaders;
+        use crate::config::Preset;
+        use std::time::Duration;
+
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let entry = |key: &str| Entry {
+            key: key.to_owned(),
+            variant: Default::default(),
+            status: http::StatusCode::OK,
+            head: PackedHeaders::pack(&http::HeaderMap::new()),
+            timing: Timing {
+                request_time: now,
+                response_time: now,
+                corrected_initial_age: Duration::from_secs(100),
+            },
+            hash: blake3::hash(b"deb"),
+            len: 3,
+            shareable: true,
+        };
+        let presets = Rules::new(&[], &Preset::ALL, Default::default()).unwrap();
+        let fresh_until = |e: &Entry, rules: &Rules| match have(e, rules, now) {
+            Update::Have { fresh_until, .. } => fresh_until,
+            other => panic!("{other:?}"),
+        };
+        let pool = entry("http://deb.example/debian/pool/main/h/hello/hello_1.0_all.deb");
+        let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(
+            fresh_until(&pool, &presets),
+            secs + IMMUTABLE.as_secs() - 100,
+            "immutable by the debian preset, as every node judges it"
+        );
+        assert_eq!(
+            fresh_until(&pool, &Rules::none()),
+            secs,
+            "no rule: stale now"
+        );
+        let page = entry("http://deb.example/about");
+        assert_eq!(fresh_until(&page, &presets), secs);
     }
 }

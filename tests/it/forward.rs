@@ -167,11 +167,7 @@ async fn mirror_routes_fetch_from_their_upstream_and_cache() {
     );
     let dir = tempdir();
     let mut c = config(dir.path());
-    c.mirrors = vec![peercache::config::Mirror {
-        prefix: "/deb/".into(),
-        upstream: format!("http://{}/debian/", origin.addr).parse().unwrap(),
-        redirect_to_peers: false,
-    }];
+    c.mirrors = vec![mirror("/deb/", &origin.url("/debian/"))];
     let proxy = start_proxy(c).await;
     let url = format!("http://{}/deb/dists/stable/Release", proxy.addr);
     let r = get(proxy.addr, &url).await;
@@ -225,11 +221,7 @@ async fn an_https_mirror_upstream_is_fetched_over_tls_and_cached() {
     let dir = tempdir();
     let mut c = config(dir.path());
     c.upstream.ca_file = Some(fixtures().join("ca.pem"));
-    c.mirrors = vec![peercache::config::Mirror {
-        prefix: "/pypi/".into(),
-        upstream: format!("https://{}/", origin.addr).parse().unwrap(),
-        redirect_to_peers: false,
-    }];
+    c.mirrors = vec![mirror("/pypi/", &origin.url("/"))];
     let proxy = start_proxy(c).await;
     let url = format!("http://{}/pypi/simple/pkg/", proxy.addr);
     let r = get(proxy.addr, &url).await;

@@ -7,25 +7,6 @@ use tokio::sync::watch;
 
 use crate::support::*;
 
-fn key_hash_of(url: &str) -> [u8; 32] {
-    let uri: http::Uri = url.parse().unwrap();
-    peercache::cache::key::CacheKey::from_uri(&uri)
-        .unwrap()
-        .hash()
-}
-
-/// Waits until `node` knows `holders` holders of `url`.
-async fn wait_holders(node: &Node, url: &str, holders: usize) {
-    let kh = key_hash_of(url);
-    let p = node.peers().clone();
-    assert!(
-        wait_until(Duration::from_secs(5), || p.sources(&kh, None).len()
-            >= holders)
-        .await,
-        "index never showed {holders} holder(s) of {url}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_node_gets_the_object_from_the_first_over_the_lan() {
     let origin = Origin::start().await;

@@ -327,6 +327,25 @@ pub async fn get(proxy: SocketAddr, url: &str) -> Got {
     send(proxy, "GET", url, &[]).await
 }
 
+/// Sends an origin-form request for `path` to the proxy (as a client of a mirror route does),
+/// with `Host` naming the proxy.
+pub async fn get_path(proxy: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
+    let host = proxy.to_string();
+    let mut all = vec![("host", host.as_str())];
+    all.extend_from_slice(headers);
+    send(proxy, "GET", path, &all).await
+}
+
+/// A `[[mirror]]` route from `prefix` to `upstream`.
+pub fn mirror(prefix: &str, upstream: &str) -> peercache::config::Mirror {
+    peercache::config::Mirror {
+        prefix: prefix.into(),
+        upstream: upstream.parse().unwrap(),
+        redirect_to_peers: false,
+        npm_tarballs: false,
+    }
+}
+
 /// Sends a request and returns as soon as the head arrives (the body streams on).
 pub async fn send_head(
     proxy: SocketAddr,
@@ -574,6 +593,26 @@ impl Node {
     }
 }
 
+/// The key hash peers use for `url`.
+pub fn key_hash_of(url: &str) -> [u8; 32] {
+    let uri: http::Uri = url.parse().unwrap();
+    peercache::cache::key::CacheKey::from_uri(&uri)
+        .unwrap()
+        .hash()
+}
+
+/// Waits until `node` knows `holders` holders of `url`.
+pub async fn wait_holders(node: &Node, url: &str, holders: usize) {
+    let kh = key_hash_of(url);
+    let p = node.peers().clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || p.sources(&kh, None).len()
+            >= holders)
+        .await,
+        "index never showed {holders} holder(s) of {url}"
+    );
+}
+
 /// Writes a cluster key shared by a test group.
 pub fn write_key(path: &Path, byte: u8) {
     std::fs::write(path, hex32([byte; 32])).unwrap();
@@ -626,6 +665,11 @@ pub async fn start_node_tuned(
 
 /// Starts `n` nodes sharing one key, all seeded by the first, and waits until each sees the others.
 pub async fn cluster(n: usize) -> (Vec<Node>, tempfile::TempDir) {
+    cluster_with(n, |_| {}).await
+}
+
+/// `cluster`, with `edit` applied to every node's config.
+pub async fn cluster_with(n: usize, edit: impl Fn(&mut Config)) -> (Vec<Node>, tempfile::TempDir) {
     let keydir = tempdir();
     let key = keydir.path().join("cluster.key");
     write_key(&key, 7);
@@ -633,7 +677,8 @@ pub async fn cluster(n: usize) -> (Vec<Node>, tempfile::TempDir) {
     for i in 0..n {
         let dir = tempdir();
         let seed = nodes.first().map(|n| n.peers().membership_addr());
-        let c = peer_config(dir.path(), i, &key, seed);
+        let mut c = peer_config(dir.path(), i, &key, seed);
+        edit(&mut c);
         nodes.push(start_node(c, dir).await);
     }
     let all = nodes.iter().map(|n| n.peers().clone()).collect::<Vec<_>>();
