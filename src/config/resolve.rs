@@ -21,6 +21,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.proxy_connect_ports.take("proxy.connect_ports", p),
         raw.proxy_tunnel_idle_timeout
             .take("proxy.tunnel_idle_timeout", p),
+        raw.proxy_pac_direct.take("proxy.pac_direct", p),
     );
     let cache = (
         raw.cache_dir.take("cache.dir", p),
@@ -48,6 +49,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.peers_key_file.take("peers.key_file", p),
         raw.peers_max_uploads.take("peers.max_uploads", p),
         raw.peers_connect_timeout.take("peers.connect_timeout", p),
+        raw.peers_discover.take("peers.discover", p),
     );
     let intercept = (
         raw.intercept_hosts.take("intercept.hosts", p),
@@ -72,6 +74,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             allow: proxy.1?,
             connect_ports: proxy.2?,
             tunnel_idle_timeout: proxy.3?,
+            pac_direct: proxy.4?,
         },
         cache: Cache {
             dir: cache.0?,
@@ -95,6 +98,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             key_file: peers.5?,
             max_uploads: peers.6?,
             connect_timeout: peers.7?,
+            discover: peers.8?,
         },
         intercept: Intercept {
             hosts: intercept.0?,

@@ -7,9 +7,12 @@ use std::time::Duration;
 use toml_edit::{TableLike, Value};
 
 use super::addr::{check_port, parse_advertise, parse_parent_proxy, parse_seed, parse_socket_addr};
+use super::direct::parse_pac_direct;
 use super::reader::{Field, Reader, Slot};
 use super::units::{parse_duration, parse_size};
-use super::{HostPattern, HostPatterns, Mirror, ParentProxy, Preset, Rule};
+use super::{
+    Discover, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset, Rule, MAX_SITE_LEN,
+};
 use crate::front::acl::{self, Acl};
 
 /// Top-level tables, in documentation order (used in "unknown key" messages).
@@ -24,7 +27,13 @@ const TABLES: &[&str] = &[
     "rule",
     "log",
 ];
-pub(super) const PROXY_KEYS: &[&str] = &["listen", "allow", "connect_ports", "tunnel_idle_timeout"];
+pub(super) const PROXY_KEYS: &[&str] = &[
+    "listen",
+    "allow",
+    "connect_ports",
+    "tunnel_idle_timeout",
+    "pac_direct",
+];
 pub(super) const CACHE_KEYS: &[&str] = &["dir", "max_size", "max_object_size", "sendfile"];
 pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
 pub(super) const MIRROR_KEYS: &[&str] =
@@ -38,12 +47,14 @@ pub(super) const PEERS_KEYS: &[&str] = &[
     "key_file",
     "max_uploads",
     "connect_timeout",
+    "discover",
 ];
 pub(super) const INTERCEPT_KEYS: &[&str] = &["hosts", "ca_cert", "ca_key"];
 pub(super) const RULES_KEYS: &[&str] = &["presets"];
 pub(super) const RULE_KEYS: &[&str] = &["pattern", "fresh", "immutable", "key_fields"];
 pub(super) const LOG_KEYS: &[&str] = &["level", "access"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+const DISCOVER: &[(&str, Discover)] = &[("none", Discover::None), ("mdns", Discover::Mdns)];
 
 /// Every key, as read so far (defaults first, then the user's file on top).
 #[derive(Default)]
@@ -52,6 +63,7 @@ pub(super) struct Raw<'a> {
     pub(super) proxy_allow: Slot<'a, Acl>,
     pub(super) proxy_connect_ports: Slot<'a, Vec<u16>>,
     pub(super) proxy_tunnel_idle_timeout: Slot<'a, Duration>,
+    pub(super) proxy_pac_direct: Slot<'a, Vec<PacDirect>>,
     pub(super) cache_dir: Slot<'a, PathBuf>,
     pub(super) cache_max_size: Slot<'a, u64>,
     pub(super) cache_max_object_size: Slot<'a, u64>,
@@ -72,6 +84,7 @@ pub(super) struct Raw<'a> {
     pub(super) intercept_hosts: Slot<'a, HostPatterns>,
     pub(super) intercept_ca_cert: Slot<'a, Option<PathBuf>>,
     pub(super) intercept_ca_key: Slot<'a, Option<PathBuf>>,
+    pub(super) peers_discover: Slot<'a, Discover>,
     pub(super) rules_presets: Slot<'a, Vec<Preset>>,
     pub(super) rules: Slot<'a, Vec<Rule>>,
     pub(super) log_level: Slot<'a, String>,
@@ -129,6 +142,13 @@ impl<'a, 'p> Reader<'a, 'p> {
             "allow" => raw.proxy_allow.put(self.acl(f), loc),
             "connect_ports" => raw.proxy_connect_ports.put(self.ports(f), loc),
             "tunnel_idle_timeout" => raw.proxy_tunnel_idle_timeout.put(self.timeout(f), loc),
+            "pac_direct" => {
+                let direct = self.each(f, "an array of host patterns or CIDR strings", |r, e| {
+                    let s = r.string(e)?;
+                    r.check(e, parse_pac_direct(s))
+                });
+                raw.proxy_pac_direct.put(direct, loc);
+            }
             _ => return false,
         }
         true
@@ -177,7 +197,17 @@ impl<'a, 'p> Reader<'a, 'p> {
             "seeds" => raw.peers_seeds.put(self.seeds(f), loc),
             "site" => {
                 let site = self.string(f).and_then(|s| {
-                    let site = non_empty(s).map(str::to_string);
+                    let site = non_empty(s).and_then(|s| {
+                        if s.len() > MAX_SITE_LEN {
+                            Err(format!(
+                                "too long: {} bytes, the limit is {MAX_SITE_LEN} (it rides in \
+                                 every gossip packet); use a shorter label",
+                                s.len()
+                            ))
+                        } else {
+                            Ok(s.to_string())
+                        }
+                    });
                     self.check(f, site)
                 });
                 raw.peers_site.put(site, loc);
@@ -194,6 +224,20 @@ impl<'a, 'p> Reader<'a, 'p> {
                 raw.peers_max_uploads.put(n, loc);
             }
             "connect_timeout" => raw.peers_connect_timeout.put(self.timeout(f), loc),
+            "discover" => {
+                let discover = self.string(f).and_then(|s| {
+                    let found = DISCOVER.iter().find(|(name, _)| *name == s);
+                    let discover = found.map(|(_, d)| *d).ok_or_else(|| {
+                        let names: Vec<&str> = DISCOVER.iter().map(|(n, _)| *n).collect();
+                        format!(
+                            "invalid value {s:?} (expected one of: {})",
+                            names.join(", ")
+                        )
+                    });
+                    self.check(f, discover)
+                });
+                raw.peers_discover.put(discover, loc);
+            }
             _ => return false,
         }
         true

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod intercept;
 pub mod links;
 pub mod meter;
+pub mod pac;
 pub mod relink;
 pub mod respond;
 pub mod tunnel;
@@ -31,7 +32,7 @@ use crate::accesslog::Record;
 use crate::app::{App, SHUTDOWN_GRACE};
 use crate::body::{self, Body, BodyEnd};
 use crate::error::{Error, Kind};
-use crate::metrics::{CacheStatus, Metrics};
+use crate::metrics::{CacheStatus, ErrorRecord, Metrics};
 use crate::sendfile::{SendfileIo, Slot};
 
 use self::classify::{classify, Route, Routing};
@@ -193,6 +194,18 @@ async fn handle(app: Arc<App>, client: &Client, req: Request<Incoming>) -> Respo
             if e.side != crate::error::Side::Downstream {
                 tracing::warn!(%url, "{e}");
             }
+            let unix_secs = start
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            app.metrics.record_error(ErrorRecord::new(
+                unix_secs,
+                peer.ip().to_string(),
+                method.to_string(),
+                &url,
+                respond::status_of(&e).as_u16(),
+                e.kind.as_str(),
+                &e.detail,
+            ));
             let tag = if e.kind == Kind::Forbidden {
                 "DENIED"
             } else {
@@ -268,7 +281,14 @@ async fn route(
     };
     match classify(req.method(), req.uri(), &routing) {
         Route::Reject(e) => Err(e),
-        Route::Admin { page } => admin::page(app, &page).map(|r| (r, None)),
+        Route::Admin { page } => {
+            let host = req
+                .uri()
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| req.headers().get(header::HOST)?.to_str().ok());
+            admin::page(app, &page, host).map(|r| (r, None))
+        }
         Route::Connect { host, port } => {
             if app
                 .intercept

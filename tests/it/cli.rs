@@ -80,13 +80,28 @@ async fn sigterm_stops_the_proxy_cleanly_and_the_access_log_has_a_line_per_reque
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 
-    // `peercache status` reads the running proxy's JSON status.
-    let out = Command::new(env!("CARGO_BIN_EXE_peercache"))
-        .args(["status", "--proxy", &format!("http://{}", proc.addr)])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // `peercache status --json` prints the running proxy's JSON status, indented; without
+    // `--json`, a summary for people.
+    let status = |extra: &[&str]| {
+        let proxy = format!("http://{}", proc.addr);
+        let out = peercache(&[&["status", "--proxy", &proxy], extra].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json = status(&["--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["counters"]["requests_by_result"]["HIT"], 1);
+    assert!(json.lines().count() > 20, "indented: {json}");
+    let text = status(&[]);
+    assert!(text.contains(&format!("at {}, up ", proc.addr)), "{text}");
+    assert!(text.contains("HIT 1  MISS 1  PEER 0"), "{text}");
+    assert!(text.contains("hit ratio:  50% "), "{text}");
+    assert!(text.contains("bytes saved: 6 B"), "{text}");
+    assert!(text.contains("group:      peering off"), "{text}");
 
     let pid = proc.child.id().to_string();
     assert!(Command::new("kill")
@@ -149,4 +164,20 @@ fn ca_makes_the_ca_once_and_prints_its_path_and_fingerprint() {
     );
     assert!(second.contains(&hex.join(":")), "same CA: {second}");
     assert_eq!(std::fs::read(&cert).unwrap(), pem_before);
+}
+
+#[test]
+fn check_refuses_a_ca_certificate_without_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("ca.pem");
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let (ok, err) = check(&format!(
+        "[intercept]\nhosts = [\"files.example.org\"]\nca_cert = \"{}\"\n",
+        cert.display()
+    ));
+    assert!(!ok);
+    assert!(
+        err.contains("intercept.ca_cert") && err.contains("ca.key does not"),
+        "{err}"
+    );
 }

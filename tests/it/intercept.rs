@@ -379,3 +379,18 @@ async fn without_interception_there_is_no_ca_to_serve() {
     assert!(!dir.path().join("ca").exists(), "no CA is made");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn the_pac_file_sends_the_intercepted_hosts_through_the_proxy() {
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.intercept.hosts = HostPatterns::parse(["files.example.org", "*.example.net"]).unwrap();
+    let proxy = start_proxy(c).await;
+    let pac = send(proxy.addr, "GET", "/proxy.pac", &[("host", "proxy.lan")]).await;
+    assert_eq!(pac.status, 200);
+    let text = pac.text();
+    let https = "if (url.substring(0, 6) == \"https:\" && (host == \"files.example.org\" || \
+                 dnsDomainIs(host, \".example.net\"))) return proxy;";
+    assert!(text.contains(https), "{text}");
+    proxy.stop().await;
+}

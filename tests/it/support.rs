@@ -71,6 +71,28 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// A 200 cacheable for 10 minutes with the `Content-Length` of both parts, whose body
+    /// stops after `first` until `gate` opens.
+    pub fn gated(first: Bytes, rest: Bytes, gate: watch::Receiver<bool>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![
+                ("cache-control".into(), "max-age=600".into()),
+                (
+                    "content-length".into(),
+                    (first.len() + rest.len()).to_string(),
+                ),
+            ],
+            payload: Payload::Gated {
+                first,
+                rest: Some(rest),
+                gate,
+            },
+        }
+    }
+}
+
 type Handler = Arc<dyn Fn(&http::request::Parts) -> Reply + Send + Sync>;
 
 /// What the origin saw of one request.
@@ -547,6 +569,22 @@ pub async fn status_json(proxy: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&r.text()).expect("status JSON")
 }
 
+/// Polls the proxy's status JSON until `cond` holds (at most `limit`); returns the last one.
+pub async fn wait_for_status(
+    proxy: SocketAddr,
+    limit: Duration,
+    mut cond: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let s = status_json(proxy).await;
+        if cond(&s) || tokio::time::Instant::now() >= deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The proxy's `/_peercache/metrics` text (asserting a 200).
 pub async fn metrics_text(proxy: SocketAddr) -> String {
     let r = get(proxy, &format!("http://{proxy}/_peercache/metrics")).await;
@@ -677,12 +715,26 @@ pub fn peer_config(dir: &Path, i: usize, key: &Path, seed: Option<SocketAddr>) -
     c
 }
 
-/// Starts a node in-process with fast gossip timings.
-pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
-    let tuning = peercache::peer::PeerTuning {
+/// Fast gossip timings for test groups.
+pub fn fast_tuning() -> peercache::peer::PeerTuning {
+    peercache::peer::PeerTuning {
         timings: peercache::peer::membership::Timings::fast(),
         claim_window: Duration::from_millis(100),
-    };
+        ..Default::default()
+    }
+}
+
+/// Starts a node in-process with fast gossip timings.
+pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
+    start_node_tuned(c, dir, fast_tuning()).await
+}
+
+/// Starts a node in-process with `tuning`.
+pub async fn start_node_tuned(
+    c: Config,
+    dir: tempfile::TempDir,
+    tuning: peercache::peer::PeerTuning,
+) -> Node {
     let proxy = Server::bind_tuned(c, tuning)
         .await
         .expect("node starts")
@@ -733,4 +785,86 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A program on the PATH, if there is one.
+pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Headless Chromium (Debian's `chromium` package; `.ci/run` installs it), if installed.
+pub fn chromium() -> Option<std::path::PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| on_path(name))
+}
+
+/// Runs headless Chromium on `url` with `args` (e.g. `--dump-dom`) after letting the page run
+/// for `budget_ms` of virtual time; returns its stdout. No proxy, no network beyond `url`.
+pub async fn headless(chromium: &Path, url: &str, args: &[String], budget_ms: u32) -> String {
+    let profile = tempdir();
+    let out_path = profile.path().join("stdout");
+    let err_path = profile.path().join("stderr");
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-proxy-server",
+            "--hide-scrollbars",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.path().join("profile").display()
+        ))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .args(args)
+        .arg(url)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("chromium starts");
+    let mut status = None;
+    let finished = wait_until(Duration::from_secs(60), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    })
+    .await;
+    if !finished {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(finished, "chromium did not finish within 60 s: {stderr}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "chromium failed ({status:?}): {stderr}"
+    );
+    std::fs::read_to_string(&out_path).unwrap()
+}
+
+/// Runs `peercache ARGS` to its exit (at most 20 s), output captured.
+pub fn peercache(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..2000 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    panic!("peercache {args:?} did not exit within 20 s");
 }

@@ -155,33 +155,72 @@ pub(super) fn random_serial() -> SerialNumber {
 /// written with mode 0600, each file complete before it appears). One file without the other is
 /// an error: a CA is never replaced behind the user's back.
 pub fn load_or_create(cert: &Path, key: &Path, now: SystemTime) -> Result<(Ca, Origin), String> {
-    let origin = match (cert.exists(), key.exists()) {
-        (true, true) => Origin::Existing,
-        (false, false) => {
-            let (cert_pem, key_pem) = Ca::generate(&machine_name(), now)?;
-            write_new(key, &key_pem, 0o600)?;
-            write_new(cert, &cert_pem, 0o644)?;
-            Origin::Created
+    let origin = if present(cert, key)? {
+        Origin::Existing
+    } else {
+        let (cert_pem, key_pem) = Ca::generate(&machine_name(), now)?;
+        write_new(key, &key_pem, 0o600)?;
+        write_new(cert, &cert_pem, 0o644)?;
+        Origin::Created
+    };
+    if let Some(w) = key_warning(key) {
+        tracing::warn!("{w}");
+    }
+    Ok((read(cert, key, now)?, origin))
+}
+
+/// What `run` will find, without changing anything: `Ok(true)` when both files exist and make a
+/// usable CA, `Ok(false)` when neither exists (the first run makes them), else what is wrong.
+pub fn check(cert: &Path, key: &Path, now: SystemTime) -> Result<bool, String> {
+    if !present(cert, key)? {
+        return Ok(false);
+    }
+    read(cert, key, now).map(|_| true)
+}
+
+/// A warning when the key file can be read by other users than its owner.
+pub fn key_warning(key: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(key).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Some(format!(
+                "the CA key {} is readable by other users: chmod 600 it",
+                key.display()
+            ));
         }
+    }
+    #[cfg(not(unix))]
+    let _ = key;
+    None
+}
+
+/// Whether both CA files exist (`false`: neither does; one without the other is an error).
+fn present(cert: &Path, key: &Path) -> Result<bool, String> {
+    match (cert.exists(), key.exists()) {
+        (true, true) => Ok(true),
+        (false, false) => Ok(false),
         (has_cert, _) => {
             let (there, missing) = if has_cert { (cert, key) } else { (key, cert) };
-            return Err(format!(
+            Err(format!(
                 "{} exists but {} does not: restore the missing file, or move {} away to make a \
                  new CA (clients will then have to trust the new one)",
                 there.display(),
                 missing.display(),
                 there.display()
-            ));
+            ))
         }
-    };
+    }
+}
+
+fn read(cert: &Path, key: &Path, now: SystemTime) -> Result<Ca, String> {
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
     };
     let (cert_pem, key_pem) = (read(cert)?, read(key)?);
-    warn_if_readable_by_others(key);
     let (cert_name, key_name) = (cert.display().to_string(), key.display().to_string());
-    let ca = Ca::from_pem(&cert_pem, &key_pem, now, &cert_name, &key_name)?;
-    Ok((ca, origin))
+    Ca::from_pem(&cert_pem, &key_pem, now, &cert_name, &key_name)
 }
 
 /// Writes `text` to a new file at `path` with `mode` (Unix): into a temporary file beside it,
@@ -210,21 +249,6 @@ fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), String> {
         return Err(fail(e));
     }
     Ok(())
-}
-
-fn warn_if_readable_by_others(key: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(key) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    "the CA key {} is readable by other users: chmod 600 it",
-                    key.display()
-                );
-            }
-        }
-    }
 }
 
 /// This machine's name, for the CA's common name.
@@ -318,5 +342,29 @@ mod tests {
         let e = load_or_create(&cert, &key, now()).err().expect("refused");
         assert!(e.contains("exists but") && e.contains("ca.key"), "{e}");
         assert!(cert.exists(), "the certificate is left alone");
+        assert!(check(&cert, &key, now()).is_err());
+    }
+
+    #[test]
+    fn check_reads_and_never_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+        assert_eq!(
+            check(&cert, &key, now()),
+            Ok(false),
+            "none yet: run makes it"
+        );
+        assert!(!cert.exists() && !key.exists());
+        load_or_create(&cert, &key, now()).unwrap();
+        assert_eq!(check(&cert, &key, now()), Ok(true));
+        assert_eq!(key_warning(&key), None);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(key_warning(&key).is_some_and(|w| w.contains("chmod 600")));
+        }
+        std::fs::write(&key, "not a key").unwrap();
+        assert!(check(&cert, &key, now()).unwrap_err().contains("PKCS#8"));
     }
 }
