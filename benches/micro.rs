@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the hot pure code: Cache-Control parsing, the reuse decision (with and
 //! without a targeted field, RFC 9213), cache keys,
 //! the freshness rules' lookup, the peer index, the store's URL index, blake3 over 64 KiB
-//! frames, and mirror link rewriting.
+//! frames, mirror link rewriting, and issuing an interception leaf certificate.
 //! Run: `cargo bench --bench micro`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -197,6 +197,31 @@ fn bench(c: &mut Criterion) {
         b.iter(|| rewrite.apply(black_box(doc.as_bytes())).len())
     });
     g.finish();
+
+    leaves(c);
+}
+
+/// The cost of a leaf for a host seen for the first time: the certificate alone (one ECDSA
+/// P-256 signature), and the whole TLS server config as a first connection gets it.
+fn leaves(c: &mut Criterion) {
+    use peercache::front::intercept::{ca::Ca, leaf};
+    let now = SystemTime::now();
+    let (cert, key) = Ca::generate("bench", now).expect("CA");
+    let ca = || Ca::from_pem(&cert, &key, now, "ca.pem", "ca.key").expect("CA");
+    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let signer = ca();
+    c.bench_function("leaf_issue", |b| {
+        b.iter(|| leaf::issue(&signer, &leaf_key, black_box("files.example.org"), now))
+    });
+    let metrics = std::sync::Arc::new(peercache::metrics::Metrics::default());
+    let leaves = leaf::Leaves::new(ca(), metrics).expect("leaves");
+    let mut i = 0u64;
+    c.bench_function("leaf_server_config_new_name", |b| {
+        b.iter(|| {
+            i += 1;
+            leaves.server_config(&format!("h{i}.example.org"), now)
+        })
+    });
 }
 
 criterion_group!(benches, bench);

@@ -10,6 +10,10 @@ use crate::error::{Error, Kind};
 
 /// The path prefix of the admin pages.
 pub const ADMIN_PREFIX: &str = "/_peercache/";
+/// The admin page of the proxy auto-configuration file, also at `/proxy.pac` and `/wpad.dat`.
+pub const PAC_PAGE: &str = "proxy.pac";
+/// The admin page of the icon, also at `/favicon.ico` unless a mirror claims that path.
+pub const FAVICON_PAGE: &str = "favicon.ico";
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +116,11 @@ fn local(uri: &Uri, r: &Routing<'_>) -> Route {
             page: String::new(),
         };
     }
+    if path == "/proxy.pac" || path == "/wpad.dat" {
+        return Route::Admin {
+            page: PAC_PAGE.to_owned(),
+        };
+    }
     let best = r
         .mirrors
         .iter()
@@ -125,6 +134,11 @@ fn local(uri: &Uri, r: &Routing<'_>) -> Route {
         is_npm_tarball_path(path).then(|| (i, m, &path[1..]))
     };
     let Some((i, m, rest)) = best.or_else(npm) else {
+        if path == "/favicon.ico" {
+            return Route::Admin {
+                page: FAVICON_PAGE.to_owned(),
+            };
+        }
         return reject("not a proxy request: use this address as an HTTP proxy, or configure a [[mirror]] for this path");
     };
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
@@ -250,6 +264,29 @@ mod tests {
     }
 
     #[test]
+    fn a_catch_all_mirror_takes_the_icon_but_not_the_pac_file() {
+        let m = vec![Mirror {
+            prefix: "/".into(),
+            upstream: "http://content.example.org/".parse().unwrap(),
+            redirect_to_peers: false,
+            npm_tarballs: false,
+        }];
+        let r = Routing {
+            listen: "127.0.0.1:3128".parse().unwrap(),
+            mirrors: &m,
+            connect_ports: &[443],
+        };
+        let get = |t: &str| classify(&Method::GET, &t.parse().unwrap(), &r);
+        assert!(matches!(get("/favicon.ico"), Route::Mirror { .. }));
+        assert_eq!(
+            get("/proxy.pac"),
+            Route::Admin {
+                page: PAC_PAGE.into()
+            }
+        );
+    }
+
+    #[test]
     fn mirrors_use_the_longest_prefix_and_keep_the_query() {
         assert_eq!(
             route("GET", "/debian/dists/stable/Release?x=1"),
@@ -350,6 +387,21 @@ mod tests {
             Route::Mirror {
                 target: "http://deb.example.org/debian/x".parse().unwrap(),
                 mirror: 0
+            }
+        );
+        for path in ["/proxy.pac", "/wpad.dat", "http://127.0.0.1:3128/proxy.pac"] {
+            assert_eq!(
+                route("GET", path),
+                Route::Admin {
+                    page: PAC_PAGE.into()
+                },
+                "{path}"
+            );
+        }
+        assert_eq!(
+            route("GET", "/favicon.ico"),
+            Route::Admin {
+                page: FAVICON_PAGE.into()
             }
         );
         // Same host, other port: a real origin.

@@ -35,6 +35,8 @@ const CLUSTER_SIZE_HINT: u32 = 32;
 const SEEN_CAPACITY: usize = 16_384;
 /// Broadcast commands folded into one round of messages.
 const BROADCAST_BATCH: usize = 256;
+/// Most addresses given to [`Membership::join`] that are kept as extra seeds.
+pub const MAX_JOINED: usize = 64;
 
 /// One other member of the group, as this node currently sees it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -219,6 +221,7 @@ impl std::fmt::Debug for Membership {
 
 enum Command {
     Broadcast(Vec<u8>),
+    Join(SocketAddr),
     Leave(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
 }
@@ -240,6 +243,18 @@ impl Membership {
         timings: Timings,
         events: mpsc::UnboundedSender<Event>,
     ) -> io::Result<Membership> {
+        let socket = UdpSocket::bind(cfg.bind).await?;
+        Self::start_on(socket, cfg, timings, events)
+    }
+
+    /// [`Membership::start_with_timings`] on a socket bound beforehand (`cfg.bind` is not used):
+    /// the node binds every port before it writes anything to disk.
+    pub fn start_on(
+        socket: UdpSocket,
+        cfg: MembershipConfig,
+        timings: Timings,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> io::Result<Membership> {
         let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
         timings.check().map_err(|m| invalid(m.to_owned()))?;
         if cfg.site.len() > MAX_SITE_LEN {
@@ -248,7 +263,6 @@ impl Membership {
                 cfg.site.len()
             )));
         }
-        let socket = UdpSocket::bind(cfg.bind).await?;
         let local_addr = socket.local_addr()?;
         let advertise = if cfg.advertise.port() == 0 {
             SocketAddr::new(cfg.advertise.ip(), local_addr.port())
@@ -291,6 +305,7 @@ impl Membership {
             sealer: Sealer::new(&cfg.key),
             timers: BinaryHeap::new(),
             seeds,
+            joined: Vec::new(),
             reannounce_every: timings.reannounce_every,
             events,
             delivered,
@@ -316,6 +331,14 @@ impl Membership {
     pub fn broadcast(&self, payload: Vec<u8>) {
         // A closed channel means the task has stopped: there is no group to tell.
         let _ = self.cmds.send(Command::Broadcast(payload));
+    }
+
+    /// Announces this node to `addr` (a candidate found by discovery), unless an active member
+    /// is already there; the address is also re-announced to while this node knows no member,
+    /// like a seed (at most [`MAX_JOINED`] such addresses are kept). Only a node holding the
+    /// cluster key can answer, so a wrong candidate costs one dropped packet.
+    pub fn join(&self, addr: SocketAddr) {
+        let _ = self.cmds.send(Command::Join(addr));
     }
 
     /// Current view of the other members (Down ones included until foca forgets them), sorted by
@@ -441,6 +464,8 @@ struct Driver {
     sealer: Sealer,
     timers: TimerQueue,
     seeds: Vec<SocketAddr>,
+    /// Addresses from [`Membership::join`], re-announced to like seeds; at most [`MAX_JOINED`].
+    joined: Vec<SocketAddr>,
     reannounce_every: Duration,
     events: mpsc::UnboundedSender<Event>,
     delivered: mpsc::UnboundedReceiver<Vec<u8>>,
@@ -515,7 +540,7 @@ impl Driver {
                     }
                 }
                 Wake::Command(Some(other)) => {
-                    if let Some(reply) = self.on_stop(other).await {
+                    if let Some(reply) = self.on_command(other).await {
                         break Some(reply);
                     }
                 }
@@ -587,7 +612,13 @@ impl Driver {
         if self.foca.num_members() > 0 {
             return;
         }
-        for seed in self.seeds.clone() {
+        for seed in self
+            .seeds
+            .iter()
+            .chain(&self.joined)
+            .copied()
+            .collect::<Vec<_>>()
+        {
             if let Err(e) = self
                 .foca
                 .announce(PeerIdentity::seed(seed), &mut self.runtime)
@@ -622,7 +653,7 @@ impl Driver {
         }
         self.flush().await;
         match next {
-            Some(cmd) => self.on_stop(cmd).await,
+            Some(cmd) => self.on_command(cmd).await,
             None => None,
         }
     }
@@ -657,10 +688,39 @@ impl Driver {
         }
     }
 
-    async fn on_stop(&mut self, cmd: Command) -> Option<oneshot::Sender<()>> {
+    /// A candidate from discovery: announce to it unless it is us or an active member.
+    async fn on_join(&mut self, addr: SocketAddr) {
+        let me = self.foca.identity().addr;
+        let member = self
+            .view
+            .values()
+            .any(|(m, _)| m.addr == addr && m.state.is_active());
+        if addr == me || addr == self.socket.local_addr().unwrap_or(me) || member {
+            return;
+        }
+        if !self.joined.contains(&addr) && !self.seeds.contains(&addr) {
+            if self.joined.len() >= MAX_JOINED {
+                self.joined.remove(0);
+            }
+            self.joined.push(addr);
+        }
+        if let Err(e) = self
+            .foca
+            .announce(PeerIdentity::seed(addr), &mut self.runtime)
+        {
+            tracing::debug!(error = %e, %addr, "announce to a discovered node");
+        }
+        self.flush().await;
+    }
+
+    async fn on_command(&mut self, cmd: Command) -> Option<oneshot::Sender<()>> {
         match cmd {
             Command::Broadcast(p) => {
                 self.add_broadcast(p);
+                None
+            }
+            Command::Join(addr) => {
+                self.on_join(addr).await;
                 None
             }
             Command::Leave(reply) => {

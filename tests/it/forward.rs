@@ -137,17 +137,7 @@ async fn connect_tunnels_to_allowed_ports_only() {
     c.proxy.connect_ports = vec![echo_addr.port()];
     let proxy = start_proxy(c).await;
 
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    let mut s = tunnel(proxy.addr, &echo_addr.to_string()).await;
     s.write_all(b"hello").await.unwrap();
     let mut back = [0u8; 5];
     s.read_exact(&mut back).await.unwrap();

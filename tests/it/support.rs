@@ -33,24 +33,6 @@ pub async fn wait_until<F: FnMut() -> bool>(limit: Duration, mut cond: F) -> boo
     }
 }
 
-/// `wait_until` for a condition that must be awaited (the store's lookups).
-pub async fn wait_for<F, Fut>(limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// How the origin's body is produced.
 #[derive(Clone)]
 pub enum Payload {
@@ -86,6 +68,28 @@ impl Reply {
     pub fn header(mut self, k: &str, v: &str) -> Reply {
         self.headers.push((k.to_owned(), v.to_owned()));
         self
+    }
+}
+
+impl Reply {
+    /// A 200 cacheable for 10 minutes with the `Content-Length` of both parts, whose body
+    /// stops after `first` until `gate` opens.
+    pub fn gated(first: Bytes, rest: Bytes, gate: watch::Receiver<bool>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![
+                ("cache-control".into(), "max-age=600".into()),
+                (
+                    "content-length".into(),
+                    (first.len() + rest.len()).to_string(),
+                ),
+            ],
+            payload: Payload::Gated {
+                first,
+                rest: Some(rest),
+                gate,
+            },
+        }
     }
 }
 
@@ -285,6 +289,8 @@ pub fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::default_config();
     c.proxy.listen = "127.0.0.1:0".parse().unwrap();
     c.cache.dir = dir.to_owned();
+    c.intercept.ca_cert = dir.join("ca/ca.pem");
+    c.intercept.ca_key = dir.join("ca/ca.key");
     c.log.access = false;
     c.upstream.connect_timeout = Duration::from_secs(2);
     c.upstream.read_timeout = Duration::from_secs(5);
@@ -315,24 +321,28 @@ impl Got {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(self.body.as_ref().expect("complete body")).into_owned()
     }
+
+    /// Reads a whole response.
+    pub async fn read(resp: Response<Incoming>) -> Got {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| e.to_string());
+        Got {
+            status,
+            headers,
+            body,
+        }
+    }
 }
 
 /// Sends one request through the proxy at `proxy` on a fresh connection.
 pub async fn send(proxy: SocketAddr, method: &str, url: &str, headers: &[(&str, &str)]) -> Got {
-    let resp = send_head(proxy, method, url, headers).await;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| e.to_string());
-    Got {
-        status,
-        headers,
-        body,
-    }
+    Got::read(send_head(proxy, method, url, headers).await).await
 }
 
 pub async fn get(proxy: SocketAddr, url: &str) -> Got {
@@ -380,6 +390,78 @@ pub async fn send_head(
     }
     let req = req.body(Full::new(Bytes::new())).unwrap();
     sender.send_request(req).await.unwrap()
+}
+
+/// Sends `CONNECT target` (`host:port`) through `proxy` and returns the tunnel once it is
+/// answered 200 (nothing of the tunnel is read).
+pub async fn tunnel(proxy: SocketAddr, target: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "CONNECT {target}: {head}");
+    s
+}
+
+/// A TLS client trusting only the certificates in the PEM text `ca_pem`.
+pub fn tls_trusting(ca_pem: &[u8]) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// An HTTP/1.1 connection inside a TLS session inside a `CONNECT` tunnel.
+pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// CONNECTs to `target` through `proxy`, completes TLS with server name `name` (an IP address
+/// sends no SNI) using `tls`, and returns an HTTP/1.1 sender plus the certificates the server
+/// presented. `Err` when the TLS handshake fails.
+pub async fn https_through(
+    proxy: SocketAddr,
+    target: &str,
+    name: &str,
+    tls: &tokio_rustls::TlsConnector,
+) -> std::io::Result<(Sender, Vec<rustls::pki_types::CertificateDer<'static>>)> {
+    let tcp = tunnel(proxy, target).await;
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let stream = tls.connect(name, tcp).await?;
+    let certs = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_default()
+        .to_vec();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    Ok((sender, certs))
+}
+
+/// Sends `GET target` with `Host: host` on an open connection and reads the whole answer.
+pub async fn get_on(sender: &mut Sender, target: &str, host: &str) -> Got {
+    let req = Request::get(target)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    Got::read(sender.send_request(req).await.unwrap()).await
 }
 
 /// A fresh temporary directory.
@@ -438,13 +520,14 @@ impl Proc {
         .await
     }
 
-    /// Starts `peercache run` listening on `addr`, cache under `dir`, plus `extra` TOML.
+    /// Starts `peercache run` listening on `addr`, cache under `dir`, plus `extra` TOML (it
+    /// follows `[proxy] listen`, so its first keys may be more `[proxy]` keys).
     pub async fn start_with(dir: &Path, addr: SocketAddr, extra: &str) -> Proc {
         let conf = dir.join("peercache.toml");
         std::fs::write(
             &conf,
             format!(
-                "{extra}\n[proxy]\nlisten = \"{addr}\"\n[cache]\ndir = \"{}\"\n",
+                "[proxy]\nlisten = \"{addr}\"\n{extra}\n[cache]\ndir = \"{}\"\n",
                 dir.join("cache").display()
             ),
         )
@@ -500,6 +583,22 @@ pub async fn status_json(proxy: SocketAddr) -> serde_json::Value {
     let r = get(proxy, &format!("http://{proxy}/_peercache/status")).await;
     assert_eq!(r.status, 200, "status page");
     serde_json::from_str(&r.text()).expect("status JSON")
+}
+
+/// Polls the proxy's status JSON until `cond` holds (at most `limit`); returns the last one.
+pub async fn wait_for_status(
+    proxy: SocketAddr,
+    limit: Duration,
+    mut cond: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let s = status_json(proxy).await;
+        if cond(&s) || tokio::time::Instant::now() >= deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The proxy's `/_peercache/metrics` text (asserting a 200).
@@ -632,12 +731,26 @@ pub fn peer_config(dir: &Path, i: usize, key: &Path, seed: Option<SocketAddr>) -
     c
 }
 
-/// Starts a node in-process with fast gossip timings.
-pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
-    let tuning = peercache::peer::PeerTuning {
+/// Fast gossip timings for test groups.
+pub fn fast_tuning() -> peercache::peer::PeerTuning {
+    peercache::peer::PeerTuning {
         timings: peercache::peer::membership::Timings::fast(),
         claim_window: Duration::from_millis(100),
-    };
+        ..Default::default()
+    }
+}
+
+/// Starts a node in-process with fast gossip timings.
+pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
+    start_node_tuned(c, dir, fast_tuning()).await
+}
+
+/// Starts a node in-process with `tuning`.
+pub async fn start_node_tuned(
+    c: Config,
+    dir: tempfile::TempDir,
+    tuning: peercache::peer::PeerTuning,
+) -> Node {
     let proxy = Server::bind_tuned(c, tuning)
         .await
         .expect("node starts")
@@ -848,4 +961,86 @@ pub fn our_cache_status(got: &Got) -> Option<Vec<String>> {
     let ours = all.last()?.trim();
     let mut params = ours.split(';').map(|p| p.trim().to_owned());
     (params.next()?.as_str() == "peercache").then(|| params.collect())
+}
+
+/// A program on the PATH, if there is one.
+pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Headless Chromium (Debian's `chromium` package; `.ci/run` installs it), if installed.
+pub fn chromium() -> Option<std::path::PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| on_path(name))
+}
+
+/// Runs headless Chromium on `url` with `args` (e.g. `--dump-dom`) after letting the page run
+/// for `budget_ms` of virtual time; returns its stdout. No proxy, no network beyond `url`.
+pub async fn headless(chromium: &Path, url: &str, args: &[String], budget_ms: u32) -> String {
+    let profile = tempdir();
+    let out_path = profile.path().join("stdout");
+    let err_path = profile.path().join("stderr");
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-proxy-server",
+            "--hide-scrollbars",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.path().join("profile").display()
+        ))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .args(args)
+        .arg(url)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("chromium starts");
+    let mut status = None;
+    let finished = wait_until(Duration::from_secs(60), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    })
+    .await;
+    if !finished {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(finished, "chromium did not finish within 60 s: {stderr}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "chromium failed ({status:?}): {stderr}"
+    );
+    std::fs::read_to_string(&out_path).unwrap()
+}
+
+/// Runs `peercache ARGS` to its exit (at most 20 s), output captured.
+pub fn peercache(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..2000 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    panic!("peercache {args:?} did not exit within 20 s");
 }
