@@ -12,7 +12,8 @@
 //!   returned it, and the service (`forward::handle`) returns only after [`Interim::drained`]:
 //!   so the 1xx go out before the final head, and after the previous response (RFC 9110 §15.2).
 //!
-//! A request opens the window with [`Interim::open`] (HTTP/1.1 clients only: RFC 9110 §15.2
+//! Every client connection has one, plain or intercepted (the IO wrapped is then the TLS
+//! stream). A request opens the window with [`Interim::open`] (HTTP/1.1 clients only: RFC 9110 §15.2
 //! forbids sending a 1xx to an HTTP/1.0 client); dropping the returned [`Window`] closes it
 //! under the queue's lock, so a late 1xx from an origin request that outlived its client's
 //! answer is dropped instead of corrupting the next response. Queued bytes are bounded by
@@ -184,7 +185,9 @@ impl<T: AsyncWrite + Unpin> InterimIo<T> {
     /// Writes the queued bytes; `Ready(Ok)` once none is left.
     fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut s = self.interim.lock();
-        s.io = Some(cx.waker().clone());
+        if !s.io.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.io = Some(cx.waker().clone());
+        }
         while !s.queued.is_empty() {
             let n = match Pin::new(&mut self.inner).poll_write(cx, &s.queued) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
