@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod identity;
 pub mod index;
+pub mod journal;
 pub mod membership;
 pub mod own;
 pub mod select;
@@ -30,7 +31,8 @@ use crate::fetch::writer::WriteEnd;
 
 use self::auth::{ClusterKey, RequestSigner};
 use self::client::PeerClient;
-use self::index::{HolderState, Index, Journal, DEFAULT_JOURNAL_CAPACITY};
+use self::index::{HolderState, Index};
+use self::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
 use self::membership::{Event, MemberInfo, MemberState, Membership, MembershipConfig, Timings};
 use self::own::StoreState;
 use self::select::{Candidate, Penalties, RttTable};

@@ -11,7 +11,7 @@ use crate::cache::policy;
 use crate::cache::rules::Rules;
 use crate::cache::store::{Entry, Store};
 
-use super::index::OwnState;
+use super::journal::OwnState;
 use super::wire::{KeyHash, Update};
 
 pub struct StoreState {

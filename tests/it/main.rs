@@ -7,6 +7,7 @@ mod caching;
 mod cli;
 mod collapse;
 mod forward;
+mod membership;
 mod peers;
 mod restart;
 mod rules;
