@@ -107,7 +107,7 @@ impl Fetcher {
         want: &Want<'_>,
     ) -> Result<FromPeers, Error> {
         let asked = tokio::time::Instant::now();
-        let reply = peers.client.entries(src.addr, kh).await?;
+        let reply = peers.client.entries(src.node, src.addr, kh).await?;
         peers.observe_rtt(src.node, asked.elapsed());
         // The same rules as for our own copies: a peer's copy is judged as if we held it.
         let treat = self.rules.treat(want.key);
@@ -168,7 +168,7 @@ impl Fetcher {
             Some(h) if complete => object_path(&h),
             _ => fill_path(kh),
         };
-        let resp = peers.client.body(src.addr, &path, 0).await?;
+        let resp = peers.client.body(src.node, src.addr, &path, 0).await?;
         let node = src.node;
         let counter = peers.clone();
         let mut stream: Body =
@@ -288,7 +288,7 @@ impl Resume for PeerResume {
             let resp = self
                 .peers
                 .client
-                .body(self.src.addr, &self.path, offset)
+                .body(self.src.node, self.src.addr, &self.path, offset)
                 .await;
             let resp = resp.inspect_err(|_| self.peers.penalise(self.src.node))?;
             Ok(Feed {

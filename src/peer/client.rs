@@ -3,9 +3,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -15,8 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::body::{self, Body};
 use crate::error::{Error, Kind, Side};
-use crate::peer::auth::RequestSigner;
-use crate::peer::auth::AUTH_HEADER;
+use crate::peer::auth::{Covered, RequestSigner, AUTH_HEADER, TRANSFER_FIELDS};
 use crate::peer::transfer::EntriesReply;
 use crate::peer::wire::{IndexReply, KeyHash, NodeId};
 
@@ -67,18 +66,31 @@ impl PeerClient {
         }
     }
 
-    /// Sends a signed GET for `path` to the peer at `addr`, with an optional starting offset.
+    /// Sends a GET for `path` to node `to` at `addr`, from `offset` on, with a proof of
+    /// membership made for this one request (fresh nonce; covers the target, the receiver and
+    /// the `Range` sent).
     pub async fn get(
         &self,
+        to: NodeId,
         addr: SocketAddr,
         path: &str,
         offset: u64,
     ) -> Result<Response<Incoming>, Error> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let auth = self.signer.sign("GET", path, self.own, now);
+        let now = crate::peer::now_ms();
+        let mut fields = HeaderMap::new();
+        if offset > 0 {
+            let range = HeaderValue::from_str(&format!("bytes={offset}-"))
+                .map_err(|e| Error::internal(e.to_string()))?;
+            fields.insert(header::RANGE, range);
+        }
+        let covered = Covered {
+            method: Method::GET.as_str(),
+            target: path,
+            to,
+            headers: &fields,
+            fields: &TRANSFER_FIELDS,
+        };
+        let auth = self.signer.sign(&covered, self.own, now, rand::random());
         let mut req = Request::builder()
             .method(Method::GET)
             .uri(format!("http://{addr}{path}"))
@@ -86,12 +98,10 @@ impl PeerClient {
         if let Ok(v) = HeaderValue::from_str(&auth) {
             req = req.header(AUTH_HEADER, v);
         }
-        if offset > 0 {
-            req = req.header(header::RANGE, format!("bytes={offset}-"));
-        }
-        let req = req
+        let mut req = req
             .body(body::empty())
             .map_err(|e| Error::internal(e.to_string()))?;
+        req.headers_mut().extend(fields);
         match tokio::time::timeout(self.head_timeout, self.client.request(req)).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(peer_error(Kind::ConnectFailed, format!("peer {addr}: {e}"))),
@@ -104,10 +114,11 @@ impl PeerClient {
 
     async fn get_decoded<T: DeserializeOwned>(
         &self,
+        to: NodeId,
         addr: SocketAddr,
         path: &str,
     ) -> Result<T, Error> {
-        let resp = self.get(addr, path, 0).await?;
+        let resp = self.get(to, addr, path, 0).await?;
         if resp.status() != StatusCode::OK {
             return Err(peer_error(
                 Kind::UpstreamProtocol,
@@ -132,6 +143,7 @@ impl PeerClient {
     /// `GET /peer/v1/index?since=N[&epoch=E]`.
     pub async fn index(
         &self,
+        to: NodeId,
         addr: SocketAddr,
         epoch: Option<u64>,
         since: u64,
@@ -140,27 +152,33 @@ impl PeerClient {
             Some(e) => format!("/peer/v1/index?since={since}&epoch={e}"),
             None => format!("/peer/v1/index?since={since}"),
         };
-        self.get_decoded(addr, &path).await
+        self.get_decoded(to, addr, &path).await
     }
 
     /// `GET /peer/v1/entries/{key-hash}`.
-    pub async fn entries(&self, addr: SocketAddr, key: &KeyHash) -> Result<EntriesReply, Error> {
+    pub async fn entries(
+        &self,
+        to: NodeId,
+        addr: SocketAddr,
+        key: &KeyHash,
+    ) -> Result<EntriesReply, Error> {
         let path = format!(
             "/peer/v1/entries/{}",
             blake3::Hash::from_bytes(*key).to_hex()
         );
-        self.get_decoded(addr, &path).await
+        self.get_decoded(to, addr, &path).await
     }
 
     /// A body: `GET /peer/v1/objects/{hash}` (complete copy) or `/peer/v1/fills/{key}` (in
     /// flight), from `offset` on. Only 200 (offset 0) or a 206 starting at `offset` is accepted.
     pub async fn body(
         &self,
+        to: NodeId,
         addr: SocketAddr,
         path: &str,
         offset: u64,
     ) -> Result<Response<Incoming>, Error> {
-        let resp = self.get(addr, path, offset).await?;
+        let resp = self.get(to, addr, path, offset).await?;
         let ok = match resp.status() {
             StatusCode::OK => offset == 0,
             StatusCode::PARTIAL_CONTENT => resp

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::fetch::writer::WriteEnd;
 
-use self::auth::{ClusterKey, RequestSigner};
+use self::auth::{ClusterKey, ReplayCache, RequestSigner, REPLAY_CAPACITY};
 use self::client::PeerClient;
 use self::index::{HolderState, Index};
 use self::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
@@ -62,7 +62,12 @@ impl Default for PeerTuning {
 /// Counters of the peer side.
 #[derive(Debug, Default)]
 pub struct PeerStats {
+    /// Transfer requests refused for their proof of membership (any reason).
     pub rejected_requests: AtomicU64,
+    /// Of those, proofs already used: replayed requests.
+    pub replayed_requests: AtomicU64,
+    /// Of those, refused (503) because the replay cache was full.
+    pub replay_cache_full: AtomicU64,
     pub uploads: AtomicU64,
     pub bytes_uploaded: AtomicU64,
     pub bad_hashes: AtomicU64,
@@ -86,6 +91,8 @@ pub struct Peers {
     pub store: Store,
     pub inflight: Arc<Inflight>,
     pub signer: Arc<RequestSigner>,
+    /// Proofs accepted recently: each is accepted once.
+    pub replay: ReplayCache,
     pub client: PeerClient,
     pub uploads: Arc<Semaphore>,
     pub max_uploads: usize,
@@ -109,7 +116,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock unix time in ms (for penalties and peer-request stamps).
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -202,6 +210,7 @@ impl Peers {
             store: store.clone(),
             inflight,
             signer: signer.clone(),
+            replay: ReplayCache::new(REPLAY_CAPACITY, now_ms()),
             client: PeerClient::new(signer, id, pc.connect_timeout, config.upstream.read_timeout),
             uploads: Arc::new(Semaphore::new(pc.max_uploads)),
             max_uploads: pc.max_uploads,
@@ -414,6 +423,8 @@ impl Peers {
             "own_claims": lock(&self.journal).state().claims(),
             "rejected_packets": self.membership.rejected_packets(),
             "rejected_requests": self.stats.rejected_requests.load(Relaxed),
+            "replayed_requests": self.stats.replayed_requests.load(Relaxed),
+            "replay_cache_full": self.stats.replay_cache_full.load(Relaxed),
             "uploads": self.stats.uploads.load(Relaxed),
             "bytes_uploaded": self.stats.bytes_uploaded.load(Relaxed),
             "bad_hashes": self.stats.bad_hashes.load(Relaxed),
@@ -437,7 +448,7 @@ impl Peers {
                 let Some((addr, _)) = me.addr_of(node) else {
                     return;
                 };
-                match me.client.index(addr, epoch, since).await {
+                match me.client.index(node, addr, epoch, since).await {
                     Ok(reply) => {
                         lock(&me.index).apply_reply(reply);
                         return;

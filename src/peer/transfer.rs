@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -20,7 +20,7 @@ use crate::body::{self, Body};
 use crate::cache::conditional::{self, RangeAnswer};
 use crate::cache::inflight::{Fill, Head};
 use crate::cache::store::{header_pairs, Entry, TimingRecord};
-use crate::peer::auth::AUTH_HEADER;
+use crate::peer::auth::{AuthError, Covered, AUTH_HEADER, TRANSFER_FIELDS};
 use crate::peer::wire::KeyHash;
 use crate::peer::Peers;
 use crate::sendfile::{self, SendfileIo, Slot};
@@ -147,19 +147,29 @@ async fn handle(
         .get(AUTH_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let caller = match peers.signer.verify(method.as_str(), &path, auth, now) {
+    let now = crate::peer::now_ms();
+    let covered = Covered {
+        method: method.as_str(),
+        target: &path,
+        to: peers.id,
+        headers: req.headers(),
+        fields: &TRANSFER_FIELDS,
+    };
+    let caller = match peers.signer.verify(&covered, auth, now, &peers.replay) {
         Ok(node) => node,
         Err(e) => {
-            peers
-                .stats
-                .rejected_requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(%remote, "peer request refused: {e:?}");
-            return status(StatusCode::UNAUTHORIZED, "not a member of this group");
+            peers.stats.rejected_requests.fetch_add(1, Relaxed);
+            match e {
+                AuthError::Replayed => peers.stats.replayed_requests.fetch_add(1, Relaxed),
+                AuthError::Full => peers.stats.replay_cache_full.fetch_add(1, Relaxed),
+                _ => 0,
+            };
+            tracing::info!(%remote, "peer request refused: {e}");
+            return if e.is_transient() {
+                status(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+            } else {
+                status(StatusCode::UNAUTHORIZED, "not a member of this group")
+            };
         }
     };
     if method != Method::GET && method != Method::HEAD {

@@ -8,6 +8,7 @@ mod cli;
 mod collapse;
 mod forward;
 mod membership;
+mod peer_faults;
 mod peers;
 mod restart;
 mod rules;

@@ -630,3 +630,82 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A TCP relay on `ip` in front of `upstream` that records every byte its clients send, as
+/// someone on the path between two nodes could.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    captured: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    pub async fn start(ip: &str, upstream: SocketAddr) -> Recorder {
+        let listener = TcpListener::bind(format!("{ip}:0")).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let captured: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let cap = captured.clone();
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let cap = cap.clone();
+                tokio::spawn(async move {
+                    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                    sock.bind(SocketAddr::new(ip, 0)).unwrap();
+                    let Ok(server) = sock.connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            cap.lock().unwrap().extend_from_slice(&buf[..n]);
+                        }
+                    };
+                    let down = tokio::io::copy(&mut sr, &mut cw);
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        Recorder { addr, captured }
+    }
+
+    /// Everything the relay's clients have sent so far.
+    pub fn captured(&self) -> Vec<u8> {
+        self.captured.lock().unwrap().clone()
+    }
+}
+
+/// Sends `bytes` as they are from a socket bound to `from_ip` to `to`, and returns the status
+/// code of the response (0 when no response head came back within 5 s).
+pub async fn raw_request(from_ip: &str, to: SocketAddr, bytes: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(from_ip.parse().unwrap(), 0))
+        .unwrap();
+    let mut tcp = sock.connect(to).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    if read.is_err() {
+        return 0;
+    }
+    String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,74 @@
+//! The group's glue under faults (issue 9, peer side): replayed requests, busy holders, cancelled
+//! claims, pull storms, floods and seeds that resolve late.
+
+use http_body_util::BodyExt;
+use peercache::peer::client::object_path;
+
+use crate::support::*;
+
+/// `request` (one HTTP/1.1 head, no body) with `line` added as a header field.
+fn with_field(request: &[u8], line: &str) -> Vec<u8> {
+    let end = request
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let mut out = request[..end + 2].to_vec();
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out
+}
+
+fn counter(p: &peercache::peer::Peers, name: &str) -> u64 {
+    p.status_json()[name].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_peer_request_is_worthless_to_anyone_else() {
+    let origin = Origin::start().await;
+    let body = pattern(40_000, 2);
+    origin.route(
+        "/tool.tgz",
+        Reply::ok(body.clone()).header("cache-control", "max-age=600"),
+    );
+    let (nodes, _key) = cluster(3).await;
+    get(nodes[0].addr(), &origin.url("/tool.tgz")).await;
+    let (a, b, c) = (
+        nodes[0].peers().clone(),
+        nodes[1].peers().clone(),
+        nodes[2].peers().clone(),
+    );
+    let hash = nodes[0].proxy.app.store.entries()[0].hash;
+    let path = object_path(hash.as_bytes());
+
+    // B asks A through a relay that records the bytes on the wire.
+    let relay = Recorder::start("127.0.0.9", a.membership_addr()).await;
+    let first = b.client.get(a.id, relay.addr, &path, 0).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.into_body().collect().await.unwrap().to_bytes() == body);
+    let captured = relay.captured();
+    assert!(captured.starts_with(b"GET /peer/v1/objects/"));
+
+    let (a_before, c_before) = (
+        counter(&a, "rejected_requests"),
+        counter(&c, "rejected_requests"),
+    );
+    let a_addr = a.membership_addr();
+    // The exact bytes again, from the relay's address and from another one.
+    assert_eq!(raw_request("127.0.0.9", a_addr, &captured).await, 401);
+    assert_eq!(raw_request("127.0.0.77", a_addr, &captured).await, 401);
+    // The same request asking for a part of the body.
+    let ranged = with_field(&captured, "range: bytes=0-99");
+    assert_eq!(raw_request("127.0.0.77", a_addr, &ranged).await, 401);
+    // Another member, which never saw it.
+    assert_eq!(
+        raw_request("127.0.0.77", c.membership_addr(), &captured).await,
+        401
+    );
+    assert_eq!(counter(&a, "rejected_requests"), a_before + 3);
+    assert_eq!(counter(&c, "rejected_requests"), c_before + 1);
+
+    // A fresh request from B is served.
+    let fresh = b.client.get(a.id, a_addr, &path, 0).await.unwrap();
+    assert_eq!(fresh.status(), 200);
+    assert!(fresh.into_body().collect().await.unwrap().to_bytes() == body);
+}
