@@ -55,7 +55,11 @@ pub struct Want<'a> {
 
 impl Fetcher {
     /// Tries the peer group for `want` before the origin.
-    pub async fn via_peers(&self, permit: FillPermit, want: &Want<'_>) -> Result<FromPeers, Error> {
+    pub async fn via_peers(
+        &self,
+        mut permit: FillPermit,
+        want: &Want<'_>,
+    ) -> Result<FromPeers, Error> {
         let Some(peers) = self.peers.clone() else {
             return Ok(FromPeers::NotHere(permit));
         };
@@ -65,8 +69,10 @@ impl Fetcher {
         let kh = key_hash(want.key);
         let mut sources = peers.sources(&kh, None);
         if sources.is_empty() {
-            // Cold: claim it, and follow a competing claim from a lower id seen meanwhile.
-            peers.advertise_in_flight(want.key);
+            // Cold: claim it, and follow a competing claim from a lower id seen meanwhile. The
+            // permit holds the claim: it is withdrawn when the fill ends, or now if this request
+            // is cancelled during the window.
+            permit.hold(peers.claim(want.key));
             tokio::time::sleep(peers.claim_window).await;
             sources = peers.sources(&kh, Some(peers.id));
             if sources.is_empty() {
@@ -199,8 +205,8 @@ impl Fetcher {
         if let Some(r) = OriginResume::new(self, want, &stored_headers) {
             fallbacks.push(Box::new(r));
         }
-        let permit = permit.take().ok_or_else(|| Error::internal("no permit"))?;
-        peers.advertise_in_flight(want.key);
+        let mut permit = permit.take().ok_or_else(|| Error::internal("no permit"))?;
+        permit.hold(peers.claim(want.key));
         let head = Head {
             status,
             headers: stored_headers,

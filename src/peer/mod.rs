@@ -27,7 +27,6 @@ use crate::cache::rules::Rules;
 use crate::cache::store::{Entry, Store};
 use crate::config::Config;
 use crate::error::Error;
-use crate::fetch::writer::WriteEnd;
 
 use self::auth::{ClusterKey, ReplayCache, RequestSigner, REPLAY_CAPACITY};
 use self::client::PeerClient;
@@ -254,7 +253,11 @@ impl Peers {
     /// Records one of our updates and gossips it at once.
     fn advertise(&self, update: Update) {
         let tagged = lock(&self.journal).record(update);
-        match postcard::to_stdvec(&tagged) {
+        self.gossip(&tagged);
+    }
+
+    fn gossip(&self, tagged: &Tagged) {
+        match postcard::to_stdvec(tagged) {
             Ok(bytes) => self.membership.broadcast(bytes),
             Err(e) => tracing::error!("cannot encode an index update: {e}"),
         }
@@ -265,10 +268,17 @@ impl Peers {
         self.advertise(own::have(entry, &self.rules, SystemTime::now()));
     }
 
-    /// We start downloading `key` (a claim other nodes may follow).
-    pub fn advertise_in_flight(&self, key: &str) {
-        let h = lock(&self.journal).state_mut().claim(key);
+    /// We start downloading `key`: advertises `in_flight` (a claim other nodes may follow) and
+    /// returns the claim, which withdraws it when dropped. Hold it as long as the fill runs
+    /// (`FillPermit::hold`).
+    pub fn claim(self: &Arc<Self>, key: &str) -> Claim {
+        let (h, token) = lock(&self.journal).state_mut().claim(key);
         self.advertise(Update::InFlight { key: h });
+        Claim {
+            peers: Arc::downgrade(self),
+            key: key.to_owned(),
+            token,
+        }
     }
 
     /// We no longer hold the key with this hash.
@@ -276,19 +286,37 @@ impl Peers {
         self.advertise(Update::Dropped { key: *h });
     }
 
-    /// A claim of ours came to nothing (the response may not be shared, or the origin failed):
-    /// withdraw it unless we hold the key anyway.
-    pub fn withdraw(&self, key: &str) {
-        if !self.store.holds_shareable(key) && self.inflight.get(key).is_none() {
-            self.advertise_dropped(&key_hash(key));
+    /// A claim ends. Unless a `Have` or `Dropped` of its key was recorded since (or a later
+    /// claim replaced it), it is withdrawn: `Dropped`, or `Have` again when the store still
+    /// holds a shareable variant of the key (the claim had replaced that `Have` at the others).
+    fn end_claim(self: &Arc<Self>, key: &str, token: u64) {
+        let h = key_hash(key);
+        let dropped = {
+            let mut journal = lock(&self.journal);
+            if !journal.state().is_open(&h, token) {
+                return;
+            }
+            (!self.store.holds_shareable(key)).then(|| journal.record(Update::Dropped { key: h }))
+        };
+        match dropped {
+            Some(tagged) => self.gossip(&tagged),
+            None => {
+                // Reading the entry may touch the disk: not here, in a `Drop`.
+                let (me, key) = (self.clone(), key.to_owned());
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn_blocking(move || {
+                        let shareable = me
+                            .store
+                            .get(&key)
+                            .and_then(|v| v.entries.iter().find(|e| e.shareable).cloned());
+                        match shareable {
+                            Some(e) => me.advertise_have(&e),
+                            None => me.advertise_dropped(&h),
+                        }
+                    });
+                }
+            }
         }
-    }
-
-    /// A fill of ours ended: unless it left a shareable copy (advertised as `Have`), our
-    /// in-flight claim is withdrawn.
-    pub fn fill_ended(&self, key: &str, end: &WriteEnd) {
-        tracing::debug!(key, ?end, "fill ended");
-        self.withdraw(key);
     }
 
     /// The key string for one of our key hashes in flight.
@@ -460,6 +488,25 @@ impl Peers {
                 }
             }
         });
+    }
+}
+
+/// Our claim on a key we are fetching (`in_flight` in the group's index): dropping it withdraws
+/// the claim unless the fill left a shareable copy (advertised as `Have`), so that however the
+/// fill ends — failed, not shareable, or cancelled with its client — the group is not told
+/// forever that we are fetching it.
+#[must_use = "dropping a claim withdraws it at once"]
+pub struct Claim {
+    peers: Weak<Peers>,
+    key: String,
+    token: u64,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(p) = self.peers.upgrade() {
+            p.end_claim(&self.key, self.token);
+        }
     }
 }
 

@@ -17,7 +17,9 @@ use super::wire::{KeyHash, Update};
 pub struct StoreState {
     store: Store,
     rules: Arc<Rules>,
-    claims: HashMap<KeyHash, String>,
+    /// Open claims: key string and the token of the claim that owns it.
+    claims: HashMap<KeyHash, (String, u64)>,
+    next_token: u64,
 }
 
 impl StoreState {
@@ -26,19 +28,28 @@ impl StoreState {
             store,
             rules,
             claims: HashMap::new(),
+            next_token: 0,
         }
     }
 
-    /// Remembers the key string of a claim about to be recorded.
-    pub fn claim(&mut self, key: &str) -> KeyHash {
+    /// Remembers the key string of a claim about to be recorded; returns its hash and a token
+    /// naming this claim (a later claim of the same key replaces it).
+    pub fn claim(&mut self, key: &str) -> (KeyHash, u64) {
         let h = key_hash(key);
-        self.claims.insert(h, key.to_owned());
-        h
+        self.next_token += 1;
+        self.claims.insert(h, (key.to_owned(), self.next_token));
+        (h, self.next_token)
     }
 
     /// The key string of one of our claims.
     pub fn claimed(&self, h: &KeyHash) -> Option<&str> {
-        self.claims.get(h).map(String::as_str)
+        self.claims.get(h).map(|(key, _)| key.as_str())
+    }
+
+    /// Whether the claim named `token` is still open: no `Have` or `Dropped` of its key was
+    /// recorded since, and no later claim replaced it.
+    pub fn is_open(&self, h: &KeyHash, token: u64) -> bool {
+        self.claims.get(h).is_some_and(|(_, t)| *t == token)
     }
 
     /// How many claims are open.
@@ -145,10 +156,14 @@ mod tests {
         store_entry(&store, "http://a/two", "", b"two", true);
         store_entry(&store, "http://a/private", "", b"mine", false);
         let mut state = StoreState::new(store, Arc::new(Rules::none()));
-        let claimed = state.claim("http://a/coming");
-        let refreshing = state.claim("http://a/two");
+        let (claimed, first) = state.claim("http://a/coming");
+        let (refreshing, _) = state.claim("http://a/two");
         assert_eq!(state.claimed(&claimed), Some("http://a/coming"));
         assert_eq!(state.claims(), 2);
+        assert!(state.is_open(&claimed, first));
+        // Claiming the key again replaces the claim: the first one is no longer the owner.
+        let (_, second) = state.claim("http://a/coming");
+        assert!(!state.is_open(&claimed, first) && state.is_open(&claimed, second));
 
         let mut snap = state.snapshot();
         snap.sort_by_key(|u| *u.key());
@@ -184,6 +199,7 @@ mod tests {
         });
         assert_eq!(state.claims(), 0);
         assert_eq!(state.claimed(&claimed), None);
+        assert!(!state.is_open(&claimed, second));
     }
 
     #[test]

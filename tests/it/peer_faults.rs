@@ -1,6 +1,8 @@
 //! The group's glue under faults (issue 9, peer side): replayed requests, busy holders, cancelled
 //! claims, pull storms, floods and seeds that resolve late.
 
+use std::time::Duration;
+
 use http_body_util::BodyExt;
 use peercache::peer::client::object_path;
 
@@ -71,4 +73,46 @@ async fn a_captured_peer_request_is_worthless_to_anyone_else() {
     let fresh = b.client.get(a.id, a_addr, &path, 0).await.unwrap();
     assert_eq!(fresh.status(), 200);
     assert!(fresh.into_body().collect().await.unwrap().to_bytes() == body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_during_the_claim_window_leaves_no_claim_behind() {
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start().await;
+    origin.route(
+        "/cold.iso",
+        Reply::ok("cold").header("cache-control", "max-age=600"),
+    );
+    let (nodes, _key) = cluster_tuned(2, |_, _, t| t.claim_window = Duration::from_secs(30)).await;
+    let url = origin.url("/cold.iso");
+    let kh = key_hash_of(&url);
+    let (a, b) = (nodes[0].peers().clone(), nodes[1].peers().clone());
+
+    // A client asks A for a cold object: A claims it and waits out the (long) claim window.
+    let mut client = tokio::net::TcpStream::connect(nodes[0].addr())
+        .await
+        .unwrap();
+    let request = format!("GET {url} HTTP/1.1\r\nhost: {}\r\n\r\n", origin.addr);
+    client.write_all(request.as_bytes()).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || b
+            .sources(&kh, None)
+            .iter()
+            .any(|s| s.node == a.id && s.complete.is_none()))
+        .await,
+        "B sees A's claim"
+    );
+    assert_eq!(counter(&a, "own_claims"), 1);
+
+    // The client leaves before the window ends: the claim goes with it.
+    drop(client);
+    assert!(
+        wait_until(Duration::from_secs(5), || b.sources(&kh, None).is_empty()).await,
+        "B's index still lists A as fetching the object"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || counter(&a, "own_claims") == 0).await,
+        "A still counts an open claim"
+    );
+    assert_eq!(origin.hits("/cold.iso"), 0);
 }

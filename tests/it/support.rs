@@ -579,12 +579,25 @@ pub fn peer_config(dir: &Path, i: usize, key: &Path, seed: Option<SocketAddr>) -
     c
 }
 
-/// Starts a node in-process with fast gossip timings.
-pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
-    let tuning = peercache::peer::PeerTuning {
+/// The peer knobs of test nodes: fast gossip timings and a 100 ms claim window.
+pub fn fast_tuning() -> peercache::peer::PeerTuning {
+    peercache::peer::PeerTuning {
         timings: peercache::peer::membership::Timings::fast(),
         claim_window: Duration::from_millis(100),
-    };
+    }
+}
+
+/// Starts a node in-process with fast gossip timings.
+pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
+    start_node_tuned(c, dir, fast_tuning()).await
+}
+
+/// Starts a node in-process with these peer knobs.
+pub async fn start_node_tuned(
+    c: Config,
+    dir: tempfile::TempDir,
+    tuning: peercache::peer::PeerTuning,
+) -> Node {
     let proxy = Server::bind_tuned(c, tuning)
         .await
         .expect("node starts")
@@ -594,6 +607,14 @@ pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
 
 /// Starts `n` nodes sharing one key, all seeded by the first, and waits until each sees the others.
 pub async fn cluster(n: usize) -> (Vec<Node>, tempfile::TempDir) {
+    cluster_tuned(n, |_, _, _| {}).await
+}
+
+/// [`cluster`] with node `i`'s config and peer knobs adjusted by `tune(i, config, tuning)`.
+pub async fn cluster_tuned(
+    n: usize,
+    tune: impl Fn(usize, &mut Config, &mut peercache::peer::PeerTuning),
+) -> (Vec<Node>, tempfile::TempDir) {
     let keydir = tempdir();
     let key = keydir.path().join("cluster.key");
     write_key(&key, 7);
@@ -601,8 +622,10 @@ pub async fn cluster(n: usize) -> (Vec<Node>, tempfile::TempDir) {
     for i in 0..n {
         let dir = tempdir();
         let seed = nodes.first().map(|n| n.peers().membership_addr());
-        let c = peer_config(dir.path(), i, &key, seed);
-        nodes.push(start_node(c, dir).await);
+        let mut c = peer_config(dir.path(), i, &key, seed);
+        let mut tuning = fast_tuning();
+        tune(i, &mut c, &mut tuning);
+        nodes.push(start_node_tuned(c, dir, tuning).await);
     }
     let all = nodes.iter().map(|n| n.peers().clone()).collect::<Vec<_>>();
     assert!(
