@@ -22,6 +22,7 @@ use crate::fetch::{Fetched, Fetcher, Start};
 use crate::front::headers;
 use crate::metrics::Source as BodySource;
 use crate::peer::client::{fill_path, object_path};
+use crate::peer::select::{self, Fault};
 use crate::peer::transfer::EntryHead;
 use crate::peer::wire::KeyHash;
 use crate::peer::{key_hash, Peers, Source};
@@ -80,22 +81,36 @@ impl Fetcher {
             }
         }
         let mut permit = Some(permit);
-        for (i, src) in sources.iter().take(MAX_TRIES).enumerate() {
-            match self
-                .try_peer(&peers, &mut permit, src, &sources[i + 1..], &kh, want)
-                .await
-            {
-                Ok(found) => return Ok(found),
-                Err(e) => {
-                    tracing::info!(node = %src.node, key = want.key, "peer copy not used: {e}");
-                    if e.side == Side::Peer {
-                        peers.penalise(src.node);
+        // Holders that no longer have it: skipped for the rest of this request.
+        let mut gone = Vec::new();
+        for round in 0.. {
+            let mut busy = false;
+            for (i, src) in sources.iter().take(MAX_TRIES).enumerate() {
+                match self
+                    .try_peer(&peers, &mut permit, src, &sources[i + 1..], &kh, want)
+                    .await
+                {
+                    Ok(found) => return Ok(found),
+                    Err(e) => {
+                        tracing::info!(node = %src.node, key = want.key, "peer copy not used: {e}");
+                        match peers.failed(src.node, &e) {
+                            Some(Fault::Busy) => busy = true,
+                            Some(Fault::Gone) => gone.push(src.node),
+                            Some(Fault::Bad) | None => {}
+                        }
                     }
                 }
+                if permit.is_none() {
+                    break;
+                }
             }
-            if permit.is_none() {
+            // Busy holders are asked again after a short wait (others first), before the origin.
+            let Some(wait) = select::busy_retry(round).filter(|_| busy && permit.is_some()) else {
                 break;
-            }
+            };
+            tokio::time::sleep(wait).await;
+            sources = peers.sources(&kh, Some(peers.id));
+            sources.retain(|s| !gone.contains(&s.node));
         }
         match permit {
             Some(p) => Ok(FromPeers::NotHere(p)),
@@ -296,7 +311,9 @@ impl Resume for PeerResume {
                 .client
                 .body(self.src.node, self.src.addr, &self.path, offset)
                 .await;
-            let resp = resp.inspect_err(|_| self.peers.penalise(self.src.node))?;
+            let resp = resp.inspect_err(|e| {
+                self.peers.failed(self.src.node, e);
+            })?;
             Ok(Feed {
                 body: resp.into_body().map_err(Into::into).boxed(),
                 read_timeout: PEER_STALL,

@@ -43,6 +43,17 @@ fn peer_error(kind: Kind, detail: String) -> Error {
     Error::new(kind, Side::Peer, detail)
 }
 
+/// A refusal by a peer, by its status: 503 is `Busy` (at `max_uploads`, or not able to take the
+/// request just now), 404 `NotFound` (it no longer has it), anything else a protocol fault.
+fn refused(status: StatusCode, detail: String) -> Error {
+    let kind = match status {
+        StatusCode::SERVICE_UNAVAILABLE => Kind::Busy,
+        StatusCode::NOT_FOUND => Kind::NotFound,
+        _ => Kind::UpstreamProtocol,
+    };
+    peer_error(kind, format!("{detail}: {status}"))
+}
+
 impl PeerClient {
     pub fn new(
         signer: Arc<RequestSigner>,
@@ -120,10 +131,7 @@ impl PeerClient {
     ) -> Result<T, Error> {
         let resp = self.get(to, addr, path, 0).await?;
         if resp.status() != StatusCode::OK {
-            return Err(peer_error(
-                Kind::UpstreamProtocol,
-                format!("peer {addr}{path}: {}", resp.status()),
-            ));
+            return Err(refused(resp.status(), format!("peer {addr}{path}")));
         }
         let limited = http_body_util::Limited::new(resp.into_body(), MAX_REPLY);
         let bytes = tokio::time::timeout(self.reply_timeout, limited.collect())
@@ -191,9 +199,9 @@ impl PeerClient {
         if ok {
             Ok(resp)
         } else {
-            Err(peer_error(
-                Kind::UpstreamProtocol,
-                format!("peer {addr}{path} from {offset}: {}", resp.status()),
+            Err(refused(
+                resp.status(),
+                format!("peer {addr}{path} from {offset}"),
             ))
         }
     }

@@ -34,11 +34,8 @@ use self::index::{HolderState, Index};
 use self::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
 use self::membership::{Event, MemberInfo, MemberState, Membership, MembershipConfig, Timings};
 use self::own::StoreState;
-use self::select::{Candidate, Penalties, RttTable};
+use self::select::{Candidate, Fault, Penalties, RttTable};
 use self::wire::{IndexReply, KeyHash, NodeId, Tagged, Update};
-
-/// How long a peer that failed us is not asked again.
-pub const PENALTY: Duration = Duration::from_secs(60);
 
 /// Knobs that tests turn (production uses `Default`).
 #[derive(Debug, Clone)]
@@ -68,6 +65,10 @@ pub struct PeerStats {
     /// Of those, refused (503) because the replay cache was full.
     pub replay_cache_full: AtomicU64,
     pub uploads: AtomicU64,
+    /// Uploads refused (503) because `max_uploads` were running.
+    pub uploads_refused: AtomicU64,
+    /// 503 answers we got from busy peers (each ranks that peer last for a moment).
+    pub busy_answers: AtomicU64,
     pub bytes_uploaded: AtomicU64,
     pub bad_hashes: AtomicU64,
     pub failovers: AtomicU64,
@@ -405,9 +406,15 @@ impl Peers {
             .any(|m| m.state != MemberState::Down)
     }
 
-    /// A peer failed us (unreachable, bad hash, stalled): leave it alone for a while.
-    pub fn penalise(&self, node: NodeId) {
-        lock(&self.penalties).penalise(node, now_ms(), PENALTY.as_millis() as u64);
+    /// A request to `node` failed with `e`: what it costs the peer (see [`Fault`]), recorded
+    /// and returned; `None` when the failure was not the peer's.
+    pub fn failed(&self, node: NodeId, e: &Error) -> Option<Fault> {
+        let fault = Fault::of(e)?;
+        if fault == Fault::Busy {
+            self.stats.busy_answers.fetch_add(1, Relaxed);
+        }
+        lock(&self.penalties).record(node, fault, now_ms());
+        Some(fault)
     }
 
     pub fn observe_rtt(&self, node: NodeId, sample: Duration) {
@@ -454,6 +461,8 @@ impl Peers {
             "replayed_requests": self.stats.replayed_requests.load(Relaxed),
             "replay_cache_full": self.stats.replay_cache_full.load(Relaxed),
             "uploads": self.stats.uploads.load(Relaxed),
+            "uploads_refused": self.stats.uploads_refused.load(Relaxed),
+            "busy_answers": self.stats.busy_answers.load(Relaxed),
             "bytes_uploaded": self.stats.bytes_uploaded.load(Relaxed),
             "bad_hashes": self.stats.bad_hashes.load(Relaxed),
             "failovers": self.stats.failovers.load(Relaxed),

@@ -278,7 +278,8 @@ fn upload_slot(peers: &Arc<Peers>) -> Option<tokio::sync::OwnedSemaphorePermit> 
     peers.uploads.clone().try_acquire_owned().ok()
 }
 
-fn busy() -> Response<Body> {
+fn busy(peers: &Peers) -> Response<Body> {
+    peers.stats.uploads_refused.fetch_add(1, Relaxed);
     status(StatusCode::SERVICE_UNAVAILABLE, "too many uploads")
 }
 
@@ -336,7 +337,7 @@ async fn object(
         return status(StatusCode::NOT_FOUND, "no such object");
     }
     let Some(permit) = upload_slot(peers) else {
-        return busy();
+        return busy(peers);
     };
     let store = peers.store.clone();
     let opened = tokio::task::spawn_blocking(move || {
@@ -384,7 +385,7 @@ async fn fill(
         return status(StatusCode::NOT_FOUND, "no fill in progress");
     };
     let Some(permit) = upload_slot(peers) else {
-        return busy();
+        return busy(peers);
     };
     let head = match tokio::time::timeout(peers.head_wait, fill.head()).await {
         Ok(Ok(h)) if h.shareable => h,

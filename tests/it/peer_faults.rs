@@ -116,3 +116,92 @@ async fn a_client_that_leaves_during_the_claim_window_leaves_no_claim_behind() {
     );
     assert_eq!(origin.hits("/cold.iso"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_holder_is_not_banned_and_its_copy_still_serves_the_group() {
+    use peercache::peer::client::fill_path;
+    use tokio::sync::watch;
+    let origin = Origin::start().await;
+    let body = pattern(200_000, 9);
+    origin.route(
+        "/big.deb",
+        Reply::ok(body.clone())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"b1\""),
+    );
+    let (_open, gate) = watch::channel(false);
+    origin.route(
+        "/slow",
+        Reply {
+            status: 200,
+            headers: vec![
+                ("cache-control".into(), "max-age=600".into()),
+                ("content-length".into(), "20000".into()),
+            ],
+            payload: Payload::Gated {
+                first: pattern(10_000, 1),
+                rest: Some(pattern(10_000, 2)),
+                gate,
+            },
+        },
+    );
+    // A is the only holder and serves one upload at a time; B, C and D want the object at once.
+    let (nodes, _key) = cluster_tuned(4, |i, c, _| {
+        if i == 0 {
+            c.peers.max_uploads = 1;
+        }
+    })
+    .await;
+    let a = nodes[0].peers().clone();
+    let url = origin.url("/big.deb");
+    assert_eq!(get(nodes[0].addr(), &url).await.x_cache(), "MISS");
+    for n in &nodes[1..] {
+        wait_holders(n, &url, 1).await;
+    }
+    // A's only upload slot is taken: a member streams A's fill of a slow object.
+    let _reader = send_head(nodes[0].addr(), "GET", &origin.url("/slow"), &[]).await;
+    let slow = fill_path(&key_hash_of(&origin.url("/slow")));
+    let held = nodes[3]
+        .peers()
+        .client
+        .get(a.id, a.membership_addr(), &slow, 0)
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+
+    let mut asks = Vec::new();
+    for n in &nodes[1..] {
+        let (addr, url) = (n.addr(), url.clone());
+        asks.push(tokio::spawn(async move { get(addr, &url).await }));
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || counter(&a, "uploads_refused")
+            >= 3)
+        .await,
+        "each requester was told A is busy"
+    );
+    // The slot comes free while they back off.
+    drop(held);
+    for ask in asks {
+        let got = ask.await.unwrap();
+        assert_eq!(
+            got.x_cache(),
+            "PEER",
+            "from A or from another requester's copy"
+        );
+        assert!(got.body.unwrap() == body);
+    }
+    assert_eq!(
+        origin.hits("/big.deb"),
+        1,
+        "busy is not a reason to cross the WAN"
+    );
+    // Nobody banned A: it still ranks as a source everywhere.
+    let kh = key_hash_of(&url);
+    for n in &nodes[1..] {
+        assert!(
+            n.peers().sources(&kh, None).iter().any(|s| s.node == a.id),
+            "A is still a source"
+        );
+    }
+}
