@@ -38,8 +38,8 @@ const MAX_TRIES: usize = 3;
 
 /// What the group did for a miss.
 pub enum FromPeers {
-    /// A peer copy is streaming into our fill (`revalidated`: the origin confirmed it first).
-    Peer { head: Arc<Head>, revalidated: bool },
+    /// A peer copy is streaming into our fill (a stale one was revalidated with the origin).
+    Peer { head: Arc<Head> },
     /// Asking the origin to revalidate a stale peer copy got a new response instead.
     Origin(Fetched),
     /// Nobody could help: lead from the origin with this permit.
@@ -147,7 +147,6 @@ impl Fetcher {
             },
         };
         let (status, mut stored_headers, mut timing) = decode(&copy)?;
-        let mut revalidated = false;
         if complete {
             let req_cc = CacheControl::from_request(want.headers);
             let stored = Stored {
@@ -179,7 +178,6 @@ impl Fetcher {
                     headers::strip_hop_by_hop(&mut nm);
                     policy::merge_not_modified(&mut stored_headers, &nm);
                     timing = Timing::new(request_time, SystemTime::now(), &nm);
-                    revalidated = true;
                 }
             }
         }
@@ -247,7 +245,7 @@ impl Fetcher {
             fallbacks,
         };
         let head = self.start_fill(permit, temp, start, feed);
-        Ok(FromPeers::Peer { head, revalidated })
+        Ok(FromPeers::Peer { head })
     }
 }
 

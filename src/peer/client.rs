@@ -1,8 +1,9 @@
 //! Requests to other nodes' transfer API: signed with the cluster key, over pooled connections
 //! with a short connect deadline so that a dead peer costs little.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -16,7 +17,8 @@ use serde::de::DeserializeOwned;
 use crate::body::{self, Body};
 use crate::error::{Error, Kind, Side};
 use crate::peer::auth::{Covered, RequestSigner, AUTH_HEADER, TRANSFER_FIELDS};
-use crate::peer::transfer::EntriesReply;
+use crate::peer::lock;
+use crate::peer::transfer::{EntriesReply, UPLOADS_HEADER};
 use crate::peer::wire::{IndexReply, KeyHash, NodeId};
 
 /// Largest index or entries reply we read into memory.
@@ -37,6 +39,8 @@ pub struct PeerClient {
     head_timeout: Duration,
     /// Deadline for a whole index or entries reply (which may wait for an origin's head).
     reply_timeout: Duration,
+    /// The active uploads each node reported in its last answer (`x-peercache-uploads`).
+    uploads: Arc<Mutex<HashMap<NodeId, u32>>>,
 }
 
 fn peer_error(kind: Kind, detail: String) -> Error {
@@ -74,7 +78,18 @@ impl PeerClient {
             own,
             head_timeout: connect_timeout + ANSWER_WAIT,
             reply_timeout: connect_timeout + ANSWER_WAIT + reply_timeout,
+            uploads: Arc::default(),
         }
+    }
+
+    /// How many uploads `node` said it was serving when it last answered us.
+    pub fn reported_uploads(&self, node: NodeId) -> Option<u32> {
+        lock(&self.uploads).get(&node).copied()
+    }
+
+    /// Forgets what `node` reported (it left the group).
+    pub fn forget(&self, node: NodeId) {
+        lock(&self.uploads).remove(&node);
     }
 
     /// Sends a GET for `path` to node `to` at `addr`, from `offset` on, with a proof of
@@ -114,7 +129,17 @@ impl PeerClient {
             .map_err(|e| Error::internal(e.to_string()))?;
         req.headers_mut().extend(fields);
         match tokio::time::timeout(self.head_timeout, self.client.request(req)).await {
-            Ok(Ok(r)) => Ok(r),
+            Ok(Ok(r)) => {
+                let reported = r
+                    .headers()
+                    .get(UPLOADS_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                if let Some(n) = reported {
+                    lock(&self.uploads).insert(to, n);
+                }
+                Ok(r)
+            }
             Ok(Err(e)) => Err(peer_error(Kind::ConnectFailed, format!("peer {addr}: {e}"))),
             Err(_) => Err(peer_error(
                 Kind::ConnectTimeout,

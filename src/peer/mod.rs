@@ -112,7 +112,7 @@ pub struct Peers {
     pub sendfile: bool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -357,17 +357,22 @@ impl Peers {
             .map(|m| (m.addr, m.site == self.site))
     }
 
-    /// Holders of `key` on live members, best first (same site, complete, low RTT, few
-    /// uploads), leaving out penalised peers. With `in_flight_below`, in-flight holders count only
+    /// Holders of `key` on live members, best first (see [`select::rank`]), leaving out
+    /// penalised peers. With `in_flight_below`, in-flight holders count only
     /// when their id is lower (the tie-break between simultaneous claims).
     pub fn sources(&self, key: &KeyHash, in_flight_below: Option<NodeId>) -> Vec<Source> {
         let holders = lock(&self.index).holders(key);
+        let now_secs = now_ms() / 1000;
         let mut by_node = HashMap::new();
         let mut cands = Vec::new();
         for h in holders {
-            let complete = match h.state {
-                HolderState::Complete { hash, len, .. } => Some((hash, len)),
-                HolderState::InFlight => None,
+            let (complete, fresh) = match h.state {
+                HolderState::Complete {
+                    hash,
+                    len,
+                    fresh_until,
+                } => (Some((hash, len)), fresh_until > now_secs),
+                HolderState::InFlight => (None, false),
             };
             if complete.is_none() && in_flight_below.is_some_and(|me| h.node >= me) {
                 continue;
@@ -379,8 +384,9 @@ impl Peers {
                 node: h.node,
                 same_site,
                 complete: complete.is_some(),
+                fresh,
                 rtt: lock(&self.rtt).get(h.node),
-                uploads: 0,
+                uploads: self.client.reported_uploads(h.node).unwrap_or(0),
             });
             by_node.insert(
                 h.node,
@@ -543,6 +549,7 @@ async fn events_loop(peers: Weak<Peers>, mut events: mpsc::UnboundedReceiver<Eve
             Event::Down(id) => {
                 let dropped = lock(&p.index).remove_node(id);
                 lock(&p.rtt).forget(id);
+                p.client.forget(id);
                 tracing::info!(%id, dropped, "peer down: its index entries are dropped");
             }
         }

@@ -62,15 +62,18 @@ pub struct Candidate {
     pub same_site: bool,
     /// Holds the complete body (else it is still downloading it).
     pub complete: bool,
+    /// Its copy was fresh by the group's rules as of its `Have` (`fresh_until` still ahead):
+    /// a stale one costs a revalidation with the origin first.
+    pub fresh: bool,
     /// Smoothed round-trip time, if ever measured (see [`RttTable`]).
     pub rtt: Option<Duration>,
-    /// Transfers it is serving right now, as far as we know.
+    /// Uploads it was serving when it last answered us (`x-peercache-uploads`).
     pub uploads: u32,
 }
 
 /// Order: same site first; then not busy before busy; then complete before in-flight; then
-/// lowest measured RTT (unknown last); then fewest active uploads; then node id
-/// (deterministic). Penalised nodes are left out, and a node listed twice appears once, at its
+/// fresh before stale; then lowest measured RTT (unknown last); then fewest active uploads;
+/// then node id (deterministic). Penalised nodes are left out, and a node listed twice appears once, at its
 /// best rank.
 pub fn rank(cands: Vec<Candidate>, penalties: &Penalties, now_ms: u64) -> Vec<NodeId> {
     let mut cands: Vec<Candidate> = cands
@@ -82,6 +85,7 @@ pub fn rank(cands: Vec<Candidate>, penalties: &Penalties, now_ms: u64) -> Vec<No
             Reverse(c.same_site),
             penalties.is_busy(c.node, now_ms),
             Reverse(c.complete),
+            Reverse(c.fresh),
             // None sorts after every Some.
             c.rtt.is_none(),
             c.rtt,
@@ -190,12 +194,13 @@ mod tests {
         NodeId([i; 16])
     }
 
-    /// A baseline candidate: same site, complete, RTT unknown, idle.
+    /// A baseline candidate: same site, complete, fresh, RTT unknown, idle.
     fn cand(i: u8) -> Candidate {
         Candidate {
             node: n(i),
             same_site: true,
             complete: true,
+            fresh: true,
             rtt: None,
             uploads: 0,
         }
@@ -217,8 +222,10 @@ mod tests {
         };
         let in_flight = |c: Candidate| Candidate {
             complete: false,
+            fresh: false,
             ..c
         };
+        let stale = |c: Candidate| Candidate { fresh: false, ..c };
         let rtt = |c: Candidate, v| Candidate { rtt: ms(v), ..c };
         let uploads = |c: Candidate, u| Candidate { uploads: u, ..c };
         // (name, candidates, expected order)
@@ -237,6 +244,21 @@ mod tests {
             (
                 "complete before in-flight",
                 vec![in_flight(cand(1)), cand(2)],
+                ids(&[2, 1]),
+            ),
+            (
+                "fresh before stale",
+                vec![stale(cand(1)), cand(2)],
+                ids(&[2, 1]),
+            ),
+            (
+                "complete beats fresh",
+                vec![in_flight(cand(1)), stale(cand(2))],
+                ids(&[2, 1]),
+            ),
+            (
+                "fresh beats rtt",
+                vec![stale(rtt(cand(1), 1)), rtt(cand(2), 900)],
                 ids(&[2, 1]),
             ),
             (

@@ -182,7 +182,7 @@ async fn handle(
     match kind {
         "index" => index(peers, req.uri().query().unwrap_or("")),
         "entries" => match parse_hex32(arg) {
-            Some(k) => entries(peers, &k),
+            Some(k) => with_uploads(peers, entries(peers, &k)),
             None => status(StatusCode::BAD_REQUEST, "bad key hash"),
         },
         "objects" => match parse_hex32(arg) {

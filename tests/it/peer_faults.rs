@@ -203,5 +203,7 @@ async fn a_busy_holder_is_not_banned_and_its_copy_still_serves_the_group() {
             n.peers().sources(&kh, None).iter().any(|s| s.node == a.id),
             "A is still a source"
         );
+        // …and told each how busy it was, which ranking uses.
+        assert!(n.peers().client.reported_uploads(a.id).is_some());
     }
 }
