@@ -19,10 +19,11 @@ use crate::error::{Error, Kind, Side};
 use crate::peer::auth::{Covered, RequestSigner, AUTH_HEADER, TRANSFER_FIELDS};
 use crate::peer::lock;
 use crate::peer::transfer::{EntriesReply, UPLOADS_HEADER};
-use crate::peer::wire::{IndexReply, KeyHash, NodeId};
+use crate::peer::wire::{hex32, IndexAsk, IndexReply, KeyHash, NodeId};
 
-/// Largest index or entries reply we read into memory.
-const MAX_REPLY: usize = 64 * 1024 * 1024;
+/// Largest index or entries reply we read into memory: a whole journal or a snapshot page is
+/// far smaller (tested below); a larger snapshot comes in pages.
+const MAX_REPLY: usize = 8 * 1024 * 1024;
 
 /// How long a live node may take to send a response head once connected: every endpoint
 /// answers at once (index and entries send their body later), so a node that says nothing for
@@ -173,18 +174,14 @@ impl PeerClient {
             .map_err(|e| peer_error(Kind::UpstreamProtocol, format!("peer {addr}{path}: {e}")))
     }
 
-    /// `GET /peer/v1/index?since=N[&epoch=E]`.
+    /// `GET /peer/v1/index?…`: updates or one snapshot page (see [`IndexAsk`]).
     pub async fn index(
         &self,
         to: NodeId,
         addr: SocketAddr,
-        epoch: Option<u64>,
-        since: u64,
+        ask: IndexAsk,
     ) -> Result<IndexReply, Error> {
-        let path = match epoch {
-            Some(e) => format!("/peer/v1/index?since={since}&epoch={e}"),
-            None => format!("/peer/v1/index?since={since}"),
-        };
+        let path = format!("/peer/v1/index?{}", ask.to_query());
         self.get_decoded(to, addr, &path).await
     }
 
@@ -195,10 +192,7 @@ impl PeerClient {
         addr: SocketAddr,
         key: &KeyHash,
     ) -> Result<EntriesReply, Error> {
-        let path = format!(
-            "/peer/v1/entries/{}",
-            blake3::Hash::from_bytes(*key).to_hex()
-        );
+        let path = format!("/peer/v1/entries/{}", hex32(key));
         self.get_decoded(to, addr, &path).await
     }
 
@@ -234,13 +228,55 @@ impl PeerClient {
 
 /// Path of a complete object by content hash.
 pub fn object_path(hash: &[u8; 32]) -> String {
-    format!(
-        "/peer/v1/objects/{}",
-        blake3::Hash::from_bytes(*hash).to_hex()
-    )
+    format!("/peer/v1/objects/{}", hex32(hash))
 }
 
 /// Path of an in-flight fill by key hash.
 pub fn fill_path(key: &KeyHash) -> String {
-    format!("/peer/v1/fills/{}", blake3::Hash::from_bytes(*key).to_hex())
+    format!("/peer/v1/fills/{}", hex32(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::journal::DEFAULT_JOURNAL_CAPACITY;
+    use crate::peer::wire::{Tagged, Update};
+    use crate::peer::DEFAULT_INDEX_PAGE;
+
+    #[test]
+    fn a_full_journal_and_a_full_snapshot_page_fit_in_one_reply() {
+        let node = NodeId([0xff; 16]);
+        let widest = Update::Have {
+            key: [0xff; 32],
+            hash: [0xff; 32],
+            len: u64::MAX,
+            fresh_until: u64::MAX,
+        };
+        let journal = IndexReply::Updates {
+            node,
+            epoch: u64::MAX,
+            updates: vec![
+                Tagged {
+                    node,
+                    epoch: u64::MAX,
+                    seq: u64::MAX,
+                    update: widest.clone(),
+                };
+                DEFAULT_JOURNAL_CAPACITY
+            ],
+        };
+        let page = IndexReply::Snapshot {
+            node,
+            epoch: u64::MAX,
+            seq: u64::MAX,
+            entries: vec![widest; DEFAULT_INDEX_PAGE + 64],
+            next: Some([0xff; 32]),
+        };
+        for reply in [journal, page] {
+            let len = postcard::to_stdvec(&reply)
+                .map(|b| b.len())
+                .unwrap_or(usize::MAX);
+            assert!(len * 4 < MAX_REPLY, "{len} bytes");
+        }
+    }
 }

@@ -132,8 +132,9 @@ impl Index {
     ///
     /// A new epoch for a node = that process restarted: forget everything it had, then apply.
     /// `Updates` are applied in order as if gossiped (they may still leave a gap, see
-    /// [`Index::gap`]). A `Snapshot` newer than what we applied replaces the node's entries and
-    /// its seq, then the buffered updates after that seq are applied; an older one is ignored.
+    /// [`Index::gap`]). A whole `Snapshot` (its pages gathered: `next` is `None`) newer than
+    /// what we applied replaces the node's entries and its seq, then the buffered updates after
+    /// that seq are applied; an older one, or a single page of a longer one, is ignored.
     pub fn apply_reply(&mut self, reply: IndexReply) -> usize {
         match reply {
             IndexReply::Updates {
@@ -160,8 +161,9 @@ impl Index {
                 epoch,
                 seq,
                 entries,
+                next,
             } => {
-                if node == self.own {
+                if node == self.own || next.is_some() {
                     return 0;
                 }
                 let Some(peer) = stream(&mut self.peers, &mut self.holders, node, epoch) else {

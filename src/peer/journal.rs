@@ -17,15 +17,28 @@ pub struct SnapshotAt {
 }
 
 impl SnapshotAt {
-    /// The `Snapshot` of `entries` (one update per key), sorted by key.
-    pub fn of(self, mut entries: Vec<Update>) -> IndexReply {
+    /// The whole `Snapshot` of `entries` (one update per key), sorted by key.
+    pub fn of(self, entries: Vec<Update>) -> IndexReply {
+        self.page(entries, None)
+    }
+
+    /// One page of a snapshot: `entries` sorted by key; `next` names the key to ask after when
+    /// more follows.
+    pub fn page(self, mut entries: Vec<Update>, next: Option<KeyHash>) -> IndexReply {
         entries.sort_by(|a, b| a.key().cmp(b.key()));
         IndexReply::Snapshot {
             node: self.node,
             epoch: self.epoch,
             seq: self.seq,
             entries,
+            next,
         }
+    }
+
+    /// The same stamp at another seq: a later page of a snapshot that an asker started at
+    /// `seq` (the entries are read now; see [`Journal::updates_since`] for why that is safe).
+    pub fn at_seq(self, seq: u64) -> SnapshotAt {
+        SnapshotAt { seq, ..self }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod index;
 pub mod journal;
 pub mod membership;
 pub mod own;
+pub mod pulls;
 pub mod select;
 pub mod transfer;
 pub mod wire;
@@ -34,8 +35,9 @@ use self::index::{HolderState, Index};
 use self::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
 use self::membership::{Event, MemberInfo, MemberState, Membership, MembershipConfig, Timings};
 use self::own::StoreState;
+use self::pulls::{Pulls, Want};
 use self::select::{Candidate, Fault, Penalties, RttTable};
-use self::wire::{IndexReply, KeyHash, NodeId, Tagged, Update};
+use self::wire::{IndexAsk, IndexReply, KeyHash, NodeId, Tagged, Update};
 
 /// Knobs that tests turn (production uses `Default`).
 #[derive(Debug, Clone)]
@@ -44,13 +46,25 @@ pub struct PeerTuning {
     /// How long a node that claims a cold object waits for competing claims (a little more
     /// than the gossip delay), so that only one node of the group goes to the origin.
     pub claim_window: Duration,
+    /// Stored keys per page of an index snapshot ([`DEFAULT_INDEX_PAGE`]).
+    pub index_page: usize,
 }
+
+/// Stored keys per index snapshot page: a page of `Have` entries (at most 85 bytes each in
+/// postcard) stays far below the client's reply limit, and reading it is one short store
+/// transaction.
+pub const DEFAULT_INDEX_PAGE: usize = 8192;
+
+/// Snapshot pages read at the same time; an index pull past this is answered 503 (counted as
+/// `snapshots_refused`) and retried by the puller after a back-off.
+pub const MAX_SNAPSHOT_READS: usize = 2;
 
 impl Default for PeerTuning {
     fn default() -> Self {
         PeerTuning {
             timings: Timings::lan(),
             claim_window: Duration::from_millis(50),
+            index_page: DEFAULT_INDEX_PAGE,
         }
     }
 }
@@ -74,6 +88,16 @@ pub struct PeerStats {
     pub failovers: AtomicU64,
     /// Uploaded body bytes sent from blob files with `sendfile`.
     pub sendfile_bytes: AtomicU64,
+    /// Index pull rounds we ran (one per request to a member, snapshot pages not counted).
+    pub index_pulls: AtomicU64,
+    /// Gaps that joined the pull of that node already running instead of starting one.
+    pub index_pulls_coalesced: AtomicU64,
+    /// Pull rounds that failed (retried with back-off).
+    pub index_pull_failures: AtomicU64,
+    /// Snapshot pages we served.
+    pub snapshot_pages: AtomicU64,
+    /// Snapshot pages refused (503) because `MAX_SNAPSHOT_READS` were being read.
+    pub snapshots_refused: AtomicU64,
 }
 
 /// A holder of a key, resolved to an address, in the order to ask them.
@@ -99,10 +123,16 @@ pub struct Peers {
     /// How long the transfer API waits for an in-flight fill's response head.
     pub head_wait: Duration,
     pub claim_window: Duration,
+    /// Stored keys per snapshot page we serve.
+    pub index_page: usize,
+    /// Snapshot page reads allowed at once ([`MAX_SNAPSHOT_READS`]).
+    pub snapshot_reads: Arc<Semaphore>,
     pub stats: PeerStats,
     membership: Membership,
     journal: Mutex<Journal<StoreState>>,
     index: Mutex<Index>,
+    /// The catch-up pulls running, one per node.
+    pulls: Mutex<Pulls>,
     penalties: Mutex<Penalties>,
     rtt: Mutex<RttTable>,
     bytes_from: Mutex<HashMap<NodeId, u64>>,
@@ -216,6 +246,8 @@ impl Peers {
             max_uploads: pc.max_uploads,
             head_wait: config.upstream.read_timeout,
             claim_window: tuning.claim_window,
+            index_page: tuning.index_page.max(1),
+            snapshot_reads: Arc::new(Semaphore::new(MAX_SNAPSHOT_READS)),
             stats: PeerStats::default(),
             membership,
             journal: Mutex::new(Journal::with_state(
@@ -225,6 +257,7 @@ impl Peers {
                 StoreState::new(store.clone(), rules.clone()),
             )),
             index: Mutex::new(Index::new(id)),
+            pulls: Mutex::new(Pulls::default()),
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
             bytes_from: Mutex::new(HashMap::new()),
@@ -325,18 +358,36 @@ impl Peers {
         lock(&self.journal).state().claimed(h).map(str::to_owned)
     }
 
-    /// Answer to `GET /peer/v1/index`.
-    /// Blocking: a snapshot reads every stored row (outside the journal's lock, so that
-    /// advertising goes on meanwhile).
-    pub fn index_since(&self, epoch: Option<u64>, since: u64) -> IndexReply {
-        let (at, source) = {
+    /// The answer to an index pull that the journal covers (no store read), if it does.
+    pub fn index_updates(&self, ask: &IndexAsk) -> Option<IndexReply> {
+        match ask {
+            IndexAsk::Since { epoch, since } => lock(&self.journal).updates_since(*epoch, *since),
+            IndexAsk::Page { .. } => None,
+        }
+    }
+
+    /// One page of a snapshot for `ask`: the first page of a new snapshot, or the page after the
+    /// asker's key of the snapshot it started in our current epoch. Blocking: reads up to
+    /// `index_page` rows of the store (outside the journal's lock, so advertising goes on).
+    pub fn index_page(&self, ask: &IndexAsk) -> IndexReply {
+        let (at, source, after) = {
             let j = lock(&self.journal);
-            if let Some(updates) = j.updates_since(epoch, since) {
-                return updates;
+            let after = match ask {
+                IndexAsk::Page {
+                    epoch,
+                    snapshot,
+                    after,
+                } if *epoch == j.epoch() => Some((*snapshot, *after)),
+                _ => None,
+            };
+            let at = j.snapshot_at();
+            match after {
+                Some((seq, key)) => (at.at_seq(seq), j.state().detach(), Some(key)),
+                None => (at, j.state().detach(), None),
             }
-            (j.snapshot_at(), j.state().detach())
         };
-        at.of(source.snapshot())
+        let (entries, next) = source.page(after.as_ref(), self.index_page);
+        at.page(entries, next)
     }
 
     /// The address other nodes reach us at (gossip and transfer).
@@ -473,36 +524,127 @@ impl Peers {
             "bad_hashes": self.stats.bad_hashes.load(Relaxed),
             "failovers": self.stats.failovers.load(Relaxed),
             "sendfile_bytes": self.stats.sendfile_bytes.load(Relaxed),
+            "index_pulls": self.stats.index_pulls.load(Relaxed),
+            "index_pulls_running": lock(&self.pulls).running(),
+            "index_pulls_coalesced": self.stats.index_pulls_coalesced.load(Relaxed),
+            "index_pull_failures": self.stats.index_pull_failures.load(Relaxed),
+            "snapshot_pages": self.stats.snapshot_pages.load(Relaxed),
+            "snapshots_refused": self.stats.snapshots_refused.load(Relaxed),
         })
     }
 
     fn apply(self: &Arc<Self>, t: Tagged) {
         let applied = lock(&self.index).apply(t);
-        if let index::Applied::Gap { node, epoch, since } = applied {
-            self.pull(node, Some(epoch), since);
+        if let index::Applied::Gap { node, .. } = applied {
+            self.pull(node);
         }
     }
 
-    /// Fetches what we missed of `node`'s updates over TCP, in the background.
-    fn pull(self: &Arc<Self>, node: NodeId, epoch: Option<u64>, since: u64) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            for attempt in 0..3u32 {
-                let Some((addr, _)) = me.addr_of(node) else {
-                    return;
-                };
-                match me.client.index(node, addr, epoch, since).await {
-                    Ok(reply) => {
-                        lock(&me.index).apply_reply(reply);
+    /// Wants what we miss of `node`'s updates pulled over TCP: starts its puller unless one
+    /// runs (then that one goes again when it ends). Only members are pulled from.
+    fn pull(self: &Arc<Self>, node: NodeId) {
+        if self.addr_of(node).is_none() {
+            return;
+        }
+        match lock(&self.pulls).want(node) {
+            Want::Start => {
+                tokio::spawn(self.clone().puller(node));
+            }
+            Want::Coalesced => {
+                self.stats.index_pulls_coalesced.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// The one pull of `node`: rounds until its index shows no gap (or no progress), with
+    /// back-off on failure; it ends when the node leaves.
+    async fn puller(self: Arc<Self>, node: NodeId) {
+        let mut failures = 0;
+        while let Some((addr, _)) = self.addr_of(node) {
+            self.stats.index_pulls.fetch_add(1, Relaxed);
+            match self.catch_up(node, addr).await {
+                Ok(applied) => {
+                    failures = 0;
+                    let gapped = lock(&self.index).gap(node).is_some();
+                    if !lock(&self.pulls).round_done(node, applied > 0 && gapped) {
                         return;
                     }
-                    Err(e) => {
-                        tracing::debug!(%node, attempt, "index pull failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                    }
+                }
+                Err(e) => {
+                    self.stats.index_pull_failures.fetch_add(1, Relaxed);
+                    tracing::debug!(%node, failures, "index pull failed: {e}");
+                    let Some(wait) = pulls::retry_after(failures) else {
+                        break;
+                    };
+                    failures += 1;
+                    tokio::time::sleep(wait).await;
                 }
             }
-        });
+        }
+        lock(&self.pulls).end(node);
+    }
+
+    /// One pull round: asks `node` for what follows what we applied, gathers a paged snapshot
+    /// page by page, and applies the whole. Returns how many updates or entries took effect.
+    async fn catch_up(&self, node: NodeId, addr: SocketAddr) -> Result<usize, Error> {
+        let ask = match lock(&self.index).applied(node) {
+            Some((epoch, since)) => IndexAsk::Since {
+                epoch: Some(epoch),
+                since,
+            },
+            None => IndexAsk::Since {
+                epoch: None,
+                since: 0,
+            },
+        };
+        let changed = || {
+            Error::new(
+                crate::error::Kind::UpstreamProtocol,
+                crate::error::Side::Peer,
+                format!("peer {addr}: another node's index, or its snapshot changed while paging"),
+            )
+        };
+        let mut reply = self.client.index(node, addr, ask).await?;
+        if reply_node(&reply) != node {
+            return Err(changed());
+        }
+        while let IndexReply::Snapshot {
+            epoch,
+            seq,
+            entries,
+            next,
+            ..
+        } = &mut reply
+        {
+            let Some(after) = next.take() else {
+                break;
+            };
+            let ask = IndexAsk::Page {
+                epoch: *epoch,
+                snapshot: *seq,
+                after,
+            };
+            match self.client.index(node, addr, ask).await? {
+                IndexReply::Snapshot {
+                    node: n,
+                    epoch: e,
+                    seq: s,
+                    entries: more,
+                    next: more_next,
+                } if n == node && e == *epoch && s == *seq => {
+                    entries.extend(more);
+                    *next = more_next;
+                }
+                _ => return Err(changed()),
+            }
+        }
+        Ok(lock(&self.index).apply_reply(reply))
+    }
+}
+
+fn reply_node(reply: &IndexReply) -> NodeId {
+    match reply {
+        IndexReply::Updates { node, .. } | IndexReply::Snapshot { node, .. } => *node,
     }
 }
 
@@ -540,11 +682,7 @@ async fn events_loop(peers: Weak<Peers>, mut events: mpsc::UnboundedReceiver<Eve
             },
             Event::Up(m) => {
                 tracing::info!(id = %m.id, addr = %m.addr, site = %m.site, "peer up");
-                let known = lock(&p.index).applied(m.id);
-                match known {
-                    Some((epoch, seq)) => p.pull(m.id, Some(epoch), seq),
-                    None => p.pull(m.id, None, 0),
-                }
+                p.pull(m.id);
             }
             Event::Down(id) => {
                 let dropped = lock(&p.index).remove_node(id);

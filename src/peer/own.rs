@@ -2,7 +2,7 @@
 //! store, which already keeps every key) and the keys it is fetching right now (its claims, kept
 //! here with their key strings for the transfer API). Answers the journal's snapshots.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -63,7 +63,11 @@ impl StoreState {
         Detached {
             store: self.store.clone(),
             rules: self.rules.clone(),
-            claims: self.claims.keys().copied().collect(),
+            claims: self
+                .claims
+                .iter()
+                .map(|(h, (key, _))| (*h, key.clone()))
+                .collect(),
         }
     }
 }
@@ -72,37 +76,49 @@ impl StoreState {
 pub struct Detached {
     store: Store,
     rules: Arc<Rules>,
-    claims: Vec<KeyHash>,
+    claims: Vec<(KeyHash, String)>,
 }
 
 impl Detached {
-    /// Reads every row: blocking, and as long as the store is large (a member joining, or one
-    /// that fell behind the journal, asks for it). One update per key: the first shareable
-    /// variant of each stored key, then the claims on keys not stored.
-    pub fn snapshot(&self) -> Vec<Update> {
+    /// One page of the snapshot: the first shareable variant of each stored key after `after`
+    /// (from the first key when `None`), reading at most `rows` rows of the store, and on the
+    /// first page the claims on keys not stored shareable. Returns the updates and the key to
+    /// continue after when more rows may follow. Blocking: reads from disk.
+    pub fn page(&self, after: Option<&KeyHash>, rows: usize) -> (Vec<Update>, Option<KeyHash>) {
         let now = SystemTime::now();
         let mut out = Vec::new();
-        let mut last: Option<KeyHash> = None;
-        self.store.for_each_entry(|e| {
-            if !e.shareable {
-                return;
-            }
-            let update = have(e, &self.rules, now);
-            if last != Some(*update.key()) {
-                last = Some(*update.key());
-                out.push(update);
-            }
-        });
-        let stored: HashSet<KeyHash> = out.iter().map(|u| *u.key()).collect();
-        out.extend(
-            self.claims
-                .iter()
-                .filter(|h| !stored.contains(*h))
-                .map(|h| Update::InFlight { key: *h }),
-        );
-        out
+        if after.is_none() {
+            out.extend(
+                self.claims
+                    .iter()
+                    .filter(|(_, key)| !self.store.holds_shareable(key))
+                    .map(|(h, _)| Update::InFlight { key: *h }),
+            );
+        }
+        let next = self
+            .store
+            .for_each_row_after(after, rows.max(1), |_, entries| {
+                if let Some(e) = entries.iter().find(|e| e.shareable) {
+                    out.push(have(e, &self.rules, now));
+                }
+            });
+        (out, next)
+    }
+
+    /// The whole snapshot, page after page (see [`Detached::page`]). Blocking.
+    pub fn snapshot(&self) -> Vec<Update> {
+        let (mut all, mut next) = self.page(None, SNAPSHOT_ROWS);
+        while let Some(after) = next {
+            let (more, n) = self.page(Some(&after), SNAPSHOT_ROWS);
+            all.extend(more);
+            next = n;
+        }
+        all
     }
 }
+
+/// Rows read per step by [`Detached::snapshot`].
+const SNAPSHOT_ROWS: usize = 4096;
 
 /// The `Have` update for a stored entry: its body and how long it stays fresh as of `now`, by
 /// the same rules every node judges the entry with.
@@ -146,6 +162,46 @@ impl OwnState for StoreState {
 mod tests {
     use super::*;
     use crate::cache::store::testing::commit_body as store_entry;
+
+    #[test]
+    fn pages_cover_every_stored_key_once_in_key_order_with_the_claims_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let keys: Vec<String> = (0..5).map(|i| format!("http://a/{i}")).collect();
+        for k in &keys {
+            store_entry(&store, k, "", k.as_bytes(), true);
+        }
+        store_entry(&store, "http://a/private", "", b"mine", false);
+        let mut state = StoreState::new(store, Arc::new(Rules::none()));
+        let (claimed, _) = state.claim("http://a/coming");
+        let source = state.detach();
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let (updates, next) = source.page(after.as_ref(), 2);
+            pages.push(updates);
+            match next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        // 6 rows read two at a time (the private one gives no update), then an empty last page.
+        assert_eq!(pages.len(), 4, "{pages:?}");
+        assert_eq!(pages[0][0], Update::InFlight { key: claimed });
+        assert!(pages[1..]
+            .iter()
+            .flatten()
+            .all(|u| matches!(u, Update::Have { .. })));
+        let stored: Vec<KeyHash> = pages.iter().flatten().skip(1).map(|u| *u.key()).collect();
+        let mut want: Vec<KeyHash> = keys.iter().map(|k| key_hash(k)).collect();
+        want.sort();
+        assert_eq!(stored, want, "each stored key once, in key-hash order");
+        assert_eq!(
+            source.snapshot().len(),
+            6,
+            "the whole snapshot reads every page"
+        );
+    }
 
     #[test]
     fn a_snapshot_has_one_update_per_shareable_key_and_the_open_claims() {

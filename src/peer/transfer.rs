@@ -21,7 +21,7 @@ use crate::cache::conditional::{self, RangeAnswer};
 use crate::cache::inflight::{Fill, Head};
 use crate::cache::store::{header_pairs, Entry, TimingRecord};
 use crate::peer::auth::{AuthError, Covered, AUTH_HEADER, TRANSFER_FIELDS};
-use crate::peer::wire::KeyHash;
+use crate::peer::wire::{parse_hex32, IndexAsk, KeyHash};
 use crate::peer::Peers;
 use crate::sendfile::{self, SendfileIo, Slot};
 
@@ -200,11 +200,6 @@ async fn handle(
     }
 }
 
-/// 64 hex characters → 32 bytes.
-pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    blake3::Hash::from_hex(s).ok().map(|h| *h.as_bytes())
-}
-
 /// Answers at once with a 200 head and sends the body when `reply` is ready. A caller can then
 /// tell a live node that is still working (a snapshot to read, a fill's origin head to wait
 /// for) from a hung one (no head at all) with a short deadline. A reply that cannot be built
@@ -224,20 +219,25 @@ where
     Response::new(body)
 }
 
+/// `GET /peer/v1/index`: the journal's updates when it covers the asker, else a snapshot page
+/// (at most `MAX_SNAPSHOT_READS` read at once; past that, 503 and the asker retries later).
 fn index(peers: &Arc<Peers>, query: &str) -> Response<Body> {
-    let mut since = 0;
-    let mut epoch = None;
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("since", v)) => since = v.parse().unwrap_or(0),
-            Some(("epoch", v)) => epoch = v.parse().ok(),
-            _ => {}
-        }
+    let ask = IndexAsk::parse(query);
+    if let Some(updates) = peers.index_updates(&ask) {
+        return later(async move { postcard::to_stdvec(&updates).ok() });
     }
+    let Ok(permit) = peers.snapshot_reads.clone().try_acquire_owned() else {
+        peers.stats.snapshots_refused.fetch_add(1, Relaxed);
+        return status(StatusCode::SERVICE_UNAVAILABLE, "too many snapshots");
+    };
+    peers.stats.snapshot_pages.fetch_add(1, Relaxed);
     let p = peers.clone();
     later(async move {
-        // A snapshot reads every stored row.
-        let reply = tokio::task::spawn_blocking(move || p.index_since(epoch, since)).await;
+        let reply = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            p.index_page(&ask)
+        })
+        .await;
         reply.ok().and_then(|r| postcard::to_stdvec(&r).ok())
     })
 }

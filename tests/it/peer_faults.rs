@@ -1,6 +1,7 @@
 //! The group's glue under faults (issue 9, peer side): replayed requests, busy holders, cancelled
 //! claims, pull storms, floods and seeds that resolve late.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -206,4 +207,218 @@ async fn a_busy_holder_is_not_banned_and_its_copy_still_serves_the_group() {
         // …and told each how busy it was, which ranking uses.
         assert!(n.peers().client.reported_uploads(a.id).is_some());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_catches_up_with_an_index_larger_than_one_page() {
+    let origin = Origin::start().await;
+    let urls: Vec<String> = (0..5)
+        .map(|i| origin.url(&format!("/pkg{i}.deb")))
+        .collect();
+    for i in 0..5 {
+        origin.route(
+            &format!("/pkg{i}.deb"),
+            Reply::ok(pattern(5_000, i)).header("cache-control", "max-age=600"),
+        );
+    }
+    // A answers catch-up two stored keys at a time.
+    let (mut nodes, keydir) = cluster_tuned(1, |_, _, t| t.index_page = 2).await;
+    for url in &urls {
+        assert_eq!(get(nodes[0].addr(), url).await.x_cache(), "MISS");
+    }
+    let a = nodes[0].peers().clone();
+    let dir = tempdir();
+    let c = peer_config(
+        dir.path(),
+        1,
+        &keydir.path().join("cluster.key"),
+        Some(a.membership_addr()),
+    );
+    nodes.push(start_node(c, dir).await);
+    let b = nodes[1].peers().clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || b.status_json()["index"]
+            ["entries"]
+            == 5)
+        .await,
+        "B learnt all five of A's entries: {}",
+        b.status_json()["index"]
+    );
+    assert!(
+        counter(&a, "snapshot_pages") >= 3,
+        "five keys, two per page: {}",
+        a.status_json()
+    );
+    for url in &urls {
+        assert_eq!(get(nodes[1].addr(), url).await.x_cache(), "PEER");
+    }
+    assert!(urls
+        .iter()
+        .all(|u| origin.hits(&u[u.rfind('/').unwrap()..]) == 1));
+}
+
+/// A member of the group made by hand: its gossip is a real `Membership`, its peer port a small
+/// server that counts the index pulls it gets and answers them only when told.
+struct FakeMember {
+    id: peercache::peer::wire::NodeId,
+    membership: peercache::peer::membership::Membership,
+    pulls: Arc<std::sync::atomic::AtomicUsize>,
+    max_open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeMember {
+    async fn start(
+        ip: &str,
+        key: &std::path::Path,
+        seed: std::net::SocketAddr,
+        reply: peercache::peer::wire::IndexReply,
+        answer: tokio::sync::watch::Receiver<bool>,
+    ) -> FakeMember {
+        use peercache::peer::membership::{Membership, MembershipConfig, Timings};
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let port = free_port_on(ip);
+        let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let (pulls, open, max_open) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let body = bytes::Bytes::from(postcard::to_stdvec(&reply).unwrap());
+        let (p, o, m) = (pulls.clone(), open.clone(), max_open.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (p, o, m, body, answer) = (
+                    p.clone(),
+                    o.clone(),
+                    m.clone(),
+                    body.clone(),
+                    answer.clone(),
+                );
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        let (p, o, m, body, mut answer) = (
+                            p.clone(),
+                            o.clone(),
+                            m.clone(),
+                            body.clone(),
+                            answer.clone(),
+                        );
+                        async move {
+                            p.fetch_add(1, SeqCst);
+                            let now = o.fetch_add(1, SeqCst) + 1;
+                            m.fetch_max(now, SeqCst);
+                            let _ = answer.wait_for(|go| *go).await;
+                            o.fetch_sub(1, SeqCst);
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                peercache::body::full(body),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        let id = match &reply {
+            peercache::peer::wire::IndexReply::Updates { node, .. }
+            | peercache::peer::wire::IndexReply::Snapshot { node, .. } => *node,
+        };
+        let key = peercache::peer::auth::ClusterKey::load(key).unwrap();
+        let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
+        let membership = Membership::start_with_timings(
+            MembershipConfig {
+                id,
+                bind: addr,
+                advertise: addr,
+                site: "lab".into(),
+                seeds: vec![seed],
+                key,
+            },
+            Timings::fast(),
+            tx,
+        )
+        .await
+        .unwrap();
+        FakeMember {
+            id,
+            membership,
+            pulls,
+            max_open,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_gapped_updates_makes_one_pull_at_a_time() {
+    use peercache::peer::wire::{IndexReply, NodeId, Tagged, Update};
+    use std::sync::atomic::Ordering::SeqCst;
+    let (nodes, keydir) = cluster(1).await;
+    let a = nodes[0].peers().clone();
+    let fake = NodeId::random();
+    let epoch = 1_700_000_000_000;
+    let tagged: Vec<Tagged> = (1..=40u8)
+        .map(|i| Tagged {
+            node: fake,
+            epoch,
+            seq: u64::from(i),
+            update: Update::Have {
+                key: [i; 32],
+                hash: [i; 32],
+                len: 10,
+                fresh_until: 4_000_000_000,
+            },
+        })
+        .collect();
+    let reply = IndexReply::Updates {
+        node: fake,
+        epoch,
+        updates: tagged.clone(),
+    };
+    let (answer, answer_rx) = tokio::sync::watch::channel(false);
+    let member = FakeMember::start(
+        "127.0.0.20",
+        &keydir.path().join("cluster.key"),
+        a.membership_addr(),
+        reply,
+        answer_rx,
+    )
+    .await;
+    assert_eq!(member.id, fake);
+    // A sees the member come up and pulls its index: the member holds that pull open.
+    assert!(
+        wait_until(Duration::from_secs(10), || member.pulls.load(SeqCst) == 1).await,
+        "A pulls when the member comes up"
+    );
+    // Then 39 updates arrive, all after a gap (seq 1 is never gossiped).
+    for t in &tagged[1..] {
+        member.membership.broadcast(postcard::to_stdvec(t).unwrap());
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || counter(
+            &a,
+            "index_pulls_coalesced"
+        ) >= 39)
+        .await,
+        "every gap joined the pull in flight: {}",
+        a.status_json()
+    );
+    assert_eq!(member.max_open.load(SeqCst), 1, "one pull in flight");
+    answer.send(true).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || a.status_json()["index"]
+            ["entries"]
+            == 40)
+        .await,
+        "the pull brought everything: {}",
+        a.status_json()["index"]
+    );
+    assert_eq!(member.max_open.load(SeqCst), 1, "never more than one");
+    assert!(
+        member.pulls.load(SeqCst) <= 3,
+        "{}",
+        member.pulls.load(SeqCst)
+    );
+    member.membership.leave().await;
 }

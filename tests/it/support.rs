@@ -584,6 +584,7 @@ pub fn fast_tuning() -> peercache::peer::PeerTuning {
     peercache::peer::PeerTuning {
         timings: peercache::peer::membership::Timings::fast(),
         claim_window: Duration::from_millis(100),
+        ..Default::default()
     }
 }
 

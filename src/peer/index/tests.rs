@@ -220,6 +220,7 @@ fn a_snapshot_replaces_the_nodes_entries_then_applies_buffered_updates() {
         epoch: E1,
         seq: 11,
         entries: vec![have(3, 3), inflight(5), dropped(6)],
+        next: None,
     };
     // 2 entries installed + 2 buffered updates (12, 13) applied.
     assert_eq!(ix.apply_reply(snapshot.clone()), 4);
@@ -241,6 +242,7 @@ fn a_snapshot_replaces_the_nodes_entries_then_applies_buffered_updates() {
         epoch: E1,
         seq: 3,
         entries: vec![],
+        next: None,
     };
     assert_eq!(ix.apply_reply(old), 0);
     assert_eq!(dump(&ix), before);
@@ -276,6 +278,7 @@ fn a_new_epoch_resets_the_node_and_an_old_one_is_stale() {
         epoch: E1,
         seq: 9,
         entries: vec![have(4, 4)],
+        next: None,
     };
     assert_eq!(ix.apply_reply(stale_updates), 0);
     assert_eq!(ix.apply_reply(stale_snapshot), 0);
@@ -287,6 +290,7 @@ fn a_new_epoch_resets_the_node_and_an_old_one_is_stale() {
         epoch: E2 + 1,
         seq: 1,
         entries: vec![have(6, 6)],
+        next: None,
     };
     assert_eq!(ix.apply_reply(newer), 1);
     assert_eq!(ix.holders(&k(2)), vec![]);
@@ -353,6 +357,29 @@ fn a_dead_node_loses_its_entries_and_comes_back_through_a_pull() {
 }
 
 #[test]
+fn only_a_whole_snapshot_is_applied() {
+    let mut ix = Index::new(OWN);
+    ix.apply(tag(n(1), E1, 1, have(1, 1)));
+    let page = |next| IndexReply::Snapshot {
+        node: n(1),
+        epoch: E1,
+        seq: 5,
+        entries: vec![have(2, 2)],
+        next,
+    };
+    assert_eq!(
+        ix.apply_reply(page(Some(k(2)))),
+        0,
+        "a page with more to come"
+    );
+    assert_eq!(ix.holders(&k(1)), vec![holder(n(1), complete(1))]);
+    assert_eq!(ix.applied(n(1)), Some((E1, 1)));
+    assert_eq!(ix.apply_reply(page(None)), 1);
+    assert_eq!(ix.holders(&k(1)), vec![]);
+    assert_eq!(ix.holders(&k(2)), vec![holder(n(1), complete(2))]);
+}
+
+#[test]
 fn own_updates_are_ignored() {
     let mut ix = Index::new(OWN);
     assert_eq!(ix.apply(tag(OWN, E1, 1, have(1, 1))), Applied::Duplicate);
@@ -367,6 +394,7 @@ fn own_updates_are_ignored() {
         epoch: E1,
         seq: 1,
         entries: vec![have(1, 1)],
+        next: None,
     };
     assert_eq!(ix.apply_reply(updates), 0);
     assert_eq!(ix.apply_reply(snapshot), 0);
@@ -428,6 +456,7 @@ fn extreme_seqs_do_not_panic() {
         epoch: u64::MAX,
         seq: u64::MAX - 1,
         entries: vec![],
+        next: None,
     };
     assert_eq!(ix.apply_reply(snapshot), 1);
     assert_eq!(ix.apply(top), Applied::Duplicate);
@@ -436,6 +465,7 @@ fn extreme_seqs_do_not_panic() {
         epoch: u64::MAX,
         seq: u64::MAX,
         entries: vec![have(2, 2)],
+        next: None,
     };
     assert_eq!(ix.apply_reply(snapshot), 0);
     assert_eq!(ix.holders(&k(1)), vec![holder(n(1), complete(1))]);

@@ -126,6 +126,7 @@ fn journal_keeps_the_current_state_for_snapshots() {
             epoch: E1,
             seq: 6,
             entries: vec![inflight(2), have(3, 3)],
+            next: None,
         }
     );
 }
