@@ -7,8 +7,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::wire::{IndexReply, KeyHash, NodeId, Tagged, Update};
 
 /// Out-of-order updates kept per node while waiting for the missing ones. Past this, further
-/// out-of-order updates are not kept (the pull that fills the gap brings them again).
+/// out-of-order updates are not kept (the pull that fills the gap brings them again); counted.
 pub const MAX_BUFFERED_PER_NODE: usize = 10_000;
+
+/// Other nodes whose streams the index tracks at most. Updates from a node beyond this are
+/// refused and counted (a node applies only members' updates, so this is a backstop).
+pub const MAX_NODES: usize = 16_384;
 
 /// What one node holds for one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +49,8 @@ pub enum Applied {
         epoch: u64,
         since: u64,
     },
+    /// From a node not tracked yet while [`MAX_NODES`] are: ignored.
+    Refused,
 }
 
 /// What the index knows about one other node's update stream.
@@ -85,6 +91,10 @@ pub struct Index {
     own: NodeId,
     peers: HashMap<NodeId, Peer>,
     holders: Holders,
+    /// Updates or replies refused because [`MAX_NODES`] were tracked.
+    refused: u64,
+    /// Out-of-order updates not buffered because [`MAX_BUFFERED_PER_NODE`] were.
+    overflowed: u64,
 }
 
 impl Index {
@@ -94,7 +104,19 @@ impl Index {
             own,
             peers: HashMap::new(),
             holders: HashMap::new(),
+            refused: 0,
+            overflowed: 0,
         }
+    }
+
+    /// Whether `node`'s stream is tracked or may be (fewer than [`MAX_NODES`] are); counts a
+    /// refusal.
+    fn room_for(&mut self, node: NodeId) -> bool {
+        if self.peers.contains_key(&node) || self.peers.len() < MAX_NODES {
+            return true;
+        }
+        self.refused += 1;
+        false
     }
 
     /// Applies one gossiped update. A new epoch for a node means that process restarted: all it
@@ -102,6 +124,9 @@ impl Index {
     pub fn apply(&mut self, t: Tagged) -> Applied {
         if t.node == self.own {
             return Applied::Duplicate;
+        }
+        if !self.room_for(t.node) {
+            return Applied::Refused;
         }
         let Some(peer) = stream(&mut self.peers, &mut self.holders, t.node, t.epoch) else {
             return Applied::Duplicate;
@@ -119,6 +144,8 @@ impl Index {
         }
         if peer.pending.len() < MAX_BUFFERED_PER_NODE {
             peer.pending.insert(t.seq, t.update);
+        } else {
+            self.overflowed += 1;
         }
         Applied::Gap {
             node: t.node,
@@ -143,6 +170,7 @@ impl Index {
                 updates,
             } => {
                 if node == self.own
+                    || !self.room_for(node)
                     || stream(&mut self.peers, &mut self.holders, node, epoch).is_none()
                 {
                     return 0;
@@ -152,7 +180,7 @@ impl Index {
                     .filter(|t| t.node == node && t.epoch == epoch)
                     .map(|t| match self.apply(t) {
                         Applied::Applied(n) => n,
-                        Applied::Duplicate | Applied::Gap { .. } => 0,
+                        Applied::Duplicate | Applied::Gap { .. } | Applied::Refused => 0,
                     })
                     .sum()
             }
@@ -163,7 +191,7 @@ impl Index {
                 entries,
                 next,
             } => {
-                if node == self.own || next.is_some() {
+                if node == self.own || next.is_some() || !self.room_for(node) {
                     return 0;
                 }
                 let Some(peer) = stream(&mut self.peers, &mut self.holders, node, epoch) else {
@@ -224,6 +252,16 @@ impl Index {
     /// Other nodes whose update stream the index tracks (heard from and not removed).
     pub fn nodes(&self) -> usize {
         self.peers.len()
+    }
+
+    /// Updates and replies refused because [`MAX_NODES`] streams were tracked.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Out-of-order updates dropped because [`MAX_BUFFERED_PER_NODE`] were buffered.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed
     }
 
     /// The epoch and last seq applied for `node`, if it is tracked.

@@ -82,6 +82,8 @@ pub struct Journal<S: OwnState = HashMap<KeyHash, Update>> {
     seq: u64,
     capacity: usize,
     log: VecDeque<Tagged>,
+    /// Updates that fell off the full journal (askers behind them get a snapshot).
+    evicted: u64,
     state: S,
 }
 
@@ -109,6 +111,7 @@ impl<S: OwnState> Journal<S> {
             seq: 1,
             capacity,
             log: VecDeque::with_capacity(capacity.min(DEFAULT_JOURNAL_CAPACITY)),
+            evicted: 0,
             state,
         }
     }
@@ -135,6 +138,7 @@ impl<S: OwnState> Journal<S> {
         if self.capacity > 0 {
             if self.log.len() >= self.capacity {
                 self.log.pop_front();
+                self.evicted += 1;
             }
             self.log.push_back(tagged.clone());
         }
@@ -189,6 +193,11 @@ impl<S: OwnState> Journal<S> {
     /// The last seq assigned (0 before the first update).
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// Updates that fell off the journal because it was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     pub fn node(&self) -> NodeId {

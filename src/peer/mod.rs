@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod conns;
 pub mod identity;
 pub mod index;
 pub mod journal;
@@ -31,6 +32,7 @@ use crate::error::Error;
 
 use self::auth::{ClusterKey, ReplayCache, RequestSigner, REPLAY_CAPACITY};
 use self::client::PeerClient;
+use self::conns::{ConnLimits, Conns};
 use self::index::{HolderState, Index};
 use self::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
 use self::membership::{Event, MemberInfo, MemberState, Membership, MembershipConfig, Timings};
@@ -48,6 +50,8 @@ pub struct PeerTuning {
     pub claim_window: Duration,
     /// Stored keys per page of an index snapshot ([`DEFAULT_INDEX_PAGE`]).
     pub index_page: usize,
+    /// Transfer connections served at once, in total and per source address.
+    pub connections: ConnLimits,
 }
 
 /// Stored keys per index snapshot page: a page of `Have` entries (at most 85 bytes each in
@@ -65,6 +69,7 @@ impl Default for PeerTuning {
             timings: Timings::lan(),
             claim_window: Duration::from_millis(50),
             index_page: DEFAULT_INDEX_PAGE,
+            connections: ConnLimits::default(),
         }
     }
 }
@@ -98,6 +103,10 @@ pub struct PeerStats {
     pub snapshot_pages: AtomicU64,
     /// Snapshot pages refused (503) because `MAX_SNAPSHOT_READS` were being read.
     pub snapshots_refused: AtomicU64,
+    /// Gossiped updates dropped because their node is not a live member.
+    pub updates_from_strangers: AtomicU64,
+    /// Transfer connections refused (503, closed) at the listener's limits.
+    pub connections_refused: AtomicU64,
 }
 
 /// A holder of a key, resolved to an address, in the order to ask them.
@@ -127,6 +136,8 @@ pub struct Peers {
     pub index_page: usize,
     /// Snapshot page reads allowed at once ([`MAX_SNAPSHOT_READS`]).
     pub snapshot_reads: Arc<Semaphore>,
+    /// Transfer connections held on the peer port.
+    pub conns: Arc<Conns>,
     pub stats: PeerStats,
     membership: Membership,
     journal: Mutex<Journal<StoreState>>,
@@ -217,7 +228,7 @@ impl Peers {
                 Err(e) => tracing::warn!("peers.seeds: cannot resolve {s}: {e}"),
             }
         }
-        let (tx, events) = mpsc::unbounded_channel();
+        let (tx, events) = Membership::events();
         let membership = Membership::start_with_timings(
             MembershipConfig {
                 id,
@@ -248,6 +259,7 @@ impl Peers {
             claim_window: tuning.claim_window,
             index_page: tuning.index_page.max(1),
             snapshot_reads: Arc::new(Semaphore::new(MAX_SNAPSHOT_READS)),
+            conns: Conns::new(tuning.connections),
             stats: PeerStats::default(),
             membership,
             journal: Mutex::new(Journal::with_state(
@@ -400,11 +412,11 @@ impl Peers {
         self.membership.members()
     }
 
+    /// A live member's address, and whether it is on our site.
     fn addr_of(&self, node: NodeId) -> Option<(SocketAddr, bool)> {
         self.membership
-            .members()
-            .into_iter()
-            .find(|m| m.id == node && m.state != MemberState::Down)
+            .member(node)
+            .filter(|m| m.state.is_active())
             .map(|m| (m.addr, m.site == self.site))
     }
 
@@ -478,8 +490,12 @@ impl Peers {
         lock(&self.rtt).observe(node, sample);
     }
 
+    /// Body bytes received from `node`, kept per live member only (forgotten when it goes
+    /// Down), so the map is bounded by the group.
     pub fn count_download(&self, node: NodeId, n: u64) {
-        *lock(&self.bytes_from).entry(node).or_insert(0) += n;
+        if self.addr_of(node).is_some() {
+            *lock(&self.bytes_from).entry(node).or_insert(0) += n;
+        }
     }
 
     pub fn count_upload(&self, n: u64) {
@@ -489,6 +505,7 @@ impl Peers {
 
     /// The peer part of the status page.
     pub fn status_json(&self) -> serde_json::Value {
+        let gossip = self.membership.counters();
         let index = lock(&self.index);
         let bytes_from = lock(&self.bytes_from);
         let rtt = lock(&self.rtt);
@@ -511,7 +528,18 @@ impl Peers {
             "id": self.id.to_string(),
             "site": self.site,
             "members": members,
-            "index": { "keys": index.keys(), "entries": index.entries(), "nodes": index.nodes() },
+            "index": {
+                "keys": index.keys(),
+                "entries": index.entries(),
+                "nodes": index.nodes(),
+                "refused_nodes": index.refused(),
+                "buffer_overflows": index.overflowed(),
+                "updates_from_strangers": self.stats.updates_from_strangers.load(Relaxed),
+            },
+            "journal_evicted": lock(&self.journal).evicted(),
+            "gossip_events_dropped": gossip.events_dropped.load(Relaxed),
+            "gossip_broadcasts_dropped": gossip.broadcasts_dropped.load(Relaxed),
+            "connections_refused": self.stats.connections_refused.load(Relaxed),
             "own_claims": lock(&self.journal).state().claims(),
             "rejected_packets": self.membership.rejected_packets(),
             "rejected_requests": self.stats.rejected_requests.load(Relaxed),
@@ -533,7 +561,14 @@ impl Peers {
         })
     }
 
+    /// Applies a gossiped update from a live member; anyone else's is dropped and counted (a
+    /// member we learn of later is pulled from on its `Up`), so the index holds no state for
+    /// strangers.
     fn apply(self: &Arc<Self>, t: Tagged) {
+        if self.addr_of(t.node).is_none() {
+            self.stats.updates_from_strangers.fetch_add(1, Relaxed);
+            return;
+        }
         let applied = lock(&self.index).apply(t);
         if let index::Applied::Gap { node, .. } = applied {
             self.pull(node);
@@ -672,7 +707,7 @@ impl Drop for Claim {
 pub use crate::cache::key::key_hash;
 
 /// Feeds membership events into the index until the node shuts down.
-async fn events_loop(peers: Weak<Peers>, mut events: mpsc::UnboundedReceiver<Event>) {
+async fn events_loop(peers: Weak<Peers>, mut events: mpsc::Receiver<Event>) {
     while let Some(ev) = events.recv().await {
         let Some(p) = peers.upgrade() else { return };
         match ev {
@@ -687,6 +722,7 @@ async fn events_loop(peers: Weak<Peers>, mut events: mpsc::UnboundedReceiver<Eve
             Event::Down(id) => {
                 let dropped = lock(&p.index).remove_node(id);
                 lock(&p.rtt).forget(id);
+                lock(&p.bytes_from).remove(&id);
                 p.client.forget(id);
                 tracing::info!(%id, dropped, "peer down: its index entries are dropped");
             }

@@ -85,10 +85,18 @@ pub async fn serve(listener: TcpListener, peers: Arc<Peers>, stop: watch::Receiv
         let Ok((tcp, remote)) = accepted else {
             continue;
         };
+        let Some(slot) = peers.conns.admit(remote.ip()) else {
+            // At a limit: a short 503 (the caller tries another source) if the socket takes it
+            // at once, then close.
+            peers.stats.connections_refused.fetch_add(1, Relaxed);
+            let _ = tcp.try_write(REFUSED);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let peers = peers.clone();
         let mut stop = stop.clone();
         conns.spawn(async move {
+            let _slot = slot;
             // Bodies by hash go out with `sendfile` (see `crate::sendfile`).
             let slot = Slot::default();
             let io = SendfileIo::new(tcp, slot.clone());
@@ -120,6 +128,10 @@ pub async fn serve(listener: TcpListener, peers: Arc<Peers>, stop: watch::Receiv
         conns.abort_all();
     }
 }
+
+/// The whole answer to a connection over the listener's limits.
+const REFUSED: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
 /// How long uploads in progress may go on after the node is asked to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 struct Node {
     m: Membership,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: mpsc::Receiver<Event>,
 }
 
 impl Node {
@@ -39,7 +39,7 @@ async fn start(
     seeds: &[SocketAddr],
     timings: Timings,
 ) -> Node {
-    let (tx, events) = mpsc::unbounded_channel();
+    let (tx, events) = Membership::events();
     let cfg = MembershipConfig {
         id,
         bind: loopback(port),
@@ -185,7 +185,7 @@ async fn a_node_started_before_its_seed_joins_when_the_seed_appears() {
 #[tokio::test]
 async fn a_seed_listed_by_another_of_its_addresses_accepts_the_announce() {
     let key = ClusterKey::generate();
-    let (tx, _a_events) = mpsc::unbounded_channel();
+    let (tx, _a_events) = Membership::events();
     let cfg = MembershipConfig {
         id: NodeId::random(),
         bind: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -379,7 +379,7 @@ async fn a_node_restarted_before_suspicion_ends_rejoins_without_a_down() {
 
 #[tokio::test]
 async fn bad_settings_are_refused() {
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let (tx, _rx) = Membership::events();
     let cfg = MembershipConfig {
         id: NodeId::random(),
         bind: loopback(0),

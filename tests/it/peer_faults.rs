@@ -326,7 +326,7 @@ impl FakeMember {
             | peercache::peer::wire::IndexReply::Snapshot { node, .. } => *node,
         };
         let key = peercache::peer::auth::ClusterKey::load(key).unwrap();
-        let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _events) = Membership::events();
         let membership = Membership::start_with_timings(
             MembershipConfig {
                 id,
@@ -421,4 +421,46 @@ async fn a_burst_of_gapped_updates_makes_one_pull_at_a_time() {
         member.pulls.load(SeqCst)
     );
     member.membership.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_to_the_peer_port_does_not_lock_members_out() {
+    let origin = Origin::start().await;
+    let body = pattern(30_000, 4);
+    origin.route(
+        "/flood.bin",
+        Reply::ok(body.clone()).header("cache-control", "max-age=600"),
+    );
+    let (nodes, _key) = cluster_tuned(2, |i, _, t| {
+        if i == 0 {
+            t.connections.per_ip = 4;
+        }
+    })
+    .await;
+    let a = nodes[0].peers().clone();
+    let url = origin.url("/flood.bin");
+    get(nodes[0].addr(), &url).await;
+    wait_holders(&nodes[1], &url, 1).await;
+    // 20 idle connections from one address that never send a request.
+    let mut flood = Vec::new();
+    for _ in 0..20 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.50:0".parse().unwrap()).unwrap();
+        flood.push(sock.connect(a.membership_addr()).await.unwrap());
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || counter(
+            &a,
+            "connections_refused"
+        ) >= 16)
+        .await,
+        "the flood hit the per-address limit: {}",
+        a.status_json()
+    );
+    // A member is still served.
+    let b = get(nodes[1].addr(), &url).await;
+    assert_eq!(b.x_cache(), "PEER");
+    assert!(b.body.unwrap() == body);
+    assert_eq!(origin.hits("/flood.bin"), 1);
+    drop(flood);
 }

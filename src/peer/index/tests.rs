@@ -380,6 +380,42 @@ fn only_a_whole_snapshot_is_applied() {
 }
 
 #[test]
+fn the_nodes_tracked_are_bounded_and_refusals_counted() {
+    let mut ix = Index::new(OWN);
+    let node = |i: usize| NodeId((i as u128).to_le_bytes());
+    for i in 1..=MAX_NODES {
+        assert_eq!(
+            ix.apply(tag(node(i), E1, 1, have(1, 1))),
+            Applied::Applied(1)
+        );
+    }
+    assert_eq!(ix.nodes(), MAX_NODES);
+    let stranger = node(MAX_NODES + 1);
+    assert_eq!(ix.apply(tag(stranger, E1, 1, have(2, 2))), Applied::Refused);
+    let snapshot = IndexReply::Snapshot {
+        node: stranger,
+        epoch: E1,
+        seq: 3,
+        entries: vec![have(2, 2)],
+        next: None,
+    };
+    assert_eq!(ix.apply_reply(snapshot), 0);
+    assert_eq!(ix.holders(&k(2)), vec![]);
+    assert_eq!(ix.refused(), 2);
+    // Known nodes go on; a node that leaves makes room.
+    assert_eq!(
+        ix.apply(tag(node(1), E1, 2, have(3, 3))),
+        Applied::Applied(1)
+    );
+    ix.remove_node(node(2));
+    assert_eq!(
+        ix.apply(tag(stranger, E1, 1, have(2, 2))),
+        Applied::Applied(1)
+    );
+    assert_eq!(ix.refused(), 2);
+}
+
+#[test]
 fn own_updates_are_ignored() {
     let mut ix = Index::new(OWN);
     assert_eq!(ix.apply(tag(OWN, E1, 1, have(1, 1))), Applied::Duplicate);
@@ -433,6 +469,7 @@ fn the_buffer_is_bounded_and_a_pull_still_catches_up() {
         assert!(matches!(ix.apply(t.clone()), Applied::Gap { since: 0, .. }));
     }
     assert_eq!(ix.peers[&n(1)].pending.len(), MAX_BUFFERED_PER_NODE);
+    assert_eq!(ix.overflowed(), 9, "counted");
     assert_eq!(
         ix.apply(sent[0].clone()),
         Applied::Applied(1 + MAX_BUFFERED_PER_NODE)

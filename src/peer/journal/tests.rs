@@ -47,6 +47,13 @@ fn journal_since_switches_to_a_snapshot_past_its_capacity() {
             want,
             "capacity {capacity}, {recorded} recorded, since {since}"
         );
+        if capacity > 0 {
+            assert_eq!(
+                journal.evicted(),
+                recorded.saturating_sub(capacity as u64),
+                "what fell off is counted"
+            );
+        }
         if let IndexReply::Snapshot { seq, epoch, .. } = reply {
             assert_eq!((epoch, seq), (E1, recorded));
         }

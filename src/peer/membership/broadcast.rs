@@ -1,13 +1,17 @@
 //! foca's custom-broadcast handler (deliver each index update once) and the rule that bounds
-//! the broadcast backlog; pure, no I/O.
+//! the broadcast backlog; no I/O (it hands payloads to the task over a bounded queue).
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use foca::{BroadcastHandler, Invalidates};
 use tokio::sync::mpsc;
 
 use crate::peer::identity::PeerIdentity;
+
+use super::Counters;
 
 /// How many broadcast hashes are remembered for deduplication (32 bytes each, plus the set).
 const SEEN_CAPACITY: usize = 16_384;
@@ -26,15 +30,17 @@ impl Invalidates for PayloadHash {
 pub(super) struct Dedupe {
     seen: HashSet<[u8; 32]>,
     order: VecDeque<[u8; 32]>,
-    delivered: mpsc::UnboundedSender<Vec<u8>>,
+    delivered: mpsc::Sender<Vec<u8>>,
+    counters: Arc<Counters>,
 }
 
 impl Dedupe {
-    pub(super) fn new(delivered: mpsc::UnboundedSender<Vec<u8>>) -> Self {
+    pub(super) fn new(delivered: mpsc::Sender<Vec<u8>>, counters: Arc<Counters>) -> Self {
         Dedupe {
             seen: HashSet::new(),
             order: VecDeque::new(),
             delivered,
+            counters,
         }
     }
 }
@@ -60,7 +66,10 @@ impl BroadcastHandler<PeerIdentity> for Dedupe {
         }
         // `None` is our own `add_broadcast`: remembered so it is never delivered back to us.
         if sender.is_some() {
-            let _ = self.delivered.send(data.to_vec());
+            if let Err(mpsc::error::TrySendError::Full(_)) = self.delivered.try_send(data.to_vec())
+            {
+                self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(Some(PayloadHash(hash)))
     }

@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,8 @@ use crate::peer::wire::NodeId;
 
 use super::broadcast::{admit, Admit, Dedupe, MAX_BACKLOG};
 use super::{
-    Command, Event, MemberInfo, MemberState, BROADCAST_BATCH, MAX_BROADCAST_LEN, MAX_PACKET,
+    Command, Counters, Event, MemberInfo, MemberState, BROADCAST_BATCH, MAX_BROADCAST_LEN,
+    MAX_PACKET,
 };
 
 type PeerFoca = Foca<PeerIdentity, PostcardCodec, StdRng, Dedupe>;
@@ -41,15 +42,19 @@ pub(super) struct Driver {
     timers: TimerQueue,
     seeds: Vec<SocketAddr>,
     reannounce_every: Duration,
-    events: mpsc::UnboundedSender<Event>,
-    delivered: mpsc::UnboundedReceiver<Vec<u8>>,
+    events: mpsc::Sender<Event>,
+    delivered: mpsc::Receiver<Vec<u8>>,
     view_tx: watch::Sender<Vec<MemberInfo>>,
     /// Last published view, with each member's bump (a new bump = a new process).
     view: BTreeMap<NodeId, (MemberInfo, u64)>,
-    rejected: Arc<AtomicU64>,
+    counters: Arc<Counters>,
     /// The latest broadcast kept out of a full queue, queued once the queue drains.
     held_back: Option<Vec<u8>>,
 }
+
+/// Room for broadcasts foca's handler passes to the task between two flushes (a packet carries
+/// only a few); past it they are dropped and counted as `events_dropped`.
+const DELIVERED_CAPACITY: usize = 1024;
 
 /// What [`Driver::new`] is built from.
 pub(super) struct Setup {
@@ -59,9 +64,9 @@ pub(super) struct Setup {
     pub sealer: Sealer,
     pub seeds: Vec<SocketAddr>,
     pub reannounce_every: Duration,
-    pub events: mpsc::UnboundedSender<Event>,
+    pub events: mpsc::Sender<Event>,
     pub view_tx: watch::Sender<Vec<MemberInfo>>,
-    pub rejected: Arc<AtomicU64>,
+    pub counters: Arc<Counters>,
 }
 
 /// Why the task's loop woke up.
@@ -75,13 +80,13 @@ enum Wake {
 impl Driver {
     pub(super) fn new(s: Setup) -> io::Result<Driver> {
         let rng = StdRng::try_from_os_rng().map_err(io::Error::other)?;
-        let (delivered_tx, delivered) = mpsc::unbounded_channel();
+        let (delivered_tx, delivered) = mpsc::channel(DELIVERED_CAPACITY);
         let foca = Foca::with_custom_broadcast(
             s.identity,
             s.config,
             rng,
             PostcardCodec,
-            Dedupe::new(delivered_tx),
+            Dedupe::new(delivered_tx, s.counters.clone()),
         );
         Ok(Driver {
             foca,
@@ -95,12 +100,12 @@ impl Driver {
             delivered,
             view_tx: s.view_tx,
             view: BTreeMap::new(),
-            rejected: s.rejected,
+            counters: s.counters,
             held_back: None,
         })
     }
 
-    pub(super) async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>) {
+    pub(super) async fn run(mut self, mut cmds: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; MAX_PACKET + Sealer::OVERHEAD + 512];
         let mut reannounce = tokio::time::interval(self.reannounce_every);
         reannounce.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -144,7 +149,9 @@ impl Driver {
 
     fn on_packet(&mut self, packet: &[u8]) {
         let Some(mut plain) = self.sealer.open(packet) else {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .rejected_packets
+                .fetch_add(1, Ordering::Relaxed);
             tracing::trace!(len = packet.len(), "dropped unauthenticated gossip packet");
             return;
         };
@@ -216,7 +223,7 @@ impl Driver {
     async fn on_broadcasts(
         &mut self,
         first: Vec<u8>,
-        cmds: &mut mpsc::UnboundedReceiver<Command>,
+        cmds: &mut mpsc::Receiver<Command>,
     ) -> Option<oneshot::Sender<()>> {
         self.add_broadcast(first);
         let mut next = None;
@@ -257,7 +264,11 @@ impl Driver {
             // Nobody to tell: a member that joins later pulls what it needs on its `Up`.
             Admit::Alone => return,
             Admit::HoldBack => {
-                self.held_back = Some(payload);
+                if self.held_back.replace(payload).is_some() {
+                    self.counters
+                        .broadcasts_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 return;
             }
         }
@@ -313,15 +324,24 @@ impl Driver {
                 other => tracing::trace!(notification = ?other, "gossip"),
             }
         }
-        self.refresh_view();
+        for member_event in self.refresh_view() {
+            // Rare (one per member change) and never to be lost: wait for room. Err: the node
+            // is shutting down.
+            let _ = self.events.send(member_event).await;
+        }
         while let Ok(payload) = self.delivered.try_recv() {
-            let _ = self.events.send(Event::Broadcast(payload));
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                self.events.try_send(Event::Broadcast(payload))
+            {
+                self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Rebuilds the per-node view from foca's members, emits Up/Down for the differences and
-    /// publishes it if it changed.
-    fn refresh_view(&mut self) {
+    /// Rebuilds the per-node view from foca's members, publishes it if it changed, and returns
+    /// the Up/Down events for the differences.
+    fn refresh_view(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
         let own = self.foca.identity().id;
         let mut next: BTreeMap<NodeId, (MemberInfo, u64)> = BTreeMap::new();
         for m in self.foca.iter_membership_state() {
@@ -354,7 +374,7 @@ impl Driver {
             let still_active = next.get(id).is_some_and(|(n, _)| n.state.is_active());
             if old.state.is_active() && !still_active {
                 tracing::info!(node = %id, addr = %old.addr, "peer down");
-                let _ = self.events.send(Event::Down(*id));
+                events.push(Event::Down(*id));
             }
         }
         for (id, (info, bump)) in &next {
@@ -372,7 +392,7 @@ impl Driver {
             };
             if up {
                 tracing::info!(node = %id, addr = %info.addr, site = %info.site, "peer up");
-                let _ = self.events.send(Event::Up(info.clone()));
+                events.push(Event::Up(info.clone()));
             }
         }
 
@@ -386,5 +406,6 @@ impl Driver {
             }
         });
         self.view = next;
+        events
     }
 }

@@ -33,6 +33,25 @@ const MAX_PACKET: usize = 1400;
 const CLUSTER_SIZE_HINT: u32 = 32;
 /// Broadcast commands folded into one round of messages.
 const BROADCAST_BATCH: usize = 256;
+/// Room in the command queue to the task. A broadcast that finds it full is dropped and counted
+/// (`broadcasts_dropped`): its successor shows the others a gap, and they pull the journal.
+const COMMANDS_CAPACITY: usize = 4096;
+/// Room in the events queue a node gives [`Membership::start`] (see [`Membership::events`]).
+/// A received broadcast that finds it full is dropped and counted (`events_dropped`), with the
+/// same recovery; `Up` and `Down` wait for room instead (there is one per member change).
+pub const EVENTS_CAPACITY: usize = 4096;
+
+/// What the membership task refused or dropped because a bound was hit.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Packets that failed authentication (wrong key, tampered, truncated).
+    pub rejected_packets: AtomicU64,
+    /// Broadcasts received but dropped: the events queue was full.
+    pub events_dropped: AtomicU64,
+    /// Our own broadcasts dropped: the command queue was full, or foca's backlog was (only the
+    /// latest is held back then; the ones it replaces are counted).
+    pub broadcasts_dropped: AtomicU64,
+}
 
 /// One other member of the group, as this node currently sees it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -199,9 +218,9 @@ pub enum Event {
 /// [`Membership::abort`], or when every handle is dropped (like `abort`).
 #[derive(Clone)]
 pub struct Membership {
-    cmds: mpsc::UnboundedSender<Command>,
+    cmds: mpsc::Sender<Command>,
     view: watch::Receiver<Vec<MemberInfo>>,
-    rejected: Arc<AtomicU64>,
+    counters: Arc<Counters>,
     local_addr: SocketAddr,
     identity: Arc<PeerIdentity>,
 }
@@ -227,7 +246,7 @@ impl Membership {
     /// still joins). Uses [`Timings::lan`].
     pub async fn start(
         cfg: MembershipConfig,
-        events: mpsc::UnboundedSender<Event>,
+        events: mpsc::Sender<Event>,
     ) -> io::Result<Membership> {
         Self::start_with_timings(cfg, Timings::lan(), events).await
     }
@@ -236,7 +255,7 @@ impl Membership {
     pub async fn start_with_timings(
         cfg: MembershipConfig,
         timings: Timings,
-        events: mpsc::UnboundedSender<Event>,
+        events: mpsc::Sender<Event>,
     ) -> io::Result<Membership> {
         let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
         timings.check().map_err(|m| invalid(m.to_owned()))?;
@@ -267,8 +286,8 @@ impl Membership {
 
         let identity = PeerIdentity::new(cfg.id, advertise, cfg.site, unix_ms(), rand::random());
         let (view_tx, view) = watch::channel(Vec::new());
-        let (cmds, cmd_rx) = mpsc::unbounded_channel();
-        let rejected = Arc::new(AtomicU64::new(0));
+        let (cmds, cmd_rx) = mpsc::channel(COMMANDS_CAPACITY);
+        let counters = Arc::new(Counters::default());
         tracing::info!(
             node = %identity.id, %advertise, bind = %local_addr, seeds = seeds.len(),
             key = %cfg.key.fingerprint(), "joining peer group"
@@ -282,13 +301,13 @@ impl Membership {
             reannounce_every: timings.reannounce_every,
             events,
             view_tx,
-            rejected: Arc::clone(&rejected),
+            counters: Arc::clone(&counters),
         })?;
         tokio::spawn(driver.run(cmd_rx));
         Ok(Membership {
             cmds,
             view,
-            rejected,
+            counters,
             local_addr,
             identity: Arc::new(identity),
         })
@@ -299,8 +318,16 @@ impl Membership {
     /// `Event::Broadcast` exactly once (deduplicated by blake3 of the payload over the last
     /// 16 Ki payloads), so identical payloads count as one. Members that join later never get it.
     pub fn broadcast(&self, payload: Vec<u8>) {
-        // A closed channel means the task has stopped: there is no group to tell.
-        let _ = self.cmds.send(Command::Broadcast(payload));
+        match self.cmds.try_send(Command::Broadcast(payload)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.counters
+                    .broadcasts_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            // Closed: the task has stopped, there is no group to tell.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 
     /// Current view of the other members (Down ones included until foca forgets them), sorted by
@@ -316,7 +343,22 @@ impl Membership {
 
     /// Packets dropped because they failed authentication (wrong key, tampered, truncated).
     pub fn rejected_packets(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
+        self.counters.rejected_packets.load(Ordering::Relaxed)
+    }
+
+    /// Everything the task refused or dropped (see [`Counters`]).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The member `id` as seen now (Down ones included), without copying the whole view.
+    pub fn member(&self, id: NodeId) -> Option<MemberInfo> {
+        self.view.borrow().iter().find(|m| m.id == id).cloned()
+    }
+
+    /// A bounded events queue of [`EVENTS_CAPACITY`] for [`Membership::start`].
+    pub fn events() -> (mpsc::Sender<Event>, mpsc::Receiver<Event>) {
+        mpsc::channel(EVENTS_CAPACITY)
     }
 
     /// The bound UDP address (useful with port 0).
@@ -348,7 +390,7 @@ impl Membership {
 
     async fn stop_with(self, cmd: fn(oneshot::Sender<()>) -> Command) {
         let (tx, rx) = oneshot::channel();
-        if self.cmds.send(cmd(tx)).is_ok() {
+        if self.cmds.send(cmd(tx)).await.is_ok() {
             // Err: the task had already stopped.
             let _ = rx.await;
         }
