@@ -10,6 +10,7 @@ pub mod journal;
 pub mod membership;
 pub mod own;
 pub mod pulls;
+pub mod seeds;
 pub mod select;
 pub mod transfer;
 pub mod wire;
@@ -38,6 +39,7 @@ use self::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
 use self::membership::{Event, MemberInfo, MemberState, Membership, MembershipConfig, Timings};
 use self::own::StoreState;
 use self::pulls::{Pulls, Want};
+use self::seeds::Resolver;
 use self::select::{Candidate, Fault, Penalties, RttTable};
 use self::wire::{IndexAsk, IndexReply, KeyHash, NodeId, Tagged, Update};
 
@@ -52,6 +54,8 @@ pub struct PeerTuning {
     pub index_page: usize,
     /// Transfer connections served at once, in total and per source address.
     pub connections: ConnLimits,
+    /// How seed names become addresses (DNS).
+    pub resolver: Resolver,
 }
 
 /// Stored keys per index snapshot page: a page of `Have` entries (at most 85 bytes each in
@@ -70,6 +74,7 @@ impl Default for PeerTuning {
             claim_window: Duration::from_millis(50),
             index_page: DEFAULT_INDEX_PAGE,
             connections: ConnLimits::default(),
+            resolver: Resolver::dns(),
         }
     }
 }
@@ -221,13 +226,7 @@ impl Peers {
             .local_addr()
             .map_err(|e| Error::internal(e.to_string()))?;
         let advertise = pc.advertise.unwrap_or(transfer_addr);
-        let mut seeds = Vec::new();
-        for s in &pc.seeds {
-            match tokio::net::lookup_host(s.as_str()).await {
-                Ok(addrs) => seeds.extend(addrs),
-                Err(e) => tracing::warn!("peers.seeds: cannot resolve {s}: {e}"),
-            }
-        }
+        let (seeds, unresolved) = seeds::resolve_all(&pc.seeds, &tuning.resolver).await;
         let (tx, events) = Membership::events();
         let membership = Membership::start_with_timings(
             MembershipConfig {
@@ -285,6 +284,14 @@ impl Peers {
             }
         }));
         tokio::spawn(events_loop(Arc::downgrade(&peers), events));
+        if !unresolved.is_empty() {
+            tokio::spawn(seeds::keep_resolving(
+                Arc::downgrade(&peers),
+                unresolved,
+                tuning.resolver.clone(),
+                tuning.timings.reannounce_every,
+            ));
+        }
         let (stop, stop_rx) = watch::channel(false);
         let server = tokio::spawn(transfer::serve(listener, peers.clone(), stop_rx));
         tracing::info!(%id, %transfer_addr, "peer group: joined as {advertise}");

@@ -464,3 +464,60 @@ async fn a_flood_of_connections_to_the_peer_port_does_not_lock_members_out() {
     assert_eq!(origin.hits("/flood.bin"), 1);
     drop(flood);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_name_that_resolves_late_is_retried_while_alone() {
+    use peercache::peer::seeds::Resolver;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    let (nodes, keydir) = cluster(1).await;
+    let a = nodes[0].peers().clone();
+    let a_addr = a.membership_addr();
+    // B's only seed is a name that does not resolve yet.
+    let (known, asked) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (k, n) = (known.clone(), asked.clone());
+    let resolver = Resolver::new(move |seed| {
+        n.fetch_add(1, SeqCst);
+        let ok = k.load(SeqCst) && seed == "seed.peercache.test:3129";
+        Box::pin(async move {
+            if ok {
+                Ok(vec![a_addr])
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such host",
+                ))
+            }
+        })
+    });
+    let dir = tempdir();
+    let mut c = peer_config(dir.path(), 1, &keydir.path().join("cluster.key"), None);
+    c.peers.seeds = vec!["seed.peercache.test:3129".into()];
+    let tuning = peercache::peer::PeerTuning {
+        resolver,
+        ..fast_tuning()
+    };
+    let b = start_node_tuned(c, dir, tuning).await;
+    assert!(
+        wait_until(Duration::from_secs(5), || asked.load(SeqCst) >= 3).await,
+        "B keeps trying the name while alone"
+    );
+    assert!(b.peers().members().is_empty());
+    // The name starts resolving (DNS caught up): B joins.
+    known.store(true, SeqCst);
+    let pb = b.peers().clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || pb
+            .members()
+            .iter()
+            .any(|m| m.id == a.id && m.state.is_active()))
+        .await,
+        "B joined through the seed once it resolved"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || a.members().len() == 1).await,
+        "A sees B"
+    );
+}

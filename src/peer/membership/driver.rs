@@ -27,7 +27,7 @@ use crate::peer::wire::NodeId;
 use super::broadcast::{admit, Admit, Dedupe, MAX_BACKLOG};
 use super::{
     Command, Counters, Event, MemberInfo, MemberState, BROADCAST_BATCH, MAX_BROADCAST_LEN,
-    MAX_PACKET,
+    MAX_PACKET, MAX_SEEDS,
 };
 
 type PeerFoca = Foca<PeerIdentity, PostcardCodec, StdRng, Dedupe>;
@@ -281,6 +281,7 @@ impl Driver {
         }
     }
 
+    /// Carries out a command other than a broadcast batch; returns the reply channel of a stop.
     async fn on_stop(&mut self, cmd: Command) -> Option<oneshot::Sender<()>> {
         match cmd {
             Command::Broadcast(p) => {
@@ -295,6 +296,22 @@ impl Driver {
                 Some(reply)
             }
             Command::Stop(reply) => Some(reply),
+            Command::AddSeeds(seeds) => {
+                let own = [
+                    Some(self.foca.identity().addr),
+                    self.socket.local_addr().ok(),
+                ];
+                for seed in seeds {
+                    if !own.contains(&Some(seed))
+                        && !self.seeds.contains(&seed)
+                        && self.seeds.len() < MAX_SEEDS
+                    {
+                        self.seeds.push(seed);
+                    }
+                }
+                self.reannounce().await;
+                None
+            }
         }
     }
 

@@ -33,6 +33,8 @@ const MAX_PACKET: usize = 1400;
 const CLUSTER_SIZE_HINT: u32 = 32;
 /// Broadcast commands folded into one round of messages.
 const BROADCAST_BATCH: usize = 256;
+/// Seeds kept at most (configured ones plus those resolved later).
+pub const MAX_SEEDS: usize = 64;
 /// Room in the command queue to the task. A broadcast that finds it full is dropped and counted
 /// (`broadcasts_dropped`): its successor shows the others a gap, and they pull the journal.
 const COMMANDS_CAPACITY: usize = 4096;
@@ -236,6 +238,7 @@ impl std::fmt::Debug for Membership {
 
 enum Command {
     Broadcast(Vec<u8>),
+    AddSeeds(Vec<SocketAddr>),
     Leave(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
 }
@@ -374,6 +377,13 @@ impl Membership {
     /// The address the others use for this node.
     pub fn advertise(&self) -> SocketAddr {
         self.identity.addr
+    }
+
+    /// More seeds to announce to while alone (a seed host name that resolved late); announces to
+    /// them at once if we know no member. Seeds are kept up to [`MAX_SEEDS`].
+    pub async fn add_seeds(&self, seeds: Vec<SocketAddr>) {
+        // Err: the task has stopped.
+        let _ = self.cmds.send(Command::AddSeeds(seeds)).await;
     }
 
     /// Leaves the group cleanly (foca `leave_cluster`, packets flushed) and stops the task; the
