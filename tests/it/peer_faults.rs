@@ -133,18 +133,7 @@ async fn a_busy_holder_is_not_banned_and_its_copy_still_serves_the_group() {
     let (_open, gate) = watch::channel(false);
     origin.route(
         "/slow",
-        Reply {
-            status: 200,
-            headers: vec![
-                ("cache-control".into(), "max-age=600".into()),
-                ("content-length".into(), "20000".into()),
-            ],
-            payload: Payload::Gated {
-                first: pattern(10_000, 1),
-                rest: Some(pattern(10_000, 2)),
-                gate,
-            },
-        },
+        gated(pattern(10_000, 1), Some(pattern(10_000, 2)), gate, 20_000),
     );
     // A is the only holder and serves one upload at a time; B, C and D want the object at once.
     let (nodes, _key) = cluster_tuned(4, |i, c, _| {

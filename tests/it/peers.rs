@@ -482,18 +482,7 @@ async fn uploads_beyond_max_uploads_get_503() {
     let (_open, gate) = watch::channel(false);
     origin.route(
         "/slow",
-        Reply {
-            status: 200,
-            headers: vec![
-                ("cache-control".into(), "max-age=600".into()),
-                ("content-length".into(), "20000".into()),
-            ],
-            payload: Payload::Gated {
-                first: pattern(10_000, 1),
-                rest: Some(pattern(10_000, 2)),
-                gate,
-            },
-        },
+        gated(pattern(10_000, 1), Some(pattern(10_000, 2)), gate, 20_000),
     );
     origin.route(
         "/small",

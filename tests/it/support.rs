@@ -71,6 +71,19 @@ impl Reply {
     }
 }
 
+/// A cacheable 200 of `len` bytes (`Content-Length` set) that sends `first`, then `rest` once
+/// `gate` opens (or cuts the body when `rest` is `None`).
+pub fn gated(first: Bytes, rest: Option<Bytes>, gate: watch::Receiver<bool>, len: usize) -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![
+            ("cache-control".into(), "max-age=600".into()),
+            ("content-length".into(), len.to_string()),
+        ],
+        payload: Payload::Gated { first, rest, gate },
+    }
+}
+
 type Handler = Arc<dyn Fn(&http::request::Parts) -> Reply + Send + Sync>;
 
 /// What the origin saw of one request.
