@@ -1,5 +1,8 @@
 //! What the end-to-end benches share: a real `peercache` process on a free loopback port with a
-//! config written into a temporary directory, and the proxy's memory as the kernel reports it.
+//! config written into a temporary directory, the proxy's memory as the kernel reports it, an
+//! origin and a one-shot client.
+// Each bench uses a part of this module.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -106,4 +109,46 @@ where
         }
     });
     addr
+}
+
+/// What a client got for one request.
+pub struct Got {
+    pub status: u16,
+    pub x_cache: String,
+    pub body: bytes::Bytes,
+}
+
+/// One GET of `url` through the proxy at `proxy` (absolute-form, fresh connection), body read
+/// whole, within `limit`; `None` on any failure or timeout.
+pub async fn get(proxy: SocketAddr, url: &str, limit: Duration) -> Option<Got> {
+    use http_body_util::BodyExt;
+    tokio::time::timeout(limit, async {
+        let tcp = tokio::net::TcpStream::connect(proxy).await.ok()?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .ok()?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(url)
+            .header("host", "bench")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .ok()?;
+        let resp = send.send_request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        let x_cache = resp
+            .headers()
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some(Got {
+            status,
+            x_cache,
+            body,
+        })
+    })
+    .await
+    .ok()
+    .flatten()
 }
