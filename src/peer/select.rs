@@ -142,12 +142,6 @@ impl Penalties {
             .get(&node)
             .is_some_and(|until| now_ms < *until)
     }
-
-    /// Lifts `node`'s penalty at once (e.g. it served a good body since).
-    pub fn forgive(&mut self, node: NodeId) {
-        self.until.remove(&node);
-        self.busy_until.remove(&node);
-    }
 }
 
 /// Sets `node`'s end to `now_ms + for_ms` unless it is already later; drops expired entries.
@@ -359,16 +353,18 @@ mod tests {
     }
 
     #[test]
-    fn forgiving_and_pruning() {
+    fn expired_penalties_are_pruned() {
         let mut penalties = Penalties::default();
         penalties.penalise(n(1), 0, 1_000);
         penalties.penalise(n(2), 0, 100);
-        penalties.forgive(n(1));
-        assert!(!penalties.is_penalised(n(1), 10));
-        assert!(penalties.is_penalised(n(2), 10));
-        penalties.forgive(n(9));
-        // Adding a penalty drops the expired ones.
+        penalties.record(n(4), Fault::Busy, 0);
+        assert!(penalties.is_penalised(n(1), 10) && penalties.is_penalised(n(2), 10));
+        // Adding a penalty drops the expired ones, of either kind.
+        penalties.record(n(5), Fault::Busy, 2_000);
+        assert_eq!(penalties.busy_until.len(), 1);
         penalties.penalise(n(3), 100, u64::MAX);
+        assert_eq!(penalties.until.len(), 2, "n(1) has 900 ms to go");
+        penalties.penalise(n(3), 1_000, u64::MAX);
         assert_eq!(penalties.until.len(), 1);
         assert!(penalties.is_penalised(n(3), u64::MAX - 1));
         assert!(!penalties.is_penalised(n(3), u64::MAX));
