@@ -200,10 +200,6 @@ impl<S: OwnState> Journal<S> {
         self.evicted
     }
 
-    pub fn node(&self) -> NodeId {
-        self.node
-    }
-
     pub fn epoch(&self) -> u64 {
         self.epoch
     }

@@ -513,6 +513,7 @@ impl Peers {
     /// The peer part of the status page.
     pub fn status_json(&self) -> serde_json::Value {
         let gossip = self.membership.counters();
+        let (conns_held, conns_addresses) = self.conns.held();
         let index = lock(&self.index);
         let bytes_from = lock(&self.bytes_from);
         let rtt = lock(&self.rtt);
@@ -546,6 +547,7 @@ impl Peers {
             "journal_evicted": lock(&self.journal).evicted(),
             "gossip_events_dropped": gossip.events_dropped.load(Relaxed),
             "gossip_broadcasts_dropped": gossip.broadcasts_dropped.load(Relaxed),
+            "connections": { "held": conns_held, "addresses": conns_addresses },
             "connections_refused": self.stats.connections_refused.load(Relaxed),
             "own_claims": lock(&self.journal).state().claims(),
             "rejected_packets": self.membership.rejected_packets(),

@@ -571,8 +571,8 @@ fn any_interleaving_with_duplicates_ends_in_the_in_order_state() {
         for t in delivered.iter().filter(|_| rng.random_bool(0.7)) {
             lossy.apply(t.clone());
         }
-        for journal in &journals {
-            let (epoch, since) = lossy.applied(journal.node()).unwrap_or((0, 0));
+        for (node, journal) in ids.iter().zip(&journals) {
+            let (epoch, since) = lossy.applied(*node).unwrap_or((0, 0));
             let reply = journal.since_in(epoch, since);
             match &reply {
                 IndexReply::Updates { .. } => replies.0 += 1,
@@ -582,8 +582,7 @@ fn any_interleaving_with_duplicates_ends_in_the_in_order_state() {
         }
         assert_eq!(dump(&lossy), want, "round {round}: lossy then pulled");
 
-        for journal in &journals {
-            let node = journal.node();
+        for (&node, journal) in ids.iter().zip(&journals) {
             let head = Some((journal.epoch(), journal.seq()));
             // A node that sent nothing is unknown unless pulled from.
             let sent_any = in_order.applied(node).is_some();
