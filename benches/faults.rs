@@ -103,7 +103,7 @@ async fn replay(from_ip: &str, to: SocketAddr, bytes: &[u8]) -> u16 {
 /// The peer part of a node's status JSON.
 async fn peer_status(proxy: SocketAddr) -> serde_json::Value {
     let url = format!("http://{proxy}/_peercache/status");
-    common::get(proxy, &url, WAIT)
+    common::get_once(proxy, &url, WAIT)
         .await
         .and_then(|g| serde_json::from_slice::<serde_json::Value>(&g.body).ok())
         .map(|v| v["peers"].clone())
@@ -187,9 +187,9 @@ async fn replay_scenario() -> bool {
     .await;
 
     let url = format!("http://{origin}/tool.tgz");
-    let first = common::get(a.addr, &url, WAIT).await;
+    let first = common::get_once(a.addr, &url, WAIT).await;
     let holds = until(|| async { peer_status(b.addr).await["index"]["entries"] == 1 }).await;
-    let copy = common::get(b.addr, &url, WAIT).await;
+    let copy = common::get_once(b.addr, &url, WAIT).await;
     let copied = copy
         .as_ref()
         .is_some_and(|g| g.status == 200 && g.x_cache == "PEER" && g.body == body);
@@ -240,10 +240,10 @@ async fn replay_scenario() -> bool {
     ok &= rejected == 3 && replayed == 2;
     // B's own requests still work: each is signed anew.
     let other = format!("http://{origin}/other.tgz");
-    let stored = common::get(a.addr, &other, WAIT).await.is_some();
+    let stored = common::get_once(a.addr, &other, WAIT).await.is_some();
     let seen =
         stored && until(|| async { peer_status(b.addr).await["index"]["entries"] == 2 }).await;
-    let fresh = common::get(b.addr, &other, WAIT).await;
+    let fresh = common::get_once(b.addr, &other, WAIT).await;
     println!(
         "  a fresh request from B for another object A holds: {}",
         fresh

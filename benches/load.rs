@@ -12,17 +12,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 mod common;
 
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{connect, get, knob, percentile};
 
 /// Origin: /1k, /slow/<n> (after 200 ms), /small/<n> (100 bytes); counts requests per path kind.
 async fn origin(slow_hits: Arc<AtomicUsize>) -> SocketAddr {
@@ -49,41 +42,6 @@ async fn origin(slow_hits: Arc<AtomicUsize>) -> SocketAddr {
     .await
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(proxy: SocketAddr) -> Sender {
-    let tcp = TcpStream::connect(proxy).await.expect("connect proxy");
-    let _ = tcp.set_nodelay(true);
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    send
-}
-
-async fn get(send: &mut Sender, url: &str) -> (u16, usize) {
-    let req = hyper::Request::get(url)
-        .header("host", "bench")
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = send.send_request(req).await.expect("response");
-    let status = resp.status().as_u16();
-    let n = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes().len())
-        .unwrap_or(0);
-    (status, n)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -92,11 +50,7 @@ fn main() {
     let secs = knob("LOAD_SECS", 10);
     let cold = knob("LOAD_COLD", 100) as usize;
     let entries = knob("LOAD_ENTRIES", 100_000) as usize;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = common::runtime();
     rt.block_on(async move {
         let slow_hits = Arc::new(AtomicUsize::new(0));
         let origin = origin(slow_hits.clone()).await;

@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the hot pure code: Cache-Control parsing, the reuse decision, cache keys,
-//! the freshness rules' lookup, the peer index, the store's URL index, and blake3 over 64 KiB
-//! frames.
+//! the freshness rules' lookup, the peer index, the store's URL index, blake3 over 64 KiB
+//! frames, mirror link rewriting, and issuing an interception leaf certificate.
 //! Run: `cargo bench --bench micro`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -149,6 +149,56 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // Mirror link rewriting over an npm-like metadata document: 20 000 versions, each with a
+    // tarball URL under the mirror's upstream and a homepage URL under none (about 8 MiB).
+    use peercache::front::links::LinkTable;
+    let upstream: Uri = "https://registry.npmjs.org/".parse().expect("uri");
+    let table = LinkTable::new([(&upstream, "/npm/")]);
+    let rewrite = table.for_client("127.0.0.1:3128").expect("authority");
+    let doc: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "\"1.0.{i}\":{{\"name\":\"pkg\",\"version\":\"1.0.{i}\",\"homepage\":\"https://github.com/o/pkg#readme\",\
+                 \"dist\":{{\"integrity\":\"sha512-{i:0>86}\",\"shasum\":\"{i:0>40}\",\
+                 \"tarball\":\"https://registry.npmjs.org/pkg/-/pkg-1.0.{i}.tgz\"}},\
+                 \"description\":\"{}\"}},",
+                "x".repeat(180)
+            )
+        })
+        .collect();
+    let mut g = c.benchmark_group("links");
+    g.throughput(Throughput::Bytes(doc.len() as u64));
+    g.sample_size(20);
+    g.bench_function("rewrite_npm_metadata", |b| {
+        b.iter(|| rewrite.apply(black_box(doc.as_bytes())).len())
+    });
+    g.finish();
+
+    leaves(c);
+}
+
+/// The cost of a leaf for a host seen for the first time: the certificate alone (one ECDSA
+/// P-256 signature), and the whole TLS server config as a first connection gets it.
+fn leaves(c: &mut Criterion) {
+    use peercache::front::intercept::{ca::Ca, leaf};
+    let now = SystemTime::now();
+    let (cert, key) = Ca::generate("bench", now).expect("CA");
+    let ca = || Ca::from_pem(&cert, &key, now, "ca.pem", "ca.key").expect("CA");
+    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let signer = ca();
+    c.bench_function("leaf_issue", |b| {
+        b.iter(|| leaf::issue(&signer, &leaf_key, black_box("files.example.org"), now))
+    });
+    let metrics = std::sync::Arc::new(peercache::metrics::Metrics::default());
+    let leaves = leaf::Leaves::new(ca(), metrics).expect("leaves");
+    let mut i = 0u64;
+    c.bench_function("leaf_server_config_new_name", |b| {
+        b.iter(|| {
+            i += 1;
+            leaves.server_config(&format!("h{i}.example.org"), now)
+        })
+    });
 }
 
 criterion_group!(benches, bench);

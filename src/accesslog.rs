@@ -19,15 +19,20 @@ pub struct Record {
     pub url: String,
     /// Where the body came from: cache, origin, peer, or `-`.
     pub source: &'static str,
-    /// `complete` or `cut`.
+    /// `complete` or `cut`; for a tunnel also `idle` (closed by the idle timeout).
     pub end: &'static str,
+    /// For a `CONNECT` tunnel, the bytes the client sent upstream (`bytes` is what it
+    /// received); printed as a last field `up=N`.
+    pub up: Option<u64>,
 }
 
 impl Record {
-    /// `1732478103.123 12ms 127.0.0.1 MISS/200 1234 GET http://example.com/ origin complete`
+    /// `1732478103.123 12ms 127.0.0.1 MISS/200 1234 GET http://example.com/ origin complete`;
+    /// a tunnel adds its upstream bytes:
+    /// `1732478103.123 5012ms 127.0.0.1 TUNNEL/200 5120 CONNECT example.com:443 - complete up=517`
     pub fn line(&self) -> String {
         let t = self.start.duration_since(UNIX_EPOCH).unwrap_or_default();
-        format!(
+        let mut line = format!(
             "{}.{:03} {}ms {} {}/{} {} {} {} {} {}",
             t.as_secs(),
             t.subsec_millis(),
@@ -40,7 +45,11 @@ impl Record {
             self.url,
             self.source,
             self.end
-        )
+        );
+        if let Some(up) = self.up {
+            line.push_str(&format!(" up={up}"));
+        }
+        line
     }
 }
 
@@ -99,10 +108,23 @@ mod tests {
             url: "http://example.com/".into(),
             source: "origin",
             end: "complete",
+            up: None,
         };
         assert_eq!(
             r.line(),
             "1700000000.123 12ms 127.0.0.1 MISS/200 1234 GET http://example.com/ origin complete"
+        );
+        let tunnel = Record {
+            result: "TUNNEL",
+            method: "CONNECT".into(),
+            url: "example.com:443".into(),
+            source: "-",
+            up: Some(517),
+            ..r
+        };
+        assert_eq!(
+            tunnel.line(),
+            "1700000000.123 12ms 127.0.0.1 TUNNEL/200 1234 CONNECT example.com:443 - complete up=517"
         );
     }
 }

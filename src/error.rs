@@ -24,6 +24,8 @@ pub enum Kind {
     PortNotAllowed,
     LoopDetected,
     NotFound,
+    /// A request inside an intercepted tunnel for another host than the tunnel's.
+    Misdirected,
     OnlyIfCached,
     ConnectFailed,
     ConnectTimeout,
@@ -46,6 +48,7 @@ impl Kind {
             Kind::PortNotAllowed => "port-not-allowed",
             Kind::LoopDetected => "loop-detected",
             Kind::NotFound => "not-found",
+            Kind::Misdirected => "misdirected",
             Kind::OnlyIfCached => "only-if-cached",
             Kind::ConnectFailed => "connect-failed",
             Kind::ConnectTimeout => "connect-timeout",

@@ -11,4 +11,5 @@ pub mod front;
 pub mod grammar;
 pub mod metrics;
 pub mod peer;
+pub mod port_owner;
 pub mod sendfile;

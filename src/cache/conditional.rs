@@ -105,6 +105,28 @@ pub fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// The ETag of a representation derived from the stored one (a mirror page with its links
+/// rewritten): the stored entity-tag with `-{suffix}` appended to its opaque part, weakness kept
+/// (`"v1"` → `"v1-rwab12"`, `W/"v1"` → `W/"v1-rwab12"`). `None` when the stored response has no
+/// single valid ETag or `suffix` holds a character an entity-tag cannot carry. A different
+/// representation needs a different strong validator (RFC 9110 §8.8.3).
+pub fn derived_etag(stored: &HeaderMap, suffix: &str) -> Option<http::HeaderValue> {
+    let tag = stored_etag(stored)?;
+    if !suffix.bytes().all(is_etagc) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(tag.opaque.len() + suffix.len() + 5);
+    if tag.weak {
+        out.extend_from_slice(b"W/");
+    }
+    out.push(b'"');
+    out.extend_from_slice(tag.opaque);
+    out.push(b'-');
+    out.extend_from_slice(suffix.as_bytes());
+    out.push(b'"');
+    http::HeaderValue::from_bytes(&out).ok()
+}
+
 /// What to send for a request's Range (RFC 9110 §14.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeAnswer {
@@ -949,5 +971,44 @@ mod tests {
         assert_eq!(parse_saturating(b"18446744073709551615"), u64::MAX);
         assert_eq!(parse_saturating(b"18446744073709551616"), u64::MAX);
         assert_eq!(parse_saturating(b"42"), 42);
+    }
+
+    #[test]
+    fn derived_etags_keep_weakness_and_differ_from_the_stored_tag() {
+        // (stored header lines, suffix, derived ETag)
+        type Row = (
+            &'static [(&'static str, &'static str)],
+            &'static str,
+            Option<&'static str>,
+        );
+        let cases: &[Row] = &[
+            (&[("etag", "\"v1\"")], "rwab12", Some("\"v1-rwab12\"")),
+            (&[("etag", "W/\"v1\"")], "rwab12", Some("W/\"v1-rwab12\"")),
+            (&[("etag", " \"\" ")], "rw0", Some("\"-rw0\"")),
+            (&[], "rwab12", None),
+            (&[("etag", "v1")], "rwab12", None),
+            (&[("etag", "\"a\""), ("etag", "\"b\"")], "rwab12", None),
+            (&[("etag", "\"v1\"")], "bad\"suffix", None),
+        ];
+        for (stored, suffix, want) in cases {
+            let got = derived_etag(&map(stored), suffix);
+            assert_eq!(
+                got.as_ref().and_then(|v| v.to_str().ok()),
+                *want,
+                "{stored:?} + {suffix}"
+            );
+        }
+        // The derived tag matches itself (304) and never the stored one.
+        let derived = derived_etag(&stored(), "rwab12").unwrap();
+        let view = map(&[("etag", derived.to_str().unwrap())]);
+        let inm = |t: &str| map(&[("if-none-match", t)]);
+        assert_eq!(
+            evaluate(&Method::GET, &inm("\"v1-rwab12\""), &view),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            evaluate(&Method::GET, &inm("\"v1\""), &view),
+            Precondition::Proceed
+        );
     }
 }

@@ -69,6 +69,19 @@ pub struct FillState {
 pub struct Fill {
     state: watch::Sender<FillState>,
     file: Mutex<Option<Arc<File>>>,
+    started: tokio::time::Instant,
+}
+
+/// How far one fill has come, for the status page.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FillProgress {
+    pub key: String,
+    /// Body bytes in the file so far.
+    pub written: u64,
+    /// The body length, when the source announced it.
+    pub expected: Option<u64>,
+    /// Seconds since the fill began.
+    pub secs: u64,
 }
 
 impl Fill {
@@ -76,11 +89,18 @@ impl Fill {
         Arc::new(Fill {
             state: watch::channel(FillState::default()).0,
             file: Mutex::new(None),
+            started: tokio::time::Instant::now(),
         })
     }
 
     pub fn subscribe(&self) -> watch::Receiver<FillState> {
         self.state.subscribe()
+    }
+
+    /// Subscriptions to this fill's state right now: every reader streaming its body holds one,
+    /// and so does every request waiting for its head.
+    pub fn watchers(&self) -> usize {
+        self.state.receiver_count()
     }
 
     fn file(&self) -> Option<Arc<File>> {
@@ -345,6 +365,27 @@ impl Inflight {
 
     pub fn len(&self) -> usize {
         self.fills.lock().map(|f| f.len()).unwrap_or(0)
+    }
+
+    /// The `limit` oldest fills in progress with how far each has come, oldest first.
+    pub fn progress(&self, limit: usize) -> Vec<FillProgress> {
+        let Ok(fills) = self.fills.lock() else {
+            return Vec::new();
+        };
+        let mut all: Vec<(&String, &Arc<Fill>)> = fills.iter().collect();
+        all.sort_by_key(|(_, f)| f.started);
+        all.into_iter()
+            .take(limit)
+            .map(|(key, fill)| {
+                let state = fill.state.borrow();
+                FillProgress {
+                    key: key.clone(),
+                    written: state.written,
+                    expected: state.head.as_ref().and_then(|h| h.len),
+                    secs: fill.started.elapsed().as_secs(),
+                }
+            })
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -505,6 +505,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct StoreStats {
     pub urls: u64,
+    /// Bytes counted against `max_size` (bodies and a small charge per URL).
+    pub used_bytes: u64,
     pub weighted_kib: u64,
     pub blobs: u64,
 }
@@ -842,6 +844,7 @@ impl Store {
         };
         StoreStats {
             urls,
+            used_bytes: weight,
             weighted_kib: weight.div_ceil(1024),
             blobs: lock(&self.inner.blobs).len() as u64,
         }

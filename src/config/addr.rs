@@ -64,15 +64,18 @@ fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
             None => (s, None),
         }
     };
-    let name_ok = |h: &str| {
-        !h.is_empty()
-            && h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-    };
-    if !s.starts_with('[') && !name_ok(host) {
+    if !s.starts_with('[') && !host_chars_ok(host) {
         return None;
     }
     Some((host, port))
+}
+
+/// A host name or IPv4 literal as far as its characters go: not empty, ASCII letters, digits,
+/// `-`, `.` and `_` only.
+pub(super) fn host_chars_ok(h: &str) -> bool {
+    !h.is_empty()
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
 fn parse_port_text(s: &str) -> Option<u16> {

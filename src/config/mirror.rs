@@ -1,4 +1,5 @@
-//! `[[mirror]]` entries: each read and validated, prefixes unique among them.
+//! `[[mirror]]` entries: each read and validated, prefixes unique among them, at most one serving
+//! npm tarballs without its prefix.
 
 use toml_edit::TableLike;
 
@@ -12,9 +13,10 @@ impl<'a, 'p> Reader<'a, 'p> {
     pub(super) fn mirrors(&mut self, f: &Field<'a, '_>) -> Option<Vec<Mirror>> {
         let (entries, mut ok) = self.tables(f, "mirror")?;
         let mut seen = Vec::new();
+        let mut npm = None;
         let mut mirrors = Vec::new();
         for (i, table, loc) in entries {
-            match self.mirror(i, table, loc, &mut seen) {
+            match self.mirror(i, table, loc, &mut seen, &mut npm) {
                 Some(mirror) => mirrors.push(mirror),
                 None => ok = false,
             }
@@ -24,18 +26,20 @@ impl<'a, 'p> Reader<'a, 'p> {
 
     /// One mirror entry, index `i`, starting at `loc`. `seen` holds the valid prefixes of the
     /// entries before it (prefix, index, line), so a duplicate is reported even when the entry
-    /// has other problems.
+    /// has other problems. `npm` is the first entry with `npm_tarballs = true` (index, line).
     pub(super) fn mirror(
         &mut self,
         i: usize,
         table: &dyn TableLike,
         loc: Loc<'a>,
         seen: &mut Vec<(String, usize, Option<usize>)>,
+        npm: &mut Option<(usize, Option<usize>)>,
     ) -> Option<Mirror> {
         let path = format!("mirror[{i}]");
         let mut prefix = Slot::Missing;
         let mut upstream = Slot::Missing;
         let mut redirect_to_peers = Slot::Set(false, loc);
+        let mut npm_tarballs = Slot::Set(false, loc);
         for (name, item) in table.iter() {
             let f = self.field(table, &path, name, item);
             match name {
@@ -53,6 +57,12 @@ impl<'a, 'p> Reader<'a, 'p> {
                     upstream.put(u, f.value_loc);
                 }
                 "redirect_to_peers" => redirect_to_peers.put(self.boolean(&f), f.value_loc),
+                "npm_tarballs" => {
+                    let on = self
+                        .boolean(&f)
+                        .and_then(|on| self.only_npm_mirror(&f, on, i, npm));
+                    npm_tarballs.put(on, f.value_loc);
+                }
                 _ => self.unknown(&f, MIRROR_KEYS),
             }
         }
@@ -65,16 +75,44 @@ impl<'a, 'p> Reader<'a, 'p> {
                 self.report(loc, &format!("{path}.{key}"), message);
             }
         }
-        match (prefix, upstream, redirect_to_peers) {
-            (Slot::Set(prefix, _), Slot::Set(upstream, _), Slot::Set(redirect, _)) => {
-                Some(Mirror {
-                    prefix,
-                    upstream,
-                    redirect_to_peers: redirect,
-                })
-            }
+        match (prefix, upstream, redirect_to_peers, npm_tarballs) {
+            (
+                Slot::Set(prefix, _),
+                Slot::Set(upstream, _),
+                Slot::Set(redirect, _),
+                Slot::Set(npm_tarballs, _),
+            ) => Some(Mirror {
+                prefix,
+                upstream,
+                redirect_to_peers: redirect,
+                npm_tarballs,
+            }),
             _ => None,
         }
+    }
+
+    /// Passes `on` through unless an earlier mirror (`npm`: index, line) already serves npm
+    /// tarballs without its prefix: a prefix-less path must lead to exactly one mirror.
+    fn only_npm_mirror(
+        &mut self,
+        f: &Field<'a, '_>,
+        on: bool,
+        i: usize,
+        npm: &mut Option<(usize, Option<usize>)>,
+    ) -> Option<bool> {
+        if !on {
+            return Some(false);
+        }
+        let Some((j, line)) = *npm else {
+            *npm = Some((i, f.value_loc.line));
+            return Some(true);
+        };
+        let line = line.map(|l| format!(" on line {l}")).unwrap_or_default();
+        let message = format!(
+            "only one mirror may serve npm tarballs without its prefix (already mirror[{j}]{line})"
+        );
+        self.report(f.value_loc, &f.path, message);
+        None
     }
 
     /// Passes `prefix` through if no earlier mirror in `seen` uses it, recording it; else

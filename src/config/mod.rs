@@ -1,6 +1,8 @@
 //! Config: `peercache.toml` text → validated [`Config`], every error with line and key; pure except [`Config::load`]; never binds or resolves.
 
 mod addr;
+mod direct;
+mod hosts;
 mod mirror;
 mod reader;
 mod resolve;
@@ -24,7 +26,11 @@ use reader::{line_at, Problem, Reader};
 use resolve::resolve;
 use schema::Raw;
 
+pub use hosts::{HostPattern, HostPatterns};
 pub use units::{parse_duration, parse_size};
+
+/// Longest `peers.site` label, in bytes: it rides in every gossip packet header.
+pub const MAX_SITE_LEN: usize = 64;
 
 /// The documented defaults. Every key a user's file leaves out takes its value from here.
 pub const DEFAULT_TOML: &str = include_str!("../../config/peercache.toml");
@@ -36,7 +42,8 @@ const DEFAULT_ORIGIN: &str = "config/peercache.toml (built in)";
 ///
 /// Invariants (checked by [`Config::parse`]): every port is in 1..=65535,
 /// `cache.max_object_size <= cache.max_size`, every timeout is > 0, mirror prefixes are unique,
-/// and when peering is enabled on a wildcard `peers.listen`, `peers.advertise` is set.
+/// at most one mirror has `npm_tarballs`, and when peering is enabled on a wildcard
+/// `peers.listen`, `peers.advertise` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub proxy: Proxy,
@@ -45,6 +52,7 @@ pub struct Config {
     /// `[[mirror]]` routes in file order; empty by default.
     pub mirrors: Vec<Mirror>,
     pub peers: Peers,
+    pub intercept: Intercept,
     /// `[rules]` and the `[[rule]]` list: what to assume where origins say nothing.
     pub rules: Rules,
     pub log: Log,
@@ -59,6 +67,27 @@ pub struct Proxy {
     pub allow: Acl,
     /// Ports `CONNECT` may reach, each in 1..=65535, in file order; empty disables `CONNECT`.
     pub connect_ports: Vec<u16>,
+    /// A `CONNECT` tunnel (intercepted or not) with no byte in either direction for this long
+    /// is closed; > 0.
+    pub tunnel_idle_timeout: Duration,
+    /// Destinations the PAC file (`/proxy.pac`, `/wpad.dat`) sends `DIRECT`, in file order.
+    pub pac_direct: Vec<PacDirect>,
+}
+
+/// One `proxy.pac_direct` entry: where a browser using the PAC file goes without the proxy.
+///
+/// Invariants: names are lower case, made of letters, digits, `-`, `_` and `.`, without empty
+/// labels, so they can be written into the PAC file's JavaScript as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PacDirect {
+    /// `"intranet.example.org"`: exactly this host.
+    Host(String),
+    /// `"*.local"`: any host under this domain (the stored value is `local`), not the domain
+    /// itself.
+    Domain(String),
+    /// `"10.0.0.0/8"`: hosts whose address (an IP literal, or the name resolved by the browser)
+    /// is in this network.
+    Net(ipnet::IpNet),
 }
 
 /// `[cache]`: where and how much to store.
@@ -125,6 +154,11 @@ pub struct Mirror {
     pub upstream: Uri,
     /// Answer group members with a 302 to a member holding the object (default false).
     pub redirect_to_peers: bool,
+    /// Also route npm tarball paths that arrive without any mirror prefix
+    /// (`/{name}/-/{file}.tgz`, `/@{scope}/{name}/-/{file}.tgz`: npm's `replace-registry-host`
+    /// moves lockfile URLs onto the registry's host and drops its path) to this mirror.
+    /// Invariant: true for at most one mirror.
+    pub npm_tarballs: bool,
 }
 
 /// `[peers]`: the cache-sharing group.
@@ -139,7 +173,7 @@ pub struct Peers {
     /// `host:port` strings as written, each checked for syntax (host name, IPv4 or `[IPv6]`,
     /// port 1..=65535), never resolved here.
     pub seeds: Vec<String>,
-    /// Location label; never empty.
+    /// Location label; never empty, at most [`MAX_SITE_LEN`] bytes.
     pub site: String,
     /// Cluster key file, as written (relative to the working directory); never empty.
     pub key_file: PathBuf,
@@ -147,6 +181,34 @@ pub struct Peers {
     pub max_uploads: usize,
     /// Connect timeout towards a peer; > 0.
     pub connect_timeout: Duration,
+    /// How members are found besides `seeds`.
+    pub discover: Discover,
+}
+
+/// `peers.discover`: zero-config discovery of group members on the LAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discover {
+    /// Seeds only.
+    None,
+    /// Announce and browse `_peercache._udp.local.` with multicast DNS (DNS-SD); what is found
+    /// is only a candidate: it joins only if it holds the cluster key.
+    Mdns,
+}
+
+/// `[intercept]`: the hosts whose `CONNECT` tunnels are decrypted and cached, and the CA that
+/// signs the certificates shown to clients for them.
+///
+/// Invariants: `ca_cert` and `ca_key` are different paths, neither empty nor naming a
+/// directory; as written (relative to the working directory), not read here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intercept {
+    /// Host patterns to intercept; empty means interception is off (every tunnel is opaque).
+    pub hosts: HostPatterns,
+    /// The CA certificate (PEM): as written, or `<cache.dir>/ca/ca.pem` when written `""`.
+    pub ca_cert: PathBuf,
+    /// The CA private key (PEM, PKCS#8): as written, or `ca_cert` with the extension `.key`
+    /// when written `""`.
+    pub ca_key: PathBuf,
 }
 
 /// `[rules]` and `[[rule]]`: freshness rules for responses whose origin leaves it unsaid.

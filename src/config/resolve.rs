@@ -1,22 +1,27 @@
 //! Layered keys → [`Config`]: the rules that span several keys (cache sizes, peering); pure.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use super::reader::{Loc, Problem, Slot};
 use super::schema::Raw;
 use super::units::show_size;
-use super::{Cache, Config, Log, Peers, Proxy, Rules, Upstream};
+use super::{Cache, Config, Intercept, Log, Peers, Proxy, Rules, Upstream};
 
 /// Turns the layered keys into a [`Config`], checking the rules that span several keys.
 /// Returns `None` when a key is missing or invalid (already reported).
 pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Option<Config> {
     check_sizes(&raw, problems);
     check_peers(&raw, problems);
+    check_ca_paths(&raw, problems);
     let p = problems;
     let proxy = (
         raw.proxy_listen.take("proxy.listen", p),
         raw.proxy_allow.take("proxy.allow", p),
         raw.proxy_connect_ports.take("proxy.connect_ports", p),
+        raw.proxy_tunnel_idle_timeout
+            .take("proxy.tunnel_idle_timeout", p),
+        raw.proxy_pac_direct.take("proxy.pac_direct", p),
     );
     let cache = (
         raw.cache_dir.take("cache.dir", p),
@@ -44,6 +49,12 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.peers_key_file.take("peers.key_file", p),
         raw.peers_max_uploads.take("peers.max_uploads", p),
         raw.peers_connect_timeout.take("peers.connect_timeout", p),
+        raw.peers_discover.take("peers.discover", p),
+    );
+    let intercept = (
+        raw.intercept_hosts.take("intercept.hosts", p),
+        raw.intercept_ca_cert.take("intercept.ca_cert", p),
+        raw.intercept_ca_key.take("intercept.ca_key", p),
     );
     let rules = (
         raw.rules_presets.take("rules.presets", p),
@@ -56,11 +67,14 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.log_level.take("log.level", p),
         raw.log_access.take("log.access", p),
     );
+    let (ca_cert, ca_key) = ca_paths(cache.0.as_deref()?, intercept.1?, intercept.2?);
     Some(Config {
         proxy: Proxy {
             listen: proxy.0?,
             allow: proxy.1?,
             connect_ports: proxy.2?,
+            tunnel_idle_timeout: proxy.3?,
+            pac_direct: proxy.4?,
         },
         cache: Cache {
             dir: cache.0?,
@@ -84,6 +98,12 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             key_file: peers.5?,
             max_uploads: peers.6?,
             connect_timeout: peers.7?,
+            discover: peers.8?,
+        },
+        intercept: Intercept {
+            hosts: intercept.0?,
+            ca_cert,
+            ca_key,
         },
         rules: Rules {
             presets: rules.0?,
@@ -171,5 +191,47 @@ fn check_peers<'a>(raw: &Raw<'a>, problems: &mut Vec<Problem<'a>>) {
                 message: format!("{listen} collides with proxy.listen ({proxy}): use another port"),
             });
         }
+    }
+}
+
+/// Where the CA lives: `ca_cert` defaults to `<cache dir>/ca/ca.pem`, `ca_key` to `ca_cert` with
+/// the extension `.key`.
+fn ca_paths(
+    cache_dir: &std::path::Path,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> (PathBuf, PathBuf) {
+    let cert = cert.unwrap_or_else(|| cache_dir.join("ca").join("ca.pem"));
+    let key = key.unwrap_or_else(|| cert.with_extension("key"));
+    (cert, key)
+}
+
+/// The CA key must not be the certificate's own file (the key would overwrite it or be served
+/// as the certificate).
+fn check_ca_paths<'a>(raw: &Raw<'a>, problems: &mut Vec<Problem<'a>>) {
+    let (Some((cert, cert_loc)), Some((key, key_loc)), Some((dir, _))) = (
+        raw.intercept_ca_cert.get(),
+        raw.intercept_ca_key.get(),
+        raw.cache_dir.get(),
+    ) else {
+        return;
+    };
+    let (cert_path, key_path) = ca_paths(dir, cert.clone(), key.clone());
+    if cert_path == key_path {
+        let blame_key = key.is_some();
+        problems.push(Problem {
+            loc: if blame_key { key_loc } else { cert_loc },
+            key: if blame_key {
+                "intercept.ca_key"
+            } else {
+                "intercept.ca_cert"
+            }
+            .into(),
+            message: format!(
+                "the CA key would be the certificate's own file ({}): set intercept.ca_key to \
+                 another file",
+                key_path.display()
+            ),
+        });
     }
 }

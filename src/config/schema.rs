@@ -7,19 +7,37 @@ use std::time::Duration;
 use toml_edit::{TableLike, Value};
 
 use super::addr::{check_port, parse_advertise, parse_parent_proxy, parse_seed, parse_socket_addr};
+use super::direct::parse_pac_direct;
 use super::reader::{Field, Reader, Slot};
 use super::units::{parse_duration, parse_size};
-use super::{Mirror, ParentProxy, Preset, Rule};
+use super::{
+    Discover, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset, Rule, MAX_SITE_LEN,
+};
 use crate::front::acl::{self, Acl};
 
 /// Top-level tables, in documentation order (used in "unknown key" messages).
 const TABLES: &[&str] = &[
-    "proxy", "cache", "upstream", "mirror", "peers", "rules", "rule", "log",
+    "proxy",
+    "cache",
+    "upstream",
+    "mirror",
+    "peers",
+    "intercept",
+    "rules",
+    "rule",
+    "log",
 ];
-pub(super) const PROXY_KEYS: &[&str] = &["listen", "allow", "connect_ports"];
+pub(super) const PROXY_KEYS: &[&str] = &[
+    "listen",
+    "allow",
+    "connect_ports",
+    "tunnel_idle_timeout",
+    "pac_direct",
+];
 pub(super) const CACHE_KEYS: &[&str] = &["dir", "max_size", "max_object_size", "sendfile"];
 pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
-pub(super) const MIRROR_KEYS: &[&str] = &["prefix", "upstream", "redirect_to_peers"];
+pub(super) const MIRROR_KEYS: &[&str] =
+    &["prefix", "upstream", "redirect_to_peers", "npm_tarballs"];
 pub(super) const PEERS_KEYS: &[&str] = &[
     "enabled",
     "listen",
@@ -29,11 +47,14 @@ pub(super) const PEERS_KEYS: &[&str] = &[
     "key_file",
     "max_uploads",
     "connect_timeout",
+    "discover",
 ];
+pub(super) const INTERCEPT_KEYS: &[&str] = &["hosts", "ca_cert", "ca_key"];
 pub(super) const RULES_KEYS: &[&str] = &["presets"];
 pub(super) const RULE_KEYS: &[&str] = &["pattern", "fresh", "immutable", "key_fields"];
 pub(super) const LOG_KEYS: &[&str] = &["level", "access"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+const DISCOVER: &[(&str, Discover)] = &[("none", Discover::None), ("mdns", Discover::Mdns)];
 
 /// Every key, as read so far (defaults first, then the user's file on top).
 #[derive(Default)]
@@ -41,6 +62,8 @@ pub(super) struct Raw<'a> {
     pub(super) proxy_listen: Slot<'a, SocketAddr>,
     pub(super) proxy_allow: Slot<'a, Acl>,
     pub(super) proxy_connect_ports: Slot<'a, Vec<u16>>,
+    pub(super) proxy_tunnel_idle_timeout: Slot<'a, Duration>,
+    pub(super) proxy_pac_direct: Slot<'a, Vec<PacDirect>>,
     pub(super) cache_dir: Slot<'a, PathBuf>,
     pub(super) cache_max_size: Slot<'a, u64>,
     pub(super) cache_max_object_size: Slot<'a, u64>,
@@ -58,6 +81,10 @@ pub(super) struct Raw<'a> {
     pub(super) peers_key_file: Slot<'a, PathBuf>,
     pub(super) peers_max_uploads: Slot<'a, usize>,
     pub(super) peers_connect_timeout: Slot<'a, Duration>,
+    pub(super) intercept_hosts: Slot<'a, HostPatterns>,
+    pub(super) intercept_ca_cert: Slot<'a, Option<PathBuf>>,
+    pub(super) intercept_ca_key: Slot<'a, Option<PathBuf>>,
+    pub(super) peers_discover: Slot<'a, Discover>,
     pub(super) rules_presets: Slot<'a, Vec<Preset>>,
     pub(super) rules: Slot<'a, Vec<Rule>>,
     pub(super) log_level: Slot<'a, String>,
@@ -79,6 +106,7 @@ impl<'a, 'p> Reader<'a, 'p> {
                 "upstream" => self.read_table(&f, UPSTREAM_KEYS, raw, Self::upstream_key),
                 "mirror" => raw.mirrors.put(self.mirrors(&f), f.value_loc),
                 "peers" => self.read_table(&f, PEERS_KEYS, raw, Self::peers_key),
+                "intercept" => self.read_table(&f, INTERCEPT_KEYS, raw, Self::intercept_key),
                 "rules" => self.read_table(&f, RULES_KEYS, raw, Self::rules_key),
                 "rule" => raw.rules.put(self.rules(&f), f.value_loc),
                 "log" => self.read_table(&f, LOG_KEYS, raw, Self::log_key),
@@ -113,6 +141,14 @@ impl<'a, 'p> Reader<'a, 'p> {
             "listen" => raw.proxy_listen.put(self.socket_addr(f), loc),
             "allow" => raw.proxy_allow.put(self.acl(f), loc),
             "connect_ports" => raw.proxy_connect_ports.put(self.ports(f), loc),
+            "tunnel_idle_timeout" => raw.proxy_tunnel_idle_timeout.put(self.timeout(f), loc),
+            "pac_direct" => {
+                let direct = self.each(f, "an array of host patterns or CIDR strings", |r, e| {
+                    let s = r.string(e)?;
+                    r.check(e, parse_pac_direct(s))
+                });
+                raw.proxy_pac_direct.put(direct, loc);
+            }
             _ => return false,
         }
         true
@@ -141,10 +177,7 @@ impl<'a, 'p> Reader<'a, 'p> {
             }
             "connect_timeout" => raw.upstream_connect_timeout.put(self.timeout(f), loc),
             "read_timeout" => raw.upstream_read_timeout.put(self.timeout(f), loc),
-            "ca_file" => {
-                let ca_file = self.string(f).and_then(|s| self.check(f, parse_ca_file(s)));
-                raw.upstream_ca_file.put(ca_file, loc);
-            }
+            "ca_file" => raw.upstream_ca_file.put(self.file(f), loc),
             _ => return false,
         }
         true
@@ -164,7 +197,17 @@ impl<'a, 'p> Reader<'a, 'p> {
             "seeds" => raw.peers_seeds.put(self.seeds(f), loc),
             "site" => {
                 let site = self.string(f).and_then(|s| {
-                    let site = non_empty(s).map(str::to_string);
+                    let site = non_empty(s).and_then(|s| {
+                        if s.len() > MAX_SITE_LEN {
+                            Err(format!(
+                                "too long: {} bytes, the limit is {MAX_SITE_LEN} (it rides in \
+                                 every gossip packet); use a shorter label",
+                                s.len()
+                            ))
+                        } else {
+                            Ok(s.to_string())
+                        }
+                    });
                     self.check(f, site)
                 });
                 raw.peers_site.put(site, loc);
@@ -181,6 +224,37 @@ impl<'a, 'p> Reader<'a, 'p> {
                 raw.peers_max_uploads.put(n, loc);
             }
             "connect_timeout" => raw.peers_connect_timeout.put(self.timeout(f), loc),
+            "discover" => {
+                let discover = self.string(f).and_then(|s| {
+                    let found = DISCOVER.iter().find(|(name, _)| *name == s);
+                    let discover = found.map(|(_, d)| *d).ok_or_else(|| {
+                        let names: Vec<&str> = DISCOVER.iter().map(|(n, _)| *n).collect();
+                        format!(
+                            "invalid value {s:?} (expected one of: {})",
+                            names.join(", ")
+                        )
+                    });
+                    self.check(f, discover)
+                });
+                raw.peers_discover.put(discover, loc);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn intercept_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
+        let loc = f.value_loc;
+        match name {
+            "hosts" => {
+                let hosts = self.each(f, "an array of host patterns", |r, e| {
+                    let s = r.string(e)?;
+                    r.check(e, HostPattern::parse(s))
+                });
+                raw.intercept_hosts.put(hosts.map(HostPatterns::new), loc);
+            }
+            "ca_cert" => raw.intercept_ca_cert.put(self.file(f), loc),
+            "ca_key" => raw.intercept_ca_key.put(self.file(f), loc),
             _ => return false,
         }
         true
@@ -216,6 +290,12 @@ impl<'a, 'p> Reader<'a, 'p> {
             _ => return false,
         }
         true
+    }
+
+    /// An optional file path: `""` means none (a default applies).
+    fn file(&mut self, f: &Field<'a, '_>) -> Option<Option<PathBuf>> {
+        let s = self.string(f)?;
+        self.check(f, parse_file(s))
     }
 
     fn socket_addr(&mut self, f: &Field<'a, '_>) -> Option<SocketAddr> {
@@ -303,9 +383,10 @@ fn non_empty(s: &str) -> Result<&str, String> {
     }
 }
 
-/// `upstream.ca_file`: empty means none; else a path that can name a file (not ending in `/`,
-/// `.` or `..`). Syntax only: the file is read when the app starts, not here.
-fn parse_ca_file(s: &str) -> Result<Option<PathBuf>, String> {
+/// `upstream.ca_file`, `intercept.ca_cert`, `intercept.ca_key`: empty means none; else a path
+/// that can name a file (not ending in `/`, `.` or `..`). Syntax only: the file is read when
+/// the app starts, not here.
+fn parse_file(s: &str) -> Result<Option<PathBuf>, String> {
     if s.is_empty() {
         return Ok(None);
     }

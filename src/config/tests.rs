@@ -1,7 +1,8 @@
 //! Unit tests for the config module: defaults, every key's good and bad values, messages.
 
 use super::schema::{
-    CACHE_KEYS, LOG_KEYS, MIRROR_KEYS, PEERS_KEYS, PROXY_KEYS, RULES_KEYS, RULE_KEYS, UPSTREAM_KEYS,
+    CACHE_KEYS, INTERCEPT_KEYS, LOG_KEYS, MIRROR_KEYS, PEERS_KEYS, PROXY_KEYS, RULES_KEYS,
+    RULE_KEYS, UPSTREAM_KEYS,
 };
 use super::*;
 use std::net::Ipv4Addr;
@@ -36,6 +37,8 @@ fn documented() -> Config {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 3128)),
             allow: Acl::new(vec![net("127.0.0.0/8"), net("::1/128")]),
             connect_ports: vec![443],
+            tunnel_idle_timeout: Duration::from_secs(600),
+            pac_direct: vec![],
         },
         cache: Cache {
             dir: PathBuf::from("peercache-data"),
@@ -59,6 +62,12 @@ fn documented() -> Config {
             key_file: PathBuf::from("cluster.key"),
             max_uploads: 16,
             connect_timeout: Duration::from_millis(250),
+            discover: Discover::None,
+        },
+        intercept: Intercept {
+            hosts: HostPatterns::default(),
+            ca_cert: PathBuf::from("peercache-data/ca/ca.pem"),
+            ca_key: PathBuf::from("peercache-data/ca/ca.key"),
         },
         rules: Rules {
             presets: Preset::ALL.to_vec(),
@@ -87,6 +96,7 @@ fn every_key_is_documented_with_a_comment() {
         ("[upstream]", UPSTREAM_KEYS),
         ("# [[mirror]]", MIRROR_KEYS),
         ("[peers]", PEERS_KEYS),
+        ("[intercept]", INTERCEPT_KEYS),
         ("[rules]", RULES_KEYS),
         ("# [[rule]]", RULE_KEYS),
         ("[log]", LOG_KEYS),
@@ -140,6 +150,7 @@ fn commented_mirror_example_parses_when_uncommented() {
             prefix: "/debian/".into(),
             upstream: Uri::from_static("http://deb.debian.org/debian/"),
             redirect_to_peers: false,
+            npm_tarballs: false,
         }]
     );
 }
@@ -175,6 +186,25 @@ fn valid_values() {
         }),
         ("[proxy]\nconnect_ports = [443, 8443, 65535, 1]", |c| {
             c.proxy.connect_ports == [443, 8443, 65535, 1]
+        }),
+        (
+            "[proxy]\npac_direct = [\"*.Local\", \"Intranet.example.org\", \"10.0.0.0/8\", \"192.168.1.7\", \"fd00::/8\"]",
+            |c| {
+                c.proxy.pac_direct
+                    == [
+                        PacDirect::Domain("local".into()),
+                        PacDirect::Host("intranet.example.org".into()),
+                        PacDirect::Net(net("10.0.0.0/8")),
+                        PacDirect::Net(net("192.168.1.7/32")),
+                        PacDirect::Net(net("fd00::/8")),
+                    ]
+            },
+        ),
+        ("[peers]\ndiscover = \"mdns\"", |c| {
+            c.peers.discover == Discover::Mdns
+        }),
+        ("[peers]\nsite = \"ssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\"", |c| {
+            c.peers.site.len() == MAX_SITE_LEN
         }),
         ("cache.max_size = 1024\ncache.max_object_size = 0", |c| {
             c.cache.max_size == 1024 && c.cache.max_object_size == 0
@@ -282,6 +312,43 @@ fn valid_values() {
             |c| c.mirrors.len() == 3,
         ),
         ("mirror = []", |c| c.mirrors.is_empty()),
+        ("[proxy]\ntunnel_idle_timeout = \"90s\"", |c| {
+            c.proxy.tunnel_idle_timeout == Duration::from_secs(90)
+        }),
+        (
+            "[intercept]\nhosts = [\"Files.Example.org\", \"*.example.net\", \"[::1]\"]",
+            |c| {
+                let shown: Vec<String> = c
+                    .intercept
+                    .hosts
+                    .patterns()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                shown == ["files.example.org", "*.example.net", "::1"]
+                    && c.intercept.hosts.matches("a.example.net")
+            },
+        ),
+        // The CA follows the cache directory unless placed explicitly; the key sits beside it.
+        ("[cache]\ndir = \"/var/cache/pc\"", |c| {
+            c.intercept.ca_cert == Path::new("/var/cache/pc/ca/ca.pem")
+                && c.intercept.ca_key == Path::new("/var/cache/pc/ca/ca.key")
+        }),
+        ("[intercept]\nca_cert = \"/etc/peercache/corp.pem\"", |c| {
+            c.intercept.ca_cert == Path::new("/etc/peercache/corp.pem")
+                && c.intercept.ca_key == Path::new("/etc/peercache/corp.key")
+        }),
+        (
+            "[intercept]\nca_cert = \"/etc/pc/ca.crt\"\nca_key = \"/etc/pc/private/ca.pem\"",
+            |c| c.intercept.ca_key == Path::new("/etc/pc/private/ca.pem"),
+        ),
+        (
+            "[[mirror]]\nprefix = \"/pypi/\"\nupstream = \"https://pypi.org/\"\n\
+             npm_tarballs = false\n\
+             [[mirror]]\nprefix = \"/npm/\"\nupstream = \"https://registry.npmjs.org/\"\n\
+             npm_tarballs = true",
+            |c| !c.mirrors[0].npm_tarballs && c.mirrors[1].npm_tarballs,
+        ),
         ("[rules]\npresets = []", |c| c.rules.presets.is_empty()),
         ("[rules]\npresets = [\"cargo\", \"debian\"]", |c| {
             c.rules.presets == [Preset::Cargo, Preset::Debian]
@@ -334,6 +401,13 @@ fn each_bad_value_names_its_line_and_key() {
         ("[proxy]\nconnect_ports = [-1]", 2, "proxy.connect_ports[0]", "invalid port -1"),
         ("[proxy]\nconnect_ports = [\"443\"]", 2, "proxy.connect_ports[0]", "expected an integer, found string"),
         ("[proxy]\nconnect_ports = 443", 2, "proxy.connect_ports", "expected an array of port numbers, found integer"),
+        ("[proxy]\npac_direct = [\"*.local\", \"a b\"]", 2, "proxy.pac_direct[1]", "invalid PAC exception \"a b\" (expected a host name like"),
+        ("[proxy]\npac_direct = [\"10.0.0.0/33\"]", 2, "proxy.pac_direct[0]", "invalid PAC exception"),
+        ("[proxy]\npac_direct = [\"*.\"]", 2, "proxy.pac_direct[0]", "invalid PAC exception"),
+        ("[proxy]\npac_direct = [\"a..b\"]", 2, "proxy.pac_direct[0]", "invalid PAC exception"),
+        ("[proxy]\npac_direct = [\"*\"]", 2, "proxy.pac_direct[0]", "invalid PAC exception"),
+        ("[proxy]\npac_direct = [\"x\\\"+alert(1)+\\\"\"]", 2, "proxy.pac_direct[0]", "invalid PAC exception"),
+        ("[proxy]\npac_direct = \"*.local\"", 2, "proxy.pac_direct", "expected an array of host patterns or CIDR strings, found string"),
         // [cache]
         ("[cache]\ndir = \"\"", 2, "cache.dir", "must not be empty"),
         ("[cache]\ndir = 5", 2, "cache.dir", "expected a string, found integer"),
@@ -371,6 +445,17 @@ fn each_bad_value_names_its_line_and_key() {
         ("[upstream]\nca_file = \"certs/.\"", 2, "upstream.ca_file", "names a directory"),
         ("[upstream]\nca_file = false", 2, "upstream.ca_file", "expected a string, found boolean"),
         ("[upstream]\nca_file = [\"a.pem\"]", 2, "upstream.ca_file", "expected a string, found array"),
+        ("[proxy]\ntunnel_idle_timeout = \"0s\"", 2, "proxy.tunnel_idle_timeout", "must be greater than 0"),
+        // [intercept]
+        ("[intercept]\nhosts = \"a.example\"", 2, "intercept.hosts", "expected an array of host patterns, found string"),
+        ("[intercept]\nhosts = [\n  \"ok.example\",\n  \"*\",\n]", 4, "intercept.hosts[1]", "invalid host pattern \"*\""),
+        ("[intercept]\nhosts = [\"a.example:443\"]", 2, "intercept.hosts[0]", "no port"),
+        ("[intercept]\nhosts = [\"*.com\"]", 2, "intercept.hosts[0]", "too broad"),
+        ("[intercept]\nhosts = [1]", 2, "intercept.hosts[0]", "expected a string, found integer"),
+        ("[intercept]\nca_cert = \"/etc/pc/\"", 2, "intercept.ca_cert", "names a directory"),
+        ("[intercept]\nca_key = 7", 2, "intercept.ca_key", "expected a string, found integer"),
+        ("[intercept]\nca_cert = \"/etc/pc/ca.pem\"\nca_key = \"/etc/pc/ca.pem\"", 3, "intercept.ca_key", "the CA key would be the certificate's own file"),
+        ("[intercept]\nca_cert = \"/etc/pc/ca.key\"", 2, "intercept.ca_cert", "set intercept.ca_key to another file"),
         // [peers]
         ("[peers]\nenabled = \"yes\"", 2, "peers.enabled", "expected a boolean (true or false), found string"),
         ("[peers]\nlisten = \"peer.lan:3129\"", 2, "peers.listen", "host names are not allowed"),
@@ -382,6 +467,9 @@ fn each_bad_value_names_its_line_and_key() {
         ("[peers]\nseeds = [\"[fd00::1]\"]", 2, "peers.seeds[0]", "invalid seed"),
         ("[peers]\nseeds = [\"node:0\"]", 2, "peers.seeds[0]", "invalid seed"),
         ("[peers]\nsite = \"\"", 2, "peers.site", "must not be empty"),
+        ("[peers]\nsite = \"sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\"", 2, "peers.site", "too long: 65 bytes, the limit is 64"),
+        ("[peers]\ndiscover = \"avahi\"", 2, "peers.discover", "invalid value \"avahi\" (expected one of: none, mdns)"),
+        ("[peers]\ndiscover = true", 2, "peers.discover", "expected a string, found boolean"),
         ("[peers]\nkey_file = \"\"", 2, "peers.key_file", "must not be empty"),
         ("[peers]\nmax_uploads = 0", 2, "peers.max_uploads", "must be at least 1, got 0"),
         ("[peers]\nmax_uploads = -3", 2, "peers.max_uploads", "must be at least 1, got -3"),
@@ -462,7 +550,7 @@ max_size = \"10XB\"
         lines(text),
         [
             "peercache.toml:2: log.level: invalid level \"loud\" (expected one of: error, warn, info, debug, trace)",
-            "peercache.toml:5: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports)",
+            "peercache.toml:5: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct)",
             "peercache.toml:6: proxy.connect_ports[1]: invalid port 0 (must be 1..=65535)",
             "peercache.toml:9: cache.max_size: invalid size \"10XB\" (use bytes or e.g. \"512MiB\", \"10GiB\")",
         ]
@@ -500,20 +588,20 @@ prefix = \"/a/\"
 upstream = \"http://a/\"
 redirect = true
 ";
-    let all = "proxy, cache, upstream, mirror, peers, rules, rule, log";
+    let all = "proxy, cache, upstream, mirror, peers, intercept, rules, rule, log";
     assert_eq!(
         lines(text),
         [
             format!("peercache.toml:1: typo_at_root: unknown key (expected one of: {all})"),
-            "peercache.toml:3: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports)".into(),
+            "peercache.toml:3: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct)".into(),
             "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size, sendfile)".into(),
             "peercache.toml:7: upstream.parent: unknown key (expected one of: proxy, connect_timeout, read_timeout, ca_file)".into(),
-            "peercache.toml:9: peers.enable: unknown key (expected one of: enabled, listen, advertise, seeds, site, key_file, max_uploads, connect_timeout)".into(),
+            "peercache.toml:9: peers.enable: unknown key (expected one of: enabled, listen, advertise, seeds, site, key_file, max_uploads, connect_timeout, discover)".into(),
             "peercache.toml:11: log.levle: unknown key (expected one of: level, access)".into(),
             format!("peercache.toml:12: logging: unknown table (expected one of: {all})"),
             format!("peercache.toml:14: mirrors: unknown table (expected one of: {all})"),
-            "peercache.toml:16: proxy.tls: unknown table (expected one of: listen, allow, connect_ports)".into(),
-            "peercache.toml:21: mirror[0].redirect: unknown key (expected one of: prefix, upstream, redirect_to_peers)".into(),
+            "peercache.toml:16: proxy.tls: unknown table (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct)".into(),
+            "peercache.toml:21: mirror[0].redirect: unknown key (expected one of: prefix, upstream, redirect_to_peers, npm_tarballs)".into(),
         ]
     );
 }
@@ -523,8 +611,8 @@ fn odd_key_names_are_quoted() {
     assert_eq!(
         lines("[proxy]\n\"lis ten\" = 1\n\"\" = 2"),
         [
-            "peercache.toml:2: proxy.\"lis ten\": unknown key (expected one of: listen, allow, connect_ports)",
-            "peercache.toml:3: proxy.\"\": unknown key (expected one of: listen, allow, connect_ports)",
+            "peercache.toml:2: proxy.\"lis ten\": unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct)",
+            "peercache.toml:3: proxy.\"\": unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct)",
         ]
     );
 }
@@ -579,6 +667,11 @@ fn mirror_validation() {
             ],
         ),
         ("mirror = [{ prefix = \"/d/\" }]\n".into(), vec!["1: mirror[0].upstream: missing (every [[mirror]] needs prefix and upstream)".into()]),
+        // A prefix-less npm path leads to one mirror: the second claim is reported, naming the first.
+        (format!("{}npm_tarballs = true\n{}npm_tarballs = false\n{}npm_tarballs = true\n", m("/a/", up), m("/b/", up), m("/c/", up)), vec![
+            "12: mirror[2].npm_tarballs: only one mirror may serve npm tarballs without its prefix (already mirror[0] on line 4)".into(),
+        ]),
+        (format!("{}npm_tarballs = 1\n", m("/d/", up)), vec!["4: mirror[0].npm_tarballs: expected a boolean (true or false), found integer".into()]),
     ];
     for (text, want) in cases {
         let want: Vec<String> = want.iter().map(|w| format!("peercache.toml:{w}")).collect();

@@ -12,6 +12,7 @@ use crate::body::{self, Body};
 use crate::cache::conditional::{self, Precondition, RangeAnswer};
 use crate::cache::inflight::{read_span, Fill, Head, CHUNK};
 use crate::cache::store::{Entry, Store};
+use crate::front::relink::Relink;
 use crate::metrics::{Metrics, Source};
 use crate::sendfile;
 
@@ -108,11 +109,30 @@ fn partial_head(mut h: HeaderMap, start: u64, end: u64, len: u64) -> HeaderMap {
     h
 }
 
+/// The shape of an answer, judged on the representation the client gets: with `relink` and a
+/// head it rewrites, the derived validators (a 304 carries them too) and no ranges (RFC 9110
+/// §14.2 lets a server ignore Range; the rewritten bytes are only known once read whole).
+/// Returns the shape and the 304's header fields.
+fn judged_shape(
+    method: &Method,
+    req: &HeaderMap,
+    status: StatusCode,
+    headers: &HeaderMap,
+    len: Option<u64>,
+    relink: Option<&Relink>,
+) -> (Shape, Option<HeaderMap>) {
+    match relink.and_then(|r| r.judged(status, headers, len)) {
+        Some(judged) => (shape(method, req, status, &judged, None), Some(judged)),
+        None => (shape(method, req, status, headers, len), None),
+    }
+}
+
 /// Answers from a stored entry whose header fields the caller already unpacked (`stored`).
 /// `None` when its blob is missing, truncated or (small bodies)
 /// corrupt: the caller then treats the request as a miss. The entry is invalidated in that case.
 /// With `sendfile` (the client connection's file job), a large blob already verified goes out
-/// with zero copies.
+/// with zero copies. With `relink`, preconditions and ranges are judged as `judged_shape` says;
+/// the body itself is rewritten by the caller.
 #[allow(clippy::too_many_arguments)]
 pub async fn from_entry(
     method: &Method,
@@ -123,13 +143,17 @@ pub async fn from_entry(
     store: &Store,
     metrics: &Arc<Metrics>,
     sendfile: Option<&sendfile::Slot>,
+    relink: Option<&Relink>,
 ) -> Option<Response<Body>> {
     let mut headers = stored.clone();
     headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
-    let shape = shape(method, req, entry.status, &stored, Some(entry.len));
-    if let Some(r) = bodiless(shape, &headers, Some(entry.len)) {
+    let len = Some(entry.len);
+    let (shape, judged) = judged_shape(method, req, entry.status, &headers, len, relink);
+    if let Some(r) = bodiless(shape, judged.as_ref().unwrap_or(&headers), len) {
         return Some(r);
     }
+    // A body that is rewritten on its way out is read, never sent from the file.
+    let sendfile = sendfile.filter(|_| judged.is_none());
     let (status, headers, start, end, whole) = match shape {
         Shape::Partial { start, end } => (
             StatusCode::PARTIAL_CONTENT,
@@ -300,16 +324,18 @@ fn stream_file(
     body
 }
 
-/// Answers from a fill in progress (the leader's own client, or a collapsed follower).
+/// Answers from a fill in progress (the leader's own client, or a collapsed follower). With
+/// `relink`, preconditions and ranges are judged as `judged_shape` says.
 pub fn from_fill(
     method: &Method,
     req: &HeaderMap,
     fill: &Arc<Fill>,
     head: &Head,
+    relink: Option<&Relink>,
 ) -> Response<Body> {
     let mut headers = head.headers.clone();
-    let shape = shape(method, req, head.status, &head.headers, head.len);
-    if let Some(r) = bodiless(shape, &headers, head.len) {
+    let (shape, judged) = judged_shape(method, req, head.status, &headers, head.len, relink);
+    if let Some(r) = bodiless(shape, judged.as_ref().unwrap_or(&headers), head.len) {
         return r;
     }
     let (status, headers, body) = match (shape, head.len) {

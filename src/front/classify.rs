@@ -10,6 +10,10 @@ use crate::error::{Error, Kind};
 
 /// The path prefix of the admin pages.
 pub const ADMIN_PREFIX: &str = "/_peercache/";
+/// The admin page of the proxy auto-configuration file, also at `/proxy.pac` and `/wpad.dat`.
+pub const PAC_PAGE: &str = "proxy.pac";
+/// The admin page of the icon, also at `/favicon.ico` unless a mirror claims that path.
+pub const FAVICON_PAGE: &str = "favicon.ico";
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +22,8 @@ pub enum Route {
     Connect { host: String, port: u16 },
     /// An absolute-form request for an http or https origin.
     Forward { target: Uri },
-    /// An origin-form request under a mirror prefix, rewritten to the mirror's upstream.
+    /// An origin-form request under a mirror prefix (or an npm tarball path without one, for the
+    /// mirror with `npm_tarballs`), rewritten to the mirror's upstream.
     Mirror { target: Uri, mirror: usize },
     /// A page under `/_peercache/` (the path after the prefix).
     Admin { page: String },
@@ -111,16 +116,31 @@ fn local(uri: &Uri, r: &Routing<'_>) -> Route {
             page: String::new(),
         };
     }
+    if path == "/proxy.pac" || path == "/wpad.dat" {
+        return Route::Admin {
+            page: PAC_PAGE.to_owned(),
+        };
+    }
     let best = r
         .mirrors
         .iter()
         .enumerate()
         .filter(|(_, m)| path.starts_with(&m.prefix))
-        .max_by_key(|(_, m)| m.prefix.len());
-    let Some((i, m)) = best else {
+        .max_by_key(|(_, m)| m.prefix.len())
+        .map(|(i, m)| (i, m, &path[m.prefix.len()..]));
+    // npm's replace-registry-host: a tarball path without the registry mirror's prefix.
+    let npm = || {
+        let (i, m) = r.mirrors.iter().enumerate().find(|(_, m)| m.npm_tarballs)?;
+        is_npm_tarball_path(path).then(|| (i, m, &path[1..]))
+    };
+    let Some((i, m, rest)) = best.or_else(npm) else {
+        if path == "/favicon.ico" {
+            return Route::Admin {
+                page: FAVICON_PAGE.to_owned(),
+            };
+        }
         return reject("not a proxy request: use this address as an HTTP proxy, or configure a [[mirror]] for this path");
     };
-    let rest = &path[m.prefix.len()..];
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let base = m.upstream.to_string();
     let base = base.trim_end_matches('/');
@@ -128,6 +148,31 @@ fn local(uri: &Uri, r: &Routing<'_>) -> Route {
         Ok(target) => Route::Mirror { target, mirror: i },
         Err(_) => reject("invalid path for the mirror"),
     }
+}
+
+/// npm's tarball paths: `/{name}/-/{file}.tgz` and `/@{scope}/{name}/-/{file}.tgz`, each segment
+/// non-empty and not starting with `.` (npm names never do; no `..` can reach the upstream).
+fn is_npm_tarball_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let plain = |s: &str| !s.is_empty() && !s.starts_with('.');
+    match segments.as_slice() {
+        [scope, name, "-", file] => {
+            scope.len() > 1
+                && scope.starts_with('@')
+                && plain(&scope[1..])
+                && plain(name)
+                && is_tgz(file)
+        }
+        [name, "-", file] => plain(name) && !name.starts_with('@') && is_tgz(file),
+        _ => false,
+    }
+}
+
+fn is_tgz(file: &str) -> bool {
+    file.len() > ".tgz".len() && file.ends_with(".tgz") && !file.starts_with('.')
 }
 
 #[cfg(test)]
@@ -140,11 +185,19 @@ mod tests {
                 prefix: "/debian/".into(),
                 upstream: "http://deb.example.org/debian/".parse().unwrap(),
                 redirect_to_peers: false,
+                npm_tarballs: false,
             },
             Mirror {
                 prefix: "/debian/security/".into(),
                 upstream: "https://sec.example.org/".parse().unwrap(),
                 redirect_to_peers: false,
+                npm_tarballs: false,
+            },
+            Mirror {
+                prefix: "/npm/".into(),
+                upstream: "https://registry.example.org/npm-all/".parse().unwrap(),
+                redirect_to_peers: false,
+                npm_tarballs: true,
             },
         ]
     }
@@ -211,6 +264,29 @@ mod tests {
     }
 
     #[test]
+    fn a_catch_all_mirror_takes_the_icon_but_not_the_pac_file() {
+        let m = vec![Mirror {
+            prefix: "/".into(),
+            upstream: "http://content.example.org/".parse().unwrap(),
+            redirect_to_peers: false,
+            npm_tarballs: false,
+        }];
+        let r = Routing {
+            listen: "127.0.0.1:3128".parse().unwrap(),
+            mirrors: &m,
+            connect_ports: &[443],
+        };
+        let get = |t: &str| classify(&Method::GET, &t.parse().unwrap(), &r);
+        assert!(matches!(get("/favicon.ico"), Route::Mirror { .. }));
+        assert_eq!(
+            get("/proxy.pac"),
+            Route::Admin {
+                page: PAC_PAGE.into()
+            }
+        );
+    }
+
+    #[test]
     fn mirrors_use_the_longest_prefix_and_keep_the_query() {
         assert_eq!(
             route("GET", "/debian/dists/stable/Release?x=1"),
@@ -228,6 +304,68 @@ mod tests {
                 mirror: 1
             }
         );
+    }
+
+    #[test]
+    fn npm_tarballs_without_the_prefix_reach_the_npm_mirror() {
+        let npm = |target: &str| Route::Mirror {
+            target: target.parse().unwrap(),
+            mirror: 2,
+        };
+        let up = "https://registry.example.org/npm-all";
+        let cases: &[(&str, Option<Route>)] = &[
+            // The same upstream URL (and cache key) as through the prefix.
+            (
+                "/left-pad/-/left-pad-1.3.0.tgz",
+                Some(npm(&format!("{up}/left-pad/-/left-pad-1.3.0.tgz"))),
+            ),
+            (
+                "/npm/left-pad/-/left-pad-1.3.0.tgz",
+                Some(npm(&format!("{up}/left-pad/-/left-pad-1.3.0.tgz"))),
+            ),
+            (
+                "/@scope/pkg/-/pkg-1.0.0.tgz?x=1",
+                Some(npm(&format!("{up}/@scope/pkg/-/pkg-1.0.0.tgz?x=1"))),
+            ),
+            // A configured prefix wins over the tarball shape.
+            (
+                "/debian/-/x.tgz",
+                Some(Route::Mirror {
+                    target: "http://deb.example.org/debian/-/x.tgz".parse().unwrap(),
+                    mirror: 0,
+                }),
+            ),
+            // Anything else without a prefix is still no proxy request.
+            ("/left-pad", None),
+            ("/left-pad/-/left-pad-1.3.0.tar.gz", None),
+            ("/left-pad/-/.tgz", None),
+            ("/left-pad/-/", None),
+            ("/../-/x.tgz", None),
+            ("/@/pkg/-/pkg.tgz", None),
+            ("/@scope/-/pkg.tgz", None),
+            ("/a/b/-/c.tgz", None),
+            ("/a/-/b/c.tgz", None),
+            ("//-/c.tgz", None),
+        ];
+        for (path, want) in cases {
+            match want {
+                Some(want) => assert_eq!(&route("GET", path), want, "{path}"),
+                None => assert_eq!(rejected(route("GET", path)), Kind::BadRequest, "{path}"),
+            }
+        }
+        // Without a mirror that asks for them, the prefix-less paths are refused.
+        let m = &mirrors()[..2];
+        let r = Routing {
+            listen: "127.0.0.1:3128".parse().unwrap(),
+            mirrors: m,
+            connect_ports: &[],
+        };
+        let got = classify(
+            &Method::GET,
+            &"/left-pad/-/left-pad-1.3.0.tgz".parse().unwrap(),
+            &r,
+        );
+        assert_eq!(rejected(got), Kind::BadRequest);
     }
 
     #[test]
@@ -249,6 +387,21 @@ mod tests {
             Route::Mirror {
                 target: "http://deb.example.org/debian/x".parse().unwrap(),
                 mirror: 0
+            }
+        );
+        for path in ["/proxy.pac", "/wpad.dat", "http://127.0.0.1:3128/proxy.pac"] {
+            assert_eq!(
+                route("GET", path),
+                Route::Admin {
+                    page: PAC_PAGE.into()
+                },
+                "{path}"
+            );
+        }
+        assert_eq!(
+            route("GET", "/favicon.ico"),
+            Route::Admin {
+                page: FAVICON_PAGE.into()
             }
         );
         // Same host, other port: a real origin.

@@ -21,6 +21,7 @@ use crate::error::{Error, Kind};
 use crate::fetch::peer::{FromPeers, Want};
 use crate::fetch::Fetched;
 use crate::front::answer;
+use crate::front::relink::Relink;
 use crate::metrics::{CacheStatus, Source};
 
 /// How many times a request re-joins after the fill it followed was abandoned by its leader.
@@ -37,29 +38,43 @@ pub struct Ask<'a> {
     pub version: http::Version,
     /// The client connection's file job, when it can send stored bodies with `sendfile`.
     pub sendfile: Option<&'a crate::sendfile::Slot>,
+    /// A mirror request's link rewriting, when its answer may be an index page.
+    pub relink: Option<&'a Relink>,
 }
 
 /// Handles GET and HEAD through the cache; other methods go to `pass_through`. `sendfile` is the
-/// client connection's file job, if it has one.
+/// client connection's file job, if it has one. With `relink` (a mirror request), an index page
+/// goes out with its links rewritten, whichever source answered: the one place where outgoing
+/// bodies are transformed.
 pub async fn handle(
     app: &Arc<App>,
     req: Request<Incoming>,
     target: Uri,
     sendfile: Option<&crate::sendfile::Slot>,
+    relink: Option<&Relink>,
 ) -> Result<Answer, Error> {
     let cacheable_method = req.method() == Method::GET || req.method() == Method::HEAD;
     let Some(key) = CacheKey::from_uri(&target).filter(|_| cacheable_method) else {
         return pass_through(app, req, &target).await;
     };
-    let (parts, _body) = req.into_parts();
+    let (mut parts, _body) = req.into_parts();
+    if let Some(r) = relink {
+        r.ask(&mut parts.headers);
+    }
     let ask = Ask {
         method: &parts.method,
         target: &target,
         headers: &parts.headers,
         version: parts.version,
         sendfile,
+        relink,
     };
-    cached(app, &ask, key.as_str()).await
+    let (resp, status) = cached(app, &ask, key.as_str()).await?;
+    let resp = match relink {
+        Some(r) => r.finish(ask.method, resp).await,
+        None => resp,
+    };
+    Ok((resp, status))
 }
 
 /// Picks the stored variant matching the request's `Vary`-named fields and the key fields of
@@ -177,6 +192,7 @@ async fn from_store(
         &app.store,
         &app.metrics,
         ask.sendfile,
+        ask.relink,
     )
     .await
     .map(|r| (r, Some(status)))
@@ -216,7 +232,7 @@ async fn fetch(
                     if Variant::of_request(&vary, ask.headers).as_ref() != Some(&head.variant) {
                         break; // another variant: fetch our own
                     }
-                    let resp = answer::from_fill(ask.method, ask.headers, &fill, &head);
+                    let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, ask.relink);
                     return Ok((resp, Some(CacheStatus::Collapsed)));
                 }
                 Err(Outcome::Freshened(entry)) => {
@@ -259,7 +275,7 @@ async fn answer_fetched(
 ) -> Result<Answer, Error> {
     match fetched {
         Fetched::Filling(head) => {
-            let resp = answer::from_fill(ask.method, ask.headers, fill, &head);
+            let resp = answer::from_fill(ask.method, ask.headers, fill, &head, ask.relink);
             Ok((resp, Some(CacheStatus::Miss)))
         }
         Fetched::Freshened(entry) => {
@@ -287,7 +303,7 @@ async fn via_peers_then_origin(
     };
     match app.fetcher.via_peers(permit, &want).await? {
         FromPeers::Peer { head, .. } => {
-            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head);
+            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, ask.relink);
             Ok((resp, Some(CacheStatus::Peer)))
         }
         FromPeers::Origin(fetched) => answer_fetched(app, ask, &fill, fetched).await,

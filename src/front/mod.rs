@@ -7,6 +7,11 @@ pub mod answer;
 pub mod classify;
 pub mod forward;
 pub mod headers;
+pub mod intercept;
+pub mod links;
+pub mod meter;
+pub mod pac;
+pub mod relink;
 pub mod respond;
 pub mod tunnel;
 
@@ -15,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderValue, Method, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,7 +32,7 @@ use crate::accesslog::Record;
 use crate::app::{App, SHUTDOWN_GRACE};
 use crate::body::{self, Body, BodyEnd};
 use crate::error::{Error, Kind};
-use crate::metrics::{CacheStatus, Metrics};
+use crate::metrics::{CacheStatus, ErrorRecord, Metrics};
 use crate::sendfile::{SendfileIo, Slot};
 
 use self::classify::{classify, Route, Routing};
@@ -76,28 +81,72 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// What the handler knows about the client connection a request came on.
+pub struct Client {
+    pub peer: SocketAddr,
+    /// Whether `proxy.allow` admits the client.
+    pub allowed: bool,
+    /// The connection's file job for `sendfile` (plain TCP connections only).
+    pub slot: Option<Slot>,
+    /// The site served when the connection is a decrypted `CONNECT` tunnel.
+    pub site: Option<intercept::Site>,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// When a request arrived: the wall clock for the log, tokio's clock for durations.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrived {
+    pub start: SystemTime,
+    pub began: tokio::time::Instant,
+}
+
+impl Arrived {
+    fn now() -> Arrived {
+        Arrived {
+            start: SystemTime::now(),
+            began: tokio::time::Instant::now(),
+        }
+    }
+}
+
 async fn connection(
     app: Arc<App>,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let allowed = app.config.proxy.allow.allows(peer.ip());
     // The connection's file job: stored bodies put it there, the IO sends it with `sendfile`.
     let slot = Slot::default();
     let io = SendfileIo::new(tcp, slot.clone());
+    let client = Arc::new(Client {
+        peer,
+        allowed,
+        slot: Some(slot),
+        site: None,
+        stop,
+    });
+    serve_http1(TokioIo::new(io), app, client).await;
+}
+
+/// Serves HTTP/1.1 requests on `io` with `handle` until the client goes or the proxy stops
+/// (then the open response may finish).
+pub(crate) async fn serve_http1<I>(io: I, app: Arc<App>, client: Arc<Client>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut stop = client.stop.clone();
+    let peer = client.peer;
     let svc = service_fn(move |req| {
-        let (app, slot) = (app.clone(), slot.clone());
-        async move { Ok::<_, Infallible>(handle(app, peer, allowed, slot, req).await) }
+        let (app, client) = (app.clone(), client.clone());
+        async move { Ok::<_, Infallible>(handle(app, &client, req).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
-    let conn = builder
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
+    let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
@@ -112,47 +161,51 @@ async fn connection(
     let _ = conn.await;
 }
 
-/// One request: ACL, loop check, route, answer, then decorate and log.
-async fn handle(
-    app: Arc<App>,
-    peer: SocketAddr,
-    allowed: bool,
-    slot: Slot,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let start = SystemTime::now();
-    let began = tokio::time::Instant::now();
+/// One request: (inside an intercepted tunnel, its absolute https form), ACL, loop check,
+/// route, answer, then decorate and log.
+async fn handle(app: Arc<App>, client: &Client, req: Request<Incoming>) -> Response<Body> {
+    let arrived = Arrived::now();
+    let (start, began, peer) = (arrived.start, arrived.began, client.peer);
     let method = req.method().clone();
-    let url = req.uri().to_string();
-    let outcome = if !allowed {
-        Metrics::inc(&app.metrics.denied);
-        Err(Error::downstream(
-            Kind::Forbidden,
-            format!("client {} is not allowed to use this proxy", peer.ip()),
-        ))
-    } else if headers::via_contains(req.headers(), &app.fetcher.via) {
-        Err(Error::downstream(
-            Kind::LoopDetected,
-            "request came back to this proxy (Via)",
-        ))
-    } else {
-        route(&app, req, &slot).await
+    let mut url = req.uri().to_string();
+    let req = match &client.site {
+        None => Ok(req),
+        Some(site) => site.absolute(req).inspect(|r| url = r.uri().to_string()),
+    };
+    let outcome = match req {
+        Err(e) => Err(e),
+        Ok(_) if !client.allowed => {
+            Metrics::inc(&app.metrics.denied);
+            Err(Error::downstream(
+                Kind::Forbidden,
+                format!("client {} is not allowed to use this proxy", peer.ip()),
+            ))
+        }
+        Ok(req) if headers::via_contains(req.headers(), &app.fetcher.via) => Err(
+            Error::downstream(Kind::LoopDetected, "request came back to this proxy (Via)"),
+        ),
+        Ok(req) => route(&app, req, client, arrived).await,
     };
     let (mut resp, status, result) = match outcome {
         Ok((resp, Some(s))) => (resp, Some(s), s.as_str()),
-        Ok((resp, None)) => {
-            let tag = if method == Method::CONNECT {
-                "TUNNEL"
-            } else {
-                "NONE"
-            };
-            (resp, None, tag)
-        }
+        Ok((resp, None)) => (resp, None, "NONE"),
         Err(e) => {
             Metrics::inc(&app.metrics.errors);
             if e.side != crate::error::Side::Downstream {
                 tracing::warn!(%url, "{e}");
             }
+            let unix_secs = start
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            app.metrics.record_error(ErrorRecord::new(
+                unix_secs,
+                peer.ip().to_string(),
+                method.to_string(),
+                &url,
+                respond::status_of(&e).as_u16(),
+                e.kind.as_str(),
+                &e.detail,
+            ));
             let tag = if e.kind == Kind::Forbidden {
                 "DENIED"
             } else {
@@ -168,6 +221,9 @@ async fn handle(
                 .insert("x-cache", HeaderValue::from_static(s.as_str()));
         }
         None => Metrics::inc(&app.metrics.requests_other),
+    }
+    if method == Method::CONNECT && resp.status() == StatusCode::OK {
+        return resp; // an open tunnel: `meter::Tunnel` logs it when it ends
     }
     if method != Method::CONNECT {
         headers::append_via(resp.headers_mut(), http::Version::HTTP_11, &app.fetcher.via);
@@ -201,6 +257,7 @@ async fn handle(
             } else {
                 "cut"
             },
+            up: None,
         });
     });
     let mut resp = Response::from_parts(parts, body);
@@ -214,7 +271,8 @@ async fn handle(
 async fn route(
     app: &Arc<App>,
     req: Request<Incoming>,
-    slot: &Slot,
+    client: &Client,
+    arrived: Arrived,
 ) -> Result<forward::Answer, Error> {
     let routing = Routing {
         listen: app.listen,
@@ -223,13 +281,34 @@ async fn route(
     };
     match classify(req.method(), req.uri(), &routing) {
         Route::Reject(e) => Err(e),
-        Route::Admin { page } => admin::page(app, &page).map(|r| (r, None)),
-        Route::Connect { host, port } => {
-            tunnel::open(app, req, host, port).await.map(|r| (r, None))
+        Route::Admin { page } => {
+            let host = req
+                .uri()
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| req.headers().get(header::HOST)?.to_str().ok());
+            admin::page(app, &page, host).map(|r| (r, None))
         }
-        Route::Forward { target } | Route::Mirror { target, .. } => {
-            let sendfile = app.config.cache.sendfile.then_some(slot);
-            forward::handle(app, req, target, sendfile).await
+        Route::Connect { host, port } => {
+            if app
+                .intercept
+                .as_ref()
+                .is_some_and(|i| i.hosts.matches(&host))
+            {
+                let resp = intercept::open(app, req, host, port, client, arrived);
+                return Ok((resp, None));
+            }
+            let resp = tunnel::open(app, req, host, port, client, arrived).await?;
+            Ok((resp, None))
+        }
+        Route::Forward { target } => {
+            let sendfile = client.slot.as_ref().filter(|_| app.config.cache.sendfile);
+            forward::handle(app, req, target, sendfile, None).await
+        }
+        Route::Mirror { target, .. } => {
+            let sendfile = client.slot.as_ref().filter(|_| app.config.cache.sendfile);
+            let relink = app.relinker.for_request(req.uri(), req.headers());
+            forward::handle(app, req, target, sendfile, relink.as_ref()).await
         }
     }
 }

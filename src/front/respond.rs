@@ -15,6 +15,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Kind::BadRequest => StatusCode::BAD_REQUEST,
         Kind::Forbidden | Kind::PortNotAllowed => StatusCode::FORBIDDEN,
         Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Misdirected => StatusCode::MISDIRECTED_REQUEST,
         Kind::LoopDetected => StatusCode::LOOP_DETECTED,
         Kind::OnlyIfCached | Kind::ConnectTimeout | Kind::ResponseTimeout => {
             StatusCode::GATEWAY_TIMEOUT
@@ -60,6 +61,7 @@ mod tests {
             (Kind::Forbidden, 403),
             (Kind::PortNotAllowed, 403),
             (Kind::NotFound, 404),
+            (Kind::Misdirected, 421),
             (Kind::LoopDetected, 508),
             (Kind::OnlyIfCached, 504),
             (Kind::ConnectTimeout, 504),

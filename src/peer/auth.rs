@@ -46,10 +46,43 @@ impl ClusterKey {
 
     /// Reads a key file: exactly 32 raw bytes, or 64 hex digits optionally followed by a newline.
     /// The error names the file and says what was wrong.
+    /// A missing or unreadable file says how to fix it (`peercache keygen FILE`, or whose file
+    /// it must be).
     pub fn load(path: &Path) -> Result<Self, String> {
-        let data =
-            std::fs::read(path).map_err(|e| format!("cluster key file {}: {e}", path.display()))?;
-        Self::parse(&data).map_err(|why| format!("cluster key file {}: {why}", path.display()))
+        let p = path.display();
+        let data = std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "cluster key file {p} does not exist: create it with `peercache keygen {p}` on \
+                 one member and copy that file to every other member"
+            ),
+            std::io::ErrorKind::PermissionDenied => format!(
+                "cluster key file {p} cannot be read by this user ({e}): make it readable by \
+                 the user peercache runs as (and by nobody else: chmod 600)"
+            ),
+            _ => format!("cluster key file {p}: {e}"),
+        })?;
+        Self::parse(&data).map_err(|why| format!("cluster key file {p}: {why}"))
+    }
+
+    /// Warnings about a key file that loads: readable by every user of the machine (anyone who
+    /// reads it can join the group and read its gossip). Unix only; I/O.
+    pub fn file_warnings(path: &Path) -> Vec<String> {
+        let mut warnings = Vec::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o004 != 0 {
+                    let p = path.display();
+                    warnings.push(format!(
+                        "cluster key file {p} is readable by every user of this machine (mode \
+                         {mode:03o}): anyone who reads it can join the group; run chmod 600 {p}"
+                    ));
+                }
+            }
+        }
+        warnings
     }
 
     /// `peercache keygen FILE`: generates a key and writes it as 64 hex digits and a newline, with
@@ -854,7 +887,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("missing.key");
         let e = ClusterKey::load(&missing).expect_err("missing");
-        assert!(e.contains("missing.key"), "{e}");
+        let fix = format!("create it with `peercache keygen {}`", missing.display());
+        assert!(e.contains(&fix), "{e}");
 
         for (name, content) in [
             ("short.key", b"abc".to_vec()),
@@ -893,6 +927,27 @@ mod tests {
             text,
             "file untouched"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_readable_by_everyone_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("cluster.key");
+        ClusterKey::write_new(&p).expect("keygen");
+        assert_eq!(ClusterKey::file_warnings(&p), Vec::<String>::new());
+        for (mode, warned) in [(0o640, false), (0o644, true), (0o604, true)] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let w = ClusterKey::file_warnings(&p);
+            assert_eq!(w.len(), usize::from(warned), "{mode:o}: {w:?}");
+            if warned {
+                assert!(
+                    w[0].contains(&format!("chmod 600 {}", p.display())),
+                    "{w:?}"
+                );
+            }
+        }
     }
 
     #[test]

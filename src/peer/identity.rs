@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::peer::wire::NodeId;
 
 /// Longest accepted `site` label, in bytes: identities travel in every gossip packet header, so
-/// their size bounds the room left for broadcasts.
-pub const MAX_SITE_LEN: usize = 64;
+/// their size bounds the room left for broadcasts. The config refuses longer labels.
+pub use crate::config::MAX_SITE_LEN;
 
 /// How one peercache process appears in the SWIM group.
 ///

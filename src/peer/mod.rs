@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod conns;
+pub mod discovery;
 pub mod identity;
 pub mod index;
 pub mod journal;
@@ -16,20 +17,22 @@ pub mod transfer;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cache::inflight::Inflight;
 use crate::cache::rules::Rules;
 use crate::cache::store::{Entry, Store};
-use crate::config::Config;
+use crate::config::{Config, Discover};
 use crate::error::Error;
+use crate::port_owner::Proto;
 
 use self::auth::{ClusterKey, ReplayCache, RequestSigner, REPLAY_CAPACITY};
 use self::client::PeerClient;
@@ -50,6 +53,9 @@ pub struct PeerTuning {
     /// How long a node that claims a cold object waits for competing claims (a little more
     /// than the gossip delay), so that only one node of the group goes to the origin.
     pub claim_window: Duration,
+    /// UDP port of multicast DNS discovery (5353; tests use their own so that they find only
+    /// each other).
+    pub mdns_port: u16,
     /// Stored keys per page of an index snapshot ([`DEFAULT_INDEX_PAGE`]).
     pub index_page: usize,
     /// Transfer connections served at once, in total and per source address.
@@ -72,6 +78,7 @@ impl Default for PeerTuning {
         PeerTuning {
             timings: Timings::lan(),
             claim_window: Duration::from_millis(50),
+            mdns_port: discovery::MDNS_PORT,
             index_page: DEFAULT_INDEX_PAGE,
             connections: ConnLimits::default(),
             resolver: Resolver::dns(),
@@ -152,10 +159,14 @@ pub struct Peers {
     penalties: Mutex<Penalties>,
     rtt: Mutex<RttTable>,
     bytes_from: Mutex<HashMap<NodeId, u64>>,
+    /// Body bytes uploaded to each live member (forgotten when it goes Down).
+    bytes_to: Mutex<HashMap<NodeId, u64>>,
     /// The freshness rules our advertised lifetimes are computed with.
     rules: Arc<Rules>,
     /// `cache.sendfile`: uploads by content hash may use `sendfile(2)`.
     pub sendfile: bool,
+    /// What mDNS discovery found, when it runs.
+    discovery_stats: Option<Arc<discovery::DiscoveryStats>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -191,44 +202,69 @@ pub struct Started {
     pub transfer_addr: SocketAddr,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    /// mDNS announcing and browsing, with `peers.discover = "mdns"`; withdrawn when dropped.
+    discovery: Option<discovery::Mdns>,
 }
 
 impl Started {
-    /// Leaves the group cleanly and stops the transfer API.
-    pub async fn stop(self) {
+    /// Withdraws the mDNS announcement, leaves the group cleanly and stops the transfer API.
+    pub async fn stop(mut self) {
+        drop(self.discovery.take());
         let _ = self.stop.send(true);
         self.peers.membership.clone().leave().await;
         let _ = self.server.await;
     }
 }
 
+/// The peer port: TCP for the transfer API and UDP for gossip on the same port number, bound
+/// before the node writes anything to disk.
+#[derive(Debug)]
+pub struct PeerSockets {
+    tcp: TcpListener,
+    udp: UdpSocket,
+}
+
+impl PeerSockets {
+    /// Binds TCP on `listen`, then UDP on the port TCP got (`listen` may say port 0). The error
+    /// says which protocol failed, on which address.
+    pub async fn bind(listen: SocketAddr) -> Result<PeerSockets, (Proto, SocketAddr, io::Error)> {
+        let tcp = TcpListener::bind(listen)
+            .await
+            .map_err(|e| (Proto::Tcp, listen, e))?;
+        let bound = tcp.local_addr().map_err(|e| (Proto::Tcp, listen, e))?;
+        let udp = UdpSocket::bind(bound)
+            .await
+            .map_err(|e| (Proto::Udp, bound, e))?;
+        Ok(PeerSockets { tcp, udp })
+    }
+}
+
 impl Peers {
-    /// Loads the cluster key and node id, binds the peer port (TCP and UDP), joins the group
-    /// through the seeds and starts serving the transfer API.
+    /// Reads (or creates) the node id, joins the group through the seeds on the bound peer
+    /// port and starts serving the transfer API.
     pub async fn start(
         config: &Config,
+        key: ClusterKey,
+        sockets: PeerSockets,
         store: Store,
         inflight: Arc<Inflight>,
         rules: Arc<Rules>,
         tuning: PeerTuning,
     ) -> Result<Started, Error> {
         let pc = &config.peers;
-        let key = ClusterKey::load(&pc.key_file)
-            .map_err(|e| Error::internal(format!("peers.key_file: {e}")))?;
         let dir = config.cache.dir.clone();
         let id = tokio::task::spawn_blocking(move || node_id(&dir))
             .await
             .map_err(|e| Error::internal(e.to_string()))??;
-        let listener = TcpListener::bind(pc.listen)
-            .await
-            .map_err(|e| Error::internal(format!("cannot listen on {} (peers): {e}", pc.listen)))?;
+        let PeerSockets { tcp: listener, udp } = sockets;
         let transfer_addr = listener
             .local_addr()
             .map_err(|e| Error::internal(e.to_string()))?;
         let advertise = pc.advertise.unwrap_or(transfer_addr);
         let (seeds, unresolved) = seeds::resolve_all(&pc.seeds, &tuning.resolver).await;
         let (tx, events) = Membership::events();
-        let membership = Membership::start_with_timings(
+        let membership = Membership::start_on(
+            udp,
             MembershipConfig {
                 id,
                 bind: transfer_addr,
@@ -240,8 +276,23 @@ impl Peers {
             tuning.timings.clone(),
             tx,
         )
-        .await
         .map_err(|e| Error::internal(format!("peer gossip on {transfer_addr}: {e}")))?;
+        let discovery = match pc.discover {
+            Discover::None => None,
+            Discover::Mdns => {
+                let cfg = discovery::MdnsConfig {
+                    id,
+                    site: pc.site.clone(),
+                    advertise: membership.advertise(),
+                    fingerprint: key.fingerprint(),
+                    port: tuning.mdns_port,
+                };
+                let mdns = discovery::Mdns::start(cfg, membership.clone()).map_err(|e| {
+                    Error::internal(format!("peers.discover: cannot start mDNS: {e}"))
+                })?;
+                Some(mdns)
+            }
+        };
         let signer = Arc::new(RequestSigner::new(&key));
         let epoch = now_ms();
         let peers = Arc::new(Peers {
@@ -272,8 +323,10 @@ impl Peers {
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
             bytes_from: Mutex::new(HashMap::new()),
+            bytes_to: Mutex::new(HashMap::new()),
             rules,
             sendfile: config.cache.sendfile,
+            discovery_stats: discovery.as_ref().map(|d| d.stats.clone()),
         });
         // What we already hold needs no updates: members pull a snapshot (read from the store)
         // when they see us come up.
@@ -300,6 +353,7 @@ impl Peers {
             transfer_addr,
             stop,
             server,
+            discovery,
         })
     }
 
@@ -505,7 +559,12 @@ impl Peers {
         }
     }
 
-    pub fn count_upload(&self, n: u64) {
+    /// An upload of `n` body bytes to `to`; per-member bytes are kept for live members only (a
+    /// member may sign as any node id), so the map is bounded by the group.
+    pub fn count_upload(&self, to: NodeId, n: u64) {
+        if self.addr_of(to).is_some() {
+            *lock(&self.bytes_to).entry(to).or_insert(0) += n;
+        }
         self.stats.uploads.fetch_add(1, Relaxed);
         self.stats.bytes_uploaded.fetch_add(n, Relaxed);
     }
@@ -516,6 +575,7 @@ impl Peers {
         let (conns_held, conns_addresses) = self.conns.held();
         let index = lock(&self.index);
         let bytes_from = lock(&self.bytes_from);
+        let bytes_to = lock(&self.bytes_to);
         let rtt = lock(&self.rtt);
         let members: Vec<serde_json::Value> = self
             .membership
@@ -529,6 +589,7 @@ impl Peers {
                     "state": m.state.as_str(),
                     "rtt_ms": rtt.get(m.id).map(|d| d.as_secs_f64() * 1000.0),
                     "bytes_from": bytes_from.get(&m.id).copied().unwrap_or(0),
+                    "bytes_to": bytes_to.get(&m.id).copied().unwrap_or(0),
                 })
             })
             .collect();
@@ -567,6 +628,7 @@ impl Peers {
             "index_pull_failures": self.stats.index_pull_failures.load(Relaxed),
             "snapshot_pages": self.stats.snapshot_pages.load(Relaxed),
             "snapshots_refused": self.stats.snapshots_refused.load(Relaxed),
+            "discovery": self.discovery_stats.as_ref().map(|d| d.to_json()),
         })
     }
 
@@ -732,6 +794,7 @@ async fn events_loop(peers: Weak<Peers>, mut events: mpsc::Receiver<Event>) {
                 let dropped = lock(&p.index).remove_node(id);
                 lock(&p.rtt).forget(id);
                 lock(&p.bytes_from).remove(&id);
+                lock(&p.bytes_to).remove(&id);
                 p.client.forget(id);
                 tracing::info!(%id, dropped, "peer down: its index entries are dropped");
             }

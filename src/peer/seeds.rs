@@ -1,6 +1,6 @@
 //! Seeds given by name (`peers.seeds`): resolved at start, and those that did not resolve tried
 //! again, with back-off, for as long as the node knows no member. Owns no socket; it hands the
-//! addresses to the membership task.
+//! addresses to the membership task (`Membership::join`, like discovered candidates).
 
 use std::future::Future;
 use std::io;
@@ -121,7 +121,9 @@ pub async fn keep_resolving(
         left = still;
         if !found.is_empty() {
             let Some(p) = peers.upgrade() else { return };
-            p.membership.add_seeds(found).await;
+            for addr in found {
+                p.membership.join(addr);
+            }
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::cache::conditional::{self, RangeAnswer};
 use crate::cache::inflight::{Fill, Head};
 use crate::cache::store::{header_pairs, Entry, TimingRecord};
 use crate::peer::auth::{AuthError, Covered, AUTH_HEADER, TRANSFER_FIELDS};
-use crate::peer::wire::{parse_hex32, IndexAsk, KeyHash};
+use crate::peer::wire::{parse_hex32, IndexAsk, KeyHash, NodeId};
 use crate::peer::Peers;
 use crate::sendfile::{self, SendfileIo, Slot};
 
@@ -200,12 +200,12 @@ async fn handle(
         "objects" => match parse_hex32(arg) {
             Some(h) => {
                 let hash = blake3::Hash::from_bytes(h);
-                object(peers, &method, req.headers(), hash, slot).await
+                object(peers, caller, &method, req.headers(), hash, slot).await
             }
             None => status(StatusCode::BAD_REQUEST, "bad content hash"),
         },
         "fills" => match parse_hex32(arg) {
-            Some(k) => fill(peers, &method, req.headers(), &k).await,
+            Some(k) => fill(peers, caller, &method, req.headers(), &k).await,
             None => status(StatusCode::BAD_REQUEST, "bad key hash"),
         },
         _ => status(StatusCode::NOT_FOUND, "no such peer API"),
@@ -340,6 +340,7 @@ fn ranged(
 
 async fn object(
     peers: &Arc<Peers>,
+    caller: NodeId,
     method: &Method,
     req: &HeaderMap,
     hash: blake3::Hash,
@@ -370,7 +371,7 @@ async fn object(
     // runtime thread and would block it on disk reads).
     let slot = (peers.sendfile && peers.store.is_verified(&hash)).then(|| slot.clone());
     let r = ranged(method, req, len, permit, move |start, end| {
-        counter.count_upload(end - start);
+        counter.count_upload(caller, end - start);
         match slot {
             Some(slot) => {
                 let sent: sendfile::Counter = Arc::new(move |n| {
@@ -386,6 +387,7 @@ async fn object(
 
 async fn fill(
     peers: &Arc<Peers>,
+    caller: NodeId,
     method: &Method,
     req: &HeaderMap,
     key_hash: &KeyHash,
@@ -408,7 +410,7 @@ async fn fill(
             let f: Arc<Fill> = fill.clone();
             let counter = peers.clone();
             let r = ranged(method, req, len, permit, move |start, end| {
-                counter.count_upload(end - start);
+                counter.count_upload(caller, end - start);
                 f.body(start, Some(end))
             });
             with_uploads(peers, r)

@@ -17,11 +17,10 @@ fn check(text: &str) -> (bool, String) {
     )
 }
 
-#[test]
-fn check_accepts_the_shipped_default_config() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/peercache.toml");
+/// Runs `peercache ARGS`, asserts it succeeds, and returns its stdout.
+fn peercache_ok(args: &[&std::ffi::OsStr]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_peercache"))
-        .args(["check", "--config", path])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -29,6 +28,13 @@ fn check_accepts_the_shipped_default_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn check_accepts_the_shipped_default_config() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/peercache.toml");
+    peercache_ok(&["check".as_ref(), "--config".as_ref(), path.as_ref()]);
 }
 
 #[test]
@@ -74,13 +80,28 @@ async fn sigterm_stops_the_proxy_cleanly_and_the_access_log_has_a_line_per_reque
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 
-    // `peercache status` reads the running proxy's JSON status.
-    let out = Command::new(env!("CARGO_BIN_EXE_peercache"))
-        .args(["status", "--proxy", &format!("http://{}", proc.addr)])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // `peercache status --json` prints the running proxy's JSON status, indented; without
+    // `--json`, a summary for people.
+    let status = |extra: &[&str]| {
+        let proxy = format!("http://{}", proc.addr);
+        let out = peercache(&[&["status", "--proxy", &proxy], extra].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json = status(&["--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["counters"]["requests_by_result"]["HIT"], 1);
+    assert!(json.lines().count() > 20, "indented: {json}");
+    let text = status(&[]);
+    assert!(text.contains(&format!("at {}, up ", proc.addr)), "{text}");
+    assert!(text.contains("HIT 1  MISS 1  PEER 0"), "{text}");
+    assert!(text.contains("hit ratio:  50% "), "{text}");
+    assert!(text.contains("bytes saved: 6 B"), "{text}");
+    assert!(text.contains("group:      peering off"), "{text}");
 
     let pid = proc.child.id().to_string();
     assert!(Command::new("kill")
@@ -98,4 +119,65 @@ async fn sigterm_stops_the_proxy_cleanly_and_the_access_log_has_a_line_per_reque
     }
     let status = exited.expect("peercache exits within 5 s of SIGTERM");
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn ca_makes_the_ca_once_and_prints_its_path_and_fingerprint() {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("peercache.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[cache]\ndir = \"{}\"\n",
+            dir.path().join("cache").display()
+        ),
+    )
+    .unwrap();
+    let ca = || peercache_ok(&["ca".as_ref(), "--config".as_ref(), conf.as_os_str()]);
+    let cert = dir.path().join("cache/ca/ca.pem");
+    let key = dir.path().join("cache/ca/ca.key");
+    let first = ca();
+    assert!(
+        first.contains(&format!("made a new CA: {}", cert.display())),
+        "{first}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is private");
+    }
+    // The printed fingerprint is the SHA-256 of the certificate file's DER.
+    let der = CertificateDer::from_pem_file(&cert).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    assert!(
+        first.contains(&format!("SHA-256 fingerprint: {}", hex.join(":"))),
+        "{first}"
+    );
+    let pem_before = std::fs::read(&cert).unwrap();
+    let second = ca();
+    assert!(
+        second.contains(&format!("CA exists: {}", cert.display())),
+        "{second}"
+    );
+    assert!(second.contains(&hex.join(":")), "same CA: {second}");
+    assert_eq!(std::fs::read(&cert).unwrap(), pem_before);
+}
+
+#[test]
+fn check_refuses_a_ca_certificate_without_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("ca.pem");
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let (ok, err) = check(&format!(
+        "[intercept]\nhosts = [\"files.example.org\"]\nca_cert = \"{}\"\n",
+        cert.display()
+    ));
+    assert!(!ok);
+    assert!(
+        err.contains("intercept.ca_cert") && err.contains("ca.key does not"),
+        "{err}"
+    );
 }

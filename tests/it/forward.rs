@@ -137,17 +137,7 @@ async fn connect_tunnels_to_allowed_ports_only() {
     c.proxy.connect_ports = vec![echo_addr.port()];
     let proxy = start_proxy(c).await;
 
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    let mut s = tunnel(proxy.addr, &echo_addr.to_string()).await;
     s.write_all(b"hello").await.unwrap();
     let mut back = [0u8; 5];
     s.read_exact(&mut back).await.unwrap();
@@ -167,11 +157,7 @@ async fn mirror_routes_fetch_from_their_upstream_and_cache() {
     );
     let dir = tempdir();
     let mut c = config(dir.path());
-    c.mirrors = vec![peercache::config::Mirror {
-        prefix: "/deb/".into(),
-        upstream: format!("http://{}/debian/", origin.addr).parse().unwrap(),
-        redirect_to_peers: false,
-    }];
+    c.mirrors = vec![mirror("/deb/", &origin.url("/debian/"))];
     let proxy = start_proxy(c).await;
     let url = format!("http://{}/deb/dists/stable/Release", proxy.addr);
     let r = get(proxy.addr, &url).await;
@@ -225,11 +211,7 @@ async fn an_https_mirror_upstream_is_fetched_over_tls_and_cached() {
     let dir = tempdir();
     let mut c = config(dir.path());
     c.upstream.ca_file = Some(fixtures().join("ca.pem"));
-    c.mirrors = vec![peercache::config::Mirror {
-        prefix: "/pypi/".into(),
-        upstream: format!("https://{}/", origin.addr).parse().unwrap(),
-        redirect_to_peers: false,
-    }];
+    c.mirrors = vec![mirror("/pypi/", &origin.url("/"))];
     let proxy = start_proxy(c).await;
     let url = format!("http://{}/pypi/simple/pkg/", proxy.addr);
     let r = get(proxy.addr, &url).await;

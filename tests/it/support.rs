@@ -84,6 +84,15 @@ pub fn gated(first: Bytes, rest: Option<Bytes>, gate: watch::Receiver<bool>, len
     }
 }
 
+impl Reply {
+    /// A 200 cacheable for 10 minutes with the `Content-Length` of both parts, whose body
+    /// stops after `first` until `gate` opens.
+    pub fn gated(first: Bytes, rest: Bytes, gate: watch::Receiver<bool>) -> Reply {
+        let len = first.len() + rest.len();
+        gated(first, Some(rest), gate, len)
+    }
+}
+
 type Handler = Arc<dyn Fn(&http::request::Parts) -> Reply + Send + Sync>;
 
 /// What the origin saw of one request.
@@ -264,6 +273,8 @@ pub fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::default_config();
     c.proxy.listen = "127.0.0.1:0".parse().unwrap();
     c.cache.dir = dir.to_owned();
+    c.intercept.ca_cert = dir.join("ca/ca.pem");
+    c.intercept.ca_key = dir.join("ca/ca.key");
     c.log.access = false;
     c.upstream.connect_timeout = Duration::from_secs(2);
     c.upstream.read_timeout = Duration::from_secs(5);
@@ -294,28 +305,51 @@ impl Got {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(self.body.as_ref().expect("complete body")).into_owned()
     }
+
+    /// Reads a whole response.
+    pub async fn read(resp: Response<Incoming>) -> Got {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| e.to_string());
+        Got {
+            status,
+            headers,
+            body,
+        }
+    }
 }
 
 /// Sends one request through the proxy at `proxy` on a fresh connection.
 pub async fn send(proxy: SocketAddr, method: &str, url: &str, headers: &[(&str, &str)]) -> Got {
-    let resp = send_head(proxy, method, url, headers).await;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| e.to_string());
-    Got {
-        status,
-        headers,
-        body,
-    }
+    Got::read(send_head(proxy, method, url, headers).await).await
 }
 
 pub async fn get(proxy: SocketAddr, url: &str) -> Got {
     send(proxy, "GET", url, &[]).await
+}
+
+/// Sends an origin-form request for `path` to the proxy (as a client of a mirror route does),
+/// with `Host` naming the proxy.
+pub async fn get_path(proxy: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
+    let host = proxy.to_string();
+    let mut all = vec![("host", host.as_str())];
+    all.extend_from_slice(headers);
+    send(proxy, "GET", path, &all).await
+}
+
+/// A `[[mirror]]` route from `prefix` to `upstream`.
+pub fn mirror(prefix: &str, upstream: &str) -> peercache::config::Mirror {
+    peercache::config::Mirror {
+        prefix: prefix.into(),
+        upstream: upstream.parse().unwrap(),
+        redirect_to_peers: false,
+        npm_tarballs: false,
+    }
 }
 
 /// Sends a request and returns as soon as the head arrives (the body streams on).
@@ -340,6 +374,78 @@ pub async fn send_head(
     }
     let req = req.body(Full::new(Bytes::new())).unwrap();
     sender.send_request(req).await.unwrap()
+}
+
+/// Sends `CONNECT target` (`host:port`) through `proxy` and returns the tunnel once it is
+/// answered 200 (nothing of the tunnel is read).
+pub async fn tunnel(proxy: SocketAddr, target: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "CONNECT {target}: {head}");
+    s
+}
+
+/// A TLS client trusting only the certificates in the PEM text `ca_pem`.
+pub fn tls_trusting(ca_pem: &[u8]) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// An HTTP/1.1 connection inside a TLS session inside a `CONNECT` tunnel.
+pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// CONNECTs to `target` through `proxy`, completes TLS with server name `name` (an IP address
+/// sends no SNI) using `tls`, and returns an HTTP/1.1 sender plus the certificates the server
+/// presented. `Err` when the TLS handshake fails.
+pub async fn https_through(
+    proxy: SocketAddr,
+    target: &str,
+    name: &str,
+    tls: &tokio_rustls::TlsConnector,
+) -> std::io::Result<(Sender, Vec<rustls::pki_types::CertificateDer<'static>>)> {
+    let tcp = tunnel(proxy, target).await;
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let stream = tls.connect(name, tcp).await?;
+    let certs = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_default()
+        .to_vec();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    Ok((sender, certs))
+}
+
+/// Sends `GET target` with `Host: host` on an open connection and reads the whole answer.
+pub async fn get_on(sender: &mut Sender, target: &str, host: &str) -> Got {
+    let req = Request::get(target)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    Got::read(sender.send_request(req).await.unwrap()).await
 }
 
 /// A fresh temporary directory.
@@ -398,13 +504,14 @@ impl Proc {
         .await
     }
 
-    /// Starts `peercache run` listening on `addr`, cache under `dir`, plus `extra` TOML.
+    /// Starts `peercache run` listening on `addr`, cache under `dir`, plus `extra` TOML (it
+    /// follows `[proxy] listen`, so its first keys may be more `[proxy]` keys).
     pub async fn start_with(dir: &Path, addr: SocketAddr, extra: &str) -> Proc {
         let conf = dir.join("peercache.toml");
         std::fs::write(
             &conf,
             format!(
-                "{extra}\n[proxy]\nlisten = \"{addr}\"\n[cache]\ndir = \"{}\"\n",
+                "[proxy]\nlisten = \"{addr}\"\n{extra}\n[cache]\ndir = \"{}\"\n",
                 dir.join("cache").display()
             ),
         )
@@ -460,6 +567,22 @@ pub async fn status_json(proxy: SocketAddr) -> serde_json::Value {
     let r = get(proxy, &format!("http://{proxy}/_peercache/status")).await;
     assert_eq!(r.status, 200, "status page");
     serde_json::from_str(&r.text()).expect("status JSON")
+}
+
+/// Polls the proxy's status JSON until `cond` holds (at most `limit`); returns the last one.
+pub async fn wait_for_status(
+    proxy: SocketAddr,
+    limit: Duration,
+    mut cond: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let s = status_json(proxy).await;
+        if cond(&s) || tokio::time::Instant::now() >= deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The proxy's `/_peercache/metrics` text (asserting a 200).
@@ -606,7 +729,7 @@ pub async fn start_node(c: Config, dir: tempfile::TempDir) -> Node {
     start_node_tuned(c, dir, fast_tuning()).await
 }
 
-/// Starts a node in-process with these peer knobs.
+/// Starts a node in-process with `tuning`.
 pub async fn start_node_tuned(
     c: Config,
     dir: tempfile::TempDir,
@@ -622,6 +745,11 @@ pub async fn start_node_tuned(
 /// Starts `n` nodes sharing one key, all seeded by the first, and waits until each sees the others.
 pub async fn cluster(n: usize) -> (Vec<Node>, tempfile::TempDir) {
     cluster_tuned(n, |_, _, _| {}).await
+}
+
+/// `cluster`, with `edit` applied to every node's config.
+pub async fn cluster_with(n: usize, edit: impl Fn(&mut Config)) -> (Vec<Node>, tempfile::TempDir) {
+    cluster_tuned(n, |_, c, _| edit(c)).await
 }
 
 /// [`cluster`] with node `i`'s config and peer knobs adjusted by `tune(i, config, tuning)`.
@@ -745,4 +873,86 @@ pub async fn raw_request(from_ip: &str, to: SocketAddr, bytes: &[u8]) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// A program on the PATH, if there is one.
+pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Headless Chromium (Debian's `chromium` package; `.ci/run` installs it), if installed.
+pub fn chromium() -> Option<std::path::PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| on_path(name))
+}
+
+/// Runs headless Chromium on `url` with `args` (e.g. `--dump-dom`) after letting the page run
+/// for `budget_ms` of virtual time; returns its stdout. No proxy, no network beyond `url`.
+pub async fn headless(chromium: &Path, url: &str, args: &[String], budget_ms: u32) -> String {
+    let profile = tempdir();
+    let out_path = profile.path().join("stdout");
+    let err_path = profile.path().join("stderr");
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-proxy-server",
+            "--hide-scrollbars",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.path().join("profile").display()
+        ))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .args(args)
+        .arg(url)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("chromium starts");
+    let mut status = None;
+    let finished = wait_until(Duration::from_secs(60), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    })
+    .await;
+    if !finished {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(finished, "chromium did not finish within 60 s: {stderr}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "chromium failed ({status:?}): {stderr}"
+    );
+    std::fs::read_to_string(&out_path).unwrap()
+}
+
+/// Runs `peercache ARGS` to its exit (at most 20 s), output captured.
+pub fn peercache(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peercache"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..2000 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    panic!("peercache {args:?} did not exit within 20 s");
 }

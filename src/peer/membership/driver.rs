@@ -27,7 +27,7 @@ use crate::peer::wire::NodeId;
 use super::broadcast::{admit, Admit, Dedupe, MAX_BACKLOG};
 use super::{
     Command, Counters, Event, MemberInfo, MemberState, BROADCAST_BATCH, MAX_BROADCAST_LEN,
-    MAX_PACKET, MAX_SEEDS,
+    MAX_JOINED, MAX_PACKET,
 };
 
 type PeerFoca = Foca<PeerIdentity, PostcardCodec, StdRng, Dedupe>;
@@ -41,6 +41,8 @@ pub(super) struct Driver {
     sealer: Sealer,
     timers: TimerQueue,
     seeds: Vec<SocketAddr>,
+    /// Addresses from [`Membership::join`], re-announced to like seeds; at most [`MAX_JOINED`].
+    joined: Vec<SocketAddr>,
     reannounce_every: Duration,
     events: mpsc::Sender<Event>,
     delivered: mpsc::Receiver<Vec<u8>>,
@@ -95,6 +97,7 @@ impl Driver {
             sealer: s.sealer,
             timers: BinaryHeap::new(),
             seeds: s.seeds,
+            joined: Vec::new(),
             reannounce_every: s.reannounce_every,
             events: s.events,
             delivered,
@@ -133,7 +136,7 @@ impl Driver {
                     }
                 }
                 Wake::Command(Some(other)) => {
-                    if let Some(reply) = self.on_stop(other).await {
+                    if let Some(reply) = self.on_command(other).await {
                         break Some(reply);
                     }
                 }
@@ -207,7 +210,13 @@ impl Driver {
         if self.foca.num_members() > 0 {
             return;
         }
-        for seed in self.seeds.clone() {
+        for seed in self
+            .seeds
+            .iter()
+            .chain(&self.joined)
+            .copied()
+            .collect::<Vec<_>>()
+        {
             if let Err(e) = self
                 .foca
                 .announce(PeerIdentity::seed(seed), &mut self.runtime)
@@ -242,7 +251,7 @@ impl Driver {
         }
         self.flush().await;
         match next {
-            Some(cmd) => self.on_stop(cmd).await,
+            Some(cmd) => self.on_command(cmd).await,
             None => None,
         }
     }
@@ -281,11 +290,41 @@ impl Driver {
         }
     }
 
+    /// A candidate from discovery or a late seed: announce to it unless it is us or an active
+    /// member.
+    async fn on_join(&mut self, addr: SocketAddr) {
+        let me = self.foca.identity().addr;
+        let member = self
+            .view
+            .values()
+            .any(|(m, _)| m.addr == addr && m.state.is_active());
+        if addr == me || addr == self.socket.local_addr().unwrap_or(me) || member {
+            return;
+        }
+        if !self.joined.contains(&addr) && !self.seeds.contains(&addr) {
+            if self.joined.len() >= MAX_JOINED {
+                self.joined.remove(0);
+            }
+            self.joined.push(addr);
+        }
+        if let Err(e) = self
+            .foca
+            .announce(PeerIdentity::seed(addr), &mut self.runtime)
+        {
+            tracing::debug!(error = %e, %addr, "announce to a discovered node");
+        }
+        self.flush().await;
+    }
+
     /// Carries out a command other than a broadcast batch; returns the reply channel of a stop.
-    async fn on_stop(&mut self, cmd: Command) -> Option<oneshot::Sender<()>> {
+    async fn on_command(&mut self, cmd: Command) -> Option<oneshot::Sender<()>> {
         match cmd {
             Command::Broadcast(p) => {
                 self.add_broadcast(p);
+                None
+            }
+            Command::Join(addr) => {
+                self.on_join(addr).await;
                 None
             }
             Command::Leave(reply) => {
@@ -296,22 +335,6 @@ impl Driver {
                 Some(reply)
             }
             Command::Stop(reply) => Some(reply),
-            Command::AddSeeds(seeds) => {
-                let own = [
-                    Some(self.foca.identity().addr),
-                    self.socket.local_addr().ok(),
-                ];
-                for seed in seeds {
-                    if !own.contains(&Some(seed))
-                        && !self.seeds.contains(&seed)
-                        && self.seeds.len() < MAX_SEEDS
-                    {
-                        self.seeds.push(seed);
-                    }
-                }
-                self.reannounce().await;
-                None
-            }
         }
     }
 

@@ -33,8 +33,9 @@ const MAX_PACKET: usize = 1400;
 const CLUSTER_SIZE_HINT: u32 = 32;
 /// Broadcast commands folded into one round of messages.
 const BROADCAST_BATCH: usize = 256;
-/// Seeds kept at most (configured ones plus those resolved later).
-pub const MAX_SEEDS: usize = 64;
+/// Most addresses given to [`Membership::join`] (discovered candidates, seeds that resolved
+/// late) that are kept as extra seeds; the oldest goes first.
+pub const MAX_JOINED: usize = 64;
 /// Room in the command queue to the task. A broadcast that finds it full is dropped and counted
 /// (`broadcasts_dropped`): its successor shows the others a gap, and they pull the journal.
 const COMMANDS_CAPACITY: usize = 4096;
@@ -238,7 +239,7 @@ impl std::fmt::Debug for Membership {
 
 enum Command {
     Broadcast(Vec<u8>),
-    AddSeeds(Vec<SocketAddr>),
+    Join(SocketAddr),
     Leave(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
 }
@@ -260,6 +261,18 @@ impl Membership {
         timings: Timings,
         events: mpsc::Sender<Event>,
     ) -> io::Result<Membership> {
+        let socket = UdpSocket::bind(cfg.bind).await?;
+        Self::start_on(socket, cfg, timings, events)
+    }
+
+    /// [`Membership::start_with_timings`] on a socket bound beforehand (`cfg.bind` is not used):
+    /// the node binds every port before it writes anything to disk.
+    pub fn start_on(
+        socket: UdpSocket,
+        cfg: MembershipConfig,
+        timings: Timings,
+        events: mpsc::Sender<Event>,
+    ) -> io::Result<Membership> {
         let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
         timings.check().map_err(|m| invalid(m.to_owned()))?;
         if cfg.site.len() > MAX_SITE_LEN {
@@ -268,7 +281,6 @@ impl Membership {
                 cfg.site.len()
             )));
         }
-        let socket = UdpSocket::bind(cfg.bind).await?;
         let local_addr = socket.local_addr()?;
         let advertise = if cfg.advertise.port() == 0 {
             SocketAddr::new(cfg.advertise.ip(), local_addr.port())
@@ -333,6 +345,18 @@ impl Membership {
         }
     }
 
+    /// Announces this node to `addr` (a candidate found by discovery, or a seed that resolved
+    /// late), unless an active member is already there; the address is also re-announced to
+    /// while this node knows no member, like a seed (at most [`MAX_JOINED`] such addresses are
+    /// kept). Only a node holding the cluster key can answer, so a wrong candidate costs one
+    /// dropped packet. With the command queue full the address is dropped (logged): discovery
+    /// and the seed retries offer it again.
+    pub fn join(&self, addr: SocketAddr) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.cmds.try_send(Command::Join(addr)) {
+            tracing::debug!(%addr, "membership command queue full: join dropped");
+        }
+    }
+
     /// Current view of the other members (Down ones included until foca forgets them), sorted by
     /// id; one entry per node id, never this node.
     pub fn members(&self) -> Vec<MemberInfo> {
@@ -377,13 +401,6 @@ impl Membership {
     /// The address the others use for this node.
     pub fn advertise(&self) -> SocketAddr {
         self.identity.addr
-    }
-
-    /// More seeds to announce to while alone (a seed host name that resolved late); announces to
-    /// them at once if we know no member. Seeds are kept up to [`MAX_SEEDS`].
-    pub async fn add_seeds(&self, seeds: Vec<SocketAddr>) {
-        // Err: the task has stopped.
-        let _ = self.cmds.send(Command::AddSeeds(seeds)).await;
     }
 
     /// Leaves the group cleanly (foca `leave_cluster`, packets flushed) and stops the task; the
