@@ -291,13 +291,9 @@ impl Fetcher {
             fallbacks: start.fallbacks,
             on_commit,
         };
-        let peers = self.peers.clone();
-        let key = start.key.to_owned();
         tokio::spawn(async move {
             let end = writer::run(job, feed).await;
-            if let Some(p) = peers {
-                p.fill_ended(&key, &end);
-            }
+            tracing::debug!(?end, "fill ended");
         });
         head
     }

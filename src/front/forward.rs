@@ -489,13 +489,8 @@ async fn via_peers_then_origin(
             Ok((resp, Some(CacheStatus::Peer)))
         }
         FromPeers::Origin(fetched) => answer_fetched(app, ask, &fill, fetched, trace).await,
-        FromPeers::NotHere(permit) => {
-            let answer = lead(app, ask, key, permit, None, trace).await;
-            if let Some(p) = &app.peers {
-                p.withdraw(key); // a no-op while the fill runs or once it is stored
-            }
-            answer
-        }
+        // A claim made on the way is held by the permit: it ends with the fill.
+        FromPeers::NotHere(permit) => lead(app, ask, key, permit, None, trace).await,
     }
 }
 
