@@ -110,7 +110,7 @@ impl<S: OwnState> Journal<S> {
             epoch,
             seq: 1,
             capacity,
-            log: VecDeque::with_capacity(capacity.min(DEFAULT_JOURNAL_CAPACITY)),
+            log: VecDeque::new(),
             evicted: 0,
             state,
         }

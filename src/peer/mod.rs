@@ -13,6 +13,7 @@ pub mod own;
 pub mod pulls;
 pub mod seeds;
 pub mod select;
+pub mod sim;
 pub mod transfer;
 pub mod wire;
 
@@ -608,6 +609,8 @@ impl Peers {
             "journal_evicted": lock(&self.journal).evicted(),
             "gossip_events_dropped": gossip.events_dropped.load(Relaxed),
             "gossip_broadcasts_dropped": gossip.broadcasts_dropped.load(Relaxed),
+            "gossip_bytes_sent": gossip.bytes_sent.load(Relaxed),
+            "gossip_bytes_received": gossip.bytes_received.load(Relaxed),
             "connections": { "held": conns_held, "addresses": conns_addresses },
             "connections_refused": self.stats.connections_refused.load(Relaxed),
             "own_claims": lock(&self.journal).state().claims(),

@@ -1,13 +1,13 @@
 //! foca's custom-broadcast handler (deliver each index update once) and the rule that bounds
-//! the broadcast backlog; no I/O (it hands payloads to the task over a bounded queue).
+//! the broadcast backlog; no I/O (it hands payloads to the state machine over a bounded queue).
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc;
 use std::sync::Arc;
 
 use foca::{BroadcastHandler, Invalidates};
-use tokio::sync::mpsc;
 
 use crate::peer::identity::PeerIdentity;
 
@@ -26,16 +26,16 @@ impl Invalidates for PayloadHash {
 }
 
 /// foca's broadcast handler: relays each payload once and hands new ones from the network to the
-/// task (which forwards them as `Event::Broadcast` after the member events of the same packet).
+/// state machine (which passes them on after the member events of the same packet).
 pub(super) struct Dedupe {
     seen: HashSet<[u8; 32]>,
     order: VecDeque<[u8; 32]>,
-    delivered: mpsc::Sender<Vec<u8>>,
+    delivered: mpsc::SyncSender<Vec<u8>>,
     counters: Arc<Counters>,
 }
 
 impl Dedupe {
-    pub(super) fn new(delivered: mpsc::Sender<Vec<u8>>, counters: Arc<Counters>) -> Self {
+    pub(super) fn new(delivered: mpsc::SyncSender<Vec<u8>>, counters: Arc<Counters>) -> Self {
         Dedupe {
             seen: HashSet::new(),
             order: VecDeque::new(),
@@ -66,8 +66,7 @@ impl BroadcastHandler<PeerIdentity> for Dedupe {
         }
         // `None` is our own `add_broadcast`: remembered so it is never delivered back to us.
         if sender.is_some() {
-            if let Err(mpsc::error::TrySendError::Full(_)) = self.delivered.try_send(data.to_vec())
-            {
+            if let Err(mpsc::TrySendError::Full(_)) = self.delivered.try_send(data.to_vec()) {
                 self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -5,6 +5,7 @@
 
 mod broadcast;
 mod driver;
+pub(in crate::peer) mod swim;
 
 use std::io;
 use std::net::SocketAddr;
@@ -54,6 +55,10 @@ pub struct Counters {
     /// Our own broadcasts dropped: the command queue was full, or foca's backlog was (only the
     /// latest is held back then; the ones it replaces are counted).
     pub broadcasts_dropped: AtomicU64,
+    /// Gossip bytes sent: sealed UDP payloads (IP and UDP headers not counted).
+    pub bytes_sent: AtomicU64,
+    /// Gossip bytes received, authenticated or not (IP and UDP headers not counted).
+    pub bytes_received: AtomicU64,
 }
 
 /// One other member of the group, as this node currently sees it.
@@ -115,10 +120,22 @@ pub struct MembershipConfig {
     pub key: ClusterKey,
 }
 
+/// Which of foca's presets the timings start from (memberlist's LAN and WAN defaults).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// `Config::new_lan`: probe every 1 s, gossip every 200 ms to 3 members.
+    #[default]
+    Lan,
+    /// `Config::new_wan`: probe every 5 s, gossip every 500 ms to 4 members.
+    Wan,
+}
+
 /// SWIM timings. [`Timings::lan`] is the production default (foca's LAN config);
 /// [`Timings::fast`] suits tests on loopback.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timings {
+    /// The foca preset the other settings start from.
+    pub profile: Profile,
     /// How often a random member is probed.
     pub probe_period: Duration,
     /// How long to wait for a direct probe reply before asking others; less than `probe_period`.
@@ -135,8 +152,19 @@ impl Timings {
     /// foca's `Config::new_lan` for a group of up to ~32 nodes: probe every 1 s, Down after
     /// ~6 s of unrefuted suspicion, gossip every 200 ms; re-announce to seeds every 3 s.
     pub fn lan() -> Self {
-        let c = Config::new_lan(cluster_size_hint());
+        Self::of(Profile::Lan)
+    }
+
+    /// foca's `Config::new_wan` for a group of up to ~32 nodes: probe every 5 s (3 s to answer),
+    /// Down after ~45 s of unrefuted suspicion, gossip every 500 ms; re-announce every 3 s.
+    pub fn wan() -> Self {
+        Self::of(Profile::Wan)
+    }
+
+    fn of(profile: Profile) -> Self {
+        let c = base_config(profile);
         Timings {
+            profile,
             probe_period: c.probe_period,
             probe_rtt: c.probe_rtt,
             suspect_to_down_after: c.suspect_to_down_after,
@@ -150,6 +178,7 @@ impl Timings {
     /// Tight timings for tests on loopback: a dead node is Down within ~1.5 s.
     pub fn fast() -> Self {
         Timings {
+            profile: Profile::Lan,
             probe_period: Duration::from_millis(250),
             probe_rtt: Duration::from_millis(100),
             suspect_to_down_after: Duration::from_millis(1000),
@@ -158,7 +187,7 @@ impl Timings {
         }
     }
 
-    fn check(&self) -> Result<(), &'static str> {
+    pub(in crate::peer) fn check(&self) -> Result<(), &'static str> {
         let all = [
             self.probe_period,
             self.probe_rtt,
@@ -175,8 +204,8 @@ impl Timings {
         Ok(())
     }
 
-    fn foca_config(&self) -> Config {
-        let mut c = Config::new_lan(cluster_size_hint());
+    pub(in crate::peer) fn foca_config(&self) -> Config {
+        let mut c = base_config(self.profile);
         c.probe_period = self.probe_period;
         c.probe_rtt = self.probe_rtt;
         c.suspect_to_down_after = self.suspect_to_down_after;
@@ -192,6 +221,13 @@ impl Timings {
         c.max_transmissions =
             NonZeroU8::new(u8::try_from(fanout).unwrap_or(u8::MAX)).unwrap_or(NonZeroU8::MIN);
         c
+    }
+}
+
+fn base_config(profile: Profile) -> Config {
+    match profile {
+        Profile::Lan => Config::new_lan(cluster_size_hint()),
+        Profile::Wan => Config::new_wan(cluster_size_hint()),
     }
 }
 

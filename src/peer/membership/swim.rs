@@ -1,0 +1,365 @@
+//! One node's SWIM state machine: the `Foca` value, its broadcast rules, the seeds and the
+//! member view, stepped by packets, timers and commands; pure: no I/O, no clocks. The tokio task
+//! (`driver`) and the simulator (`peer::sim`) carry out what a step asks for.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use foca::{
+    AccumulatingRuntime, Codec, Config, Foca, Member, Message, OwnedNotification, PostcardCodec,
+    State, Timer,
+};
+use rand::rngs::StdRng;
+
+use crate::peer::identity::PeerIdentity;
+use crate::peer::wire::NodeId;
+
+use super::broadcast::{admit, Admit, Dedupe, MAX_BACKLOG};
+use super::{Counters, Event, MemberInfo, MemberState, MAX_BROADCAST_LEN, MAX_JOINED};
+
+type PeerFoca = Foca<PeerIdentity, PostcardCodec, StdRng, Dedupe>;
+
+/// Room for broadcasts foca's handler passes on between two steps (a packet carries only a
+/// few); past it they are dropped and counted as `events_dropped`.
+const DELIVERED_CAPACITY: usize = 1024;
+
+/// What a step asks the caller to carry out, in this order: send the packets, schedule the
+/// timers, publish the view, then hand on the member events and the broadcasts.
+#[derive(Default)]
+pub(in crate::peer) struct Step {
+    /// Plaintext foca packets and where to send them (the caller seals them).
+    pub sends: Vec<(SocketAddr, Bytes)>,
+    /// Timers to fire after the given delay.
+    pub timers: Vec<(Duration, Timer<PeerIdentity>)>,
+    /// The new member view, when it changed.
+    pub view: Option<Vec<MemberInfo>>,
+    /// `Up` and `Down` events (never to be lost).
+    pub members: Vec<Event>,
+    /// Payloads other members broadcast, each delivered once.
+    pub broadcasts: Vec<Vec<u8>>,
+}
+
+impl Step {
+    fn clear(&mut self) {
+        self.sends.clear();
+        self.timers.clear();
+        self.view = None;
+        self.members.clear();
+        self.broadcasts.clear();
+    }
+}
+
+/// One node's membership state: the only owner of its `Foca` value.
+pub(in crate::peer) struct Swim {
+    foca: PeerFoca,
+    runtime: AccumulatingRuntime<PeerIdentity>,
+    delivered: mpsc::Receiver<Vec<u8>>,
+    seeds: Vec<SocketAddr>,
+    /// Addresses from `join`, re-announced to like seeds; at most [`MAX_JOINED`].
+    joined: Vec<SocketAddr>,
+    /// Last published view, with each member's bump (a new bump = a new process).
+    view: BTreeMap<NodeId, (MemberInfo, u64)>,
+    counters: Arc<Counters>,
+    /// The latest broadcast kept out of a full queue, queued once the queue drains.
+    held_back: Option<Vec<u8>>,
+    /// Rebuild the view after every step (the task: Suspect shows on the status page), or only
+    /// when foca reports a member change (the simulator: Up and Down events are the same).
+    view_every_step: bool,
+    /// A member notification arrived since the view was last rebuilt.
+    members_changed: bool,
+}
+
+impl Swim {
+    /// A node with `identity` that announces to `seeds` (never its own address) when alone.
+    pub(in crate::peer) fn new(
+        identity: PeerIdentity,
+        config: Config,
+        rng: StdRng,
+        seeds: Vec<SocketAddr>,
+        counters: Arc<Counters>,
+    ) -> Swim {
+        let (delivered_tx, delivered) = mpsc::sync_channel(DELIVERED_CAPACITY);
+        let foca = Foca::with_custom_broadcast(
+            identity,
+            config,
+            rng,
+            PostcardCodec,
+            Dedupe::new(delivered_tx, counters.clone()),
+        );
+        Swim {
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            delivered,
+            seeds,
+            joined: Vec::new(),
+            view: BTreeMap::new(),
+            counters,
+            held_back: None,
+            view_every_step: true,
+            members_changed: false,
+        }
+    }
+
+    /// Rebuild the view only on foca's member notifications (see `view_every_step`).
+    pub(in crate::peer) fn view_on_change_only(mut self) -> Swim {
+        self.view_every_step = false;
+        self
+    }
+
+    pub(in crate::peer) fn identity(&self) -> &PeerIdentity {
+        self.foca.identity()
+    }
+
+    /// An authenticated (already opened) packet from the network.
+    pub(in crate::peer) fn on_packet(&mut self, mut plain: Vec<u8>) {
+        self.readdress_announce(&mut plain);
+        if let Err(e) = self.foca.handle_data(&plain, &mut self.runtime) {
+            tracing::debug!(error = %e, "gossip packet refused");
+        }
+    }
+
+    /// A seed is announced to by the address in our config, which may not be the address it
+    /// advertises (another IP of the same host); foca would ignore such an `Announce`. The packet
+    /// reached our socket and carries the cluster key, so it is meant for us: address it to us.
+    fn readdress_announce(&self, plain: &mut Vec<u8>) {
+        let mut rest: &[u8] = plain;
+        let Ok(mut header) = Codec::<PeerIdentity>::decode_header(&mut PostcardCodec, &mut rest)
+        else {
+            return;
+        };
+        let me = self.foca.identity();
+        if header.message != Message::Announce || !rest.is_empty() || header.dst.addr == me.addr {
+            return;
+        }
+        header.dst = me.clone();
+        let mut out = Vec::with_capacity(plain.len());
+        if PostcardCodec.encode_header(&header, &mut out).is_ok() {
+            *plain = out;
+        }
+    }
+
+    /// Timers are due: first requeues a held-back broadcast if the queue drained.
+    pub(in crate::peer) fn before_timers(&mut self) {
+        if self.held_back.is_some() && self.foca.custom_broadcast_backlog() < MAX_BACKLOG / 2 {
+            if let Some(p) = self.held_back.take() {
+                self.add_broadcast(p);
+            }
+        }
+    }
+
+    /// One due timer.
+    pub(in crate::peer) fn on_timer(&mut self, timer: Timer<PeerIdentity>) {
+        if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
+            tracing::debug!(error = %e, "gossip timer");
+        }
+    }
+
+    /// The re-announce tick: while alone, announces to every seed and joined address.
+    pub(in crate::peer) fn reannounce(&mut self) {
+        if self.foca.num_members() > 0 {
+            return;
+        }
+        for i in 0..self.seeds.len() + self.joined.len() {
+            let Some(&seed) = self.seeds.get(i).or_else(|| {
+                i.checked_sub(self.seeds.len())
+                    .and_then(|j| self.joined.get(j))
+            }) else {
+                continue;
+            };
+            if let Err(e) = self
+                .foca
+                .announce(PeerIdentity::seed(seed), &mut self.runtime)
+            {
+                tracing::debug!(error = %e, %seed, "announce");
+            }
+        }
+    }
+
+    /// Queues one of our payloads for the group (see [`admit`]); [`Swim::broadcast`] sends.
+    pub(in crate::peer) fn add_broadcast(&mut self, payload: Vec<u8>) {
+        if payload.is_empty() || payload.len() > MAX_BROADCAST_LEN {
+            tracing::warn!(
+                len = payload.len(),
+                max = MAX_BROADCAST_LEN,
+                "gossip broadcast dropped: empty or too large"
+            );
+            return;
+        }
+        match admit(
+            self.foca.num_members(),
+            self.foca.custom_broadcast_backlog(),
+        ) {
+            Admit::Queue => self.held_back = None,
+            // Nobody to tell: a member that joins later pulls what it needs on its `Up`.
+            Admit::Alone => return,
+            Admit::HoldBack => {
+                if self.held_back.replace(payload).is_some() {
+                    self.counters
+                        .broadcasts_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+        match self.foca.add_broadcast(&payload) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!("gossip broadcast dropped: identical payload already sent")
+            }
+            Err(e) => tracing::warn!(error = %e, "gossip broadcast dropped"),
+        }
+    }
+
+    /// Sends what is queued at once (after one or more [`Swim::add_broadcast`]).
+    pub(in crate::peer) fn broadcast(&mut self) {
+        if let Err(e) = self.foca.broadcast(&mut self.runtime) {
+            tracing::debug!(error = %e, "broadcast");
+        }
+    }
+
+    /// A candidate from discovery or a late seed: announce to it unless it is us (`local` is
+    /// the bound address) or an active member.
+    pub(in crate::peer) fn join(&mut self, addr: SocketAddr, local: SocketAddr) {
+        let me = self.foca.identity().addr;
+        let member = self
+            .view
+            .values()
+            .any(|(m, _)| m.addr == addr && m.state.is_active());
+        if addr == me || addr == local || member {
+            return;
+        }
+        if !self.joined.contains(&addr) && !self.seeds.contains(&addr) {
+            if self.joined.len() >= MAX_JOINED {
+                self.joined.remove(0);
+            }
+            self.joined.push(addr);
+        }
+        if let Err(e) = self
+            .foca
+            .announce(PeerIdentity::seed(addr), &mut self.runtime)
+        {
+            tracing::debug!(error = %e, %addr, "announce to a discovered node");
+        }
+    }
+
+    /// Starts out knowing `members` as alive without telling anyone (a group that formed
+    /// earlier: the simulator's starting point).
+    pub(in crate::peer) fn know(&mut self, members: impl Iterator<Item = PeerIdentity>) {
+        if let Err(e) = self
+            .foca
+            .apply_many(members.map(Member::alive), false, &mut self.runtime)
+        {
+            tracing::debug!(error = %e, "known members");
+        }
+    }
+
+    /// Leaves the group cleanly: tells a few members we are Down.
+    pub(in crate::peer) fn leave(&mut self) {
+        if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
+            tracing::debug!(error = %e, "leave");
+        }
+    }
+
+    /// Hands over what foca asked for since the last step (into `out`, cleared first).
+    pub(in crate::peer) fn step(&mut self, out: &mut Step) {
+        out.clear();
+        while let Some((dst, data)) = self.runtime.to_send() {
+            out.sends.push((dst.addr, data));
+        }
+        while let Some(t) = self.runtime.to_schedule() {
+            out.timers.push(t);
+        }
+        while let Some(n) = self.runtime.to_notify() {
+            match n {
+                OwnedNotification::MemberUp(_)
+                | OwnedNotification::MemberDown(_)
+                | OwnedNotification::Rename(..) => self.members_changed = true,
+                OwnedNotification::Rejoin(id) => {
+                    self.members_changed = true;
+                    tracing::info!(identity = ?id, "declared down by the group; rejoined")
+                }
+                OwnedNotification::Idle => tracing::info!("no other peer is reachable"),
+                OwnedNotification::Defunct => tracing::debug!("our identity is down"),
+                other => tracing::trace!(notification = ?other, "gossip"),
+            }
+        }
+        if self.view_every_step || std::mem::take(&mut self.members_changed) {
+            self.refresh_view(out);
+        }
+        while let Ok(payload) = self.delivered.try_recv() {
+            out.broadcasts.push(payload);
+        }
+    }
+
+    /// Rebuilds the per-node view from foca's members; sets `out.view` if it changed and adds
+    /// the Up/Down events for the differences.
+    fn refresh_view(&mut self, out: &mut Step) {
+        let own = self.foca.identity().id;
+        let mut next: BTreeMap<NodeId, (MemberInfo, u64)> = BTreeMap::new();
+        for m in self.foca.iter_membership_state() {
+            let pid = m.id();
+            if pid.id == own {
+                continue; // a previous process of ours, at another address
+            }
+            let state = match m.state() {
+                State::Alive => MemberState::Alive,
+                State::Suspect => MemberState::Suspect,
+                State::Down => MemberState::Down,
+            };
+            // One entry per node id: an active identity over a Down one, then the newest.
+            let rank = (state.is_active(), pid.bump);
+            match next.get(&pid.id) {
+                Some((have, bump)) if (have.state.is_active(), *bump) >= rank => {}
+                _ => {
+                    let info = MemberInfo {
+                        id: pid.id,
+                        addr: pid.addr,
+                        site: pid.site.clone(),
+                        state,
+                    };
+                    next.insert(pid.id, (info, pid.bump));
+                }
+            }
+        }
+
+        for (id, (old, _)) in &self.view {
+            let still_active = next.get(id).is_some_and(|(n, _)| n.state.is_active());
+            if old.state.is_active() && !still_active {
+                tracing::info!(node = %id, addr = %old.addr, "peer down");
+                out.members.push(Event::Down(*id));
+            }
+        }
+        for (id, (info, bump)) in &next {
+            if !info.state.is_active() {
+                continue;
+            }
+            let up = match self.view.get(id) {
+                None => true,
+                Some((old, old_bump)) => {
+                    !old.state.is_active()
+                        || old_bump != bump
+                        || old.addr != info.addr
+                        || old.site != info.site
+                }
+            };
+            if up {
+                tracing::info!(node = %id, addr = %info.addr, site = %info.site, "peer up");
+                out.members.push(Event::Up(info.clone()));
+            }
+        }
+        let changed = next.len() != self.view.len()
+            || next
+                .iter()
+                .zip(&self.view)
+                .any(|((_, (a, _)), (_, (b, _)))| a != b);
+        if changed {
+            out.view = Some(next.values().map(|(info, _)| info.clone()).collect());
+        }
+        self.view = next;
+    }
+}

@@ -1,0 +1,844 @@
+//! A deterministic simulator of a whole peer group in one process: every node runs the real
+//! membership state machine (`membership::swim`: foca, its config, broadcast handler and backlog
+//! rule), the real index merge, journal and pull rules, over a simulated network (latency, loss,
+//! partitions, link bandwidth) in virtual time from a seeded RNG. No tokio, no sockets, no
+//! clocks: same seed, same run. Small on purpose (the swarm bench drives it); never used by a node.
+
+mod net;
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use foca::Timer;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::auth::Sealer;
+use super::identity::PeerIdentity;
+use super::index::{Applied, Index};
+use super::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
+use super::membership::swim::{Step, Swim};
+use super::membership::{Counters, Event, Timings};
+use super::pulls::{self, Pulls, Want};
+use super::wire::{IndexReply, NodeId, Tagged, Update};
+use super::{DEFAULT_INDEX_PAGE, MAX_SNAPSHOT_READS};
+
+pub use net::Network;
+use net::Sides;
+
+/// What a simulated group is made of.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Nodes that form the group at the start (each knows every other as alive).
+    pub nodes: usize,
+    /// Seeds every random choice: the network's and each node's foca.
+    pub seed: u64,
+    /// The SWIM timings every node uses (as a real node would).
+    pub timings: Timings,
+    pub network: Network,
+    /// How long a catch-up pull waits to connect to an unreachable node (`peers.connect_timeout`).
+    pub connect_timeout: Duration,
+}
+
+impl SimConfig {
+    /// `nodes` nodes with the given timings and network, seed 1.
+    pub fn new(nodes: usize, timings: Timings, network: Network) -> Self {
+        SimConfig {
+            nodes,
+            seed: 1,
+            timings,
+            network,
+            connect_timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A simulated node: the real pieces a peercache node runs for its group, minus the I/O.
+struct Node {
+    id: NodeId,
+    addr: SocketAddr,
+    swim: Swim,
+    journal: Journal,
+    index: Index,
+    pulls: Pulls,
+    /// Active members and their addresses, as the node's view says.
+    live: HashMap<NodeId, usize>,
+    alive: bool,
+    bytes_sent: u64,
+    bytes_received: u64,
+    /// When the node's download link is free again.
+    link_free: Duration,
+    /// When each snapshot-read slot is free again.
+    reads: [Duration; MAX_SNAPSHOT_READS],
+    failures: HashMap<NodeId, usize>,
+    /// When this node first saw each other node Down (and dropped its entries).
+    downs: HashMap<NodeId, Duration>,
+}
+
+enum Ev {
+    /// The node starts; `known`: it knows the initial group already.
+    Start {
+        node: usize,
+        known: bool,
+    },
+    Packet {
+        to: usize,
+        data: Bytes,
+    },
+    Timer {
+        node: usize,
+        timer: Timer<PeerIdentity>,
+    },
+    Reannounce(usize),
+    /// A catch-up request from `from` reaches `to`.
+    Ask {
+        from: usize,
+        to: usize,
+    },
+    /// The answer reaches `to`; `None`: refused or unreachable.
+    Reply {
+        to: usize,
+        from: usize,
+        reply: Option<IndexReply>,
+    },
+    Retry {
+        node: usize,
+        of: usize,
+    },
+}
+
+struct Queued {
+    at: Duration,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// An advertised update being followed to every node that was alive when it was sent.
+struct Probe {
+    origin: usize,
+    epoch: u64,
+    seq: u64,
+    at: Duration,
+    /// Per node: when the update took effect in its index (None: not yet, or not a target).
+    reached: Vec<Option<Duration>>,
+    targets: usize,
+    count: usize,
+}
+
+/// A handle on an advertised update, for [`Sim::spread`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeId(usize);
+
+/// How far an advertised update got: when it took effect at 50 %, 99 % and 100 % of the nodes
+/// alive when it was sent (`None`: not yet), counted from the moment it was advertised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spread {
+    pub p50: Option<Duration>,
+    pub p99: Option<Duration>,
+    pub p100: Option<Duration>,
+    pub reached: usize,
+    pub targets: usize,
+}
+
+/// Totals over all nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Gossip bytes sent (sealed payloads, as the real counter counts them).
+    pub gossip_sent: u64,
+    pub gossip_received: u64,
+    /// Catch-up pull rounds started and failed (refused or unreachable).
+    pub pulls: u64,
+    pub pull_failures: u64,
+    /// Catch-up reply bytes (TCP).
+    pub pull_bytes: u64,
+    /// Events processed.
+    pub events: u64,
+}
+
+/// A simulated peer group.
+pub struct Sim {
+    now: Duration,
+    queue: BinaryHeap<Reverse<Queued>>,
+    seq: u64,
+    rng: StdRng,
+    nodes: Vec<Node>,
+    by_addr: HashMap<SocketAddr, usize>,
+    by_id: HashMap<NodeId, usize>,
+    net: Network,
+    sides: Sides,
+    cfg: SimConfig,
+    probes: Vec<Probe>,
+    /// Origin node → probes not yet everywhere.
+    watching: HashMap<usize, Vec<usize>>,
+    step: Step,
+    totals: Totals,
+}
+
+/// The simulated address of node `i`: 10.x.y.z:3129.
+fn addr_of(i: usize) -> SocketAddr {
+    let ip = 0x0a00_0000u32.wrapping_add(u32::try_from(i).unwrap_or(u32::MAX) + 1);
+    SocketAddr::from((Ipv4Addr::from(ip), 3129))
+}
+
+impl Sim {
+    /// A settled group of `cfg.nodes` nodes: each knows every other as alive and every index is
+    /// in sync (empty); the nodes start at random moments within one probe period.
+    pub fn new(cfg: SimConfig) -> Sim {
+        let mut sim = Sim {
+            now: Duration::ZERO,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            rng: StdRng::seed_from_u64(cfg.seed),
+            nodes: Vec::with_capacity(cfg.nodes),
+            by_addr: HashMap::new(),
+            by_id: HashMap::new(),
+            net: cfg.network.clone(),
+            sides: Sides::default(),
+            cfg,
+            probes: Vec::new(),
+            watching: HashMap::new(),
+            step: Step::default(),
+            totals: Totals::default(),
+        };
+        for _ in 0..sim.cfg.nodes {
+            sim.push_node(Vec::new());
+        }
+        let everyone: Vec<PeerIdentity> = sim
+            .nodes
+            .iter()
+            .map(|n| n.swim.identity().clone())
+            .collect();
+        for (i, node) in sim.nodes.iter_mut().enumerate() {
+            let others = everyone
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, p)| p.clone());
+            node.swim.know(others);
+        }
+        let period = sim.cfg.timings.probe_period;
+        for i in 0..sim.nodes.len() {
+            let at = period.mul_f64(sim.rng.random::<f64>());
+            sim.schedule(
+                at,
+                Ev::Start {
+                    node: i,
+                    known: true,
+                },
+            );
+        }
+        sim
+    }
+
+    fn push_node(&mut self, seeds: Vec<SocketAddr>) -> usize {
+        let i = self.nodes.len();
+        let addr = addr_of(i);
+        let id = NodeId(self.rng.random());
+        let identity = PeerIdentity::new(id, addr, "default".into(), 1_700_000_000_000, 0);
+        let rng = StdRng::seed_from_u64(self.rng.random());
+        let swim = Swim::new(
+            identity,
+            self.cfg.timings.foca_config(),
+            rng,
+            seeds,
+            Arc::new(Counters::default()),
+        )
+        .view_on_change_only();
+        let epoch = 1_700_000_000_000 + i as u64;
+        self.nodes.push(Node {
+            id,
+            addr,
+            swim,
+            journal: Journal::new(id, epoch, DEFAULT_JOURNAL_CAPACITY),
+            index: Index::new(id),
+            pulls: Pulls::default(),
+            live: HashMap::new(),
+            alive: true,
+            bytes_sent: 0,
+            bytes_received: 0,
+            link_free: Duration::ZERO,
+            reads: [Duration::ZERO; MAX_SNAPSHOT_READS],
+            failures: HashMap::new(),
+            downs: HashMap::new(),
+        });
+        self.by_addr.insert(addr, i);
+        self.by_id.insert(id, i);
+        i
+    }
+
+    fn schedule(&mut self, at: Duration, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    /// Virtual time since the start.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Nodes, dead ones included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Runs every event up to `now + d`.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until, |_| false);
+    }
+
+    /// Runs until `done` holds (checked every `check` of virtual time) or `deadline`; returns
+    /// whether `done` held.
+    pub fn run_until_every(
+        &mut self,
+        deadline: Duration,
+        check: Duration,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> bool {
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.now >= deadline {
+                return false;
+            }
+            let next = (self.now + check).min(deadline);
+            self.run_until(next, |_| false);
+        }
+    }
+
+    /// Runs events until `deadline`, or until `stop` holds after an event; returns whether it
+    /// stopped.
+    pub fn run_until(&mut self, deadline: Duration, mut stop: impl FnMut(&Sim) -> bool) -> bool {
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.at > deadline {
+                break;
+            }
+            let Some(Reverse(q)) = self.queue.pop() else {
+                break;
+            };
+            self.now = q.at;
+            self.totals.events += 1;
+            self.handle(q.ev);
+            if stop(self) {
+                return true;
+            }
+        }
+        self.now = self.now.max(deadline);
+        false
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Start { node, known } => {
+                if !self.nodes[node].alive {
+                    return;
+                }
+                if known {
+                    // A settled group: the members are known and the indexes in sync.
+                    let mut step = std::mem::take(&mut self.step);
+                    self.nodes[node].swim.step(&mut step);
+                    self.carry_out(node, &mut step, true);
+                    self.step = step;
+                } else {
+                    self.schedule(self.now, Ev::Reannounce(node));
+                }
+            }
+            Ev::Packet { to, data } => {
+                let n = &mut self.nodes[to];
+                if !n.alive {
+                    return;
+                }
+                n.bytes_received += (data.len() + Sealer::OVERHEAD) as u64;
+                n.swim.on_packet(data.to_vec());
+                self.flush(to);
+            }
+            Ev::Timer { node, timer } => {
+                if !self.nodes[node].alive {
+                    return;
+                }
+                let swim = &mut self.nodes[node].swim;
+                swim.before_timers();
+                swim.on_timer(timer);
+                self.flush(node);
+            }
+            Ev::Reannounce(node) => {
+                if !self.nodes[node].alive {
+                    return;
+                }
+                self.nodes[node].swim.reannounce();
+                self.flush(node);
+                let next = self.now + self.cfg.timings.reannounce_every;
+                self.schedule(next, Ev::Reannounce(node));
+            }
+            Ev::Ask { from, to } => self.on_ask(from, to),
+            Ev::Reply { to, from, reply } => self.on_reply(to, from, reply),
+            Ev::Retry { node, of } => self.ask(node, of),
+        }
+    }
+
+    fn flush(&mut self, node: usize) {
+        let mut step = std::mem::take(&mut self.step);
+        self.nodes[node].swim.step(&mut step);
+        self.carry_out(node, &mut step, false);
+        self.step = step;
+    }
+
+    /// Carries out a step of `node`'s state machine, as the tokio task and `Peers` would.
+    fn carry_out(&mut self, node: usize, step: &mut Step, settled: bool) {
+        for (dst, data) in step.sends.drain(..) {
+            self.nodes[node].bytes_sent += (data.len() + Sealer::OVERHEAD) as u64;
+            let Some(&to) = self.by_addr.get(&dst) else {
+                continue;
+            };
+            if self.net.lost(&mut self.rng) || !self.sides.connected(node, to) {
+                continue;
+            }
+            let at = self.now + self.net.delay(&mut self.rng);
+            self.schedule(at, Ev::Packet { to, data });
+        }
+        for (after, timer) in step.timers.drain(..) {
+            self.schedule(self.now + after, Ev::Timer { node, timer });
+        }
+        if let Some(view) = step.view.take() {
+            let live = view
+                .iter()
+                .filter(|m| m.state.is_active())
+                .filter_map(|m| Some((m.id, *self.by_addr.get(&m.addr)?)))
+                .collect();
+            self.nodes[node].live = live;
+        }
+        for ev in step.members.drain(..) {
+            match ev {
+                Event::Up(m) if !settled => self.pull(node, m.id),
+                Event::Down(id) => {
+                    let now = self.now;
+                    let n = &mut self.nodes[node];
+                    n.index.remove_node(id);
+                    n.downs.entry(id).or_insert(now);
+                }
+                _ => {}
+            }
+        }
+        for payload in step.broadcasts.drain(..) {
+            let Ok(t) = postcard::from_bytes::<Tagged>(&payload) else {
+                continue;
+            };
+            if !self.nodes[node].live.contains_key(&t.node) {
+                continue; // a stranger's: pulled on its Up
+            }
+            let origin = self.by_id.get(&t.node).copied();
+            match self.nodes[node].index.apply(t) {
+                Applied::Applied(_) => {
+                    if let Some(origin) = origin {
+                        self.reached(node, origin);
+                    }
+                }
+                Applied::Gap { node: of, .. } => self.pull(node, of),
+                Applied::Duplicate | Applied::Refused => {}
+            }
+        }
+    }
+
+    fn index_of(&self, node: usize, id: NodeId) -> Option<usize> {
+        self.nodes[node].live.get(&id).copied()
+    }
+
+    /// `Peers::pull`: one pull per node at a time, members only.
+    fn pull(&mut self, node: usize, of: NodeId) {
+        let Some(holder) = self.index_of(node, of) else {
+            return;
+        };
+        if self.nodes[node].pulls.want(of) == Want::Start {
+            self.ask(node, holder);
+        }
+    }
+
+    /// One pull round from `node` to `holder` (`Peers::catch_up`): connect, ask, page.
+    fn ask(&mut self, node: usize, holder: usize) {
+        let of = self.nodes[holder].id;
+        if !self.nodes[node].alive {
+            return;
+        }
+        if self.index_of(node, of).is_none() {
+            self.nodes[node].pulls.end(of);
+            return;
+        }
+        self.totals.pulls += 1;
+        if !self.nodes[holder].alive || !self.sides.connected(node, holder) {
+            let at = self.now + self.cfg.connect_timeout;
+            self.schedule(
+                at,
+                Ev::Reply {
+                    to: node,
+                    from: holder,
+                    reply: None,
+                },
+            );
+            return;
+        }
+        // SYN, SYN-ACK, then the request.
+        let at = self.now
+            + self.net.delay(&mut self.rng)
+            + self.net.delay(&mut self.rng)
+            + self.net.delay(&mut self.rng);
+        self.schedule(
+            at,
+            Ev::Ask {
+                from: node,
+                to: holder,
+            },
+        );
+    }
+
+    /// The holder answers (`Peers::index_updates` / `index_page`).
+    fn on_ask(&mut self, from: usize, to: usize) {
+        let asker = self.nodes[to].id;
+        let applied = self.nodes[from].index.applied(asker);
+        let one_way = self.net.delay(&mut self.rng);
+        if !self.nodes[to].alive {
+            let at = self.now + self.cfg.connect_timeout;
+            self.schedule(
+                at,
+                Ev::Reply {
+                    to: from,
+                    from: to,
+                    reply: None,
+                },
+            );
+            return;
+        }
+        let holder = &mut self.nodes[to];
+        let (epoch, since) = match applied {
+            Some((e, s)) => (Some(e), s),
+            None => (None, 0),
+        };
+        let (reply, pages) = match holder.journal.updates_since(epoch, since) {
+            Some(updates) => (Some(updates), 0u32),
+            None => {
+                let now = self.now;
+                match holder.reads.iter_mut().find(|free| **free <= now) {
+                    None => (None, 0), // 503: busy serving snapshots
+                    Some(slot) => {
+                        let entries: Vec<Update> =
+                            holder.journal.state().values().cloned().collect();
+                        let pages = entries.len().div_ceil(DEFAULT_INDEX_PAGE).max(1);
+                        let pages = u32::try_from(pages).unwrap_or(u32::MAX);
+                        *slot = now + self.net.page_cost * pages;
+                        (Some(holder.journal.snapshot_at().of(entries)), pages)
+                    }
+                }
+            }
+        };
+        let Some(reply) = reply else {
+            self.schedule(
+                self.now + one_way,
+                Ev::Reply {
+                    to: from,
+                    from: to,
+                    reply: None,
+                },
+            );
+            return;
+        };
+        let bytes = postcard::to_stdvec(&reply).map_or(0, |b| b.len());
+        self.totals.pull_bytes += bytes as u64;
+        // Each further page is one more round trip and store read.
+        let paging = (one_way * 2 + self.net.page_cost) * pages.saturating_sub(1)
+            + self.net.page_cost * pages.min(1);
+        let ready = self.now + one_way + paging;
+        let link = &mut self.nodes[from].link_free;
+        let done = ready.max(*link) + self.net.transfer(bytes);
+        *link = done;
+        self.schedule(
+            done,
+            Ev::Reply {
+                to: from,
+                from: to,
+                reply: Some(reply),
+            },
+        );
+    }
+
+    /// `Peers::puller` after a round: apply, go again while it helps, back off on failure.
+    fn on_reply(&mut self, node: usize, holder: usize, reply: Option<IndexReply>) {
+        if !self.nodes[node].alive {
+            return;
+        }
+        let of = self.nodes[holder].id;
+        let n = &mut self.nodes[node];
+        match reply {
+            Some(reply) => {
+                n.failures.remove(&of);
+                let applied = n.index.apply_reply(reply);
+                let gapped = n.index.gap(of).is_some();
+                let again = n.pulls.round_done(of, applied > 0 && gapped);
+                if applied > 0 {
+                    self.reached(node, holder);
+                }
+                if again {
+                    self.ask(node, holder);
+                }
+            }
+            None => {
+                self.totals.pull_failures += 1;
+                let failures = n.failures.entry(of).or_insert(0);
+                match pulls::retry_after(*failures) {
+                    Some(wait) if n.live.contains_key(&of) => {
+                        *failures += 1;
+                        let at = self.now + wait;
+                        self.schedule(at, Ev::Retry { node, of: holder });
+                    }
+                    _ => {
+                        n.failures.remove(&of);
+                        n.pulls.end(of);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records the probes of `origin` that took effect at `node`.
+    fn reached(&mut self, node: usize, origin: usize) {
+        let Some(ids) = self.watching.get_mut(&origin) else {
+            return;
+        };
+        let applied = self.nodes[node].index.applied(self.nodes[origin].id);
+        let now = self.now;
+        ids.retain(|&p| {
+            let probe = &mut self.probes[p];
+            let slot = &mut probe.reached[node];
+            if slot.is_none()
+                && node != probe.origin
+                && applied.is_some_and(|(e, s)| e == probe.epoch && s >= probe.seq)
+                && probe.targets > 0
+            {
+                *slot = Some(now - probe.at);
+                probe.count += 1;
+            }
+            probe.count < probe.targets
+        });
+    }
+
+    /// `node` records `update` in its journal and gossips it at once (`Peers::advertise`).
+    pub fn advertise(&mut self, node: usize, update: Update) -> ProbeId {
+        let tagged = self.nodes[node].journal.record(update);
+        let id = ProbeId(self.probes.len());
+        let mut reached = vec![None; self.nodes.len()];
+        // Targets: the other live nodes; a dead one is never reached.
+        let targets = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i != node && n.alive)
+            .count();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if i == node || !n.alive {
+                reached[i] = Some(Duration::MAX);
+            }
+        }
+        self.probes.push(Probe {
+            origin: node,
+            epoch: tagged.epoch,
+            seq: tagged.seq,
+            at: self.now,
+            reached,
+            targets,
+            count: 0,
+        });
+        if targets > 0 {
+            self.watching.entry(node).or_default().push(id.0);
+        }
+        if let Ok(bytes) = postcard::to_stdvec(&tagged) {
+            let swim = &mut self.nodes[node].swim;
+            swim.add_broadcast(bytes);
+            swim.broadcast();
+        }
+        self.flush(node);
+        id
+    }
+
+    /// Fills `node`'s own state with `updates` without gossiping them (what it held before the
+    /// run: the others learn it only through a pull).
+    pub fn preload(&mut self, node: usize, updates: impl Iterator<Item = Update>) {
+        let n = &mut self.nodes[node];
+        for u in updates {
+            n.journal.state_mut().insert(*u.key(), u);
+        }
+    }
+
+    /// How far an advertised update got.
+    pub fn spread(&self, probe: ProbeId) -> Spread {
+        let p = &self.probes[probe.0];
+        let mut times: Vec<Duration> = p
+            .reached
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|t| *t != Duration::MAX)
+            .collect();
+        times.sort();
+        let at = |q: f64| quantile(&times, p.targets, q);
+        Spread {
+            p50: at(0.5),
+            p99: at(0.99),
+            p100: at(1.0),
+            reached: times.len(),
+            targets: p.targets,
+        }
+    }
+
+    /// Stops `node` as a crash would: it sends and answers nothing from now on.
+    pub fn kill(&mut self, node: usize) {
+        self.nodes[node].alive = false;
+    }
+
+    /// Splits the group: nodes on different sides (by `side_of`) lose every packet and
+    /// connection between them until [`Sim::heal`].
+    pub fn partition(&mut self, side_of: impl Fn(usize) -> u8) {
+        self.sides = Sides::split(self.nodes.len(), side_of);
+    }
+
+    pub fn heal(&mut self) {
+        self.sides = Sides::default();
+    }
+
+    /// Sets the packet loss from now on.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.net.loss = loss;
+    }
+
+    /// A new, empty node that joins through `seed` (announces to it, as a configured seed);
+    /// returns its number.
+    pub fn join(&mut self, seed: usize) -> usize {
+        let seed_addr = self.nodes[seed].addr;
+        let i = self.push_node(vec![seed_addr]);
+        for p in &mut self.probes {
+            p.reached.push(Some(Duration::MAX));
+        }
+        self.schedule(
+            self.now,
+            Ev::Start {
+                node: i,
+                known: false,
+            },
+        );
+        i
+    }
+
+    /// When the live nodes other than `victim` saw it Down (and dropped its entries), counted
+    /// from `since`: (50 %, 99 %, 100 %, how many saw it).
+    pub fn down_spread(&self, victim: usize, since: Duration) -> Spread {
+        let id = self.nodes[victim].id;
+        let observers: Vec<&Node> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i != victim && n.alive)
+            .map(|(_, n)| n)
+            .collect();
+        let mut times: Vec<Duration> = observers
+            .iter()
+            .filter_map(|n| n.downs.get(&id))
+            .map(|t| t.saturating_sub(since))
+            .collect();
+        times.sort();
+        let at = |q: f64| quantile(&times, observers.len(), q);
+        Spread {
+            p50: at(0.5),
+            p99: at(0.99),
+            p100: at(1.0),
+            reached: times.len(),
+            targets: observers.len(),
+        }
+    }
+
+    /// Whether `of`'s entries are held by `node` in full: it applied `of`'s latest update.
+    pub fn in_sync(&self, node: usize, of: usize) -> bool {
+        let o = &self.nodes[of];
+        let head = (o.journal.epoch(), o.journal.seq());
+        match self.nodes[node].index.applied(o.id) {
+            Some(applied) => applied == head,
+            None => o.journal.seq() == 0 && o.journal.state().is_empty(),
+        }
+    }
+
+    /// Whether every live node holds every one of `origins`' entries in full and sees every
+    /// other live node as a member.
+    pub fn converged(&self, origins: &[usize]) -> bool {
+        let alive = self.nodes.iter().filter(|n| n.alive).count();
+        self.nodes.iter().enumerate().all(|(i, n)| {
+            !n.alive
+                || (n.live.len() + 1 >= alive
+                    && origins
+                        .iter()
+                        .all(|&o| o == i || !self.nodes[o].alive || self.in_sync(i, o)))
+        })
+    }
+
+    /// Members `node` sees as active.
+    pub fn members(&self, node: usize) -> usize {
+        self.nodes[node].live.len()
+    }
+
+    /// (key, node) entries in `node`'s index.
+    pub fn index_entries(&self, node: usize) -> usize {
+        self.nodes[node].index.entries()
+    }
+
+    /// Gossip bytes `node` sent and received so far (sealed payloads).
+    pub fn gossip_bytes(&self, node: usize) -> (u64, u64) {
+        let n = &self.nodes[node];
+        (n.bytes_sent, n.bytes_received)
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = self.totals;
+        for n in &self.nodes {
+            t.gossip_sent += n.bytes_sent;
+            t.gossip_received += n.bytes_received;
+        }
+        t
+    }
+}
+
+/// The time by which a share `q` of `targets` was reached, given the sorted times.
+fn quantile(sorted: &[Duration], targets: usize, q: f64) -> Option<Duration> {
+    if targets == 0 {
+        return Some(Duration::ZERO);
+    }
+    let need = ((targets as f64 * q).ceil() as usize).clamp(1, targets);
+    sorted.get(need - 1).copied()
+}
+
+#[cfg(test)]
+mod tests;
