@@ -67,11 +67,14 @@ pub(in crate::peer) struct Swim {
     counters: Arc<Counters>,
     /// The latest broadcast kept out of a full queue, queued once the queue drains.
     held_back: Option<Vec<u8>>,
-    /// Rebuild the view after every step (the task: Suspect shows on the status page), or only
-    /// when foca reports a member change (the simulator: Up and Down events are the same).
+    /// Rebuild and publish the whole view after every step (the task: Suspect shows on the
+    /// status page), or only update the members foca reported a change of and publish no list
+    /// (the simulator: the Up and Down events are the same, at a fraction of the cost).
     view_every_step: bool,
-    /// A member notification arrived since the view was last rebuilt.
-    members_changed: bool,
+    /// Node ids foca reported a change of since the last step.
+    touched: Vec<NodeId>,
+    /// Rebuild the whole view at the next step (after [`Swim::know`]).
+    refresh_all: bool,
 }
 
 impl Swim {
@@ -101,11 +104,13 @@ impl Swim {
             counters,
             held_back: None,
             view_every_step: true,
-            members_changed: false,
+            touched: Vec::new(),
+            refresh_all: false,
         }
     }
 
-    /// Rebuild the view only on foca's member notifications (see `view_every_step`).
+    /// Update the view only for the members foca reports a change of, and publish no list
+    /// (see `view_every_step`).
     pub(in crate::peer) fn view_on_change_only(mut self) -> Swim {
         self.view_every_step = false;
         self
@@ -256,6 +261,7 @@ impl Swim {
         {
             tracing::debug!(error = %e, "known members");
         }
+        self.refresh_all = true;
     }
 
     /// Leaves the group cleanly: tells a few members we are Down.
@@ -276,11 +282,11 @@ impl Swim {
         }
         while let Some(n) = self.runtime.to_notify() {
             match n {
-                OwnedNotification::MemberUp(_)
-                | OwnedNotification::MemberDown(_)
-                | OwnedNotification::Rename(..) => self.members_changed = true,
+                OwnedNotification::MemberUp(p) | OwnedNotification::MemberDown(p) => {
+                    self.touched.push(p.id)
+                }
+                OwnedNotification::Rename(a, b) => self.touched.extend([a.id, b.id]),
                 OwnedNotification::Rejoin(id) => {
-                    self.members_changed = true;
                     tracing::info!(identity = ?id, "declared down by the group; rejoined")
                 }
                 OwnedNotification::Idle => tracing::info!("no other peer is reachable"),
@@ -288,8 +294,17 @@ impl Swim {
                 other => tracing::trace!(notification = ?other, "gossip"),
             }
         }
-        if self.view_every_step || std::mem::take(&mut self.members_changed) {
+        if self.view_every_step || std::mem::take(&mut self.refresh_all) {
+            self.touched.clear();
             self.refresh_view(out);
+        } else {
+            let mut touched = std::mem::take(&mut self.touched);
+            touched.sort_unstable();
+            touched.dedup();
+            for id in touched.drain(..) {
+                self.refresh_member(id, out);
+            }
+            self.touched = touched;
         }
         while let Ok(payload) = self.delivered.try_recv() {
             out.broadcasts.push(payload);
@@ -306,50 +321,20 @@ impl Swim {
             if pid.id == own {
                 continue; // a previous process of ours, at another address
             }
-            let state = match m.state() {
-                State::Alive => MemberState::Alive,
-                State::Suspect => MemberState::Suspect,
-                State::Down => MemberState::Down,
-            };
-            // One entry per node id: an active identity over a Down one, then the newest.
-            let rank = (state.is_active(), pid.bump);
+            let state = member_state(m.state());
             match next.get(&pid.id) {
-                Some((have, bump)) if (have.state.is_active(), *bump) >= rank => {}
+                Some((have, bump)) if rank(have.state, *bump) >= rank(state, pid.bump) => {}
                 _ => {
-                    let info = MemberInfo {
-                        id: pid.id,
-                        addr: pid.addr,
-                        site: pid.site.clone(),
-                        state,
-                    };
-                    next.insert(pid.id, (info, pid.bump));
+                    next.insert(pid.id, (info(pid, state), pid.bump));
                 }
             }
         }
-
-        for (id, (old, _)) in &self.view {
-            let still_active = next.get(id).is_some_and(|(n, _)| n.state.is_active());
-            if old.state.is_active() && !still_active {
-                tracing::info!(node = %id, addr = %old.addr, "peer down");
-                out.members.push(Event::Down(*id));
-            }
+        for (id, old) in &self.view {
+            change(Some(old), next.get(id), out);
         }
-        for (id, (info, bump)) in &next {
-            if !info.state.is_active() {
-                continue;
-            }
-            let up = match self.view.get(id) {
-                None => true,
-                Some((old, old_bump)) => {
-                    !old.state.is_active()
-                        || old_bump != bump
-                        || old.addr != info.addr
-                        || old.site != info.site
-                }
-            };
-            if up {
-                tracing::info!(node = %id, addr = %info.addr, site = %info.site, "peer up");
-                out.members.push(Event::Up(info.clone()));
+        for (id, new) in &next {
+            if !self.view.contains_key(id) {
+                change(None, Some(new), out);
             }
         }
         let changed = next.len() != self.view.len()
@@ -361,5 +346,79 @@ impl Swim {
             out.view = Some(next.values().map(|(info, _)| info.clone()).collect());
         }
         self.view = next;
+    }
+
+    /// Updates the view for node `id` only (foca reported a change of one of its identities),
+    /// adding its Up/Down event; publishes no list.
+    fn refresh_member(&mut self, id: NodeId, out: &mut Step) {
+        if id == self.foca.identity().id {
+            return;
+        }
+        let mut best: Option<(MemberState, u64, &PeerIdentity)> = None;
+        for m in self.foca.iter_membership_state() {
+            let pid = m.id();
+            if pid.id != id {
+                continue;
+            }
+            let state = member_state(m.state());
+            if best.is_none_or(|(s, b, _)| rank(s, b) < rank(state, pid.bump)) {
+                best = Some((state, pid.bump, pid));
+            }
+        }
+        let new = best.map(|(state, bump, pid)| (info(pid, state), bump));
+        change(self.view.get(&id), new.as_ref(), out);
+        match new {
+            Some(entry) => self.view.insert(id, entry),
+            None => self.view.remove(&id),
+        };
+    }
+}
+
+fn member_state(s: State) -> MemberState {
+    match s {
+        State::Alive => MemberState::Alive,
+        State::Suspect => MemberState::Suspect,
+        State::Down => MemberState::Down,
+    }
+}
+
+/// One entry per node id: an active identity over a Down one, then the newest.
+fn rank(state: MemberState, bump: u64) -> (bool, u64) {
+    (state.is_active(), bump)
+}
+
+fn info(pid: &PeerIdentity, state: MemberState) -> MemberInfo {
+    MemberInfo {
+        id: pid.id,
+        addr: pid.addr,
+        site: pid.site.clone(),
+        state,
+    }
+}
+
+/// The event for one node's entry going from `old` to `new`, if any: Down when it stops being
+/// active, Up when it becomes active, or is a new process, or moved, or changed site.
+fn change(old: Option<&(MemberInfo, u64)>, new: Option<&(MemberInfo, u64)>, out: &mut Step) {
+    let was_active = old.is_some_and(|(o, _)| o.state.is_active());
+    match new {
+        Some((info, bump)) if info.state.is_active() => {
+            let up = match old {
+                Some((o, old_bump)) => {
+                    !was_active || old_bump != bump || o.addr != info.addr || o.site != info.site
+                }
+                None => true,
+            };
+            if up {
+                tracing::info!(node = %info.id, addr = %info.addr, site = %info.site, "peer up");
+                out.members.push(Event::Up(info.clone()));
+            }
+        }
+        _ if was_active => {
+            if let Some((o, _)) = old {
+                tracing::info!(node = %o.id, addr = %o.addr, "peer down");
+                out.members.push(Event::Down(o.id));
+            }
+        }
+        _ => {}
     }
 }

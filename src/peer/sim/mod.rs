@@ -114,7 +114,8 @@ enum Ev {
 struct Queued {
     at: Duration,
     seq: u64,
-    ev: Ev,
+    /// Boxed: the heap moves its items around, and a timer holds a whole identity.
+    ev: Box<Ev>,
 }
 
 impl PartialEq for Queued {
@@ -292,7 +293,7 @@ impl Sim {
         self.queue.push(Reverse(Queued {
             at,
             seq: self.seq,
-            ev,
+            ev: Box::new(ev),
         }));
     }
 
@@ -348,7 +349,7 @@ impl Sim {
             };
             self.now = q.at;
             self.totals.events += 1;
-            self.handle(q.ev);
+            self.handle(*q.ev);
             if stop(self) {
                 return true;
             }
@@ -429,24 +430,25 @@ impl Sim {
         for (after, timer) in step.timers.drain(..) {
             self.schedule(self.now + after, Ev::Timer { node, timer });
         }
-        if let Some(view) = step.view.take() {
-            let live = view
-                .iter()
-                .filter(|m| m.state.is_active())
-                .filter_map(|m| Some((m.id, *self.by_addr.get(&m.addr)?)))
-                .collect();
-            self.nodes[node].live = live;
-        }
+        // The sim's nodes publish no view list: their Up and Down events say the same.
         for ev in step.members.drain(..) {
             match ev {
-                Event::Up(m) if !settled => self.pull(node, m.id),
+                Event::Up(m) => {
+                    if let Some(&i) = self.by_addr.get(&m.addr) {
+                        self.nodes[node].live.insert(m.id, i);
+                    }
+                    if !settled {
+                        self.pull(node, m.id);
+                    }
+                }
                 Event::Down(id) => {
                     let now = self.now;
                     let n = &mut self.nodes[node];
+                    n.live.remove(&id);
                     n.index.remove_node(id);
                     n.downs.entry(id).or_insert(now);
                 }
-                _ => {}
+                Event::Broadcast(_) => {}
             }
         }
         for payload in step.broadcasts.drain(..) {
@@ -687,12 +689,12 @@ impl Sim {
         id
     }
 
-    /// Fills `node`'s own state with `updates` without gossiping them (what it held before the
+    /// Records `updates` in `node`'s journal without gossiping them (what it held before the
     /// run: the others learn it only through a pull).
     pub fn preload(&mut self, node: usize, updates: impl Iterator<Item = Update>) {
         let n = &mut self.nodes[node];
         for u in updates {
-            n.journal.state_mut().insert(*u.key(), u);
+            n.journal.record(u);
         }
     }
 
