@@ -62,9 +62,9 @@ pub(crate) fn holder(node: NodeId, state: HolderState) -> Holder {
 
 /// The whole observable state: every key's holders.
 pub(crate) fn dump(ix: &Index) -> BTreeMap<KeyHash, Vec<Holder>> {
-    ix.holders
-        .keys()
-        .map(|key| (*key, ix.holders(key)))
+    ix.all_keys()
+        .into_iter()
+        .map(|key| (key, ix.holders(&key)))
         .collect()
 }
 
@@ -104,7 +104,7 @@ fn a_later_seq_replaces_the_nodes_state_for_the_key() {
         assert_eq!(ix.holders(&k(1)), want, "{updates:?}");
         assert_eq!(
             ix.entries(),
-            ix.holders.values().map(BTreeMap::len).sum::<usize>()
+            dump(&ix).values().map(Vec::len).sum::<usize>()
         );
     }
 }
@@ -468,7 +468,7 @@ fn the_buffer_is_bounded_and_a_pull_still_catches_up() {
     for t in &sent[1..] {
         assert!(matches!(ix.apply(t.clone()), Applied::Gap { since: 0, .. }));
     }
-    assert_eq!(ix.peers[&n(1)].pending.len(), MAX_BUFFERED_PER_NODE);
+    assert_eq!(ix.pending(n(1)), MAX_BUFFERED_PER_NODE);
     assert_eq!(ix.overflowed(), 9, "counted");
     assert_eq!(
         ix.apply(sent[0].clone()),
@@ -599,4 +599,68 @@ fn any_interleaving_with_duplicates_ends_in_the_in_order_state() {
     }
     assert!(replies.0 > 10 && replies.1 > 10, "{replies:?}");
     assert!(restarts > 5, "{restarts}");
+}
+
+#[test]
+fn a_body_is_stored_once_for_all_its_holders_and_freed_with_the_last() {
+    let mut ix = Index::new(OWN);
+    // Three nodes hold body 5 under key 1, one of them under key 2 as well.
+    ix.apply(tag(n(1), E1, 1, have(1, 5)));
+    ix.apply(tag(n(2), E1, 1, have(1, 5)));
+    ix.apply(tag(n(3), E1, 1, have(1, 5)));
+    ix.apply(tag(n(3), E1, 2, have(2, 5)));
+    assert_eq!((ix.keys(), ix.entries(), ix.objects()), (2, 4, 1));
+    // The same hash with another length is another body (a peer's claim is kept as it said it).
+    let odd = Update::Have {
+        key: k(3),
+        hash: [5; 32],
+        len: 1,
+        fresh_until: 9,
+    };
+    ix.apply(tag(n(2), E1, 2, odd));
+    assert_eq!(ix.objects(), 2);
+    assert_eq!(
+        ix.holders(&k(3)),
+        vec![holder(
+            n(2),
+            HolderState::Complete {
+                hash: [5; 32],
+                len: 1,
+                fresh_until: 9
+            }
+        )]
+    );
+    // Replacing, dropping and removing nodes release the bodies; the last one frees it.
+    ix.apply(tag(n(1), E1, 2, inflight(1)));
+    assert_eq!(ix.objects(), 2);
+    ix.apply(tag(n(2), E1, 3, dropped(3)));
+    assert_eq!(ix.objects(), 1);
+    assert_eq!(ix.remove_node(n(3)), 2);
+    assert_eq!(ix.objects(), 1, "node 2 still holds body 5");
+    assert_eq!(ix.remove_node(n(2)), 1);
+    assert_eq!((ix.keys(), ix.entries(), ix.objects()), (1, 1, 0));
+    assert_eq!(ix.holders(&k(1)), vec![holder(n(1), HolderState::InFlight)]);
+    // A freed slot and body are reused.
+    ix.apply(tag(n(4), E1, 1, have(9, 7)));
+    assert_eq!(ix.holders(&k(9)), vec![holder(n(4), complete(7))]);
+    assert_eq!((ix.nodes(), ix.objects()), (2, 1));
+}
+
+#[test]
+fn freshness_is_kept_to_the_second_until_2106_then_for_ever() {
+    let mut ix = Index::new(OWN);
+    let at = |fresh_until| Update::Have {
+        key: k(1),
+        hash: [1; 32],
+        len: 1,
+        fresh_until,
+    };
+    let fresh = |ix: &Index| match ix.holders(&k(1)).first().map(|h| h.state.clone()) {
+        Some(HolderState::Complete { fresh_until, .. }) => fresh_until,
+        other => panic!("{other:?}"),
+    };
+    ix.apply(tag(n(1), E1, 1, at(4_000_000_000)));
+    assert_eq!(fresh(&ix), 4_000_000_000);
+    ix.apply(tag(n(1), E1, 2, at(u64::MAX)));
+    assert_eq!(fresh(&ix), u64::from(u32::MAX));
 }
