@@ -399,7 +399,7 @@ impl Index {
                 })
             })
             .collect();
-        out.sort_by(|a, b| a.node.cmp(&b.node));
+        out.sort_by_key(|h| h.node);
         out
     }
 
