@@ -9,7 +9,7 @@ pub(in crate::peer) mod swim;
 
 use std::io;
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU8};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,16 +212,28 @@ impl Timings {
         if let Some(g) = c.periodic_gossip.as_mut() {
             g.frequency = self.gossip_every;
         }
-        // foca sends a broadcast straight to `num_indirect_probes` members and counts each send
-        // against `max_transmissions`; both at the group-size hint, so an index update (a claim
-        // on a cold object above all) reaches every member of a group of that size at once
-        // instead of waiting for relays on the periodic gossip.
-        let fanout = usize::try_from(CLUSTER_SIZE_HINT).unwrap_or(32);
-        c.num_indirect_probes = NonZeroUsize::new(fanout).unwrap_or(NonZeroUsize::MIN);
-        c.max_transmissions =
-            NonZeroU8::new(u8::try_from(fanout).unwrap_or(u8::MAX)).unwrap_or(NonZeroU8::MIN);
+        // How often each update is passed on follows the group's size (`swim` retunes it as
+        // members come and go); our own broadcasts go to `OWN_FANOUT` members at once on top.
+        c.max_transmissions = transmissions(CLUSTER_SIZE_HINT as usize);
         c
     }
+}
+
+/// Members a node sends its own index update to at once (all of a group of up to 33 nodes, so a
+/// claim on a cold object is everywhere within one hop); the others get it from relays.
+pub(in crate::peer) const OWN_FANOUT: usize = CLUSTER_SIZE_HINT as usize;
+
+/// How many times each node passes on each update in a group of `group` nodes: memberlist's
+/// `4 × log10(group + 1)` (foca's `new_lan` for a fixed size), at least 6. A node that no relay
+/// reached misses an update with odds of about `e^-transmissions`; `4·log10(n)` makes that
+/// `n^-1.7` per node, so the chance that anyone misses an update shrinks as the group grows.
+/// Each transmission costs every node about one update's bytes, so the gossip bandwidth under
+/// updates grows with `log(group)` only.
+pub(in crate::peer) fn transmissions(group: usize) -> NonZeroU8 {
+    let t = (4.0 * ((group as f64) + 1.0).log10())
+        .ceil()
+        .clamp(6.0, 255.0);
+    NonZeroU8::new(t as u8).unwrap_or(NonZeroU8::MIN)
 }
 
 fn base_config(profile: Profile) -> Config {
@@ -484,5 +496,20 @@ mod tests {
             ..Timings::fast()
         };
         assert!(zero.check().is_err());
+    }
+
+    #[test]
+    fn transmissions_grow_with_the_log_of_the_group() {
+        let cases = [
+            (1, 6),
+            (32, 7),
+            (100, 9),
+            (1000, 13),
+            (5000, 15),
+            (1 << 40, 49),
+        ];
+        for (group, want) in cases {
+            assert_eq!(transmissions(group).get(), want, "{group}");
+        }
     }
 }

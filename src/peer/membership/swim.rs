@@ -20,7 +20,10 @@ use crate::peer::identity::PeerIdentity;
 use crate::peer::wire::NodeId;
 
 use super::broadcast::{admit, Admit, Dedupe, MAX_BACKLOG};
-use super::{Counters, Event, MemberInfo, MemberState, MAX_BROADCAST_LEN, MAX_JOINED};
+use super::{
+    transmissions, Counters, Event, MemberInfo, MemberState, MAX_BROADCAST_LEN, MAX_JOINED,
+    OWN_FANOUT,
+};
 
 type PeerFoca = Foca<PeerIdentity, PostcardCodec, StdRng, Dedupe>;
 
@@ -75,6 +78,8 @@ pub(in crate::peer) struct Swim {
     touched: Vec<NodeId>,
     /// Rebuild the whole view at the next step (after [`Swim::know`]).
     refresh_all: bool,
+    /// The config as given; `max_transmissions` is retuned to the group's size.
+    config: Config,
 }
 
 impl Swim {
@@ -89,7 +94,7 @@ impl Swim {
         let (delivered_tx, delivered) = mpsc::sync_channel(DELIVERED_CAPACITY);
         let foca = Foca::with_custom_broadcast(
             identity,
-            config,
+            config.clone(),
             rng,
             PostcardCodec,
             Dedupe::new(delivered_tx, counters.clone()),
@@ -106,6 +111,7 @@ impl Swim {
             view_every_step: true,
             touched: Vec::new(),
             refresh_all: false,
+            config,
         }
     }
 
@@ -120,11 +126,47 @@ impl Swim {
         self.foca.identity()
     }
 
-    /// An authenticated (already opened) packet from the network.
+    /// An authenticated (already opened) packet from the network. Broadcasts new to us are
+    /// passed on at once to a few members (foca's `num_indirect_probes`), which makes an update
+    /// cross the group in a few network hops instead of a few gossip periods; the relays count
+    /// against their transmissions, so this costs no extra bytes.
     pub(in crate::peer) fn on_packet(&mut self, mut plain: Vec<u8>) {
         self.readdress_announce(&mut plain);
+        let before = self.foca.custom_broadcast_backlog();
         if let Err(e) = self.foca.handle_data(&plain, &mut self.runtime) {
             tracing::debug!(error = %e, "gossip packet refused");
+        }
+        if self.foca.custom_broadcast_backlog() > before {
+            if let Err(e) = self.foca.broadcast(&mut self.runtime) {
+                tracing::debug!(error = %e, "relay");
+            }
+        }
+    }
+
+    /// Runs `f` on foca with the config changed by `tweak`, then restores the config.
+    fn with_config(
+        &mut self,
+        tweak: impl FnOnce(&mut Config),
+        f: impl FnOnce(&mut PeerFoca, &mut AccumulatingRuntime<PeerIdentity>),
+    ) {
+        let mut tweaked = self.config.clone();
+        tweak(&mut tweaked);
+        if self.foca.set_config(tweaked).is_ok() {
+            f(&mut self.foca, &mut self.runtime);
+            let _ = self.foca.set_config(self.config.clone());
+        } else {
+            f(&mut self.foca, &mut self.runtime);
+        }
+    }
+
+    /// Keeps `max_transmissions` at [`transmissions`] of the group's current size.
+    fn retune(&mut self) {
+        let want = transmissions(self.foca.num_members() + 1);
+        if want != self.config.max_transmissions {
+            self.config.max_transmissions = want;
+            if let Err(e) = self.foca.set_config(self.config.clone()) {
+                tracing::debug!(error = %e, "gossip retune");
+            }
         }
     }
 
@@ -211,20 +253,32 @@ impl Swim {
                 return;
             }
         }
-        match self.foca.add_broadcast(&payload) {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::debug!("gossip broadcast dropped: identical payload already sent")
-            }
-            Err(e) => tracing::warn!(error = %e, "gossip broadcast dropped"),
-        }
+        // Our own update gets `OWN_FANOUT` sends at once on top of the usual transmissions.
+        let extra = u8::try_from(OWN_FANOUT).unwrap_or(u8::MAX);
+        self.with_config(
+            |c| c.max_transmissions = c.max_transmissions.saturating_add(extra),
+            |foca, _| match foca.add_broadcast(&payload) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!("gossip broadcast dropped: identical payload already sent")
+                }
+                Err(e) => tracing::warn!(error = %e, "gossip broadcast dropped"),
+            },
+        );
     }
 
-    /// Sends what is queued at once (after one or more [`Swim::add_broadcast`]).
+    /// Sends what is queued to [`OWN_FANOUT`] members at once (after one or more
+    /// [`Swim::add_broadcast`]).
     pub(in crate::peer) fn broadcast(&mut self) {
-        if let Err(e) = self.foca.broadcast(&mut self.runtime) {
-            tracing::debug!(error = %e, "broadcast");
-        }
+        let fanout = std::num::NonZeroUsize::new(OWN_FANOUT).unwrap_or(std::num::NonZeroUsize::MIN);
+        self.with_config(
+            |c| c.num_indirect_probes = fanout,
+            |foca, runtime| {
+                if let Err(e) = foca.broadcast(runtime) {
+                    tracing::debug!(error = %e, "broadcast");
+                }
+            },
+        );
     }
 
     /// A candidate from discovery or a late seed: announce to it unless it is us (`local` is
@@ -274,6 +328,7 @@ impl Swim {
     /// Hands over what foca asked for since the last step (into `out`, cleared first).
     pub(in crate::peer) fn step(&mut self, out: &mut Step) {
         out.clear();
+        self.retune();
         while let Some((dst, data)) = self.runtime.to_send() {
             out.sends.push((dst.addr, data));
         }
