@@ -60,7 +60,8 @@ fn secs(d: Option<Duration>) -> String {
     match d {
         Some(d) if d.as_secs_f64() >= 10.0 => format!("{:.1} s", d.as_secs_f64()),
         Some(d) if d.as_secs_f64() >= 1.0 => format!("{:.2} s", d.as_secs_f64()),
-        Some(d) => format!("{:.0} ms", d.as_secs_f64() * 1000.0),
+        Some(d) if d.as_secs_f64() >= 0.1 => format!("{:.0} ms", d.as_secs_f64() * 1000.0),
+        Some(d) => format!("{:.1} ms", d.as_secs_f64() * 1000.0),
         None => "never".into(),
     }
 }

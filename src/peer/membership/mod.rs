@@ -212,6 +212,13 @@ impl Timings {
         if let Some(g) = c.periodic_gossip.as_mut() {
             g.frequency = self.gossip_every;
         }
+        // After a partition heals, the two sides hold each other Down and ignore each other's
+        // packets; only an announce to a Down member starts the rejoins. foca's 65 s (125 s on
+        // a WAN) left part of a healed group apart for that long (swarm bench); every 5 probe
+        // periods costs a node two small packets per 5 s while it remembers a Down member.
+        if let Some(a) = c.periodic_announce_to_down_members.as_mut() {
+            a.frequency = self.probe_period * 5;
+        }
         // How often each update is passed on follows the group's size (`swim` retunes it as
         // members come and go); our own broadcasts go to `OWN_FANOUT` members at once on top.
         c.max_transmissions = transmissions(CLUSTER_SIZE_HINT as usize);
@@ -223,16 +230,15 @@ impl Timings {
 /// claim on a cold object is everywhere within one hop); the others get it from relays.
 pub(in crate::peer) const OWN_FANOUT: usize = CLUSTER_SIZE_HINT as usize;
 
-/// How many times each node passes on each update in a group of `group` nodes: memberlist's
-/// `4 × log10(group + 1)` (foca's `new_lan` for a fixed size), at least 6. A node that no relay
-/// reached misses an update with odds of about `e^-transmissions`; `4·log10(n)` makes that
-/// `n^-1.7` per node, so the chance that anyone misses an update shrinks as the group grows.
-/// Each transmission costs every node about one update's bytes, so the gossip bandwidth under
-/// updates grows with `log(group)` only.
+/// How many times each node passes on each update in a group of `group` nodes:
+/// `ln(group + 1) + 7`, at least 8. Every node sends each update to that many random members, so
+/// a given node is missed by all of them with odds of about `e^-transmissions`: this makes the
+/// chance that any node of the group misses an update about `e^-7` (0.1 %), whatever its size (a
+/// missed update is repaired by the gap its origin's next update shows). Each transmission costs
+/// every node about one update's bytes, so the gossip bandwidth under updates grows with
+/// `log(group)` only; the fixed 32 used before cost about twice as much for the same reach.
 pub(in crate::peer) fn transmissions(group: usize) -> NonZeroU8 {
-    let t = (4.0 * ((group as f64) + 1.0).log10())
-        .ceil()
-        .clamp(6.0, 255.0);
+    let t = ((group as f64 + 1.0).ln() + 7.0).ceil().clamp(8.0, 255.0);
     NonZeroU8::new(t as u8).unwrap_or(NonZeroU8::MIN)
 }
 
@@ -501,12 +507,12 @@ mod tests {
     #[test]
     fn transmissions_grow_with_the_log_of_the_group() {
         let cases = [
-            (1, 6),
-            (32, 7),
-            (100, 9),
-            (1000, 13),
-            (5000, 15),
-            (1 << 40, 49),
+            (1, 8),
+            (32, 11),
+            (100, 12),
+            (1000, 14),
+            (5000, 16),
+            (1 << 40, 35),
         ];
         for (group, want) in cases {
             assert_eq!(transmissions(group).get(), want, "{group}");

@@ -80,6 +80,10 @@ pub(in crate::peer) struct Swim {
     refresh_all: bool,
     /// The config as given; `max_transmissions` is retuned to the group's size.
     config: Config,
+    /// Processes heard of during this step (see [`Swim::introduce`]).
+    newcomers: Vec<PeerIdentity>,
+    /// The sender of the packet being handled.
+    direct: Option<SocketAddr>,
 }
 
 impl Swim {
@@ -112,6 +116,8 @@ impl Swim {
             touched: Vec::new(),
             refresh_all: false,
             config,
+            newcomers: Vec::new(),
+            direct: None,
         }
     }
 
@@ -173,12 +179,13 @@ impl Swim {
     /// A seed is announced to by the address in our config, which may not be the address it
     /// advertises (another IP of the same host); foca would ignore such an `Announce`. The packet
     /// reached our socket and carries the cluster key, so it is meant for us: address it to us.
-    fn readdress_announce(&self, plain: &mut Vec<u8>) {
+    fn readdress_announce(&mut self, plain: &mut Vec<u8>) {
         let mut rest: &[u8] = plain;
         let Ok(mut header) = Codec::<PeerIdentity>::decode_header(&mut PostcardCodec, &mut rest)
         else {
             return;
         };
+        self.direct = Some(header.src.addr);
         let me = self.foca.identity();
         if header.message != Message::Announce || !rest.is_empty() || header.dst.addr == me.addr {
             return;
@@ -329,12 +336,6 @@ impl Swim {
     pub(in crate::peer) fn step(&mut self, out: &mut Step) {
         out.clear();
         self.retune();
-        while let Some((dst, data)) = self.runtime.to_send() {
-            out.sends.push((dst.addr, data));
-        }
-        while let Some(t) = self.runtime.to_schedule() {
-            out.timers.push(t);
-        }
         while let Some(n) = self.runtime.to_notify() {
             match n {
                 OwnedNotification::MemberUp(p) | OwnedNotification::MemberDown(p) => {
@@ -349,26 +350,56 @@ impl Swim {
                 other => tracing::trace!(notification = ?other, "gossip"),
             }
         }
-        if self.view_every_step || std::mem::take(&mut self.refresh_all) {
+        let mut newcomers = std::mem::take(&mut self.newcomers);
+        if self.view_every_step || self.refresh_all {
             self.touched.clear();
-            self.refresh_view(out);
+            self.refresh_view(out, &mut newcomers);
         } else {
             let mut touched = std::mem::take(&mut self.touched);
             touched.sort_unstable();
             touched.dedup();
             for id in touched.drain(..) {
-                self.refresh_member(id, out);
+                self.refresh_member(id, out, &mut newcomers);
             }
             self.touched = touched;
+        }
+        // A group that formed before us (`know`) needs no introductions.
+        if !std::mem::take(&mut self.refresh_all) {
+            self.introduce(&newcomers);
+        }
+        newcomers.clear();
+        self.newcomers = newcomers;
+        self.direct = None;
+        while let Some((dst, data)) = self.runtime.to_send() {
+            out.sends.push((dst.addr, data));
+        }
+        while let Some(t) = self.runtime.to_schedule() {
+            out.timers.push(t);
         }
         while let Ok(payload) = self.delivered.try_recv() {
             out.broadcasts.push(payload);
         }
     }
 
+    /// Announces to each process we just heard of second-hand (a new node, or a restarted
+    /// one), so that it hears of us at once: its `Feed` reply aside, it learns our identity from
+    /// the packet. Without this a node that joins a large group learns the members only as
+    /// they happen to probe it (about one a second whatever the group's size), and pulls their
+    /// index entries only then. A process that spoke to us itself knows us already.
+    fn introduce(&mut self, newcomers: &[PeerIdentity]) {
+        for p in newcomers {
+            if Some(p.addr) == self.direct {
+                continue;
+            }
+            if let Err(e) = self.foca.announce(p.clone(), &mut self.runtime) {
+                tracing::debug!(error = %e, addr = %p.addr, "introduction");
+            }
+        }
+    }
+
     /// Rebuilds the per-node view from foca's members; sets `out.view` if it changed and adds
     /// the Up/Down events for the differences.
-    fn refresh_view(&mut self, out: &mut Step) {
+    fn refresh_view(&mut self, out: &mut Step, newcomers: &mut Vec<PeerIdentity>) {
         let own = self.foca.identity().id;
         let mut next: BTreeMap<NodeId, (MemberInfo, u64)> = BTreeMap::new();
         for m in self.foca.iter_membership_state() {
@@ -385,11 +416,15 @@ impl Swim {
             }
         }
         for (id, old) in &self.view {
-            change(Some(old), next.get(id), out);
+            if let Some(p) = change(Some(old), next.get(id), out) {
+                newcomers.push(p);
+            }
         }
         for (id, new) in &next {
             if !self.view.contains_key(id) {
-                change(None, Some(new), out);
+                if let Some(p) = change(None, Some(new), out) {
+                    newcomers.push(p);
+                }
             }
         }
         let changed = next.len() != self.view.len()
@@ -405,7 +440,7 @@ impl Swim {
 
     /// Updates the view for node `id` only (foca reported a change of one of its identities),
     /// adding its Up/Down event; publishes no list.
-    fn refresh_member(&mut self, id: NodeId, out: &mut Step) {
+    fn refresh_member(&mut self, id: NodeId, out: &mut Step, newcomers: &mut Vec<PeerIdentity>) {
         if id == self.foca.identity().id {
             return;
         }
@@ -421,7 +456,9 @@ impl Swim {
             }
         }
         let new = best.map(|(state, bump, pid)| (info(pid, state), bump));
-        change(self.view.get(&id), new.as_ref(), out);
+        if let Some(p) = change(self.view.get(&id), new.as_ref(), out) {
+            newcomers.push(p);
+        }
         match new {
             Some(entry) => self.view.insert(id, entry),
             None => self.view.remove(&id),
@@ -452,14 +489,20 @@ fn info(pid: &PeerIdentity, state: MemberState) -> MemberInfo {
 }
 
 /// The event for one node's entry going from `old` to `new`, if any: Down when it stops being
-/// active, Up when it becomes active, or is a new process, or moved, or changed site.
-fn change(old: Option<&(MemberInfo, u64)>, new: Option<&(MemberInfo, u64)>, out: &mut Step) {
+/// active, Up when it becomes active, or is a new process, or moved, or changed site. Returns
+/// the identity of a process we did not know before (a new node, or a new bump).
+fn change(
+    old: Option<&(MemberInfo, u64)>,
+    new: Option<&(MemberInfo, u64)>,
+    out: &mut Step,
+) -> Option<PeerIdentity> {
     let was_active = old.is_some_and(|(o, _)| o.state.is_active());
     match new {
         Some((info, bump)) if info.state.is_active() => {
+            let new_process = old.is_none_or(|(_, old_bump)| old_bump != bump);
             let up = match old {
-                Some((o, old_bump)) => {
-                    !was_active || old_bump != bump || o.addr != info.addr || o.site != info.site
+                Some((o, _)) => {
+                    !was_active || new_process || o.addr != info.addr || o.site != info.site
                 }
                 None => true,
             };
@@ -467,13 +510,21 @@ fn change(old: Option<&(MemberInfo, u64)>, new: Option<&(MemberInfo, u64)>, out:
                 tracing::info!(node = %info.id, addr = %info.addr, site = %info.site, "peer up");
                 out.members.push(Event::Up(info.clone()));
             }
+            new_process.then(|| PeerIdentity {
+                id: info.id,
+                addr: info.addr,
+                site: info.site.clone(),
+                bump: *bump,
+            })
         }
-        _ if was_active => {
-            if let Some((o, _)) = old {
-                tracing::info!(node = %o.id, addr = %o.addr, "peer down");
-                out.members.push(Event::Down(o.id));
+        _ => {
+            if was_active {
+                if let Some((o, _)) = old {
+                    tracing::info!(node = %o.id, addr = %o.addr, "peer down");
+                    out.members.push(Event::Down(o.id));
+                }
             }
+            None
         }
-        _ => {}
     }
 }

@@ -27,3 +27,97 @@ fn an_update_reaches_every_node_of_fifty_within_a_second() {
     );
     assert!(sim.in_sync(0, 7) && sim.in_sync(49, 7));
 }
+
+#[test]
+fn the_same_seed_gives_the_same_run_and_another_seed_another() {
+    let run = |seed| {
+        let mut sim = Sim::new(SimConfig {
+            seed,
+            ..SimConfig::new(30, Timings::lan(), Network::lan().with_loss(0.01))
+        });
+        sim.run_for(Duration::from_secs(2));
+        let probes: Vec<ProbeId> = (0..5u8)
+            .map(|i| {
+                let p = sim.advertise(usize::from(i) * 5, have(i, i));
+                sim.run_for(Duration::from_millis(100));
+                p
+            })
+            .collect();
+        sim.kill(29);
+        sim.run_for(Duration::from_secs(10));
+        let spreads: Vec<Spread> = probes.iter().map(|p| sim.spread(*p)).collect();
+        (
+            sim.totals(),
+            spreads,
+            sim.down_spread(29, Duration::from_millis(2500)),
+        )
+    };
+    let a = run(11);
+    assert_eq!(a, run(11));
+    assert_ne!(a.0, run(12).0);
+    assert!(a.0.events > 1000 && a.0.gossip_sent > 0, "{:?}", a.0);
+}
+
+#[test]
+fn a_dead_node_is_dropped_by_every_other_within_the_suspicion_timeout() {
+    let mut sim = lan(30, 5);
+    sim.run_for(Duration::from_secs(2));
+    sim.advertise(4, have(1, 1));
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(sim.index_entries(9), 1);
+    let killed = sim.now();
+    sim.kill(4);
+    sim.run_for(Duration::from_secs(15));
+    let down = sim.down_spread(4, killed);
+    assert_eq!(down.reached, 29, "{down:?}");
+    let t = Timings::lan();
+    let bound = t.suspect_to_down_after + t.probe_period * 4;
+    assert!(down.p100.is_some_and(|d| d < bound), "{down:?}");
+    assert!((0..30)
+        .filter(|&i| i != 4)
+        .all(|i| sim.index_entries(i) == 0));
+}
+
+#[test]
+fn a_healed_partition_converges_with_the_updates_of_both_sides() {
+    let mut sim = lan(40, 9);
+    sim.run_for(Duration::from_secs(2));
+    sim.partition(|i| u8::from(i >= 20));
+    let a = sim.advertise(3, have(1, 1));
+    let b = sim.advertise(33, have(2, 2));
+    sim.run_for(Duration::from_secs(15));
+    // Each side declared the other Down and sees only its own update.
+    assert_eq!(sim.members(3), 19);
+    assert!(sim.in_sync(5, 3) && !sim.in_sync(25, 3));
+    assert!(sim.in_sync(25, 33) && !sim.in_sync(5, 33));
+    assert!(!sim.converged(&[3, 33]));
+    sim.heal();
+    let deadline = sim.now() + Duration::from_secs(30);
+    assert!(
+        sim.run_until_every(deadline, Duration::from_secs(1), |s| s.converged(&[3, 33])),
+        "members of node 0 after heal: {}",
+        sim.members(0)
+    );
+    // Gossip reached its own side, the pulls after the heal the other.
+    assert_eq!(sim.spread(a).reached, 39);
+    assert_eq!(sim.spread(b).reached, 39);
+    assert_eq!(sim.index_entries(0), 2);
+    assert_eq!(sim.index_entries(39), 2);
+}
+
+#[test]
+fn a_new_node_learns_every_member_and_pulls_every_entry() {
+    let mut sim = lan(60, 2);
+    sim.run_for(Duration::from_secs(2));
+    for n in 0..60 {
+        sim.preload(n, (0..50u8).map(move |k| have(k, (n % 200) as u8)));
+    }
+    let newbie = sim.join(0);
+    let deadline = sim.now() + Duration::from_secs(10);
+    assert!(
+        sim.run_until_every(deadline, Duration::from_millis(100), |s| {
+            s.members(newbie) == 60 && s.index_entries(newbie) == 60 * 50
+        })
+    );
+    assert!(sim.totals().pulls >= 60);
+}
