@@ -18,6 +18,9 @@
 //! `SWARM_SEED` (default 1) seeds everything: the same seed gives the same table.
 //! Run: `cargo bench --bench swarm`; e.g. `SWARM_NODES=1000 SWARM_PROFILES=lan cargo bench --bench swarm`.
 
+mod common;
+mod swarm_real;
+
 use std::alloc::System;
 use std::time::{Duration, Instant};
 
@@ -286,9 +289,77 @@ fn index_memory(nodes: usize, entries: usize, per_key: usize) -> (f64, Duration)
     (per_entry, cpu)
 }
 
+/// `--real N`: N real processes beside the simulation of N nodes (LAN, no loss).
+fn real(n: usize, seed: u64, rate: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let r = rt.block_on(swarm_real::run(n, dir.path()));
+    drop(rt);
+    let lan = profile("lan").expect("lan profile");
+    let s = run(n, &lan, 0.0, seed, rate, 10_000);
+    let mean = |v: Option<Vec<Duration>>| {
+        v.map(|v| v.iter().sum::<Duration>() / u32::try_from(v.len().max(1)).unwrap_or(1))
+    };
+    let p50 = mean(r.reach.iter().map(|t| t.0).collect());
+    let p99 = mean(r.reach.iter().map(|t| t.1).collect());
+    let worst = r
+        .reach
+        .iter()
+        .map(|t| t.2)
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().max());
+    println!(
+        "## {n} real processes on loopback beside the simulation of {n} nodes (LAN timings)\n"
+    );
+    println!(
+        "Real group formed in {:.1} s; its status pages were polled every {:.0} ms on average \
+         (the resolution of the real propagation times).\n",
+        r.ready.as_secs_f64(),
+        r.poll.as_secs_f64() * 1000.0
+    );
+    println!("| figure | real ({n} processes) | simulated ({n} nodes) |");
+    println!("|---|---|---|");
+    println!(
+        "| gossip at rest, per node | {} | {} |",
+        kib(r.rest),
+        kib(s.rest)
+    );
+    println!(
+        "| entry reaches 50 % | {} | {} |",
+        secs(p50),
+        secs(s.spread.0)
+    );
+    println!(
+        "| entry reaches 99 % | {} | {} |",
+        secs(p99),
+        secs(s.spread.1)
+    );
+    println!(
+        "| entry reaches 100 % (worst) | {} | {} |",
+        secs(worst),
+        secs(s.spread.2)
+    );
+    println!(
+        "| killed node dropped by 50 % | {} | {} |",
+        secs(r.down.0),
+        secs(s.down.p50)
+    );
+    println!(
+        "| killed node dropped by 100 % | {} | {} |",
+        secs(r.down.1),
+        secs(s.down.p100)
+    );
+}
+
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
         return; // `cargo bench -- --list`
+    }
+    if let Some(at) = args.iter().position(|a| a == "--real") {
+        let n = args.get(at + 1).and_then(|v| v.parse().ok()).unwrap_or(50);
+        real(n, knob("SWARM_SEED", 1), knob("SWARM_RATE", 10));
+        return;
     }
     let sizes: Vec<usize> = env_list("SWARM_NODES", "100,1000,5000")
         .iter()
