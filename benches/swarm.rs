@@ -9,8 +9,9 @@
 //! - the time for those updates to take effect at 50 % / 99 % / 100 % of the nodes (mean over
 //!   the updates; 100 %: the worst);
 //! - the time for the others to declare a killed node Down and drop its entries (50 % / 100 %);
-//! - a partition in two halves for longer than the suspicion timeout, with updates on both sides,
-//!   then healed: the time until every node sees every member and holds every update again;
+//! - a partition that cuts a site of `SWARM_CUT` nodes (default 50; at most half the group) off
+//!   the rest for longer than the suspicion timeout, with updates on both sides, then heals: the
+//!   time until every node sees every member and holds every update again;
 //! - a new node joining through one seed while the group holds `SWARM_ENTRIES` entries in total
 //!   (default 1 000 000, spread over the nodes): the time until it knows every member, and until
 //!   its index holds every entry (transfers modelled at the profile's bandwidth and page cost).
@@ -120,7 +121,15 @@ struct Row {
     wall: Duration,
 }
 
-fn run(nodes: usize, p: &Profile, loss: f64, seed: u64, rate: u64, entries: u64) -> Row {
+fn run(
+    nodes: usize,
+    p: &Profile,
+    loss: f64,
+    seed: u64,
+    rate: u64,
+    entries: u64,
+    cut: usize,
+) -> Row {
     let wall = Instant::now();
     let cfg = SimConfig {
         seed,
@@ -180,9 +189,9 @@ fn run(nodes: usize, p: &Profile, loss: f64, seed: u64, rate: u64, entries: u64)
     });
     let down = sim.down_spread(victim, killed_at);
 
-    // A partition that heals.
-    let half = nodes / 2;
-    sim.partition(|i| u8::from(i >= half));
+    // A site is cut off, then back.
+    let cut = cut.clamp(1, nodes / 2);
+    sim.partition(|i| u8::from(i >= nodes - cut));
     let mut origins = Vec::new();
     let t = sim.now();
     while sim.now() < t + p.partition {
@@ -296,7 +305,7 @@ fn real(n: usize, seed: u64, rate: u64) {
     let r = rt.block_on(swarm_real::run(n, dir.path()));
     drop(rt);
     let lan = profile("lan").expect("lan profile");
-    let s = run(n, &lan, 0.0, seed, rate, 10_000);
+    let s = run(n, &lan, 0.0, seed, rate, 10_000, 50);
     let mean = |v: Option<Vec<Duration>>| {
         v.map(|v| v.iter().sum::<Duration>() / u32::try_from(v.len().max(1)).unwrap_or(1))
     };
@@ -376,11 +385,12 @@ fn main() {
     let seed = knob("SWARM_SEED", 1);
     let rate = knob("SWARM_RATE", 10);
     let entries = knob("SWARM_ENTRIES", 1_000_000);
+    let cut = knob("SWARM_CUT", 50) as usize;
 
     println!("## Index memory and catch-up CPU (in-process, counting allocator)\n");
     println!("| entries | nodes | holders per key | bytes per entry | apply time |");
     println!("|---|---|---|---|---|");
-    for (nodes, per_key) in [(1000, 1), (1000, 10), (100, 1)] {
+    for (nodes, per_key) in [(1000, 1), (1000, 2), (1000, 4), (1000, 10), (100, 1)] {
         let (per, cpu) = index_memory(nodes, entries as usize, per_key);
         println!(
             "| {entries} | {nodes} | {per_key} | {per:.1} B | {} |",
@@ -390,13 +400,13 @@ fn main() {
     println!();
     println!("## Simulated group (seed {seed}; {rate} updates/s group-wide; {entries} entries for the join)\n");
     println!(
-        "| nodes | profile | loss | gossip at rest | gossip at {rate}/s | reach 50 % | 99 % | 100 % (worst) | missed | dead: dropped by 50 % | 100 % | partition heal | join: members | join: {entries} entries | wall |"
+        "| nodes | profile | loss | gossip at rest | gossip at {rate}/s | reach 50 % | 99 % | 100 % (worst) | missed | dead: dropped by 50 % | 100 % | {cut}-node site cut off: heal | join: members | join: {entries} entries | wall |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &sizes {
         for p in &profiles {
             for &loss in &losses {
-                let r = run(n, p, loss / 100.0, seed, rate, entries);
+                let r = run(n, p, loss / 100.0, seed, rate, entries, cut);
                 println!(
                     "| {n} | {} | {loss} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} s |",
                     p.name,
