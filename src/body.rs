@@ -24,6 +24,30 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// A failure reading a client's request body on its way upstream (chunks that are not chunks, a
+/// client gone mid-upload): the client's fault, whichever component notices it first.
+#[derive(Debug)]
+pub struct ClientBodyError(BoxError);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the client's request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {}
+
+/// A client's request body to send upstream; its errors are [`ClientBodyError`]s.
+pub fn from_client<B>(incoming: B) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    incoming
+        .map_err(|e| Box::new(ClientBodyError(e.into())) as BoxError)
+        .boxed()
+}
+
 /// The sending half of a channel body. Dropping it without `finish` after an `abort` cuts the body.
 pub type Sender = mpsc::Sender<Result<Bytes, BoxError>>;
 

@@ -78,7 +78,10 @@ impl Fetcher {
         let authority = uri
             .authority()
             .ok_or_else(|| Error::downstream(Kind::BadRequest, "target has no host"))?;
-        let host = HeaderValue::from_str(authority.as_str())
+        // Host is the authority without userinfo (RFC 9110 §7.2), whatever the target held.
+        let host = authority.as_str();
+        let host = &host[host.rfind('@').map_or(0, |at| at + 1)..];
+        let host = HeaderValue::from_str(host)
             .map_err(|_| Error::downstream(Kind::BadRequest, "invalid host"))?;
         h.insert(header::HOST, host);
         let mut req = Request::builder()

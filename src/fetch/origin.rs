@@ -201,6 +201,9 @@ fn classify(e: &hyper_util::client::legacy::Error, target: &str) -> Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     let mut detail = e.to_string();
     while let Some(s) = source {
+        if let Some(client) = s.downcast_ref::<crate::body::ClientBodyError>() {
+            return Error::downstream(Kind::BadRequest, client.to_string());
+        }
         detail = format!("{detail}: {s}");
         if let Some(io) = s.downcast_ref::<io::Error>() {
             if io.kind() == io::ErrorKind::TimedOut {

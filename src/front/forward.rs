@@ -362,7 +362,7 @@ async fn pass_through(
         target,
         &parts.headers,
         parts.version,
-        incoming.map_err(Into::into).boxed(),
+        body::from_client(incoming),
     )?;
     crate::metrics::Metrics::inc(&app.metrics.origin_requests);
     let resp = app.fetcher.origin.send(upstream).await?;

@@ -167,10 +167,12 @@ async fn handle(app: Arc<App>, client: &Client, req: Request<Incoming>) -> Respo
     let arrived = Arrived::now();
     let (start, began, peer) = (arrived.start, arrived.began, client.peer);
     let method = req.method().clone();
-    let mut url = req.uri().to_string();
+    let mut url = classify::loggable(req.uri());
     let req = match &client.site {
         None => Ok(req),
-        Some(site) => site.absolute(req).inspect(|r| url = r.uri().to_string()),
+        Some(site) => site
+            .absolute(req)
+            .inspect(|r| url = classify::loggable(r.uri())),
     };
     let outcome = match req {
         Err(e) => Err(e),
@@ -274,6 +276,7 @@ async fn route(
     client: &Client,
     arrived: Arrived,
 ) -> Result<forward::Answer, Error> {
+    classify::check_host_fields(req.headers())?;
     let routing = Routing {
         listen: app.listen,
         mirrors: &app.config.mirrors,

@@ -868,3 +868,15 @@ pub fn peercache(args: &[&str]) -> std::process::Output {
     let _ = child.kill();
     panic!("peercache {args:?} did not exit within 20 s");
 }
+
+/// Sends `request` as raw bytes on a fresh connection to `proxy` and returns everything that
+/// comes back until the connection closes (at most 5 s), as text. For requests a client library
+/// would refuse to send; end them with `Connection: close`.
+pub async fn raw(proxy: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
