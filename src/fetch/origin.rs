@@ -186,13 +186,50 @@ impl Origin {
         let target = req.uri().to_string();
         let deadline = self.connect_timeout + self.read_timeout;
         match tokio::time::timeout(deadline, self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(mut resp)) => {
+                let size = head_size(&resp);
+                if size > MAX_HEAD {
+                    return Err(Error::upstream(
+                        Kind::UpstreamProtocol,
+                        format!(
+                            "{target}: response head of {size} bytes (the limit is {MAX_HEAD})"
+                        ),
+                    ));
+                }
+                drop_body_length(resp.status(), resp.headers_mut());
+                Ok(resp)
+            }
             Ok(Err(e)) => Err(classify(&e, &target)),
             Err(_) => Err(Error::upstream(
                 Kind::ResponseTimeout,
                 format!("no response from {target} within {deadline:?}"),
             )),
         }
+    }
+}
+
+/// The largest response head taken from an origin: status line and fields as sent. Larger ones
+/// are refused with a 502 (hyper itself holds at most ~400 KiB while parsing).
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// The size of a response head on the wire (status line, fields, blank line).
+fn head_size<B>(resp: &Response<B>) -> usize {
+    let fields: usize = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+        .sum();
+    "HTTP/1.1 200 \r\n".len() + fields + 2
+}
+
+/// RFC 9112 §6.3: a `Transfer-Encoding` overrides `Content-Length`, which then must not be
+/// forwarded (hyper framed the body by the former); a 1xx, 204 or 304 has no body, so no length.
+fn drop_body_length(status: http::StatusCode, h: &mut http::HeaderMap) {
+    let bodiless = status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED;
+    if bodiless || h.contains_key(http::header::TRANSFER_ENCODING) {
+        h.remove(http::header::CONTENT_LENGTH);
     }
 }
 
@@ -221,4 +258,49 @@ fn classify(e: &hyper_util::client::legacy::Error, target: &str) -> Error {
         Kind::UpstreamProtocol
     };
     Error::upstream(kind, format!("{target}: {detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{header, HeaderMap, HeaderValue, StatusCode};
+
+    #[test]
+    fn a_body_length_goes_where_the_body_is_framed_otherwise_or_absent() {
+        let cases = [
+            (200, true, true, false),
+            (200, false, true, true),
+            (204, false, true, false),
+            (304, false, true, false),
+            (103, false, true, false),
+            (404, true, true, false),
+        ];
+        for (status, chunked, cl, kept) in cases {
+            let mut h = HeaderMap::new();
+            if chunked {
+                h.insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+            }
+            if cl {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+            }
+            drop_body_length(StatusCode::from_u16(status).unwrap(), &mut h);
+            assert_eq!(
+                h.contains_key(header::CONTENT_LENGTH),
+                kept,
+                "{status} {chunked}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_head_size_counts_every_field() {
+        let mut r = Response::new(());
+        assert_eq!(head_size(&r), 17);
+        r.headers_mut()
+            .insert("x-a", HeaderValue::from_static("12345"));
+        assert_eq!(head_size(&r), 17 + 3 + 2 + 5 + 2);
+    }
 }

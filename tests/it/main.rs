@@ -11,6 +11,7 @@ mod discovery;
 mod forward;
 mod intercept;
 mod mirrors;
+mod origin_faults;
 mod packaging;
 mod peers;
 mod restart;
