@@ -193,7 +193,7 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::default());
         let intercept = Self::interceptor(&config, &metrics).await?;
-        let inflight = Inflight::new();
+        let inflight = Inflight::new(config.cache.max_fills);
         let peer_side = match (key, peer_sockets) {
             (Some(key), Some(sockets)) => Some(
                 Peers::start(
@@ -221,7 +221,7 @@ impl Server {
             rules: rules.clone(),
         };
         let access = if config.log.access {
-            AccessLog::stdout()
+            AccessLog::stdout(metrics.clone())
         } else {
             AccessLog::disabled()
         };

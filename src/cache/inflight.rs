@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -257,6 +258,18 @@ pub struct FillPermit {
     slot: Option<(Arc<Inflight>, String)>,
     /// The temporary file, deleted when the permit goes unless `finish` kept it.
     pub temp: Option<PathBuf>,
+    /// This fill's place under the bound on fills; freed with the permit.
+    _counted: Counted,
+}
+
+/// One running fill, counted against [`Inflight`]'s bound until dropped.
+#[derive(Debug)]
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl FillPermit {
@@ -299,43 +312,74 @@ pub enum Join {
     Leader(FillPermit),
     /// Somebody is: read their fill.
     Follower(Arc<Fill>),
+    /// Nobody is, and `max_fills` fills are running: fetch without storing.
+    Full,
 }
 
-/// The fills in progress, by cache key.
-#[derive(Debug, Default)]
+/// The fills in progress, by cache key, and how many run at once (keyed and solo).
+#[derive(Debug)]
 pub struct Inflight {
     fills: Mutex<HashMap<String, Arc<Fill>>>,
+    /// Fills running now (their permits alive), never more than `max`.
+    running: Arc<AtomicUsize>,
+    max: usize,
 }
 
 impl Inflight {
-    pub fn new() -> Arc<Inflight> {
-        Arc::new(Inflight::default())
+    /// At most `max_fills` fills at once (each holds a temporary file and a source).
+    pub fn new(max_fills: usize) -> Arc<Inflight> {
+        Arc::new(Inflight {
+            fills: Mutex::default(),
+            running: Arc::default(),
+            max: max_fills,
+        })
     }
 
-    /// Joins the fill of `key`, or starts one.
+    /// A place under the bound, if one is free.
+    fn count(&self) -> Option<Counted> {
+        let taken = self
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        taken.ok().map(|_| Counted(self.running.clone()))
+    }
+
+    /// Joins the fill of `key`, or starts one if the bound allows.
     pub fn join(self: &Arc<Self>, key: &str) -> Join {
         let Ok(mut fills) = self.fills.lock() else {
-            return Join::Leader(Self::solo());
+            return self.solo().map_or(Join::Full, Join::Leader);
         };
         if let Some(f) = fills.get(key) {
             return Join::Follower(f.clone());
         }
+        let Some(counted) = self.count() else {
+            return Join::Full;
+        };
         let fill = Fill::new();
         fills.insert(key.to_owned(), fill.clone());
         Join::Leader(FillPermit {
             fill,
             slot: Some((self.clone(), key.to_owned())),
             temp: None,
+            _counted: counted,
         })
     }
 
-    /// A fill nobody else can join (a request that may not share, e.g. a Vary mismatch).
-    pub fn solo() -> FillPermit {
-        FillPermit {
+    /// A fill nobody else can join (a request that may not share, e.g. a Vary mismatch), if
+    /// the bound allows one more.
+    pub fn solo(&self) -> Option<FillPermit> {
+        Some(FillPermit {
             fill: Fill::new(),
             slot: None,
             temp: None,
-        }
+            _counted: self.count()?,
+        })
+    }
+
+    /// Fills running now, keyed or solo.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
     }
 
     /// The fill in progress for `key`, if any (the peer transfer API streams it to others).
@@ -378,5 +422,30 @@ impl Inflight {
                 fills.remove(key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_beyond_the_bound_are_refused_until_one_ends() {
+        let inflight = Inflight::new(2);
+        let Join::Leader(a) = inflight.join("a") else {
+            panic!("a leads")
+        };
+        assert!(
+            matches!(inflight.join("a"), Join::Follower(_)),
+            "joining needs no room"
+        );
+        let b = inflight.solo().expect("room for a second fill");
+        assert_eq!(inflight.running(), 2);
+        assert!(matches!(inflight.join("c"), Join::Full));
+        assert!(inflight.solo().is_none());
+        drop(b);
+        a.finish(Outcome::NotShared);
+        assert_eq!(inflight.running(), 0);
+        assert!(matches!(inflight.join("c"), Join::Leader(_)));
     }
 }

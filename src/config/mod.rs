@@ -72,6 +72,9 @@ pub struct Proxy {
     pub tunnel_idle_timeout: Duration,
     /// Destinations the PAC file (`/proxy.pac`, `/wpad.dat`) sends `DIRECT`, in file order.
     pub pac_direct: Vec<PacDirect>,
+    /// Client connections open at once on the proxy port (tunnels included); the next one is
+    /// answered 503 and closed, and counted. >= 1.
+    pub max_connections: usize,
 }
 
 /// One `proxy.pac_direct` entry: where a browser using the PAC file goes without the proxy.
@@ -102,6 +105,9 @@ pub struct Cache {
     pub max_object_size: u64,
     /// Send large stored bodies to clients and peers with `sendfile(2)` (Linux).
     pub sendfile: bool,
+    /// Downloads into the cache at once (each holds a temporary file and an upstream
+    /// connection); a miss beyond them is passed through unstored, and counted. >= 1.
+    pub max_fills: usize,
 }
 
 /// `[upstream]`: how origins are reached.

@@ -22,12 +22,14 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.proxy_tunnel_idle_timeout
             .take("proxy.tunnel_idle_timeout", p),
         raw.proxy_pac_direct.take("proxy.pac_direct", p),
+        raw.proxy_max_connections.take("proxy.max_connections", p),
     );
     let cache = (
         raw.cache_dir.take("cache.dir", p),
         raw.cache_max_size.take("cache.max_size", p),
         raw.cache_max_object_size.take("cache.max_object_size", p),
         raw.cache_sendfile.take("cache.sendfile", p),
+        raw.cache_max_fills.take("cache.max_fills", p),
     );
     let upstream = (
         raw.upstream_proxy.take("upstream.proxy", p),
@@ -75,12 +77,14 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             connect_ports: proxy.2?,
             tunnel_idle_timeout: proxy.3?,
             pac_direct: proxy.4?,
+            max_connections: proxy.5?,
         },
         cache: Cache {
             dir: cache.0?,
             max_size: cache.1?,
             max_object_size: cache.2?,
             sendfile: cache.3?,
+            max_fills: cache.4?,
         },
         upstream: Upstream {
             proxy: upstream.0?,

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::body::{self, Body};
 use crate::cache::cache_control::CacheControl;
-use crate::cache::inflight::{Inflight, Join, Outcome};
+use crate::cache::inflight::{Join, Outcome};
 use crate::cache::key::{CacheKey, Variant};
 use crate::cache::policy::{self, Heuristic, Reuse, Stored};
 use crate::cache::rules::Treatment;
@@ -246,9 +246,13 @@ async fn fetch(
                 Err(Outcome::NotShared) => break,
                 Err(_) => continue, // abandoned: somebody (maybe us) leads anew
             },
+            Join::Full => return unstored(app, ask, Method::GET).await,
         }
     }
-    lead(app, ask, key, Inflight::solo(), stale).await
+    match app.inflight.solo() {
+        Some(permit) => lead(app, ask, key, permit, stale).await,
+        None => unstored(app, ask, Method::GET).await,
+    }
 }
 
 async fn lead(
@@ -337,8 +341,17 @@ fn revalidate_in_background(app: &Arc<App>, ask: &Ask<'_>, key: &str, entry: Arc
 
 /// HEAD without a stored GET: ask upstream with HEAD, store nothing.
 async fn head_through(app: &Arc<App>, ask: &Ask<'_>) -> Result<Answer, Error> {
+    unstored(app, ask, Method::HEAD).await
+}
+
+/// Asks upstream with `method` and the client's own fields, relays the answer, stores nothing.
+/// For GET: a miss while `cache.max_fills` fills run (counted).
+async fn unstored(app: &Arc<App>, ask: &Ask<'_>, method: Method) -> Result<Answer, Error> {
+    if method == Method::GET {
+        crate::metrics::Metrics::inc(&app.metrics.fills_passed_unstored);
+    }
     let req = app.fetcher.upstream_request(
-        Method::HEAD,
+        method,
         ask.target,
         ask.headers,
         ask.version,

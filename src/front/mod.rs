@@ -17,6 +17,7 @@ pub mod tunnel;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -55,8 +56,16 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: watch::Receiver<b
                         continue;
                     }
                 };
+                let Some(open) = Open::admit(&app) else {
+                    refuse(&app, tcp);
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
-                conns.spawn(connection(app.clone(), tcp, peer, stop.clone()));
+                let (app, stop) = (app.clone(), stop.clone());
+                conns.spawn(async move {
+                    connection(app, tcp, peer, stop).await;
+                    drop(open);
+                });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = stopped(&mut stopping) => break,
@@ -74,6 +83,42 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: watch::Receiver<b
         );
         conns.abort_all();
     }
+}
+
+/// One client connection, counted against `proxy.max_connections` until dropped.
+struct Open(Arc<Metrics>);
+
+impl Open {
+    /// A place for one more connection, if the bound allows.
+    fn admit(app: &App) -> Option<Open> {
+        let max = app.config.proxy.max_connections as u64;
+        app.metrics
+            .connections_open
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()?;
+        Some(Open(app.metrics.clone()))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A connection beyond `proxy.max_connections`: counted, told 503 if its socket takes the
+/// bytes at once, and closed. Nothing of it is read.
+fn refuse(app: &App, tcp: tokio::net::TcpStream) {
+    Metrics::inc(&app.metrics.connections_refused);
+    let e = Error::new(
+        Kind::Busy,
+        crate::error::Side::Internal,
+        format!(
+            "{} client connections are open (proxy.max_connections)",
+            app.config.proxy.max_connections
+        ),
+    );
+    let _ = tcp.try_write(&respond::error_bytes(&e));
 }
 
 /// Resolves once the stop flag is set (or its sender is gone).

@@ -23,19 +23,25 @@ pub fn status_of(e: &Error) -> StatusCode {
         Kind::ConnectFailed | Kind::UpstreamProtocol | Kind::UpstreamBodyCut | Kind::Tls => {
             StatusCode::BAD_GATEWAY
         }
+        Kind::Busy => StatusCode::SERVICE_UNAVAILABLE,
         Kind::Storage | Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// The text body of the answer to `e`.
+fn error_text(status: StatusCode, e: &Error) -> String {
+    format!(
+        "peercache: {} {}: {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        e.detail
+    )
 }
 
 /// A short text response for `e`, never stored by anyone (`Cache-Control: no-store`).
 pub fn error_response(e: &Error) -> Response<Body> {
     let status = status_of(e);
-    let text = format!(
-        "peercache: {} {}: {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        e.detail
-    );
+    let text = error_text(status, e);
     let mut resp = Response::new(body::full(text));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -46,6 +52,22 @@ pub fn error_response(e: &Error) -> Response<Body> {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(ERROR_HEADER, HeaderValue::from_static(e.kind.as_str()));
     resp
+}
+
+/// The same answer as raw HTTP/1.1 bytes that close the connection, for a connection refused
+/// before any request is read (no HTTP machinery is spent on it).
+pub fn error_bytes(e: &Error) -> Vec<u8> {
+    let status = status_of(e);
+    let text = error_text(status, e);
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n\
+         {ERROR_HEADER}: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{text}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        e.kind.as_str(),
+        text.len()
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -68,6 +90,7 @@ mod tests {
             (Kind::ConnectFailed, 502),
             (Kind::UpstreamProtocol, 502),
             (Kind::Tls, 502),
+            (Kind::Busy, 503),
             (Kind::Storage, 500),
             (Kind::Internal, 500),
         ];
@@ -75,6 +98,20 @@ mod tests {
             let e = Error::new(kind, Side::Upstream, "x");
             assert_eq!(status_of(&e).as_u16(), status, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn raw_bytes_say_the_same_and_close() {
+        let e = Error::new(Kind::Busy, Side::Internal, "full");
+        let text = String::from_utf8(error_bytes(&e)).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nx-peercache-error: busy\r\n"), "{text}");
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+        let body = "peercache: 503 Service Unavailable: full\n";
+        assert!(text.ends_with(&format!("content-length: {}\r\n\r\n{body}", body.len())));
     }
 
     #[test]

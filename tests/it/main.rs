@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bounds;
 mod caching;
 mod cli;
 mod collapse;
