@@ -46,6 +46,23 @@ pub enum Fetched {
     Direct(Response<Incoming>),
 }
 
+/// What a fill's leader did.
+pub enum Led {
+    /// Asked the origin (or revalidated with it) and got this.
+    Fetched(Fetched),
+    /// A peer's copy is streaming into the fill.
+    Peer(Arc<Head>),
+}
+
+/// The request a fill is led for, owned by the leader's task.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub key: String,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub version: http::Version,
+}
+
 /// Shared upstream machinery.
 #[derive(Clone)]
 pub struct Fetcher {
@@ -91,6 +108,54 @@ impl Fetcher {
             .map_err(|e| Error::internal(e.to_string()))?;
         *req.headers_mut() = h;
         Ok(req)
+    }
+
+    /// Leads the fill of `permit` in a task of its own: a stale entry is revalidated with the
+    /// origin, a miss goes to the peer group (with `group`; not for a fill others cannot join),
+    /// then to the origin. The client that started it may
+    /// leave at any time, before the response head too, without ending the fill: requests that
+    /// joined it, or join later, still read it, and the origin is asked once.
+    pub fn lead_in_task(
+        &self,
+        permit: FillPermit,
+        want: Wanted,
+        stale: Option<Arc<Entry>>,
+        group: bool,
+    ) -> tokio::task::JoinHandle<Result<Led, Error>> {
+        let fetcher = self.clone();
+        tokio::spawn(async move {
+            let Wanted {
+                key,
+                uri,
+                headers,
+                version,
+            } = &want;
+            let permit = match stale {
+                Some(_) => permit,
+                None if !group => permit,
+                None => {
+                    let want = peer::Want {
+                        key,
+                        uri,
+                        headers,
+                        version: *version,
+                    };
+                    match fetcher.via_peers(permit, &want).await? {
+                        peer::FromPeers::Peer { head, .. } => return Ok(Led::Peer(head)),
+                        peer::FromPeers::Origin(fetched) => return Ok(Led::Fetched(fetched)),
+                        peer::FromPeers::NotHere(permit) => permit,
+                    }
+                }
+            };
+            let led = fetcher
+                .lead(permit, key, uri, headers, *version, stale.as_ref())
+                .await
+                .map(Led::Fetched);
+            if let Some(p) = &fetcher.peers {
+                p.withdraw(key); // a no-op while the fill runs or once it is stored
+            }
+            led
+        })
     }
 
     /// Leads the fill held by `permit`: asks upstream for `uri` (conditionally when `stale` is

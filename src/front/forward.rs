@@ -18,8 +18,7 @@ use crate::cache::policy::{self, Heuristic, Reuse, Stored};
 use crate::cache::rules::Treatment;
 use crate::cache::store::Entry;
 use crate::error::{Error, Kind};
-use crate::fetch::peer::{FromPeers, Want};
-use crate::fetch::Fetched;
+use crate::fetch::{Fetched, Led, Wanted};
 use crate::front::answer;
 use crate::front::relink::Relink;
 use crate::metrics::{CacheStatus, Source};
@@ -221,10 +220,7 @@ async fn fetch(
                         continue;
                     }
                 }
-                if stale.is_none() {
-                    return via_peers_then_origin(app, ask, key, permit).await;
-                }
-                return lead(app, ask, key, permit, stale).await;
+                return lead(app, ask, key, permit, stale, true).await;
             }
             Join::Follower(fill) => match fill.head().await {
                 Ok(head) => {
@@ -250,24 +246,40 @@ async fn fetch(
         }
     }
     match app.inflight.solo() {
-        Some(permit) => lead(app, ask, key, permit, stale).await,
+        Some(permit) => lead(app, ask, key, permit, stale, false).await,
         None => unstored(app, ask, Method::GET).await,
     }
 }
 
+/// Leads the fill of `permit` (in a task of its own, which goes on if this client leaves) and
+/// answers from what it got; `group`: try the peers first on a miss.
 async fn lead(
     app: &Arc<App>,
     ask: &Ask<'_>,
     key: &str,
     permit: crate::cache::inflight::FillPermit,
     stale: Option<&Arc<Entry>>,
+    group: bool,
 ) -> Result<Answer, Error> {
     let fill = permit.fill().clone();
-    let fetched = app
+    let want = Wanted {
+        key: key.to_owned(),
+        uri: ask.target.clone(),
+        headers: ask.headers.clone(),
+        version: ask.version,
+    };
+    let led = app
         .fetcher
-        .lead(permit, key, ask.target, ask.headers, ask.version, stale)
-        .await?;
-    answer_fetched(app, ask, &fill, fetched).await
+        .lead_in_task(permit, want, stale.cloned(), group)
+        .await
+        .map_err(|e| Error::internal(format!("the fill's leader failed: {e}")))??;
+    match led {
+        Led::Peer(head) => {
+            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, ask.relink);
+            Ok((resp, Some(CacheStatus::Peer)))
+        }
+        Led::Fetched(fetched) => answer_fetched(app, ask, &fill, fetched).await,
+    }
 }
 
 /// The client's answer to what a fill's leader got from the origin.
@@ -291,49 +303,21 @@ async fn answer_fetched(
     }
 }
 
-/// A miss: the peer group first (one of them holds or is fetching it), then the origin.
-async fn via_peers_then_origin(
-    app: &Arc<App>,
-    ask: &Ask<'_>,
-    key: &str,
-    permit: crate::cache::inflight::FillPermit,
-) -> Result<Answer, Error> {
-    let fill = permit.fill().clone();
-    let want = Want {
-        key,
-        uri: ask.target,
-        headers: ask.headers,
-        version: ask.version,
-    };
-    match app.fetcher.via_peers(permit, &want).await? {
-        FromPeers::Peer { head, .. } => {
-            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, ask.relink);
-            Ok((resp, Some(CacheStatus::Peer)))
-        }
-        FromPeers::Origin(fetched) => answer_fetched(app, ask, &fill, fetched).await,
-        FromPeers::NotHere(permit) => {
-            let answer = lead(app, ask, key, permit, None).await;
-            if let Some(p) = &app.peers {
-                p.withdraw(key); // a no-op while the fill runs or once it is stored
-            }
-            answer
-        }
-    }
-}
-
 /// stale-while-revalidate: refresh `entry` without making anyone wait (RFC 5861 §3).
 fn revalidate_in_background(app: &Arc<App>, ask: &Ask<'_>, key: &str, entry: Arc<Entry>) {
     let Join::Leader(permit) = app.inflight.join(key) else {
         return; // somebody is already fetching it
     };
-    let (app, key) = (app.clone(), key.to_owned());
-    let (target, headers, version) = (ask.target.clone(), ask.headers.clone(), ask.version);
+    let want = Wanted {
+        key: key.to_owned(),
+        uri: ask.target.clone(),
+        headers: ask.headers.clone(),
+        version: ask.version,
+    };
+    let task = app.fetcher.lead_in_task(permit, want, Some(entry), false);
+    let key = key.to_owned();
     tokio::spawn(async move {
-        let r = app
-            .fetcher
-            .lead(permit, &key, &target, &headers, version, Some(&entry))
-            .await;
-        if let Err(e) = r {
+        if let Ok(Err(e)) = task.await {
             tracing::info!(%key, "background revalidation failed: {e}");
         }
     });

@@ -182,3 +182,56 @@ async fn an_origin_cut_mid_body_cuts_every_reader_and_stores_nothing() {
     assert_eq!(origin.hits("/cut"), 2);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_leaves_before_the_head_neither_abandons_the_fill_nor_asks_twice() {
+    let origin = Origin::start().await;
+    let body = pattern(40_000, 9);
+    let (open, gate) = watch::channel(false);
+    origin.route(
+        "/late",
+        Reply {
+            status: 200,
+            headers: vec![("cache-control".into(), "max-age=600".into())],
+            payload: Payload::HeadGated {
+                body: body.clone(),
+                gate,
+            },
+        },
+    );
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    let url = origin.url("/late");
+    let (addr, u) = (proxy.addr, url.clone());
+    let first = tokio::spawn(async move { send_head(addr, "GET", &u, &[]).await });
+    assert!(wait_until(Duration::from_secs(5), || origin.hits("/late") == 1).await);
+    first.abort(); // client 1 leaves before any head came back
+    let metrics = proxy.app.metrics.clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || metrics
+            .connections_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0)
+        .await,
+        "the proxy saw client 1 go"
+    );
+    let u = url.clone();
+    let second = tokio::spawn(async move { get(addr, &u).await });
+    let inflight = proxy.app.inflight.clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || origin.hits("/late") > 1
+            || inflight.get(&url).is_some_and(|f| f.watchers() >= 1))
+        .await,
+        "client 2 joined a fill or asked again"
+    );
+    open.send(true).unwrap();
+    let got = second.await.unwrap();
+    assert!(got.body.unwrap() == body);
+    assert_eq!(
+        origin.hits("/late"),
+        1,
+        "one origin request for both clients"
+    );
+    assert_eq!(get(proxy.addr, &url).await.x_cache(), "HIT");
+    proxy.stop().await;
+}

@@ -43,6 +43,11 @@ pub enum Payload {
         rest: Option<Bytes>,
         gate: watch::Receiver<bool>,
     },
+    /// Sends nothing, not even the head, until the gate opens; then the head and `body`.
+    HeadGated {
+        body: Bytes,
+        gate: watch::Receiver<bool>,
+    },
 }
 
 /// One origin answer.
@@ -145,7 +150,7 @@ impl Origin {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let o = o.clone();
-                        async move { Ok::<_, std::convert::Infallible>(o.answer(req)) }
+                        async move { Ok::<_, std::convert::Infallible>(o.answer(req).await) }
                     });
                     let http = hyper::server::conn::http1::Builder::new();
                     match tls {
@@ -209,7 +214,7 @@ impl Origin {
             .collect()
     }
 
-    fn answer(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
         let (parts, _) = req.into_parts();
         let path = parts
             .uri
@@ -233,6 +238,10 @@ impl Origin {
         }
         let body = match reply.payload {
             Payload::Bytes(b) => body::full(b),
+            Payload::HeadGated { body, mut gate } => {
+                let _ = gate.wait_for(|open| *open).await;
+                body::full(body)
+            }
             Payload::Gated {
                 first,
                 rest,
@@ -633,7 +642,7 @@ fn ranged(req: &http::request::Parts, reply: &Reply) -> Option<Response<Body>> {
             rest: Some(rest),
             ..
         } => [first.as_ref(), rest.as_ref()].concat().into(),
-        Payload::Gated { rest: None, .. } => return None,
+        Payload::Gated { rest: None, .. } | Payload::HeadGated { .. } => return None,
     };
     if reply.status != 200 || start >= whole.len() {
         return None;
