@@ -122,6 +122,9 @@ pub struct Metrics {
     /// Misses fetched for their client alone and not stored, because `cache.max_fills` fills
     /// were running.
     pub fills_passed_unstored: AtomicU64,
+    /// Fills whose body outgrew `cache.max_object_size` while streaming: the rest went to their
+    /// readers, nothing was stored.
+    pub fills_over_size: AtomicU64,
     /// Access log lines dropped because the writer fell behind by its whole queue.
     pub access_log_dropped: AtomicU64,
 }
@@ -417,6 +420,7 @@ impl Metrics {
                 "connections_open": Self::get(&self.connections_open),
                 "connections_refused": Self::get(&self.connections_refused),
                 "fills_passed_unstored": Self::get(&self.fills_passed_unstored),
+                "fills_over_size": Self::get(&self.fills_over_size),
                 "access_log_dropped": Self::get(&self.access_log_dropped),
             },
             "links": {

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::body::{self, Body};
 use crate::cache::key::Variant;
 use crate::cache::policy::Timing;
+use crate::cache::spill::Spill;
 use crate::cache::store::Entry;
 use crate::error::Error;
 
@@ -60,8 +61,11 @@ pub enum Outcome {
 #[derive(Debug, Clone, Default)]
 pub struct FillState {
     pub head: Option<Arc<Head>>,
-    /// Bytes of the body present in the file.
+    /// Bytes of the body received so far.
     pub written: u64,
+    /// Once the body outgrew `cache.max_object_size`: the file holds the bytes before this
+    /// offset, the [`Spill`] those after (for the readers attached then); nothing is stored.
+    pub stored_to: Option<u64>,
     pub outcome: Option<Outcome>,
 }
 
@@ -71,6 +75,8 @@ pub struct Fill {
     state: watch::Sender<FillState>,
     file: Mutex<Option<Arc<File>>>,
     started: tokio::time::Instant,
+    /// Bytes past the store limit, and where each body reader is.
+    spill: Spill,
 }
 
 /// How far one fill has come, for the status page.
@@ -91,6 +97,7 @@ impl Fill {
             state: watch::channel(FillState::default()).0,
             file: Mutex::new(None),
             started: tokio::time::Instant::now(),
+            spill: Spill::default(),
         })
     }
 
@@ -116,7 +123,26 @@ impl Fill {
         self.state.send_modify(|s| s.head = Some(head));
     }
 
-    /// `n` more bytes are in the file.
+    /// Adds bytes past the store limit once the slowest reader leaves room; `false` when no
+    /// reader is attached (the fill may end).
+    pub async fn spill(&self, data: Bytes) -> bool {
+        self.spill.push(data).await
+    }
+
+    /// The next bytes of `[pos, limit)`, from the file or, past the store limit, the spill;
+    /// `None` when they cannot be had (no file, unreadable, or let go by the spill).
+    async fn bytes_at(&self, pos: u64, limit: u64, stored_to: Option<u64>) -> Option<Bytes> {
+        match stored_to {
+            Some(to) if pos >= to => self.spill.read(pos, limit - pos),
+            _ => {
+                let file = self.file()?;
+                let limit = stored_to.map_or(limit, |to| to.min(limit));
+                read_span(file, pos, limit).await.ok()
+            }
+        }
+    }
+
+    /// `n` more bytes are in the file (or the spill).
     pub fn advance(&self, n: u64) {
         self.state.send_modify(|s| s.written += n);
     }
@@ -165,16 +191,17 @@ impl Fill {
         let (tx, body) = body::channel(len);
         let fill = self.clone();
         tokio::spawn(async move {
+            let cursor = Cursor::attach(&fill, start);
             let mut rx = fill.subscribe();
             let mut pos = start;
             loop {
                 let state = rx.borrow_and_update().clone();
                 let limit = end.map_or(state.written, |e| e.min(state.written));
                 if pos < limit {
-                    let Some(file) = fill.file() else { break };
-                    match read_span(file, pos, limit).await {
-                        Ok(b) if !b.is_empty() => {
+                    match fill.bytes_at(pos, limit, state.stored_to).await {
+                        Some(b) if !b.is_empty() => {
                             pos += b.len() as u64;
+                            cursor.advance(pos);
                             let whole = state.head.as_ref().and_then(|h| h.len);
                             if whole.is_some() && end == whole && Some(pos) == end {
                                 // The last byte of the whole body: hold it back until the fill
@@ -197,7 +224,7 @@ impl Fill {
                             continue;
                         }
                         _ => {
-                            let _ = tx.send(Err("cannot read the body file".into())).await;
+                            let _ = tx.send(Err("cannot read the body".into())).await;
                             return;
                         }
                     }
@@ -224,9 +251,33 @@ impl Fill {
                     return;
                 }
             }
-            let _ = tx.send(Err("fill has no body file".into())).await;
         });
         body
+    }
+}
+
+/// A body reader's place in its fill, for the spill's backpressure; it leaves when dropped.
+struct Cursor {
+    fill: Arc<Fill>,
+    id: u64,
+}
+
+impl Cursor {
+    fn attach(fill: &Arc<Fill>, pos: u64) -> Cursor {
+        Cursor {
+            fill: fill.clone(),
+            id: fill.spill.attach(pos),
+        }
+    }
+
+    fn advance(&self, pos: u64) {
+        self.fill.spill.advance(self.id, pos);
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.fill.spill.leave(self.id);
     }
 }
 
@@ -275,6 +326,20 @@ impl Drop for Counted {
 impl FillPermit {
     pub fn fill(&self) -> &Arc<Fill> {
         &self.fill
+    }
+
+    /// The body outgrew the store limit at `at` bytes: nothing will be stored. The temporary
+    /// file is deleted (readers keep what they opened), the key is freed for new fills, and
+    /// the bytes from `at` on go to the spill, for the readers attached now.
+    pub fn stop_storing(&mut self, at: u64) {
+        if let Some((inflight, key)) = self.slot.take() {
+            inflight.remove(&key, &self.fill);
+        }
+        if let Some(temp) = self.temp.take() {
+            let _ = std::fs::remove_file(temp);
+        }
+        self.fill.spill.start(at);
+        self.fill.state.send_modify(|s| s.stored_to = Some(at));
     }
 
     /// Ends the fill with `outcome` and frees the key. Call it after the store commit, so that a

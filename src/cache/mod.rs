@@ -7,4 +7,5 @@ pub mod inflight;
 pub mod key;
 pub mod policy;
 pub mod rules;
+pub mod spill;
 pub mod store;

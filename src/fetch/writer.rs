@@ -88,6 +88,7 @@ pub async fn run(job: FillJob, first: Feed) -> WriteEnd {
     let mut feed = first;
     let mut hasher = blake3::Hasher::new();
     let mut written: u64 = 0;
+    let mut spilling = false;
     loop {
         let failure = match tokio::time::timeout(feed.read_timeout, feed.body.frame()).await {
             Err(_) => format!("stalled for {:?}", feed.read_timeout),
@@ -102,11 +103,26 @@ pub async fn run(job: FillJob, first: Feed) -> WriteEnd {
                 }
                 hasher.update(&data);
                 let n = data.len() as u64;
-                let (f, at) = (file.clone(), written);
-                let wrote = tokio::task::spawn_blocking(move || f.write_all_at(&data, at)).await;
-                if !matches!(wrote, Ok(Ok(()))) {
-                    tracing::error!(%key, "cannot write the body file; fill broken");
-                    return WriteEnd::Broken;
+                if !spilling && written + n > max_object_size {
+                    // Stop storing at the limit: the readers attached now get the rest.
+                    tracing::info!(%key, written, "over cache.max_object_size; passed through, not stored");
+                    Metrics::inc(&metrics.fills_over_size);
+                    permit.stop_storing(written);
+                    spilling = true;
+                }
+                if spilling {
+                    if !permit.fill().spill(data).await {
+                        tracing::debug!(%key, written, "no reader left past the store limit; fill ends");
+                        return WriteEnd::Broken;
+                    }
+                } else {
+                    let (f, at) = (file.clone(), written);
+                    let wrote =
+                        tokio::task::spawn_blocking(move || f.write_all_at(&data, at)).await;
+                    if !matches!(wrote, Ok(Ok(()))) {
+                        tracing::error!(%key, "cannot write the body file; fill broken");
+                        return WriteEnd::Broken;
+                    }
                 }
                 written += n;
                 metrics.bytes_from(feed.source, n);
@@ -132,7 +148,7 @@ pub async fn run(job: FillJob, first: Feed) -> WriteEnd {
         tracing::warn!(%key, "body does not match its advertised blake3; discarded");
         return WriteEnd::BadHash;
     }
-    if written > max_object_size {
+    if spilling {
         permit.finish(Outcome::Complete);
         return WriteEnd::Complete;
     }

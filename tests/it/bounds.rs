@@ -84,3 +84,62 @@ async fn a_miss_beyond_max_fills_is_passed_through_unstored_and_counted() {
     assert_eq!(s["counters"]["limits"]["fills_passed_unstored"], 2);
     proxy.stop().await;
 }
+
+/// Bytes in the files under `dir` now.
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    files_under(dir)
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_body_is_stored_up_to_max_object_size_then_passed_through_and_ends_with_its_reader(
+) {
+    const LIMIT: u64 = 1024 * 1024;
+    let origin = Origin::start().await;
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.cache.max_object_size = LIMIT;
+    let proxy = start_proxy(c).await;
+    // The client reads past the limit (the rest is passed through), or leaves before it (the
+    // fill goes on to the limit, then ends: nobody is left to take the rest).
+    for (path, reads) in [("/past", 3 * LIMIT), ("/before", LIMIT / 4)] {
+        let endless = Endless::new(pattern(64 * 1024, 5));
+        origin.route(
+            path,
+            Reply {
+                status: 200,
+                headers: vec![("cache-control".into(), "max-age=600".into())],
+                payload: Payload::Endless(endless.clone()),
+            },
+        );
+        let mut resp = send_head(proxy.addr, "GET", &origin.url(path), &[]).await;
+        assert_eq!(resp.status(), 200);
+        let mut got = 0u64;
+        while got < reads {
+            use http_body_util::BodyExt;
+            let frame = tokio::time::timeout(Duration::from_secs(5), resp.body_mut().frame())
+                .await
+                .expect("the body goes on past the limit")
+                .expect("a frame")
+                .expect("not cut");
+            got += frame.into_data().map_or(0, |d| d.len() as u64);
+            let tmp = bytes_under(&dir.path().join("tmp"));
+            assert!(tmp <= LIMIT, "{path}: {tmp} bytes in tmp/ after {got} sent");
+        }
+        drop(resp); // the only reader leaves
+        assert!(
+            wait_until(Duration::from_secs(5), || endless.stopped()).await,
+            "{path}: the fill ended with its last reader ({} bytes sent)",
+            endless.sent()
+        );
+        assert!(wait_until(Duration::from_secs(5), || proxy.app.inflight.running() == 0).await);
+        assert!(bytes_under(&dir.path().join("tmp")) <= LIMIT);
+    }
+    assert!(proxy.app.store.keys().is_empty(), "nothing stored");
+    let s = status_json(proxy.addr).await;
+    assert_eq!(s["counters"]["limits"]["fills_over_size"], 2);
+    proxy.stop().await;
+}

@@ -48,6 +48,33 @@ pub enum Payload {
         body: Bytes,
         gate: watch::Receiver<bool>,
     },
+    /// Sends `chunk` again and again, chunked, until the receiver goes away.
+    Endless(Arc<Endless>),
+}
+
+/// An endless body and what became of it.
+#[derive(Default)]
+pub struct Endless {
+    pub chunk: Bytes,
+    /// Bytes handed to the connection so far.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// Set once the receiver went away and the origin stopped sending.
+    pub stopped: std::sync::atomic::AtomicBool,
+}
+
+impl Endless {
+    pub fn new(chunk: Bytes) -> Arc<Endless> {
+        Arc::new(Endless {
+            chunk,
+            ..Endless::default()
+        })
+    }
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// One origin answer.
@@ -241,6 +268,17 @@ impl Origin {
             Payload::HeadGated { body, mut gate } => {
                 let _ = gate.wait_for(|open| *open).await;
                 body::full(body)
+            }
+            Payload::Endless(e) => {
+                let (tx, b) = body::channel(None);
+                tokio::spawn(async move {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    while tx.send(Ok(e.chunk.clone())).await.is_ok() {
+                        e.sent.fetch_add(e.chunk.len() as u64, SeqCst);
+                    }
+                    e.stopped.store(true, SeqCst);
+                });
+                b
             }
             Payload::Gated {
                 first,
@@ -642,7 +680,9 @@ fn ranged(req: &http::request::Parts, reply: &Reply) -> Option<Response<Body>> {
             rest: Some(rest),
             ..
         } => [first.as_ref(), rest.as_ref()].concat().into(),
-        Payload::Gated { rest: None, .. } | Payload::HeadGated { .. } => return None,
+        Payload::Gated { rest: None, .. } | Payload::HeadGated { .. } | Payload::Endless(_) => {
+            return None
+        }
     };
     if reply.status != 200 || start >= whole.len() {
         return None;
