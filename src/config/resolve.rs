@@ -29,6 +29,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.cache_max_size.take("cache.max_size", p),
         raw.cache_max_object_size.take("cache.max_object_size", p),
         raw.cache_sendfile.take("cache.sendfile", p),
+        raw.cache_targeted.take("cache.targeted", p),
         raw.cache_max_fills.take("cache.max_fills", p),
     );
     let upstream = (
@@ -84,7 +85,8 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             max_size: cache.1?,
             max_object_size: cache.2?,
             sendfile: cache.3?,
-            max_fills: cache.4?,
+            targeted: cache.4?,
+            max_fills: cache.5?,
         },
         upstream: Upstream {
             proxy: upstream.0?,

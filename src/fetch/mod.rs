@@ -42,16 +42,25 @@ pub enum Fetched {
     Filling(Arc<Head>),
     /// A 304 answered our conditional request: the stored entry is fresh again.
     Freshened(Arc<Entry>),
-    /// A response that is not stored: pass it through.
-    Direct(Response<Incoming>),
+    /// A response that is not stored, and why (a `NotStorable` reason, `too-big`,
+    /// `vary-unusable` or `no-temp-file`): pass it through.
+    Direct {
+        resp: Response<Incoming>,
+        why: &'static str,
+    },
 }
 
 /// What a fill's leader did.
 pub enum Led {
     /// Asked the origin (or revalidated with it) and got this.
     Fetched(Fetched),
-    /// A peer's copy is streaming into the fill.
-    Peer(Arc<Head>),
+    /// A peer's copy from `node` is streaming into the fill (`revalidated`: a stale copy the
+    /// origin confirmed first).
+    Peer {
+        head: Arc<Head>,
+        revalidated: bool,
+        node: crate::peer::wire::NodeId,
+    },
 }
 
 /// The request a fill is led for, owned by the leader's task.
@@ -112,7 +121,7 @@ impl Fetcher {
 
     /// Leads the fill of `permit` in a task of its own: a stale entry is revalidated with the
     /// origin, a miss goes to the peer group (with `group`; not for a fill others cannot join),
-    /// then to the origin. The client that started it may
+    /// then to the origin; `interim` is told the origin's 1xx. The client that started it may
     /// leave at any time, before the response head too, without ending the fill: requests that
     /// joined it, or join later, still read it, and the origin is asked once.
     pub fn lead_in_task(
@@ -121,9 +130,10 @@ impl Fetcher {
         want: Wanted,
         stale: Option<Arc<Entry>>,
         group: bool,
+        interim: Option<origin::OnInterim>,
     ) -> tokio::task::JoinHandle<Result<Led, Error>> {
         let fetcher = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(origin::relaying_interim(interim, async move {
             let Wanted {
                 key,
                 uri,
@@ -141,7 +151,17 @@ impl Fetcher {
                         version: *version,
                     };
                     match fetcher.via_peers(permit, &want).await? {
-                        peer::FromPeers::Peer { head, .. } => return Ok(Led::Peer(head)),
+                        peer::FromPeers::Peer {
+                            head,
+                            revalidated,
+                            node,
+                        } => {
+                            return Ok(Led::Peer {
+                                head,
+                                revalidated,
+                                node,
+                            })
+                        }
                         peer::FromPeers::Origin(fetched) => return Ok(Led::Fetched(fetched)),
                         peer::FromPeers::NotHere(permit) => permit,
                     }
@@ -155,7 +175,7 @@ impl Fetcher {
                 p.withdraw(key); // a no-op while the fill runs or once it is stored
             }
             led
-        })
+        }))
     }
 
     /// Leads the fill held by `permit`: asks upstream for `uri` (conditionally when `stale` is
@@ -185,8 +205,11 @@ impl Fetcher {
             .await
     }
 
-    /// The origin request of a fill: the client's end-to-end fields without its preconditions
-    /// and Range, plus the validators of `validators_of` (a stored head) when given.
+    /// The origin request of a fill: the client's end-to-end fields without Range and its
+    /// preconditions, plus the validators of `validators_of` (a stored head) when given. With
+    /// nothing stored to revalidate, the client's own `If-None-Match` and `If-Modified-Since`
+    /// go along: the origin's 304 answers the client (and is not stored), its 200 is stored as
+    /// usual.
     pub async fn ask_origin(
         &self,
         uri: &Uri,
@@ -195,8 +218,11 @@ impl Fetcher {
         validators_of: Option<&HeaderMap>,
     ) -> Result<(Response<Incoming>, SystemTime), Error> {
         let mut h = client_headers.clone();
+        let clients_validators = [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE];
         for name in FILL_DROPS {
-            h.remove(name);
+            if validators_of.is_some() || !clients_validators.contains(&name) {
+                h.remove(name);
+            }
         }
         if let Some(stored) = validators_of {
             for (name, value) in policy::validators(stored).iter() {
@@ -255,22 +281,30 @@ impl Fetcher {
             &parts.headers,
             treat.heuristic,
         );
-        if let Storability::NotStorable(why) = storability {
+        let not_stored = match storability {
+            Storability::NotStorable(why) => Some(why.as_str()),
+            Storability::Storable if len.is_some_and(|n| n > self.max_object_size) => {
+                Some("too-big")
+            }
+            Storability::Storable => None,
+        };
+        if let Some(why) = not_stored {
             tracing::debug!(key, "not stored: {why}");
         }
-        let storable =
-            storability == Storability::Storable && len.is_none_or(|n| n <= self.max_object_size);
         let variant = Variant::of_request(&treat.vary(&parts.headers), client_headers);
-        let temp = if storable {
-            self.temp_file().await
-        } else {
-            None
+        // A Vary this cache cannot evaluate (a member that is no field name) selects nothing.
+        let not_stored = not_stored.or(variant.is_none().then_some("vary-unusable"));
+        let temp = match not_stored {
+            None => self.temp_file().await,
+            Some(_) => None,
         };
         let (Some(variant), Some(temp)) = (variant, temp) else {
             permit.finish(Outcome::NotShared);
-            return Ok(Fetched::Direct(Response::from_parts(parts, incoming)));
+            let why = not_stored.unwrap_or("no-temp-file");
+            let resp = Response::from_parts(parts, incoming);
+            return Ok(Fetched::Direct { resp, why });
         };
-        let shareable = policy::shareable(client_headers, &parts.headers);
+        let shareable = policy::shareable(client_headers, &parts.headers, treat.heuristic);
         let head = Head {
             status: parts.status,
             headers: parts.headers,

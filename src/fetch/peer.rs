@@ -37,8 +37,13 @@ const MAX_TRIES: usize = 3;
 
 /// What the group did for a miss.
 pub enum FromPeers {
-    /// A peer copy is streaming into our fill (`revalidated`: the origin confirmed it first).
-    Peer { head: Arc<Head>, revalidated: bool },
+    /// A peer copy from `node` is streaming into our fill (`revalidated`: the origin confirmed
+    /// it first).
+    Peer {
+        head: Arc<Head>,
+        revalidated: bool,
+        node: crate::peer::wire::NodeId,
+    },
     /// Asking the origin to revalidate a stale peer copy got a new response instead.
     Origin(Fetched),
     /// Nobody could help: lead from the origin with this permit.
@@ -226,7 +231,11 @@ impl Fetcher {
             fallbacks,
         };
         let head = self.start_fill(permit, temp, start, feed);
-        Ok(FromPeers::Peer { head, revalidated })
+        Ok(FromPeers::Peer {
+            head,
+            revalidated,
+            node,
+        })
     }
 }
 

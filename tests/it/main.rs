@@ -16,6 +16,7 @@ mod origin_faults;
 mod packaging;
 mod peers;
 mod restart;
+mod rfc;
 mod rules;
 mod startup;
 mod zerocopy;

@@ -25,6 +25,12 @@ async fn a_second_node_gets_the_object_from_the_first_over_the_lan() {
     wait_holders(&nodes[1], &url, 1).await;
     let b = get(nodes[1].addr(), &url).await;
     assert_eq!(b.x_cache(), "PEER");
+    // RFC 9211: forwarded (to a peer, named by our extension parameter) and stored.
+    let params = our_cache_status(&b).expect("Cache-Status");
+    let peer = format!("peercache-peer=\"{}\"", nodes[0].peers().id);
+    for p in ["fwd=uri-miss", "stored", peer.as_str()] {
+        assert!(params.iter().any(|x| x == p), "{p} in {params:?}");
+    }
     assert!(b.body.unwrap() == body, "the peer copy is byte-exact");
     assert_eq!(origin.hits("/pkg.deb"), 1, "the WAN is crossed once");
     // A counts right after each sendfile call, which may be a moment after B has the bytes.
@@ -276,6 +282,8 @@ async fn a_stale_peer_copy_is_revalidated_with_the_origin_and_its_body_still_com
     wait_holders(&nodes[1], &url, 1).await;
     let b = get(nodes[1].addr(), &url).await;
     assert_eq!(b.x_cache(), "PEER");
+    let params = our_cache_status(&b).expect("Cache-Status");
+    assert!(params.iter().any(|x| x == "fwd-status=304"), "{params:?}");
     assert!(b.body.unwrap() == body);
     let seen = origin.seen("/av.defs");
     assert_eq!(seen.len(), 2, "one full fetch, one conditional request");

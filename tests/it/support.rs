@@ -212,6 +212,22 @@ impl Origin {
             .insert(path.to_owned(), Arc::new(f));
     }
 
+    /// Serves `not_modified` to a request whose `If-None-Match` is `etag`, `full` to any other.
+    pub fn route_conditional(&self, path: &str, etag: &str, full: Reply, not_modified: Reply) {
+        let etag = etag.to_owned();
+        self.route_fn(path, move |req| {
+            let matches = req
+                .headers
+                .get("if-none-match")
+                .is_some_and(|v| v.as_bytes() == etag.as_bytes());
+            if matches {
+                not_modified.clone()
+            } else {
+                full.clone()
+            }
+        });
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}://{}{}", self.scheme, self.addr, path)
     }
@@ -836,6 +852,166 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// What a [`RawOrigin`] does with one request.
+pub enum RawStep {
+    /// Writes these bytes: a whole response, or interim responses and then the final one.
+    Send(Vec<u8>),
+    /// Writes `first`, waits until `gate` opens, then writes `rest`.
+    Gated {
+        first: Vec<u8>,
+        gate: watch::Receiver<bool>,
+        rest: Vec<u8>,
+    },
+    /// Closes the connection without answering.
+    Close,
+}
+
+type RawScript = Arc<dyn Fn(usize, &str) -> RawStep + Send + Sync>;
+
+/// An origin on 127.0.0.1 that writes raw bytes (what hyper's server cannot: 1xx responses, a
+/// connection closed instead of an answer). `script(n, path)` decides, `n` counting the
+/// requests for `path` from 0; connections are kept alive between requests.
+#[derive(Clone)]
+pub struct RawOrigin {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl RawOrigin {
+    pub async fn start(script: impl Fn(usize, &str) -> RawStep + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = RawOrigin {
+            addr: listener.local_addr().unwrap(),
+            heads: Arc::default(),
+            stop: Arc::new(watch::channel(false).0),
+        };
+        let script: RawScript = Arc::new(script);
+        let heads = origin.heads.clone();
+        let stop = origin.stop.clone();
+        let mut stopped = stop.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((tcp, _)) = accepted else { return };
+                        let conn = raw_connection(tcp, script.clone(), heads.clone());
+                        let mut stopped = stop.subscribe();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = stopped.wait_for(|s| *s) => {}
+                            }
+                        });
+                    }
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+            }
+        });
+        origin
+    }
+
+    /// Closes the port and every connection: from now on connections are refused.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The request heads received for `path`, in order, lower-cased.
+    pub fn heads(&self, path: &str) -> Vec<String> {
+        let first_line = |h: &String| h.lines().next().unwrap_or("").to_owned();
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| first_line(h).split(' ').nth(1) == Some(path))
+            .cloned()
+            .collect()
+    }
+}
+
+async fn raw_connection(mut tcp: TcpStream, script: RawScript, heads: Arc<Mutex<Vec<String>>>) {
+    use tokio::io::AsyncWriteExt;
+    loop {
+        let Some(head) = read_head(&mut tcp).await else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+        let n = {
+            let mut all = heads.lock().unwrap();
+            all.push(head.clone());
+            all.iter()
+                .filter(|h| h.split(' ').nth(1) == Some(path.as_str()))
+                .count()
+                - 1
+        };
+        match script(n, &path) {
+            RawStep::Send(bytes) => {
+                if tcp.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            RawStep::Gated {
+                first,
+                mut gate,
+                rest,
+            } => {
+                if tcp.write_all(&first).await.is_err() {
+                    return;
+                }
+                let _ = gate.wait_for(|open| *open).await;
+                if tcp.write_all(&rest).await.is_err() {
+                    return;
+                }
+            }
+            RawStep::Close => return,
+        }
+    }
+}
+
+/// Reads one message head (through the blank line) from `tcp`; `None` at EOF or after 5 s.
+pub async fn read_head(tcp: &mut TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
+}
+
+/// A whole raw response: status line, `fields` (`name: value`), a `Content-Length` and `body`.
+pub fn raw_response(status: &str, fields: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\n");
+    for (k, v) in fields {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    out.into_bytes()
+}
+
+/// The parameters of this proxy's `Cache-Status` member (the last one), e.g. `hit`,
+/// `ttl=600`; `None` when the response has none of ours.
+pub fn our_cache_status(got: &Got) -> Option<Vec<String>> {
+    let all: Vec<&str> = got
+        .headers
+        .get_all("cache-status")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let ours = all.last()?.trim();
+    let mut params = ours.split(';').map(|p| p.trim().to_owned());
+    (params.next()?.as_str() == "peercache").then(|| params.collect())
+}
+
 /// A program on the PATH, if there is one.
 pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -928,48 +1104,4 @@ pub async fn raw(proxy: SocketAddr, request: &[u8]) -> String {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// An origin on 127.0.0.1 that answers every request head with the same raw bytes and closes
-/// the connection: for answers a well-behaved server library would not send. Counts requests.
-pub struct RawOrigin {
-    pub addr: SocketAddr,
-    hits: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl RawOrigin {
-    pub async fn start(answer: Vec<u8>) -> RawOrigin {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (answer, counter) = (Arc::new(answer), hits.clone());
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let (answer, counter) = (answer.clone(), counter.clone());
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let _ = s.write_all(&answer).await;
-                    let _ = s.shutdown().await;
-                });
-            }
-        });
-        RawOrigin { addr, hits }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub fn hits(&self) -> usize {
-        self.hits.load(std::sync::atomic::Ordering::SeqCst)
-    }
 }
