@@ -324,16 +324,21 @@ fn stream_file(
     body
 }
 
-/// Answers from a fill in progress (the leader's own client, or a collapsed follower). With
+/// Answers from a fill in progress (the leader's own client, or a collapsed follower). `age`
+/// (RFC 9111 §5.1) for every answer but the one the origin made for this very request. With
 /// `relink`, preconditions and ranges are judged as `judged_shape` says.
 pub fn from_fill(
     method: &Method,
     req: &HeaderMap,
     fill: &Arc<Fill>,
     head: &Head,
+    age: Option<Duration>,
     relink: Option<&Relink>,
 ) -> Response<Body> {
     let mut headers = head.headers.clone();
+    if let Some(age) = age {
+        headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    }
     let (shape, judged) = judged_shape(method, req, head.status, &headers, head.len, relink);
     if let Some(r) = bodiless(shape, judged.as_ref().unwrap_or(&headers), head.len) {
         return r;

@@ -375,7 +375,9 @@ async fn fetch(
                     }
                     trace.collapsed = true;
                     filling(trace, &head, h);
-                    let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, ask.relink);
+                    let age = Some(head.timing.current_age(SystemTime::now()));
+                    let resp =
+                        answer::from_fill(ask.method, ask.headers, &fill, &head, age, ask.relink);
                     return Ok((resp, Some(CacheStatus::Collapsed)));
                 }
                 Err(Outcome::Freshened(entry)) => {
@@ -444,7 +446,8 @@ async fn lead(
             if revalidated {
                 trace.fwd_status = Some(StatusCode::NOT_MODIFIED);
             }
-            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, ask.relink);
+            let age = Some(head.timing.current_age(SystemTime::now()));
+            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, age, ask.relink);
             Ok((resp, Some(CacheStatus::Peer)))
         }
         Led::Fetched(fetched) => answer_fetched(app, ask, &fill, fetched, trace).await,
@@ -463,7 +466,7 @@ async fn answer_fetched(
     match fetched {
         Fetched::Filling(head) => {
             filling(trace, &head, h);
-            let resp = answer::from_fill(ask.method, ask.headers, fill, &head, ask.relink);
+            let resp = answer::from_fill(ask.method, ask.headers, fill, &head, None, ask.relink);
             Ok((resp, Some(CacheStatus::Miss)))
         }
         Fetched::Freshened(entry) => {

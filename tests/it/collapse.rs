@@ -235,3 +235,33 @@ async fn a_leader_that_leaves_before_the_head_neither_abandons_the_fill_nor_asks
     assert_eq!(get(proxy.addr, &url).await.x_cache(), "HIT");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collapsed_answer_carries_the_current_age_and_the_leaders_does_not() {
+    let origin = Origin::start().await;
+    let body = pattern(30_000, 4);
+    let (open, gate) = watch::channel(false);
+    let an_hour_ago =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(3600));
+    let mut reply = Reply::gated(body.slice(..1000), body.slice(1000..), gate);
+    reply.headers.push(("date".into(), an_hour_ago));
+    reply.headers[0].1 = "max-age=7200".into();
+    origin.route("/aged", reply);
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    let url = origin.url("/aged");
+    let leader = send_head(proxy.addr, "GET", &url, &[]).await;
+    let follower = send_head(proxy.addr, "GET", &url, &[]).await;
+    open.send(true).unwrap();
+    assert_eq!(leader.headers()["x-cache"], "MISS");
+    assert!(
+        leader.headers().get("age").is_none(),
+        "the origin made it for this request"
+    );
+    assert_eq!(follower.headers()["x-cache"], "COLLAPSED");
+    let age: u64 = follower.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert!((3600..3700).contains(&age), "Age {age}");
+    assert!(Got::read(follower).await.body.unwrap() == body);
+    drop(leader);
+    proxy.stop().await;
+}

@@ -585,3 +585,25 @@ async fn a_private_body_is_not_served_by_hash_even_to_a_member() {
     let resp = nodes[1].peers().client.get(p0, &path, 0).await.unwrap();
     assert_eq!(resp.status(), 404, "a member asking by hash gets nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_copy_is_answered_with_its_current_age() {
+    let origin = Origin::start().await;
+    let an_hour_ago =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(3600));
+    origin.route(
+        "/aged",
+        Reply::ok(pattern(20_000, 2))
+            .header("cache-control", "max-age=7200")
+            .header("date", &an_hour_ago),
+    );
+    let (nodes, _key) = cluster(2).await;
+    let url = origin.url("/aged");
+    let a = get(nodes[0].addr(), &url).await;
+    assert_eq!((a.x_cache(), a.header("age")), ("MISS", ""));
+    wait_holders(&nodes[1], &url, 1).await;
+    let b = get(nodes[1].addr(), &url).await;
+    assert_eq!(b.x_cache(), "PEER");
+    let age: u64 = b.header("age").parse().expect("an Age field");
+    assert!((3600..3700).contains(&age), "Age {age}");
+}
