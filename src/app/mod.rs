@@ -169,7 +169,7 @@ impl Server {
         let want_sendfile = config.cache.sendfile;
         let (store, sendfile) = tokio::task::spawn_blocking(move || {
             let store = Store::open(&dir, max_size)?;
-            let works = want_sendfile && crate::sendfile::works_with(&store);
+            let works = want_sendfile && store.temp_file().is_ok_and(crate::sendfile::works_with);
             Ok::<_, Error>((store, works))
         })
         .await

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,12 +15,10 @@ use tokio::sync::watch;
 use crate::body::{self, Body};
 use crate::cache::key::Variant;
 use crate::cache::policy::Timing;
+use crate::cache::read::read_span;
 use crate::cache::spill::Spill;
 use crate::cache::store::Entry;
 use crate::error::Error;
-
-/// Bytes read from a body file per step.
-pub const CHUNK: usize = 512 * 1024;
 
 /// The response head a fill is downloading the body of.
 #[derive(Debug)]
@@ -279,26 +276,6 @@ impl Drop for Cursor {
     fn drop(&mut self) {
         self.fill.spill.leave(self.id);
     }
-}
-
-/// Reads up to `CHUNK` bytes of `[pos, limit)` from `file` on the blocking pool.
-pub async fn read_span(file: Arc<File>, pos: u64, limit: u64) -> std::io::Result<Bytes> {
-    let want = (limit - pos).min(CHUNK as u64) as usize;
-    tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; want];
-        let mut got = 0;
-        while got < want {
-            let n = file.read_at(&mut buf[got..], pos + got as u64)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        buf.truncate(got);
-        Ok(Bytes::from(buf))
-    })
-    .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// The right to run the fill of a key. Dropping it without `finish` ends the fill as `Abandoned`

@@ -6,6 +6,7 @@ pub mod index;
 pub mod inflight;
 pub mod key;
 pub mod policy;
+pub mod read;
 pub mod rules;
 pub mod spill;
 pub mod store;

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Uri};
 
-use crate::front::acl::Acl;
+use crate::http::acl::Acl;
 
 use reader::{line_at, Problem, Reader};
 use resolve::resolve;

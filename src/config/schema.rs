@@ -14,7 +14,7 @@ use super::units::{parse_duration, parse_size};
 use super::{
     Discover, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset, Rule, MAX_SITE_LEN,
 };
-use crate::front::acl::{self, Acl};
+use crate::http::acl::{self, Acl};
 
 /// Top-level tables, in documentation order (used in "unknown key" messages).
 const TABLES: &[&str] = &[

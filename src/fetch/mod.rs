@@ -20,7 +20,7 @@ use crate::cache::policy::{self, Storability, Timing};
 use crate::cache::rules::Rules;
 use crate::cache::store::{Entry, Store};
 use crate::error::{Error, Kind};
-use crate::front::headers;
+use crate::http::headers;
 use crate::metrics::{Metrics, Source};
 
 use self::origin::Origin;
@@ -379,8 +379,9 @@ impl Fetcher {
         let key = start.key.to_owned();
         tokio::spawn(async move {
             let end = writer::run(job, feed).await;
+            tracing::debug!(key, ?end, "fill ended");
             if let Some(p) = peers {
-                p.fill_ended(&key, &end);
+                p.fill_ended(&key);
             }
         });
         head

@@ -19,7 +19,7 @@ use crate::cache::store::headers_from_pairs;
 use crate::error::{Error, Kind, Side};
 use crate::fetch::writer::{Feed, Resume, ResumeFuture};
 use crate::fetch::{Fetched, Fetcher, Start};
-use crate::front::headers;
+use crate::http::headers;
 use crate::metrics::Source as BodySource;
 use crate::peer::client::{fill_path, object_path};
 use crate::peer::transfer::EntryHead;

@@ -578,7 +578,7 @@ async fn pass_through(
 /// A HEAD client gets no body, even when the upstream request was a GET (a revalidation).
 fn relay(app: &Arc<App>, method: &Method, resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
-    crate::front::headers::strip_hop_by_hop(&mut parts.headers);
+    crate::http::headers::strip_hop_by_hop(&mut parts.headers);
     let bodyless = method == Method::HEAD
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED

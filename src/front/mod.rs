@@ -1,13 +1,11 @@
 //! The client-facing side: the proxy listener, access control, routing, and the per-request
 //! envelope (X-Cache, Via, access log, counters). Errors become responses only in `respond`.
 
-pub mod acl;
 pub mod admin;
 pub mod answer;
 pub mod cache_status;
 pub mod classify;
 pub mod forward;
-pub mod headers;
 pub mod intercept;
 pub mod interim;
 pub mod links;
@@ -35,6 +33,7 @@ use crate::accesslog::Record;
 use crate::app::{App, SHUTDOWN_GRACE};
 use crate::body::{self, Body, BodyEnd};
 use crate::error::{Error, Kind};
+use crate::http::headers;
 use crate::metrics::{CacheStatus, ErrorRecord, Metrics};
 use crate::sendfile::{SendfileIo, Slot};
 

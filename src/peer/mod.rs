@@ -28,7 +28,6 @@ use crate::cache::rules::Rules;
 use crate::cache::store::{Entry, Store};
 use crate::config::{Config, Discover};
 use crate::error::Error;
-use crate::fetch::writer::WriteEnd;
 use crate::port_owner::Proto;
 
 use self::auth::{ClusterKey, RequestSigner};
@@ -329,8 +328,7 @@ impl Peers {
 
     /// A fill of ours ended: unless it left a shareable copy (advertised as `Have`), our
     /// in-flight claim is withdrawn.
-    pub fn fill_ended(&self, key: &str, end: &WriteEnd) {
-        tracing::debug!(key, ?end, "fill ended");
+    pub fn fill_ended(&self, key: &str) {
         self.withdraw(key);
     }
 

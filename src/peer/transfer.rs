@@ -356,7 +356,7 @@ async fn object(
                 });
                 sendfile::body(slot, file, start, end, Some(sent))
             }
-            None => crate::front::answer::stream_span(file, start, end),
+            None => crate::cache::read::stream_span(file, start, end),
         }
     });
     with_uploads(peers, r)

@@ -67,7 +67,7 @@ async fn clients_outside_allow_get_403_and_nothing_else() {
     origin.route("/x", Reply::ok("x"));
     let dir = tempdir();
     let mut c = config(dir.path());
-    c.proxy.allow = peercache::front::acl::Acl::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    c.proxy.allow = peercache::http::acl::Acl::new(vec!["10.0.0.0/8".parse().unwrap()]);
     let proxy = start_proxy(c).await;
     let r = get(proxy.addr, &origin.url("/x")).await;
     assert_eq!(r.status, 403);

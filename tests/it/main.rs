@@ -11,6 +11,7 @@ mod dashboard;
 mod discovery;
 mod forward;
 mod intercept;
+mod layers;
 mod mirrors;
 mod origin_faults;
 mod packaging;
