@@ -2,7 +2,7 @@
 //! or lead a fill, revalidate (serving stale when that fails and may), or pass an uncacheable
 //! exchange through; then invalidate after unsafe methods. Every proxied answer leaves with its
 //! `Cache-Status` member and without the fields of the target list. Owns no state; everything
-//! lives in `App`.
+//! lives in `Proxy`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -11,7 +11,6 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::app::App;
 use crate::body::{self, Body};
 use crate::cache::cache_control::CacheControl;
 use crate::cache::inflight::{Head, Join, Outcome};
@@ -26,6 +25,7 @@ use crate::front::answer;
 use crate::front::cache_status::{CacheStatusField, Fwd};
 use crate::front::interim::Interim;
 use crate::front::relink::Relink;
+use crate::front::Proxy;
 use crate::metrics::{CacheStatus, Source};
 
 /// How many times a request re-joins after the fill it followed was abandoned by its leader.
@@ -56,7 +56,7 @@ pub struct Ask<'a> {
 /// An HTTP/1.1 client also gets the 1xx responses of the origin requests made for it (see
 /// `interim`): they are written before this returns its answer, or its error.
 pub async fn handle(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     req: Request<Incoming>,
     target: Uri,
     sendfile: Option<&crate::sendfile::Slot>,
@@ -79,7 +79,7 @@ pub async fn handle(
 
 /// [`handle`] without the interim responses.
 async fn proxied(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     req: Request<Incoming>,
     target: Uri,
     sendfile: Option<&crate::sendfile::Slot>,
@@ -120,7 +120,7 @@ async fn proxied(
 /// The last touch on every proxied answer: the fields of the target list (RFC 9213) never
 /// leave, and this cache's `Cache-Status` member is appended after any from upstream (RFC 9211
 /// §2: the member closest to the user comes last).
-fn finish(app: &App, (mut resp, status): Answer, trace: &CacheStatusField) -> Answer {
+fn finish(app: &Proxy, (mut resp, status): Answer, trace: &CacheStatusField) -> Answer {
     let headers = resp.headers_mut();
     for name in app.rules.targets() {
         headers.remove(name);
@@ -142,7 +142,7 @@ enum Lookup {
 
 /// Picks the stored variant matching the request's `Vary`-named fields and the key fields of
 /// the URL's rule (RFC 9111 §4.1).
-async fn lookup(app: &App, key: &str, treat: &Treatment<'_>, req: &HeaderMap) -> Lookup {
+async fn lookup(app: &Proxy, key: &str, treat: &Treatment<'_>, req: &HeaderMap) -> Lookup {
     let Some(variants) = app.store.lookup(key).await else {
         return Lookup::Missing;
     };
@@ -183,7 +183,7 @@ fn ttl_of(
 }
 
 async fn cached(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     ask: &Ask<'_>,
     key: &str,
     trace: &mut CacheStatusField,
@@ -312,7 +312,7 @@ fn unreadable() -> CacheStatusField {
 
 /// Answers from `entry`; `stored` are its header fields, unpacked once per request.
 async fn from_store(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     ask: &Ask<'_>,
     entry: &Arc<Entry>,
     stored: HeaderMap,
@@ -336,7 +336,7 @@ async fn from_store(
 
 /// Miss or revalidation: join the fill of `key` or lead it.
 async fn fetch(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     ask: &Ask<'_>,
     key: &str,
     stale: Option<&Arc<Entry>>,
@@ -415,7 +415,7 @@ fn filling(trace: &mut CacheStatusField, head: &Head, h: Heuristic<'_>) {
 /// Leads the fill of `permit` (in a task of its own, which goes on if this client leaves) and
 /// answers from what it got; `group`: try the peers first on a miss.
 async fn lead(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     ask: &Ask<'_>,
     key: &str,
     permit: crate::cache::inflight::FillPermit,
@@ -456,7 +456,7 @@ async fn lead(
 
 /// The client's answer to what a fill's leader got from the origin.
 async fn answer_fetched(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     ask: &Ask<'_>,
     fill: &Arc<crate::cache::inflight::Fill>,
     fetched: Fetched,
@@ -488,7 +488,7 @@ async fn answer_fetched(
 }
 
 /// stale-while-revalidate: refresh `entry` without making anyone wait (RFC 5861 §3).
-fn revalidate_in_background(app: &Arc<App>, ask: &Ask<'_>, key: &str, entry: Arc<Entry>) {
+fn revalidate_in_background(app: &Arc<Proxy>, ask: &Ask<'_>, key: &str, entry: Arc<Entry>) {
     let Join::Leader(permit) = app.inflight.join(key) else {
         return; // somebody is already fetching it
     };
@@ -511,7 +511,7 @@ fn revalidate_in_background(app: &Arc<App>, ask: &Ask<'_>, key: &str, entry: Arc
 
 /// HEAD without a stored GET: ask upstream with HEAD, store nothing.
 async fn head_through(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     ask: &Ask<'_>,
     trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
@@ -523,7 +523,7 @@ async fn head_through(
 /// Asks upstream with `method` and the client's own fields, relays the answer, stores nothing.
 /// For GET: a miss while `cache.max_fills` fills run (counted).
 async fn unstored(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     ask: &Ask<'_>,
     method: Method,
     trace: &mut CacheStatusField,
@@ -548,7 +548,7 @@ async fn unstored(
 /// Any other method (or a non-http(s) target): forward with its body, relay the answer, and
 /// invalidate what an unsafe method changed (RFC 9111 §4.4).
 async fn pass_through(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     req: Request<Incoming>,
     target: &Uri,
     trace: &mut CacheStatusField,
@@ -576,7 +576,7 @@ async fn pass_through(
 
 /// Relays an upstream response: hop-by-hop fields removed, body streamed with the read timeout.
 /// A HEAD client gets no body, even when the upstream request was a GET (a revalidation).
-fn relay(app: &Arc<App>, method: &Method, resp: Response<Incoming>) -> Response<Body> {
+fn relay(app: &Arc<Proxy>, method: &Method, resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
     crate::http::headers::strip_hop_by_hop(&mut parts.headers);
     let bodyless = method == Method::HEAD
@@ -591,7 +591,7 @@ fn relay(app: &Arc<App>, method: &Method, resp: Response<Incoming>) -> Response<
     Response::from_parts(parts, body)
 }
 
-fn relay_body(app: &Arc<App>, mut incoming: Incoming) -> Body {
+fn relay_body(app: &Arc<Proxy>, mut incoming: Incoming) -> Body {
     use http_body::Body as _;
     let len = incoming.size_hint().exact();
     if incoming.is_end_stream() {

@@ -13,6 +13,7 @@ pub mod meter;
 pub mod pac;
 pub mod relink;
 pub mod respond;
+mod state;
 pub mod tunnel;
 
 use std::convert::Infallible;
@@ -30,7 +31,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::accesslog::Record;
-use crate::app::{App, SHUTDOWN_GRACE};
 use crate::body::{self, Body, BodyEnd};
 use crate::error::{Error, Kind};
 use crate::http::headers;
@@ -39,12 +39,13 @@ use crate::sendfile::{SendfileIo, Slot};
 
 use self::classify::{classify, Route, Routing};
 use self::interim::{Interim, InterimIo};
+pub use self::state::{Proxy, SHUTDOWN_GRACE};
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections until `stop` turns true, then drains them.
-pub async fn serve(listener: TcpListener, app: Arc<App>, stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, app: Arc<Proxy>, stop: watch::Receiver<bool>) {
     let mut conns = JoinSet::new();
     let mut stopping = stop.clone();
     loop {
@@ -92,7 +93,7 @@ struct Open(Arc<Metrics>);
 
 impl Open {
     /// A place for one more connection, if the bound allows.
-    fn admit(app: &App) -> Option<Open> {
+    fn admit(app: &Proxy) -> Option<Open> {
         let max = app.config.proxy.max_connections as u64;
         app.metrics
             .connections_open
@@ -110,7 +111,7 @@ impl Drop for Open {
 
 /// A connection beyond `proxy.max_connections`: counted, told 503 if its socket takes the
 /// bytes at once, and closed. Nothing of it is read.
-fn refuse(app: &App, tcp: tokio::net::TcpStream) {
+fn refuse(app: &Proxy, tcp: tokio::net::TcpStream) {
     Metrics::inc(&app.metrics.connections_refused);
     let e = Error::new(
         Kind::Busy,
@@ -159,7 +160,7 @@ impl Arrived {
 }
 
 async fn connection(
-    app: Arc<App>,
+    app: Arc<Proxy>,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
@@ -182,7 +183,7 @@ async fn connection(
 
 /// Serves HTTP/1.1 requests on `io` with `handle` until the client goes or the proxy stops
 /// (then the open response may finish).
-pub(crate) async fn serve_http1<I>(io: I, app: Arc<App>, client: Arc<Client>)
+pub(crate) async fn serve_http1<I>(io: I, app: Arc<Proxy>, client: Arc<Client>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -217,7 +218,7 @@ where
 
 /// One request: (inside an intercepted tunnel, its absolute https form), ACL, loop check,
 /// route, answer, then decorate and log.
-async fn handle(app: Arc<App>, client: &Client, req: Request<Incoming>) -> Response<Body> {
+async fn handle(app: Arc<Proxy>, client: &Client, req: Request<Incoming>) -> Response<Body> {
     let arrived = Arrived::now();
     let (start, began, peer) = (arrived.start, arrived.began, client.peer);
     let method = req.method().clone();
@@ -325,7 +326,7 @@ async fn handle(app: Arc<App>, client: &Client, req: Request<Incoming>) -> Respo
 }
 
 async fn route(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     req: Request<Incoming>,
     client: &Client,
     arrived: Arrived,
