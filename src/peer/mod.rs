@@ -139,7 +139,7 @@ pub fn node_id(dir: &Path) -> Result<NodeId, Error> {
     Ok(id)
 }
 
-/// The running peer side: its handle plus what `App` must stop at shutdown.
+/// The running peer side: its handle plus what `app::Server` must stop at shutdown.
 pub struct Started {
     pub peers: Arc<Peers>,
     pub transfer_addr: SocketAddr,
