@@ -286,6 +286,8 @@ pub struct FillPermit {
     slot: Option<(Arc<Inflight>, String)>,
     /// The temporary file, deleted when the permit goes unless `finish` kept it.
     pub temp: Option<PathBuf>,
+    /// Dropped when the fill ends, after its outcome is published.
+    guards: Guards,
     /// This fill's place under the bound on fills; freed with the permit.
     _counted: Counted,
 }
@@ -300,7 +302,23 @@ impl Drop for Counted {
     }
 }
 
+/// Values whose lifetime is the fill's (see [`FillPermit::hold`]).
+#[derive(Default)]
+struct Guards(Vec<Box<dyn std::any::Any + Send + Sync>>);
+
+impl std::fmt::Debug for Guards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Guards({})", self.0.len())
+    }
+}
+
 impl FillPermit {
+    /// Keeps `guard` until the fill ends — finished, broken, abandoned or cancelled with the
+    /// request that led it — then drops it (e.g. the peer group's claim on the key).
+    pub fn hold(&mut self, guard: impl Send + Sync + 'static) {
+        self.guards.0.push(Box::new(guard));
+    }
+
     pub fn fill(&self) -> &Arc<Fill> {
         &self.fill
     }
@@ -405,6 +423,7 @@ impl Inflight {
             slot: Some((self.clone(), key.to_owned())),
             temp: None,
             _counted: counted,
+            guards: Guards::default(),
         })
     }
 
@@ -415,6 +434,7 @@ impl Inflight {
             fill: Fill::new(),
             slot: None,
             temp: None,
+            guards: Guards::default(),
             _counted: self.count()?,
         })
     }
@@ -489,5 +509,37 @@ mod tests {
         a.finish(Outcome::NotShared);
         assert_eq!(inflight.running(), 0);
         assert!(matches!(inflight.join("c"), Join::Leader(_)));
+    }
+
+    /// Counts its drops.
+    struct Guard(Arc<AtomicUsize>);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn held_guards_end_with_the_fill_however_it_ends() {
+        let inflight = Inflight::new(8);
+        for (how, end) in [("finished", Some(Outcome::NotShared)), ("abandoned", None)] {
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let Join::Leader(mut permit) = inflight.join("k") else {
+                panic!("{how}: a leader");
+            };
+            permit.hold(Guard(dropped.clone()));
+            permit.hold(Guard(dropped.clone()));
+            let fill = permit.fill().clone();
+            assert_eq!(dropped.load(Ordering::SeqCst), 0, "{how}");
+            match end {
+                Some(outcome) => permit.finish(outcome),
+                None => drop(permit),
+            }
+            assert_eq!(dropped.load(Ordering::SeqCst), 2, "{how}");
+            // The guards go after the outcome is published and the key is free again.
+            assert!(fill.subscribe().borrow().outcome.is_some(), "{how}");
+            assert!(inflight.get("k").is_none(), "{how}");
+        }
     }
 }

@@ -167,14 +167,11 @@ impl Fetcher {
                     }
                 }
             };
-            let led = fetcher
+            // A claim made on the way is held by the permit: it ends with the fill.
+            fetcher
                 .lead(permit, key, uri, headers, *version, stale.as_ref())
                 .await
-                .map(Led::Fetched);
-            if let Some(p) = &fetcher.peers {
-                p.withdraw(key); // a no-op while the fill runs or once it is stored
-            }
-            led
+                .map(Led::Fetched)
         }))
     }
 
@@ -375,14 +372,9 @@ impl Fetcher {
             fallbacks: start.fallbacks,
             on_commit,
         };
-        let peers = self.peers.clone();
-        let key = start.key.to_owned();
         tokio::spawn(async move {
             let end = writer::run(job, feed).await;
-            tracing::debug!(key, ?end, "fill ended");
-            if let Some(p) = peers {
-                p.fill_ended(&key);
-            }
+            tracing::debug!(?end, "fill ended");
         });
         head
     }

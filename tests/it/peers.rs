@@ -232,7 +232,7 @@ async fn a_node_without_the_key_can_neither_join_nor_download() {
     let resp = intruder
         .peers()
         .client
-        .get(p0.membership_addr(), &path, 0)
+        .get(p0.id, p0.membership_addr(), &path, 0)
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
@@ -490,18 +490,7 @@ async fn uploads_beyond_max_uploads_get_503() {
     let (_open, gate) = watch::channel(false);
     origin.route(
         "/slow",
-        Reply {
-            status: 200,
-            headers: vec![
-                ("cache-control".into(), "max-age=600".into()),
-                ("content-length".into(), "20000".into()),
-            ],
-            payload: Payload::Gated {
-                first: pattern(10_000, 1),
-                rest: Some(pattern(10_000, 2)),
-                gate,
-            },
-        },
+        gated(pattern(10_000, 1), Some(pattern(10_000, 2)), gate, 20_000),
     );
     origin.route(
         "/small",
@@ -531,7 +520,7 @@ async fn uploads_beyond_max_uploads_get_503() {
     let held = b
         .peers()
         .client
-        .get(pa.membership_addr(), &fill, 0)
+        .get(pa.id, pa.membership_addr(), &fill, 0)
         .await
         .unwrap();
     assert_eq!(held.status(), 200);
@@ -548,7 +537,7 @@ async fn uploads_beyond_max_uploads_get_503() {
     let refused = b
         .peers()
         .client
-        .get(pa.membership_addr(), &obj, 0)
+        .get(pa.id, pa.membership_addr(), &obj, 0)
         .await
         .unwrap();
     assert_eq!(refused.status(), 503);
@@ -581,8 +570,13 @@ async fn a_private_body_is_not_served_by_hash_even_to_a_member() {
         .unwrap();
     assert!(!entry.shareable);
     let path = peercache::peer::client::object_path(entry.hash.as_bytes());
-    let p0 = nodes[0].peers().membership_addr();
-    let resp = nodes[1].peers().client.get(p0, &path, 0).await.unwrap();
+    let p0 = nodes[0].peers();
+    let resp = nodes[1]
+        .peers()
+        .client
+        .get(p0.id, p0.membership_addr(), &path, 0)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404, "a member asking by hash gets nothing");
 }
 

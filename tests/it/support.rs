@@ -103,25 +103,25 @@ impl Reply {
     }
 }
 
+/// A cacheable 200 of `len` bytes (`Content-Length` set) that sends `first`, then `rest` once
+/// `gate` opens (or cuts the body when `rest` is `None`).
+pub fn gated(first: Bytes, rest: Option<Bytes>, gate: watch::Receiver<bool>, len: usize) -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![
+            ("cache-control".into(), "max-age=600".into()),
+            ("content-length".into(), len.to_string()),
+        ],
+        payload: Payload::Gated { first, rest, gate },
+    }
+}
+
 impl Reply {
     /// A 200 cacheable for 10 minutes with the `Content-Length` of both parts, whose body
     /// stops after `first` until `gate` opens.
     pub fn gated(first: Bytes, rest: Bytes, gate: watch::Receiver<bool>) -> Reply {
-        Reply {
-            status: 200,
-            headers: vec![
-                ("cache-control".into(), "max-age=600".into()),
-                (
-                    "content-length".into(),
-                    (first.len() + rest.len()).to_string(),
-                ),
-            ],
-            payload: Payload::Gated {
-                first,
-                rest: Some(rest),
-                gate,
-            },
-        }
+        let len = first.len() + rest.len();
+        gated(first, Some(rest), gate, len)
     }
 }
 
@@ -780,7 +780,7 @@ pub fn peer_config(dir: &Path, i: usize, key: &Path, seed: Option<SocketAddr>) -
     c
 }
 
-/// Fast gossip timings for test groups.
+/// The peer knobs of test nodes: fast gossip timings and a 100 ms claim window.
 pub fn fast_tuning() -> peercache::peer::PeerTuning {
     peercache::peer::PeerTuning {
         timings: peercache::peer::membership::Timings::fast(),
@@ -809,11 +809,19 @@ pub async fn start_node_tuned(
 
 /// Starts `n` nodes sharing one key, all seeded by the first, and waits until each sees the others.
 pub async fn cluster(n: usize) -> (Vec<Node>, tempfile::TempDir) {
-    cluster_with(n, |_| {}).await
+    cluster_tuned(n, |_, _, _| {}).await
 }
 
 /// `cluster`, with `edit` applied to every node's config.
 pub async fn cluster_with(n: usize, edit: impl Fn(&mut Config)) -> (Vec<Node>, tempfile::TempDir) {
+    cluster_tuned(n, |_, c, _| edit(c)).await
+}
+
+/// [`cluster`] with node `i`'s config and peer knobs adjusted by `tune(i, config, tuning)`.
+pub async fn cluster_tuned(
+    n: usize,
+    tune: impl Fn(usize, &mut Config, &mut peercache::peer::PeerTuning),
+) -> (Vec<Node>, tempfile::TempDir) {
     let keydir = tempdir();
     let key = keydir.path().join("cluster.key");
     write_key(&key, 7);
@@ -822,8 +830,9 @@ pub async fn cluster_with(n: usize, edit: impl Fn(&mut Config)) -> (Vec<Node>, t
         let dir = tempdir();
         let seed = nodes.first().map(|n| n.peers().membership_addr());
         let mut c = peer_config(dir.path(), i, &key, seed);
-        edit(&mut c);
-        nodes.push(start_node(c, dir).await);
+        let mut tuning = fast_tuning();
+        tune(i, &mut c, &mut tuning);
+        nodes.push(start_node_tuned(c, dir, tuning).await);
     }
     let all = nodes.iter().map(|n| n.peers().clone()).collect::<Vec<_>>();
     assert!(
@@ -1010,6 +1019,85 @@ pub fn our_cache_status(got: &Got) -> Option<Vec<String>> {
     let ours = all.last()?.trim();
     let mut params = ours.split(';').map(|p| p.trim().to_owned());
     (params.next()?.as_str() == "peercache").then(|| params.collect())
+}
+
+/// A TCP relay on `ip` in front of `upstream` that records every byte its clients send, as
+/// someone on the path between two nodes could.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    captured: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    pub async fn start(ip: &str, upstream: SocketAddr) -> Recorder {
+        let listener = TcpListener::bind(format!("{ip}:0")).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let captured: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let cap = captured.clone();
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let cap = cap.clone();
+                tokio::spawn(async move {
+                    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                    sock.bind(SocketAddr::new(ip, 0)).unwrap();
+                    let Ok(server) = sock.connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            cap.lock().unwrap().extend_from_slice(&buf[..n]);
+                        }
+                    };
+                    let down = tokio::io::copy(&mut sr, &mut cw);
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        Recorder { addr, captured }
+    }
+
+    /// Everything the relay's clients have sent so far.
+    pub fn captured(&self) -> Vec<u8> {
+        self.captured.lock().unwrap().clone()
+    }
+}
+
+/// Sends `bytes` as they are from a socket bound to `from_ip` to `to`, and returns the status
+/// code of the response (0 when no response head came back within 5 s).
+pub async fn raw_request(from_ip: &str, to: SocketAddr, bytes: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(from_ip.parse().unwrap(), 0))
+        .unwrap();
+    let mut tcp = sock.connect(to).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    if read.is_err() {
+        return 0;
+    }
+    String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A program on the PATH, if there is one.
