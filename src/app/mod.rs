@@ -191,6 +191,7 @@ impl Server {
         let fetcher = Fetcher {
             origin: Origin::new(&config.upstream, tls),
             store: store.clone(),
+            inflight: inflight.clone(),
             metrics: metrics.clone(),
             max_object_size: config.cache.max_object_size,
             via,

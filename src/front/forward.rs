@@ -13,23 +13,20 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body};
 use crate::cache::cache_control::CacheControl;
-use crate::cache::inflight::{Head, Join, Outcome};
-use crate::cache::key::{CacheKey, Variant};
+use crate::cache::key::CacheKey;
+use crate::cache::lookup::{lookup, Lookup};
 use crate::cache::policy::{self, Failure, Freshness, Heuristic, NotStorable, Reuse, Stored};
 use crate::cache::rules::Treatment;
 use crate::cache::store::Entry;
 use crate::error::{Error, Kind, Side};
-use crate::fetch::origin::{interim_hook, relaying_interim};
-use crate::fetch::{Fetched, Led, Wanted};
+use crate::fetch::origin::relaying_interim;
+use crate::fetch::{Got, Miss};
 use crate::front::answer;
 use crate::front::cache_status::{CacheStatusField, Fwd};
 use crate::front::interim::Interim;
 use crate::front::relink::Relink;
 use crate::front::Proxy;
 use crate::metrics::{CacheStatus, Source};
-
-/// How many times a request re-joins after the fill it followed was abandoned by its leader.
-const MAX_JOINS: usize = 3;
 
 /// An answer and how it was obtained (`None`: passed through or not a cache decision).
 pub type Answer = (Response<Body>, Option<CacheStatus>);
@@ -131,33 +128,6 @@ fn finish(app: &Proxy, (mut resp, status): Answer, trace: &CacheStatusField) -> 
     (resp, status)
 }
 
-/// What the store holds for a request (RFC 9111 §4.1).
-enum Lookup {
-    /// Nothing for the URI.
-    Missing,
-    /// Responses for the URI, none selected by this request.
-    OtherVariants,
-    Found(Arc<Entry>),
-}
-
-/// Picks the stored variant matching the request's `Vary`-named fields and the key fields of
-/// the URL's rule (RFC 9111 §4.1).
-async fn lookup(app: &Proxy, key: &str, treat: &Treatment<'_>, req: &HeaderMap) -> Lookup {
-    let Some(variants) = app.store.lookup(key).await else {
-        return Lookup::Missing;
-    };
-    let found = variants.entries.iter().find(|e| {
-        // Nothing to select by (no Vary, no key fields): it matches every request.
-        (e.variant.as_str().is_empty() && treat.key_fields.is_empty())
-            || Variant::of_request(&treat.vary(&e.headers()), req).as_ref() == Some(&e.variant)
-    });
-    match found {
-        Some(e) => Lookup::Found(e.clone()),
-        None if variants.entries.is_empty() => Lookup::Missing,
-        None => Lookup::OtherVariants,
-    }
-}
-
 /// Remaining freshness in whole seconds, negative when stale (RFC 9211 §2.4 `ttl`).
 fn ttl(stored: &Stored<'_>, now: SystemTime, h: Heuristic<'_>) -> i64 {
     let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
@@ -192,7 +162,7 @@ async fn cached(
     let now = SystemTime::now();
     let h = ask.treat.heuristic;
     let mut stale = None;
-    match lookup(app, key, &ask.treat, ask.headers).await {
+    match lookup(&app.store, key, &ask.treat, ask.headers).await {
         Lookup::Missing => trace.fwd = Some(Fwd::UriMiss),
         Lookup::OtherVariants => trace.fwd = Some(Fwd::VaryMiss),
         Lookup::Found(entry) => {
@@ -334,7 +304,8 @@ async fn from_store(
     .map(|r| (r, Some(status)))
 }
 
-/// Miss or revalidation: join the fill of `key` or lead it.
+/// Miss or revalidation: asks the fetcher (the one miss entry point) and answers from what it
+/// got. A stored entry that turns out unreadable (it is dropped) costs one more ask.
 async fn fetch(
     app: &Arc<Proxy>,
     ask: &Ask<'_>,
@@ -342,171 +313,87 @@ async fn fetch(
     stale: Option<&Arc<Entry>>,
     trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
-    let h = ask.treat.heuristic;
-    for _ in 0..MAX_JOINS {
-        match app.inflight.join(key) {
-            Join::Leader(permit) => {
-                if stale.is_none() {
-                    // A fill may have been committed between our lookup and our join.
-                    if let Lookup::Found(entry) = lookup(app, key, &ask.treat, ask.headers).await {
-                        drop(permit);
-                        let headers = entry.headers();
-                        let t = ttl_of(entry.status, &headers, entry.timing, h);
-                        if let Some(a) =
-                            from_store(app, ask, &entry, headers, CacheStatus::Hit).await
-                        {
-                            *trace = CacheStatusField {
-                                hit: true,
-                                ttl: Some(t),
-                                ..CacheStatusField::default()
-                            };
-                            return Ok(a);
-                        }
-                        continue;
-                    }
-                }
-                return lead(app, ask, key, permit, stale, true, trace).await;
-            }
-            Join::Follower(fill) => match fill.head().await {
-                Ok(head) => {
-                    let vary = ask.treat.vary(&head.headers);
-                    if Variant::of_request(&vary, ask.headers).as_ref() != Some(&head.variant) {
-                        break; // another variant: fetch our own
-                    }
-                    trace.collapsed = true;
-                    filling(trace, &head, h);
-                    let age = Some(head.timing.current_age(SystemTime::now()));
-                    let resp =
-                        answer::from_fill(ask.method, ask.headers, &fill, &head, age, ask.relink);
-                    return Ok((resp, Some(CacheStatus::Collapsed)));
-                }
-                Err(Outcome::Freshened(entry)) => {
-                    let headers = entry.headers();
-                    let t = ttl_of(entry.status, &headers, entry.timing, h);
-                    if let Some(a) =
-                        from_store(app, ask, &entry, headers, CacheStatus::Collapsed).await
-                    {
-                        trace.collapsed = true;
-                        trace.fwd_status = Some(StatusCode::NOT_MODIFIED);
-                        trace.ttl = Some(t);
-                        return Ok(a);
-                    }
-                }
-                Err(Outcome::Failed(e)) => return Err(e),
-                Err(Outcome::NotShared) => break,
-                Err(_) => continue, // abandoned: somebody (maybe us) leads anew
-            },
-            Join::Full => return unstored(app, ask, Method::GET, trace).await,
-        }
-    }
-    match app.inflight.solo() {
-        Some(permit) => lead(app, ask, key, permit, stale, false, trace).await,
-        None => unstored(app, ask, Method::GET, trace).await,
-    }
-}
-
-/// Records a fill being stored: the next hop's status and the head's freshness.
-fn filling(trace: &mut CacheStatusField, head: &Head, h: Heuristic<'_>) {
-    trace.stored = true;
-    trace.fwd_status = Some(head.status);
-    trace.ttl = Some(ttl_of(head.status, &head.headers, head.timing, h));
-}
-
-/// Leads the fill of `permit` (in a task of its own, which goes on if this client leaves) and
-/// answers from what it got; `group`: try the peers first on a miss.
-async fn lead(
-    app: &Arc<Proxy>,
-    ask: &Ask<'_>,
-    key: &str,
-    permit: crate::cache::inflight::FillPermit,
-    stale: Option<&Arc<Entry>>,
-    group: bool,
-    trace: &mut CacheStatusField,
-) -> Result<Answer, Error> {
-    let fill = permit.fill().clone();
-    let want = Wanted {
-        key: key.to_owned(),
-        uri: ask.target.clone(),
-        headers: ask.headers.clone(),
+    let miss = Miss {
+        key,
+        uri: ask.target,
+        headers: ask.headers,
         version: ask.version,
+        treat: &ask.treat,
+        stale,
     };
-    let led = app
-        .fetcher
-        .lead_in_task(permit, want, stale.cloned(), group, interim_hook())
-        .await
-        .map_err(|e| Error::internal(format!("the fill's leader failed: {e}")))??;
-    match led {
-        Led::Peer {
-            head,
-            revalidated,
-            node,
-        } => {
-            filling(trace, &head, ask.treat.heuristic);
-            trace.peer = Some(node.to_string());
-            if revalidated {
-                trace.fwd_status = Some(StatusCode::NOT_MODIFIED);
-            }
-            let age = Some(head.timing.current_age(SystemTime::now()));
-            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, age, ask.relink);
-            Ok((resp, Some(CacheStatus::Peer)))
-        }
-        Led::Fetched(fetched) => answer_fetched(app, ask, &fill, fetched, trace).await,
-    }
-}
-
-/// The client's answer to what a fill's leader got from the origin.
-async fn answer_fetched(
-    app: &Arc<Proxy>,
-    ask: &Ask<'_>,
-    fill: &Arc<crate::cache::inflight::Fill>,
-    fetched: Fetched,
-    trace: &mut CacheStatusField,
-) -> Result<Answer, Error> {
     let h = ask.treat.heuristic;
-    match fetched {
-        Fetched::Filling(head) => {
-            filling(trace, &head, h);
-            let resp = answer::from_fill(ask.method, ask.headers, fill, &head, None, ask.relink);
-            Ok((resp, Some(CacheStatus::Miss)))
-        }
-        Fetched::Freshened(entry) => {
-            let headers = entry.headers();
-            trace.fwd_status = Some(StatusCode::NOT_MODIFIED);
-            trace.ttl = Some(ttl_of(entry.status, &headers, entry.timing, h));
-            trace.detail = None;
-            from_store(app, ask, &entry, headers, CacheStatus::Revalidated)
-                .await
-                .ok_or_else(|| Error::storage("freshened entry unreadable"))
-        }
-        Fetched::Direct { resp, why } => {
-            trace.fwd_status = Some(resp.status());
-            trace.ttl = None;
-            trace.detail = Some(why);
-            Ok((relay(app, ask.method, resp), Some(CacheStatus::Miss)))
+    let mut tries = 2;
+    loop {
+        tries -= 1;
+        match app.fetcher.fill(&miss).await? {
+            Got::Fill {
+                fill,
+                head,
+                status,
+                peer,
+            } => {
+                trace.stored = true;
+                trace.fwd_status = Some(head.status);
+                trace.ttl = Some(ttl_of(head.status, &head.headers, head.timing, h));
+                trace.collapsed = status == CacheStatus::Collapsed;
+                if let Some(copy) = peer {
+                    trace.peer = Some(copy.node.to_string());
+                    if copy.revalidated {
+                        trace.fwd_status = Some(StatusCode::NOT_MODIFIED);
+                    }
+                }
+                // The origin made a MISS for this very request: no Age of ours (RFC 9111 §5.1).
+                let age = (status != CacheStatus::Miss)
+                    .then(|| head.timing.current_age(SystemTime::now()));
+                let resp =
+                    answer::from_fill(ask.method, ask.headers, &fill, &head, age, ask.relink);
+                return Ok((resp, Some(status)));
+            }
+            Got::Stored { entry, status } => {
+                let headers = entry.headers();
+                let t = ttl_of(entry.status, &headers, entry.timing, h);
+                if let Some(a) = from_store(app, ask, &entry, headers, status).await {
+                    *trace = match status {
+                        CacheStatus::Hit => CacheStatusField {
+                            hit: true,
+                            ttl: Some(t),
+                            ..CacheStatusField::default()
+                        },
+                        _ => CacheStatusField {
+                            collapsed: status == CacheStatus::Collapsed,
+                            fwd_status: Some(StatusCode::NOT_MODIFIED),
+                            ttl: Some(t),
+                            detail: None,
+                            ..std::mem::take(trace)
+                        },
+                    };
+                    return Ok(a);
+                }
+                if status == CacheStatus::Revalidated || tries == 0 {
+                    return Err(Error::storage("the stored entry is unreadable"));
+                }
+            }
+            Got::Direct { resp, why } => {
+                trace.fwd_status = Some(resp.status());
+                trace.ttl = None;
+                trace.detail = Some(why);
+                return Ok((relay(app, ask.method, resp), Some(CacheStatus::Miss)));
+            }
         }
     }
 }
 
 /// stale-while-revalidate: refresh `entry` without making anyone wait (RFC 5861 §3).
 fn revalidate_in_background(app: &Arc<Proxy>, ask: &Ask<'_>, key: &str, entry: Arc<Entry>) {
-    let Join::Leader(permit) = app.inflight.join(key) else {
-        return; // somebody is already fetching it
-    };
-    let want = Wanted {
-        key: key.to_owned(),
-        uri: ask.target.clone(),
-        headers: ask.headers.clone(),
+    let miss = Miss {
+        key,
+        uri: ask.target,
+        headers: ask.headers,
         version: ask.version,
+        treat: &ask.treat,
+        stale: None,
     };
-    let task = app
-        .fetcher
-        .lead_in_task(permit, want, Some(entry), false, None);
-    let key = key.to_owned();
-    tokio::spawn(async move {
-        if let Ok(Err(e)) = task.await {
-            tracing::info!(%key, "background revalidation failed: {e}");
-        }
-    });
+    app.fetcher.refresh(&miss, entry);
 }
 
 /// HEAD without a stored GET: ask upstream with HEAD, store nothing.
@@ -515,33 +402,18 @@ async fn head_through(
     ask: &Ask<'_>,
     trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
-    let answer = unstored(app, ask, Method::HEAD, trace).await;
-    trace.detail = Some(NotStorable::Method.as_str());
-    answer
-}
-
-/// Asks upstream with `method` and the client's own fields, relays the answer, stores nothing.
-/// For GET: a miss while `cache.max_fills` fills run (counted).
-async fn unstored(
-    app: &Arc<Proxy>,
-    ask: &Ask<'_>,
-    method: Method,
-    trace: &mut CacheStatusField,
-) -> Result<Answer, Error> {
-    if method == Method::GET {
-        crate::metrics::Metrics::inc(&app.metrics.fills_passed_unstored);
-        trace.detail = Some("max-fills");
-    }
-    let req = app.fetcher.upstream_request(
-        method,
-        ask.target,
-        ask.headers,
-        ask.version,
-        body::empty(),
-    )?;
-    crate::metrics::Metrics::inc(&app.metrics.origin_requests);
-    let resp = app.fetcher.origin.send(req).await?;
+    let resp = app
+        .fetcher
+        .pass(
+            Method::HEAD,
+            ask.target,
+            ask.headers,
+            ask.version,
+            body::empty(),
+        )
+        .await?;
     trace.fwd_status = Some(resp.status());
+    trace.detail = Some(NotStorable::Method.as_str());
     Ok((relay(app, ask.method, resp), Some(CacheStatus::Miss)))
 }
 
@@ -554,15 +426,16 @@ async fn pass_through(
     trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
     let (parts, incoming) = req.into_parts();
-    let upstream = app.fetcher.upstream_request(
-        parts.method.clone(),
-        target,
-        &parts.headers,
-        parts.version,
-        body::from_client(incoming),
-    )?;
-    crate::metrics::Metrics::inc(&app.metrics.origin_requests);
-    let resp = app.fetcher.origin.send(upstream).await?;
+    let resp = app
+        .fetcher
+        .pass(
+            parts.method.clone(),
+            target,
+            &parts.headers,
+            parts.version,
+            body::from_client(incoming),
+        )
+        .await?;
     trace.fwd_status = Some(resp.status());
     for uri in policy::invalidations(&parts.method, resp.status(), target, resp.headers()) {
         if let Some(k) = CacheKey::from_uri(&uri) {
