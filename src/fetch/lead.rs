@@ -16,9 +16,8 @@ use crate::cache::policy::{self, Storability, Timing};
 use crate::cache::store::Entry;
 use crate::error::Error;
 use crate::http::headers;
-use crate::metrics::Source;
 
-use super::writer::{self, Feed, FillJob, OnCommit, Resume};
+use super::writer::{self, Feed, Feeder, FillJob, LogOnly, OnCommit, Report, Resume};
 use super::{content_length, Fetcher, FILL_DROPS};
 
 /// What a fill's leader got from upstream.
@@ -182,8 +181,7 @@ impl Fetcher {
         let feed = Feed {
             body: incoming.map_err(Into::into).boxed(),
             read_timeout: self.origin.read_timeout(),
-            source: Source::Origin,
-            name: "origin".into(),
+            from: Feeder::Origin,
         };
         let start = Start {
             key,
@@ -220,13 +218,16 @@ impl Fetcher {
             file,
             head: head.clone(),
             key: start.key.to_owned(),
-            shareable: head.shareable,
             store: self.store.clone(),
             max_object_size: self.max_object_size,
             metrics: self.metrics.clone(),
             expected: start.expected,
             fallbacks: start.fallbacks,
             on_commit,
+            report: match &self.peers {
+                Some(p) => p.clone() as Arc<dyn Report>,
+                None => Arc::new(LogOnly),
+            },
         };
         tokio::spawn(async move {
             let end = writer::run(job, feed).await;

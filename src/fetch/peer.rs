@@ -3,6 +3,7 @@
 //! from that peer into our own fill, with the other holders and the origin as fallbacks. A cold
 //! object is claimed first, so that one node of the group goes to the origin.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,12 +18,11 @@ use crate::cache::policy::{self, Reuse, Stored, Timing};
 use crate::cache::rules::Treatment;
 use crate::cache::store::headers_from_pairs;
 use crate::error::{Error, Kind, Side};
-use crate::fetch::writer::{Feed, Resume, ResumeFuture};
+use crate::fetch::writer::{self, Feed, Feeder, Report, Resume, ResumeFuture};
 use crate::fetch::{Fetched, Fetcher, Start};
 use crate::http::headers;
-use crate::metrics::Source as BodySource;
 use crate::peer::client::{fill_path, object_path};
-use crate::peer::select::{self, Fault};
+use crate::peer::select;
 use crate::peer::transfer::EntryHead;
 use crate::peer::wire::KeyHash;
 use crate::peer::{key_hash, Peers, Source};
@@ -99,9 +99,9 @@ impl Fetcher {
                     Err(e) => {
                         tracing::info!(node = %src.node, key = want.key, "peer copy not used: {e}");
                         match peers.failed(src.node, &e) {
-                            Some(Fault::Busy) => busy = true,
-                            Some(Fault::Gone) => gone.push(src.node),
-                            Some(Fault::Bad) | None => {}
+                            Some(select::Fault::Busy) => busy = true,
+                            Some(select::Fault::Gone) => gone.push(src.node),
+                            Some(select::Fault::Bad) | None => {}
                         }
                     }
                 }
@@ -242,8 +242,7 @@ impl Fetcher {
             } else {
                 self.origin.read_timeout()
             },
-            source: BodySource::Peer,
-            name: src.node.to_string(),
+            from: Feeder::Peer(src.node),
         };
         let start = Start {
             key: want.key,
@@ -257,6 +256,30 @@ impl Fetcher {
             revalidated,
             node,
         })
+    }
+}
+
+/// What fills find out about members: a bad copy is counted in `bad_hashes` and its holder left
+/// out for a while, like a stalled or failed one; a busy member is only tried later, one that
+/// no longer has the body costs nothing; every resumption is a fail-over.
+impl Report for Peers {
+    fn fault(&self, from: Feeder, fault: writer::Fault) {
+        use writer::Fault::*;
+        let Feeder::Peer(node) = from else { return };
+        let cost = match fault {
+            Busy => select::Fault::Busy,
+            Gone => select::Fault::Gone,
+            Stalled | Failed => select::Fault::Bad,
+            BadBytes { .. } => {
+                self.stats.bad_hashes.fetch_add(1, Relaxed);
+                select::Fault::Bad
+            }
+        };
+        self.charge(node, cost);
+    }
+
+    fn resumed(&self, _to: Feeder, _offset: u64) {
+        self.stats.failovers.fetch_add(1, Relaxed);
     }
 }
 
@@ -309,25 +332,21 @@ struct PeerResume {
 }
 
 impl Resume for PeerResume {
+    fn feeder(&self) -> Feeder {
+        Feeder::Peer(self.src.node)
+    }
+
     fn resume(&self, offset: u64) -> ResumeFuture<'_> {
         Box::pin(async move {
-            self.peers
-                .stats
-                .failovers
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let resp = self
                 .peers
                 .client
                 .body(self.src.node, self.src.addr, &self.path, offset)
-                .await;
-            let resp = resp.inspect_err(|e| {
-                self.peers.failed(self.src.node, e);
-            })?;
+                .await?;
             Ok(Feed {
                 body: resp.into_body().map_err(Into::into).boxed(),
                 read_timeout: PEER_STALL,
-                source: BodySource::Peer,
-                name: self.src.node.to_string(),
+                from: self.feeder(),
             })
         })
     }
@@ -363,6 +382,10 @@ impl OriginResume {
 }
 
 impl Resume for OriginResume {
+    fn feeder(&self) -> Feeder {
+        Feeder::Origin
+    }
+
     fn resume(&self, offset: u64) -> ResumeFuture<'_> {
         Box::pin(async move {
             let mut h = self.headers.clone();
@@ -397,8 +420,7 @@ impl Resume for OriginResume {
             Ok(Feed {
                 body: resp.into_body().map_err(Into::into).boxed(),
                 read_timeout: self.fetcher.origin.read_timeout(),
-                source: BodySource::Origin,
-                name: "origin".into(),
+                from: Feeder::Origin,
             })
         })
     }

@@ -540,11 +540,16 @@ impl Peers {
     /// and returned; `None` when the failure was not the peer's.
     pub fn failed(&self, node: NodeId, e: &Error) -> Option<Fault> {
         let fault = Fault::of(e)?;
+        self.charge(node, fault);
+        Some(fault)
+    }
+
+    /// What `fault` costs `node` (see [`Fault`]): recorded, and a busy answer counted.
+    pub fn charge(&self, node: NodeId, fault: Fault) {
         if fault == Fault::Busy {
             self.stats.busy_answers.fetch_add(1, Relaxed);
         }
         lock(&self.penalties).record(node, fault, now_ms());
-        Some(fault)
     }
 
     pub fn observe_rtt(&self, node: NodeId, sample: Duration) {

@@ -455,6 +455,9 @@ async fn a_peer_killed_mid_transfer_is_replaced_and_the_client_sees_no_gap() {
         .to_str()
         .unwrap()
         .starts_with("bytes="));
+    // Counted as the log tells it: one resumption, and the dead holder left out for a while.
+    assert_eq!(pb.status_json()["failovers"], 1);
+    assert_eq!(pb.status_json()["bad_hashes"], 0);
     // B stored the spliced body: a hit, byte-exact.
     let again = get(b.addr(), &url).await;
     assert_eq!(again.x_cache(), "HIT");
@@ -600,4 +603,53 @@ async fn a_peer_copy_is_answered_with_its_current_age() {
     assert_eq!(b.x_cache(), "PEER");
     let age: u64 = b.header("age").parse().expect("an Age field");
     assert!((3600..3700).contains(&age), "Age {age}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_large_copy_is_counted_its_peer_penalised_and_the_next_request_goes_elsewhere() {
+    let origin = Origin::start().await;
+    let body = pattern(2 * 1024 * 1024 + 77, 5);
+    origin.route(
+        "/big.iso",
+        Reply::ok(body.clone())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"i1\""),
+    );
+    let (nodes, _key) = cluster(2).await;
+    let url = origin.url("/big.iso");
+    assert_eq!(get(nodes[0].addr(), &url).await.x_cache(), "MISS");
+    wait_holders(&nodes[1], &url, 1).await;
+    // Corrupt A's stored body behind its back, in the middle.
+    let blob = files_under(&nodes[0].dir.path().join("objects"))
+        .into_iter()
+        .find(|f| std::fs::metadata(f).unwrap().len() == body.len() as u64)
+        .unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1_500_000] ^= 0x55;
+    std::fs::write(&blob, bytes).unwrap();
+
+    // B's first request finds the bad copy (its client may see a cut: unverified bytes went
+    // out before the hash was known). It is counted and A is penalised.
+    let first = get(nodes[1].addr(), &url).await;
+    if let Ok(b) = &first.body {
+        assert!(*b == body, "never a wrong body served as complete");
+    }
+    let (a_id, b_peers) = (nodes[0].peers().id, nodes[1].peers().clone());
+    assert!(
+        wait_until(Duration::from_secs(5), || b_peers.status_json()
+            ["bad_hashes"]
+            == 1)
+        .await,
+        "bad_hashes: {}",
+        b_peers.status_json()["bad_hashes"]
+    );
+    let kh = key_hash_of(&url);
+    assert!(
+        b_peers.sources(&kh, None).iter().all(|s| s.node != a_id),
+        "A is left out while penalised"
+    );
+    // The next request goes elsewhere (the origin) and gets the one correct body.
+    let again = get(nodes[1].addr(), &url).await;
+    assert!(again.body.unwrap() == body);
+    assert_eq!(b_peers.status_json()["bad_hashes"], 1);
 }
