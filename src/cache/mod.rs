@@ -5,6 +5,7 @@ pub mod conditional;
 pub mod index;
 pub mod inflight;
 pub mod key;
+pub mod outboard;
 pub mod policy;
 pub mod rules;
 pub mod store;
