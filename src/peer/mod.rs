@@ -8,6 +8,7 @@ pub mod identity;
 pub mod index;
 pub mod membership;
 pub mod own;
+pub mod pieces;
 pub mod select;
 pub mod transfer;
 pub mod wire;

@@ -22,7 +22,7 @@ use crate::cache::inflight::{Fill, Head};
 use crate::cache::store::{header_pairs, Entry, TimingRecord};
 use crate::peer::auth::AUTH_HEADER;
 use crate::peer::wire::{KeyHash, NodeId};
-use crate::peer::Peers;
+use crate::peer::{pieces, Peers};
 use crate::sendfile::{self, SendfileIo, Slot};
 
 /// Response header telling the caller how many uploads this node is serving.
@@ -179,6 +179,13 @@ async fn handle(
             Some(h) => {
                 let hash = blake3::Hash::from_bytes(h);
                 object(peers, caller, &method, req.headers(), hash, slot).await
+            }
+            None => status(StatusCode::BAD_REQUEST, "bad content hash"),
+        },
+        "pieces" => match parse_hex32(arg) {
+            Some(h) => {
+                let hash = blake3::Hash::from_bytes(h);
+                pieces(peers, caller, &method, req.uri().query(), hash).await
             }
             None => status(StatusCode::BAD_REQUEST, "bad content hash"),
         },
@@ -360,6 +367,73 @@ async fn object(
         }
     });
     with_uploads(peers, r)
+}
+
+/// `GET /peer/v1/pieces/{blake3}?start=S&end=E`: the bytes `[S, E)` of a stored body, encoded
+/// with its outboard so that the caller verifies each chunk group (see `peer::pieces`). The head
+/// goes out at once; the encoding runs on the blocking pool, checking every group against the
+/// outboard unless this process already hashed the blob whole (as the `sendfile` rule). A blob
+/// found corrupt on the way cuts the response.
+async fn pieces(
+    peers: &Arc<Peers>,
+    caller: NodeId,
+    method: &Method,
+    query: Option<&str>,
+    hash: blake3::Hash,
+) -> Response<Body> {
+    if !peers.store.is_shared_body(&hash) {
+        return status(StatusCode::NOT_FOUND, "no such object");
+    }
+    let Some(permit) = upload_slot(peers) else {
+        return busy();
+    };
+    let store = peers.store.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let f = store.open_blob_by_hash(&hash)?;
+        let len = f.metadata().ok()?.len();
+        Some((f, len))
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some((file, len)) = opened else {
+        return status(StatusCode::NOT_FOUND, "no such object");
+    };
+    let (start, end) = match pieces::span(query.unwrap_or(""), len) {
+        Ok(span) => span,
+        Err(pieces::SpanError::Malformed) => {
+            return status(StatusCode::BAD_REQUEST, "bad start or end")
+        }
+        Err(pieces::SpanError::Unsatisfiable) => {
+            return status(StatusCode::RANGE_NOT_SATISFIABLE, "span not satisfiable")
+        }
+    };
+    if method == Method::HEAD {
+        return with_uploads(peers, Response::new(body::empty()));
+    }
+    peers.count_upload(caller, end - start);
+    let (tx, encoded) = body::channel(None);
+    let store = peers.store.clone();
+    let validate = !store.is_verified(&hash);
+    tokio::task::spawn_blocking(move || {
+        let failed = match store.outboard(&hash, len) {
+            Ok(ob) => match pieces::encode(&file, &ob, start, end, validate, tx.clone()) {
+                Ok(()) if validate && (start, end) == (0, len) => {
+                    store.mark_verified(&hash);
+                    None
+                }
+                Ok(()) => None,
+                Err(e) => Some(e.to_string()),
+            },
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed.filter(|_| !tx.is_closed()) {
+            tracing::warn!(%hash, "cannot serve pieces of a stored body: {e}");
+            let _ = tx.blocking_send(Err(e.into()));
+        }
+    });
+    let b = body::observed(encoded, move |_, _| drop(permit));
+    with_uploads(peers, Response::new(b))
 }
 
 async fn fill(
