@@ -58,10 +58,12 @@ impl Entry {
         self.head.unpack()
     }
 
-    /// Bytes the entry costs in the size budget: body plus an estimate of its head.
+    /// Bytes the entry costs in the size budget: body, its outboard, and an estimate of its head.
     fn weight_bytes(&self) -> u64 {
         let head = self.head.0.len();
-        self.len + (head + self.key.len() + self.variant.as_str().len() + 64) as u64
+        self.len
+            + outboard::size(self.len)
+            + (head + self.key.len() + self.variant.as_str().len() + 64) as u64
     }
 }
 

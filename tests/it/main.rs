@@ -13,6 +13,7 @@ mod intercept;
 mod mirrors;
 mod packaging;
 mod peers;
+mod pieces;
 mod restart;
 mod rules;
 mod startup;

@@ -112,13 +112,9 @@ async fn a_peer_that_serves_wrong_bytes_is_caught_by_the_hash() {
     let url = origin.url("/defs.dat");
     get(nodes[0].addr(), &url).await;
     wait_holders(&nodes[1], &url, 1).await;
-    // Corrupt A's stored body behind its back (A does not re-check what it uploads).
-    let blob = files_under(&nodes[0].dir.path().join("objects"))
-        .pop()
-        .unwrap();
-    let mut bytes = std::fs::read(&blob).unwrap();
-    bytes[1234] ^= 0x55;
-    std::fs::write(&blob, bytes).unwrap();
+    // Corrupt A's stored body behind its back (A hashed it when it stored it, so it serves it
+    // without checking again): the first chunk group is bad, which B finds before it starts.
+    corrupt_blob(&nodes[0], &blake3::hash(&body), 1234);
 
     let b = get(nodes[1].addr(), &url).await;
     assert_eq!(
