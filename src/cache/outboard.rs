@@ -23,6 +23,10 @@ pub const GROUP_BYTES: u64 = 16 * 1024;
 /// File name suffix of an outboard beside its blob.
 pub const SUFFIX: &str = ".obao";
 
+/// Outboards up to this size (bodies up to 64 MiB) are read into memory to serve from, which
+/// spares a `pread` per parent hash; larger ones are read from their file as needed.
+const IN_MEMORY: u64 = 256 * 1024;
+
 /// An outboard ready to serve from: the tree of a body of known length, its root hash and its
 /// hash pairs (a file, or nothing for a body of one chunk group).
 pub type Outboard = PostOrderOutboard<Box<dyn ReadAt + Send>>;
@@ -74,7 +78,13 @@ pub fn open(path: &Path, hash: blake3::Hash, len: u64) -> Option<Outboard> {
         if f.metadata().ok()?.len() != want {
             return None;
         }
-        Box::new(f)
+        if want <= IN_MEMORY {
+            let mut bytes = Vec::with_capacity(want as usize);
+            io::Read::read_to_end(&mut &f, &mut bytes).ok()?;
+            Box::new(bytes)
+        } else {
+            Box::new(f)
+        }
     };
     Some(PostOrderOutboard {
         root: hash,
