@@ -1,4 +1,5 @@
-//! Micro-benchmarks of the hot pure code: Cache-Control parsing, the reuse decision, cache keys,
+//! Micro-benchmarks of the hot pure code: Cache-Control parsing, the reuse decision (with and
+//! without a targeted field, RFC 9213), cache keys,
 //! the freshness rules' lookup, the peer index, the store's URL index, blake3 over 64 KiB
 //! frames, verified pieces (outboard, encode, decode), mirror link rewriting, and issuing an
 //! interception leaf certificate.
@@ -45,6 +46,28 @@ fn bench(c: &mut Criterion) {
     let now: SystemTime = t0 + Duration::from_secs(100);
     c.bench_function("reuse_decision", |b| {
         b.iter(|| policy::reuse(black_box(&stored), &req_cc, now, Heuristic::default()))
+    });
+    // RFC 9213 with the default target list: no targeted field in the response (the common
+    // case), and one that decides.
+    let cdn = [http::HeaderName::from_static("cdn-cache-control")];
+    let targeted = Heuristic {
+        targets: &cdn,
+        ..Heuristic::default()
+    };
+    c.bench_function("reuse_decision_no_targeted_field", |b| {
+        b.iter(|| policy::reuse(black_box(&stored), &req_cc, now, targeted))
+    });
+    let mut resp_cdn = resp.clone();
+    resp_cdn.insert(
+        "cdn-cache-control",
+        HeaderValue::from_static("max-age=86400, stale-while-revalidate=30"),
+    );
+    let stored_cdn = Stored {
+        headers: &resp_cdn,
+        ..stored
+    };
+    c.bench_function("reuse_decision_targeted", |b| {
+        b.iter(|| policy::reuse(black_box(&stored_cdn), &req_cc, now, targeted))
     });
 
     let uri: Uri = "http://Deb.Example.org:80/debian/pool/main/p/peercache/peercache_1.0_amd64.deb"

@@ -32,6 +32,8 @@ pub enum Kind {
     ResponseTimeout,
     UpstreamProtocol,
     UpstreamBodyCut,
+    /// A source refused for lack of capacity for now (a peer at `max_uploads`); try another.
+    Busy,
     Tls,
     Storage,
     Internal,
@@ -53,6 +55,7 @@ impl Kind {
             Kind::ResponseTimeout => "response-timeout",
             Kind::UpstreamProtocol => "upstream-protocol",
             Kind::UpstreamBodyCut => "upstream-body-cut",
+            Kind::Busy => "busy",
             Kind::Tls => "tls",
             Kind::Storage => "storage",
             Kind::Internal => "internal",

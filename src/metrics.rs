@@ -115,6 +115,10 @@ pub struct Metrics {
     pub links_too_large: AtomicU64,
     pub links_coding: AtomicU64,
     pub links_busy: AtomicU64,
+    /// Interim (1xx) responses from origins relayed to clients, and dropped (an HTTP/1.0
+    /// client's are never asked for; these are the ones over the per-connection bound, or late).
+    pub interim_relayed: AtomicU64,
+    pub interim_dropped: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -410,6 +414,10 @@ impl Metrics {
                 "skipped_coding": Self::get(&self.links_coding),
                 "skipped_busy": Self::get(&self.links_busy),
             },
+            "interim": {
+                "relayed": Self::get(&self.interim_relayed),
+                "dropped": Self::get(&self.interim_dropped),
+            },
         })
     }
 
@@ -467,19 +475,35 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", Self::get(c));
         }
-        out.push_str("# TYPE peercache_links_skipped_total counter\n");
-        for (reason, c) in [
-            ("too-large", &self.links_too_large),
-            ("coding", &self.links_coding),
-            ("busy", &self.links_busy),
-        ] {
-            let _ = writeln!(
-                out,
-                "peercache_links_skipped_total{{reason=\"{reason}\"}} {}",
-                Self::get(c)
-            );
-        }
+        family(
+            &mut out,
+            "peercache_links_skipped_total",
+            "reason",
+            &[
+                ("too-large", &self.links_too_large),
+                ("coding", &self.links_coding),
+                ("busy", &self.links_busy),
+            ],
+        );
+        family(
+            &mut out,
+            "peercache_interim_total",
+            "outcome",
+            &[
+                ("relayed", &self.interim_relayed),
+                ("dropped", &self.interim_dropped),
+            ],
+        );
         out
+    }
+}
+
+/// One labelled counter family in Prometheus text: its TYPE line, then a sample per label value.
+fn family(out: &mut String, name: &str, label: &str, samples: &[(&str, &AtomicU64)]) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (value, c) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", Metrics::get(c));
     }
 }
 

@@ -1,6 +1,7 @@
 //! What the end-to-end benches share: a real `peercache` process on a free loopback port with a
 //! config written into a temporary directory, the proxy's memory as the kernel reports it, bench
-//! origins (http and https), a keep-alive client and latency percentiles. Each bench uses a part.
+//! origins (http and https), a keep-alive client, a bounded one-shot client and latency
+//! percentiles. Each bench uses a part.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -238,4 +239,42 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// What a client got for one request.
+pub struct Got {
+    pub status: u16,
+    pub x_cache: String,
+    pub body: Bytes,
+}
+
+/// One GET of `url` through the proxy at `proxy` on a fresh connection (`Host: bench`), body
+/// read whole, within `limit`: `None` on any failure or timeout, so a fault script neither hangs
+/// nor panics.
+pub async fn get_once(proxy: SocketAddr, url: &str, limit: Duration) -> Option<Got> {
+    tokio::time::timeout(limit, async {
+        let tcp = tokio::net::TcpStream::connect(proxy).await.ok()?;
+        let mut send = handshake(tcp).await;
+        let req = hyper::Request::get(url)
+            .header("host", "bench")
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let resp = send.send_request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        let x_cache = resp
+            .headers()
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some(Got {
+            status,
+            x_cache,
+            body,
+        })
+    })
+    .await
+    .ok()
+    .flatten()
 }

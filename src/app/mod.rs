@@ -146,9 +146,9 @@ impl Server {
         };
         let tls =
             connect::tls_config(&extra_roots).map_err(|e| Error::internal(format!("TLS: {e}")))?;
-        let rules = Rules::from_config(&config.rules).map_err(|e| {
-            StartError::setting("rule", format!("cannot compile the patterns: {e}"))
-        })?;
+        let rules = Rules::from_config(&config.rules)
+            .map_err(|e| StartError::setting("rule", format!("cannot compile the patterns: {e}")))?
+            .with_targets(config.cache.targeted.clone());
         let rules = Arc::new(rules);
         let listener = TcpListener::bind(config.proxy.listen)
             .await

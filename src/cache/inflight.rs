@@ -257,9 +257,27 @@ pub struct FillPermit {
     slot: Option<(Arc<Inflight>, String)>,
     /// The temporary file, deleted when the permit goes unless `finish` kept it.
     pub temp: Option<PathBuf>,
+    /// Dropped when the fill ends, after its outcome is published.
+    guards: Guards,
+}
+
+/// Values whose lifetime is the fill's (see [`FillPermit::hold`]).
+#[derive(Default)]
+struct Guards(Vec<Box<dyn std::any::Any + Send + Sync>>);
+
+impl std::fmt::Debug for Guards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Guards({})", self.0.len())
+    }
 }
 
 impl FillPermit {
+    /// Keeps `guard` until the fill ends — finished, broken, abandoned or cancelled with the
+    /// request that led it — then drops it (e.g. the peer group's claim on the key).
+    pub fn hold(&mut self, guard: impl Send + Sync + 'static) {
+        self.guards.0.push(Box::new(guard));
+    }
+
     pub fn fill(&self) -> &Arc<Fill> {
         &self.fill
     }
@@ -326,6 +344,7 @@ impl Inflight {
             fill,
             slot: Some((self.clone(), key.to_owned())),
             temp: None,
+            guards: Guards::default(),
         })
     }
 
@@ -335,6 +354,7 @@ impl Inflight {
             fill: Fill::new(),
             slot: None,
             temp: None,
+            guards: Guards::default(),
         }
     }
 
@@ -377,6 +397,44 @@ impl Inflight {
             if fills.get(key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
                 fills.remove(key);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts its drops.
+    struct Guard(Arc<AtomicUsize>);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn held_guards_end_with_the_fill_however_it_ends() {
+        let inflight = Inflight::new();
+        for (how, end) in [("finished", Some(Outcome::NotShared)), ("abandoned", None)] {
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let Join::Leader(mut permit) = inflight.join("k") else {
+                panic!("{how}: a leader");
+            };
+            permit.hold(Guard(dropped.clone()));
+            permit.hold(Guard(dropped.clone()));
+            let fill = permit.fill().clone();
+            assert_eq!(dropped.load(Ordering::SeqCst), 0, "{how}");
+            match end {
+                Some(outcome) => permit.finish(outcome),
+                None => drop(permit),
+            }
+            assert_eq!(dropped.load(Ordering::SeqCst), 2, "{how}");
+            // The guards go after the outcome is published and the key is free again.
+            assert!(fill.subscribe().borrow().outcome.is_some(), "{how}");
+            assert!(inflight.get("k").is_none(), "{how}");
         }
     }
 }

@@ -219,7 +219,8 @@ impl Vary {
 /// with `\n`. A field absent from the request is written as its bare name; a present field as
 /// `name=value`, so absent and empty (`name=`) differ. The value is normalised (all field lines
 /// combined with `", "`, whitespace around commas removed, runs of SP/HTAB folded to one SP,
-/// leading and trailing whitespace removed) and then escaped: `%`, `=` and every byte outside
+/// leading and trailing whitespace removed; `Accept-Encoding` and `Accept-Language` further by
+/// [`negotiated`], RFC 9111 §4.1's "normalizing both header field values") and then escaped: `%`, `=` and every byte outside
 /// visible ASCII and SP become `%XX`. Names never contain `=`, `%`-escaped values never contain
 /// `\n` or `=`, so two different (name, value) lists never give the same string. The string is
 /// empty exactly for a response without Vary.
@@ -253,7 +254,8 @@ impl Variant {
                 combined.extend_from_slice(line.as_bytes());
             }
             out.push('=');
-            escape_into(&mut out, &normalise(&combined));
+            let value = negotiated(name, &combined).unwrap_or_else(|| normalise(&combined));
+            escape_into(&mut out, &value);
         }
         Some(Variant(out))
     }
@@ -290,6 +292,97 @@ fn normalise(value: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The canonical form of an `Accept-Encoding` or `Accept-Language` value: two values with the
+/// same canonical form select the same representation (RFC 9110 §12.5.3, §12.5.4). `None` for
+/// any other field, or a value this cannot read (then [`normalise`] keeps it as sent).
+///
+/// Each member is `token [ OWS ";" OWS "q=" qvalue ]` (RFC 9110 §12.4.2): names are lower-cased,
+/// a weight of 1 (`q=1`, `q=1.000`, none) is dropped and any other is written in its shortest
+/// form (`q=0.5`), exact duplicates are dropped, and members are ordered by descending weight.
+/// Within one weight, codings are sorted by name (the server picks among equally acceptable
+/// codings), while language ranges keep their order (RFC 9110 §12.5.4: some servers read it as
+/// a priority). `q=0` members stay: "not acceptable" changes the choice. Empty members are
+/// dropped (RFC 9110 §5.6.1); an empty value stays empty.
+fn negotiated(name: &HeaderName, value: &[u8]) -> Option<Vec<u8>> {
+    let sort_names = if name == http::header::ACCEPT_ENCODING {
+        true
+    } else if name == http::header::ACCEPT_LANGUAGE {
+        false
+    } else {
+        return None;
+    };
+    let mut members: Vec<(Vec<u8>, u16)> = Vec::new();
+    for member in value.split(|&b| b == b',') {
+        let member = trim_ows(member);
+        if member.is_empty() {
+            continue;
+        }
+        let (token, weight) = match member.iter().position(|&b| b == b';') {
+            None => (member, 1000),
+            Some(i) => (trim_ows(&member[..i]), weight(trim_ows(&member[i + 1..]))?),
+        };
+        let token_ok = !token.is_empty()
+            && token
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token_ok {
+            return None;
+        }
+        let m = (token.to_ascii_lowercase(), weight);
+        if !members.contains(&m) {
+            members.push(m);
+        }
+    }
+    if sort_names {
+        members.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    } else {
+        members.sort_by_key(|m| std::cmp::Reverse(m.1)); // stable: keeps the order within a weight
+    }
+    let mut out = Vec::with_capacity(value.len());
+    for (i, (token, w)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(token);
+        if *w < 1000 {
+            let digits = format!("{w:03}");
+            out.extend_from_slice(b";q=0.");
+            out.extend_from_slice(digits.trim_end_matches('0').as_bytes());
+            if *w == 0 {
+                out.pop(); // "q=0." → "q=0"
+            }
+        }
+    }
+    Some(out)
+}
+
+/// `"q=" qvalue` (RFC 9110 §12.4.2, `q` case-insensitive) in thousandths; `None` otherwise.
+fn weight(param: &[u8]) -> Option<u16> {
+    let [q, b'=', value @ ..] = param else {
+        return None;
+    };
+    if !q.eq_ignore_ascii_case(&b'q') {
+        return None;
+    }
+    let (int, frac) = match value.iter().position(|&b| b == b'.') {
+        Some(i) => (&value[..i], &value[i + 1..]),
+        None => (value, &b""[..]),
+    };
+    if frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let thousandths = frac
+        .iter()
+        .chain(std::iter::repeat(&b'0'))
+        .take(3)
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    match int {
+        b"0" => Some(thousandths),
+        b"1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 fn escape_into(out: &mut String, value: &[u8]) {
@@ -484,7 +577,7 @@ mod tests {
             (
                 &ae_ua,
                 vec![("accept-encoding", b"gzip, br")],
-                Some("accept-encoding=gzip,br\nuser-agent"),
+                Some("accept-encoding=br,gzip\nuser-agent"),
             ),
             (
                 &ae_ua,
@@ -494,7 +587,7 @@ mod tests {
             (
                 &ae_ua,
                 vec![("accept-encoding", b"gzip"), ("accept-encoding", b"br")],
-                Some("accept-encoding=gzip,br\nuser-agent"),
+                Some("accept-encoding=br,gzip\nuser-agent"),
             ),
             (
                 &ae_ua,
@@ -531,6 +624,67 @@ mod tests {
                 "{form:?}"
             );
         }
+    }
+
+    /// RFC 9111 §4.1 lets a cache normalise the fields Vary names; RFC 9110 §12.4.2, §12.5.3
+    /// and §12.5.4 say which differences never change the choice: the case of codings and
+    /// language tags, whitespace, an explicit q=1, duplicates, the order of codings, and the
+    /// order of language ranges of different weights.
+    #[test]
+    fn rfc9110_negotiation_fields_normalised_table() {
+        let ae = HeaderName::from_static("accept-encoding");
+        let al = HeaderName::from_static("accept-language");
+        let accept = HeaderName::from_static("accept");
+        #[rustfmt::skip]
+        let cases: Vec<(&HeaderName, &[u8], Option<&str>)> = vec![
+            (&ae, b"gzip, br", Some("br,gzip")),
+            (&ae, b"br,gzip", Some("br,gzip")),
+            (&ae, b"BR, GZIP;q=1.0", Some("br,gzip")),
+            (&ae, b"gzip;Q=1, br ; q=1.000", Some("br,gzip")),
+            (&ae, b"gzip;q=0.5, br", Some("br,gzip;q=0.5")),
+            (&ae, b"br;q=0.50, gzip;q=0.500", Some("br;q=0.5,gzip;q=0.5")),
+            (&ae, b"gzip, identity;q=0", Some("gzip,identity;q=0")),
+            (&ae, b"gzip, identity;q=0.000", Some("gzip,identity;q=0")),
+            (&ae, b"*;q=0.001, deflate", Some("deflate,*;q=0.001")),
+            (&ae, b"gzip, gzip, , br", Some("br,gzip")),
+            (&ae, b"", Some("")),
+            // q=0 keeps its member: "not acceptable" is not "absent".
+            (&ae, b"gzip, br;q=0", Some("gzip,br;q=0")),
+            // Unreadable: left to the generic normalisation.
+            (&ae, b"gzip;q=2", None),
+            (&ae, b"gzip;q=0.5555", None),
+            (&ae, b"gzip;level=9", None),
+            (&ae, b"gzip;q=", None),
+            (&ae, b"gz ip", None),
+            (&al, b"de-DE, en;q=0.8", Some("de-de,en;q=0.8")),
+            (&al, b"en;q=0.8 , DE-de", Some("de-de,en;q=0.8")),
+            (&al, b"fr, en", Some("fr,en")),
+            (&al, b"en, fr", Some("en,fr")),
+            (&al, b"fr;q=1.0, en;q=0.5, de;q=0.5", Some("fr,en;q=0.5,de;q=0.5")),
+            (&al, b"*", Some("*")),
+            (&accept, b"text/html, */*", None),
+        ];
+        for (name, value, want) in cases {
+            let got = negotiated(name, value).map(|v| String::from_utf8(v).expect("ascii"));
+            assert_eq!(
+                got.as_deref(),
+                want,
+                "{name}: {:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        // Through Variant: equivalent requests select the same stored response, others do not.
+        let vary = names(&["accept-encoding", "accept-language"]);
+        let v = |ae: &'static [u8], al: &'static [u8]| {
+            Variant::of_request(
+                &vary,
+                &headers(&[("accept-encoding", ae), ("accept-language", al)]),
+            )
+        };
+        assert_eq!(v(b"gzip, br", b"en"), v(b"BR,gzip;q=1.0", b"EN;q=1"));
+        assert_ne!(v(b"gzip, br", b"en"), v(b"gzip, br;q=0", b"en"));
+        assert_ne!(v(b"gzip", b"en, fr"), v(b"gzip", b"fr, en"));
+        assert_eq!(v(b"gzip", b"en;q=0.5, fr"), v(b"gzip", b"fr, en;q=0.5"));
     }
 
     #[test]

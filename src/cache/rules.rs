@@ -42,14 +42,16 @@ pub enum Source {
 pub struct Rules {
     set: RegexSet,
     hints: Vec<Hint>,
-    base: Heuristic,
+    base: Heuristic<'static>,
+    /// `cache.targeted`: the RFC 9213 target list every key's heuristic carries.
+    targets: Vec<HeaderName>,
 }
 
 /// How the rules treat one cache key: the heuristic to judge its responses with (carrying the
 /// matching rule's lifetime) and the request fields its secondary key adds.
 #[derive(Debug, Clone, Copy)]
 pub struct Treatment<'a> {
-    pub heuristic: Heuristic,
+    pub heuristic: Heuristic<'a>,
     pub key_fields: &'a [HeaderName],
 }
 
@@ -69,7 +71,7 @@ impl Rules {
     pub fn new(
         user: &[config::Rule],
         presets: &[Preset],
-        base: Heuristic,
+        base: Heuristic<'static>,
     ) -> Result<Rules, regex::Error> {
         let mut patterns: Vec<&str> = Vec::new();
         let mut hints = Vec::new();
@@ -103,7 +105,24 @@ impl Rules {
         let set = RegexSetBuilder::new(patterns)
             .size_limit(size_limit)
             .build()?;
-        Ok(Rules { set, hints, base })
+        Ok(Rules {
+            set,
+            hints,
+            base,
+            targets: Vec::new(),
+        })
+    }
+
+    /// These rules with `targets` as the RFC 9213 target list (`cache.targeted`): the response
+    /// fields whose directives this cache obeys in place of `Cache-Control`, first present wins.
+    pub fn with_targets(mut self, targets: Vec<HeaderName>) -> Rules {
+        self.targets = targets;
+        self
+    }
+
+    /// The target list (`cache.targeted`): fields this cache reads and never forwards.
+    pub fn targets(&self) -> &[HeaderName] {
+        &self.targets
     }
 
     /// The rules of a configuration, over the default heuristic.
@@ -117,6 +136,7 @@ impl Rules {
             set: RegexSet::empty(),
             hints: Vec::new(),
             base: Heuristic::default(),
+            targets: Vec::new(),
         }
     }
 
@@ -132,6 +152,7 @@ impl Rules {
         Treatment {
             heuristic: Heuristic {
                 rule: hint.and_then(|h| h.lifetime),
+                targets: &self.targets,
                 ..self.base
             },
             key_fields: hint.map_or(&[], |h| h.key_fields.as_slice()),

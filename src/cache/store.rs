@@ -890,24 +890,51 @@ impl Store {
         }
     }
 
-    /// Calls `f` with every stored entry, read from disk (for advertising what this node
-    /// holds, the status page and tests). Blocking.
+    /// Calls `f` with every stored entry, read from disk (for the status page and tests).
+    /// Blocking.
     pub fn for_each_entry(&self, mut f: impl FnMut(&Arc<Entry>)) {
-        let Ok(txn) = self.inner.db.begin_read() else {
-            return;
-        };
-        let Ok(table) = txn.open_table(URLS) else {
-            return;
-        };
-        let Ok(rows) = table.iter() else { return };
-        for (_, v) in rows.flatten() {
+        self.for_each_row_after(None, usize::MAX, |_, entries| {
+            entries.iter().for_each(&mut f)
+        });
+    }
+
+    /// Calls `f` with the rows (a key's hash and its variants) after `after` (from the first
+    /// when `None`), in key-hash order, at most `max_rows` of them. Returns the last row's hash
+    /// when it stopped at `max_rows` (more may follow), `None` at the end. Blocking: reads from
+    /// disk, one short read transaction, so a caller pages through a large store in steps.
+    pub fn for_each_row_after(
+        &self,
+        after: Option<&Fp>,
+        max_rows: usize,
+        mut f: impl FnMut(&Fp, &[Arc<Entry>]),
+    ) -> Option<Fp> {
+        let txn = self.inner.db.begin_read().ok()?;
+        let table = txn.open_table(URLS).ok()?;
+        let rows = match after {
+            Some(a) => table.range::<&[u8]>((
+                std::ops::Bound::Excluded(&a[..]),
+                std::ops::Bound::Unbounded,
+            )),
+            None => table.iter(),
+        }
+        .ok()?;
+        let mut n = 0;
+        for (k, v) in rows.flatten() {
+            let Ok(fp) = Fp::try_from(k.value()) else {
+                continue;
+            };
             let variants = postcard::from_bytes::<Record>(v.value())
                 .ok()
                 .and_then(|r| r.into_variants(|_| true));
-            for e in variants.iter().flat_map(|v| &v.entries) {
-                f(e);
+            if let Some(v) = variants {
+                f(&fp, &v.entries);
+            }
+            n += 1;
+            if n >= max_rows {
+                return Some(fp);
             }
         }
+        None
     }
 
     /// Every stored entry (see [`Store::for_each_entry`]).

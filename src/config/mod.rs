@@ -102,6 +102,11 @@ pub struct Cache {
     pub max_object_size: u64,
     /// Send large stored bodies to clients and peers with `sendfile(2)` (Linux).
     pub sendfile: bool,
+    /// The RFC 9213 target list: response fields whose directives this cache obeys instead of
+    /// `Cache-Control` (first present and valid wins), and never forwards. Distinct valid field
+    /// names, never `Cache-Control` or `Expires` (which it replaces); empty turns targeted cache
+    /// control off.
+    pub targeted: Vec<HeaderName>,
 }
 
 /// `[upstream]`: how origins are reached.

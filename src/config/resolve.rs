@@ -28,6 +28,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.cache_max_size.take("cache.max_size", p),
         raw.cache_max_object_size.take("cache.max_object_size", p),
         raw.cache_sendfile.take("cache.sendfile", p),
+        raw.cache_targeted.take("cache.targeted", p),
     );
     let upstream = (
         raw.upstream_proxy.take("upstream.proxy", p),
@@ -81,6 +82,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             max_size: cache.1?,
             max_object_size: cache.2?,
             sendfile: cache.3?,
+            targeted: cache.4?,
         },
         upstream: Upstream {
             proxy: upstream.0?,

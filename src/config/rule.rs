@@ -68,7 +68,7 @@ impl<'a, 'p> Reader<'a, 'p> {
                     fresh.put(d.map(Some), f.value_loc);
                 }
                 "immutable" => immutable.put(self.boolean(&f), f.value_loc),
-                "key_fields" => key_fields.put(self.key_fields(&f), f.value_loc),
+                "key_fields" => key_fields.put(self.field_names(&f, &[]), f.value_loc),
                 _ => self.unknown(&f, RULE_KEYS),
             }
         }
@@ -103,12 +103,20 @@ impl<'a, 'p> Reader<'a, 'p> {
         })
     }
 
-    /// `key_fields`: distinct request header field names.
-    fn key_fields(&mut self, f: &Field<'a, '_>) -> Option<Vec<HeaderName>> {
+    /// An array of distinct header field names (`key_fields`, `cache.targeted`), none of them
+    /// in `refused` (lower case).
+    pub(super) fn field_names(
+        &mut self,
+        f: &Field<'a, '_>,
+        refused: &[&str],
+    ) -> Option<Vec<HeaderName>> {
         let mut seen: Vec<HeaderName> = Vec::new();
         self.each(f, "an array of header field names", |r, e| {
             let s = r.string(e)?;
             let name = match HeaderName::from_bytes(s.as_bytes()) {
+                Ok(n) if refused.contains(&n.as_str()) => {
+                    Err(format!("field {s:?} cannot be listed here"))
+                }
                 Ok(n) if seen.contains(&n) => Err(format!("field {s:?} is listed twice")),
                 Ok(n) => {
                     seen.push(n.clone());

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use http::HeaderName;
 use toml_edit::{TableLike, Value};
 
 use super::addr::{check_port, parse_advertise, parse_parent_proxy, parse_seed, parse_socket_addr};
@@ -34,7 +35,8 @@ pub(super) const PROXY_KEYS: &[&str] = &[
     "tunnel_idle_timeout",
     "pac_direct",
 ];
-pub(super) const CACHE_KEYS: &[&str] = &["dir", "max_size", "max_object_size", "sendfile"];
+pub(super) const CACHE_KEYS: &[&str] =
+    &["dir", "max_size", "max_object_size", "sendfile", "targeted"];
 pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
 pub(super) const MIRROR_KEYS: &[&str] =
     &["prefix", "upstream", "redirect_to_peers", "npm_tarballs"];
@@ -68,6 +70,7 @@ pub(super) struct Raw<'a> {
     pub(super) cache_max_size: Slot<'a, u64>,
     pub(super) cache_max_object_size: Slot<'a, u64>,
     pub(super) cache_sendfile: Slot<'a, bool>,
+    pub(super) cache_targeted: Slot<'a, Vec<HeaderName>>,
     pub(super) upstream_proxy: Slot<'a, Option<ParentProxy>>,
     pub(super) upstream_connect_timeout: Slot<'a, Duration>,
     pub(super) upstream_read_timeout: Slot<'a, Duration>,
@@ -161,6 +164,10 @@ impl<'a, 'p> Reader<'a, 'p> {
             "max_size" => raw.cache_max_size.put(self.size(f), loc),
             "max_object_size" => raw.cache_max_object_size.put(self.size(f), loc),
             "sendfile" => raw.cache_sendfile.put(self.boolean(f), loc),
+            "targeted" => {
+                let names = self.field_names(f, &["cache-control", "expires"]);
+                raw.cache_targeted.put(names, loc);
+            }
             _ => return false,
         }
         true

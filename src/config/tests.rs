@@ -45,6 +45,7 @@ fn documented() -> Config {
             max_size: 10 * GIB,
             max_object_size: 4 * GIB,
             sendfile: true,
+            targeted: vec![HeaderName::from_static("cdn-cache-control")],
         },
         upstream: Upstream {
             proxy: None,
@@ -214,6 +215,11 @@ fn valid_values() {
             |c| c.cache.max_size == 1 << 40 && c.cache.max_object_size == 10_000_000_000,
         ),
         ("[cache]\nsendfile = false", |c| !c.cache.sendfile),
+        ("[cache]\ntargeted = []", |c| c.cache.targeted.is_empty()),
+        (
+            "[cache]\ntargeted = [\"Peercache-Cache-Control\", \"CDN-Cache-Control\"]",
+            |c| c.cache.targeted == ["peercache-cache-control", "cdn-cache-control"],
+        ),
         ("[cache]\nmax_size = 0\nmax_object_size = 0", |c| {
             c.cache.max_size == 0
         }),
@@ -417,6 +423,12 @@ fn each_bad_value_names_its_line_and_key() {
         ("[cache]\nmax_size = 1.5", 2, "cache.max_size", "expected a size (integer bytes or a string like \"10GiB\"), found float"),
         ("[cache]\nmax_size = \"99999999TiB\"", 2, "cache.max_size", "too large"),
         ("[cache]\nsendfile = \"on\"", 2, "cache.sendfile", "expected a boolean"),
+        ("[cache]\ntargeted = \"CDN-Cache-Control\"", 2, "cache.targeted", "expected an array of header field names, found string"),
+        ("[cache]\ntargeted = [\n\"CDN-Cache-Control\",\n\"bad name\"]", 4, "cache.targeted[1]", "invalid header field name \"bad name\""),
+        ("[cache]\ntargeted = [\"CDN-Cache-Control\", \"cdn-cache-control\"]", 2, "cache.targeted[1]", "field \"cdn-cache-control\" is listed twice"),
+        ("[cache]\ntargeted = [\"Cache-Control\"]", 2, "cache.targeted[0]", "field \"Cache-Control\" cannot be listed here"),
+        ("[cache]\ntargeted = [\"x-a\", \"EXPIRES\"]", 2, "cache.targeted[1]", "field \"EXPIRES\" cannot be listed here"),
+        ("[cache]\ntargeted = [1]", 2, "cache.targeted[0]", "expected a string, found integer"),
         ("[cache]\nmax_object_size = \"20GiB\"", 2, "cache.max_object_size", "20GiB exceeds cache.max_size (10GiB)"),
         ("[cache]\nmax_size = \"1GiB\"", 2, "cache.max_size", "1GiB is less than cache.max_object_size (4GiB)"),
         ("[cache]\nmax_size = \"1GiB\"\nmax_object_size = \"2GiB\"", 3, "cache.max_object_size", "exceeds cache.max_size (1GiB)"),
@@ -594,7 +606,7 @@ redirect = true
         [
             format!("peercache.toml:1: typo_at_root: unknown key (expected one of: {all})"),
             "peercache.toml:3: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct)".into(),
-            "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size, sendfile)".into(),
+            "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size, sendfile, targeted)".into(),
             "peercache.toml:7: upstream.parent: unknown key (expected one of: proxy, connect_timeout, read_timeout, ca_file)".into(),
             "peercache.toml:9: peers.enable: unknown key (expected one of: enabled, listen, advertise, seeds, site, key_file, max_uploads, connect_timeout, discover)".into(),
             "peercache.toml:11: log.levle: unknown key (expected one of: level, access)".into(),

@@ -42,8 +42,12 @@ pub enum Fetched {
     Filling(Arc<Head>),
     /// A 304 answered our conditional request: the stored entry is fresh again.
     Freshened(Arc<Entry>),
-    /// A response that is not stored: pass it through.
-    Direct(Response<Incoming>),
+    /// A response that is not stored, and why (a `NotStorable` reason, `too-big`,
+    /// `vary-unusable` or `no-temp-file`): pass it through.
+    Direct {
+        resp: Response<Incoming>,
+        why: &'static str,
+    },
 }
 
 /// Shared upstream machinery.
@@ -117,8 +121,11 @@ impl Fetcher {
             .await
     }
 
-    /// The origin request of a fill: the client's end-to-end fields without its preconditions
-    /// and Range, plus the validators of `validators_of` (a stored head) when given.
+    /// The origin request of a fill: the client's end-to-end fields without Range and its
+    /// preconditions, plus the validators of `validators_of` (a stored head) when given. With
+    /// nothing stored to revalidate, the client's own `If-None-Match` and `If-Modified-Since`
+    /// go along: the origin's 304 answers the client (and is not stored), its 200 is stored as
+    /// usual.
     pub async fn ask_origin(
         &self,
         uri: &Uri,
@@ -127,8 +134,11 @@ impl Fetcher {
         validators_of: Option<&HeaderMap>,
     ) -> Result<(Response<Incoming>, SystemTime), Error> {
         let mut h = client_headers.clone();
+        let clients_validators = [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE];
         for name in FILL_DROPS {
-            h.remove(name);
+            if validators_of.is_some() || !clients_validators.contains(&name) {
+                h.remove(name);
+            }
         }
         if let Some(stored) = validators_of {
             for (name, value) in policy::validators(stored).iter() {
@@ -187,22 +197,30 @@ impl Fetcher {
             &parts.headers,
             treat.heuristic,
         );
-        if let Storability::NotStorable(why) = storability {
+        let not_stored = match storability {
+            Storability::NotStorable(why) => Some(why.as_str()),
+            Storability::Storable if len.is_some_and(|n| n > self.max_object_size) => {
+                Some("too-big")
+            }
+            Storability::Storable => None,
+        };
+        if let Some(why) = not_stored {
             tracing::debug!(key, "not stored: {why}");
         }
-        let storable =
-            storability == Storability::Storable && len.is_none_or(|n| n <= self.max_object_size);
         let variant = Variant::of_request(&treat.vary(&parts.headers), client_headers);
-        let temp = if storable {
-            self.temp_file().await
-        } else {
-            None
+        // A Vary this cache cannot evaluate (a member that is no field name) selects nothing.
+        let not_stored = not_stored.or(variant.is_none().then_some("vary-unusable"));
+        let temp = match not_stored {
+            None => self.temp_file().await,
+            Some(_) => None,
         };
         let (Some(variant), Some(temp)) = (variant, temp) else {
             permit.finish(Outcome::NotShared);
-            return Ok(Fetched::Direct(Response::from_parts(parts, incoming)));
+            let why = not_stored.unwrap_or("no-temp-file");
+            let resp = Response::from_parts(parts, incoming);
+            return Ok(Fetched::Direct { resp, why });
         };
-        let shareable = policy::shareable(client_headers, &parts.headers);
+        let shareable = policy::shareable(client_headers, &parts.headers, treat.heuristic);
         let head = Head {
             status: parts.status,
             headers: parts.headers,
@@ -273,13 +291,9 @@ impl Fetcher {
             fallbacks: start.fallbacks,
             on_commit,
         };
-        let peers = self.peers.clone();
-        let key = start.key.to_owned();
         tokio::spawn(async move {
             let end = writer::run(job, feed).await;
-            if let Some(p) = peers {
-                p.fill_ended(&key, &end);
-            }
+            tracing::debug!(?end, "fill ended");
         });
         head
     }

@@ -148,6 +148,24 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
+/// Told each interim (1xx) response an origin sends before its final response: status and
+/// header fields, never stored.
+pub type OnInterim = Arc<dyn Fn(http::StatusCode, &http::HeaderMap) + Send + Sync>;
+
+tokio::task_local! {
+    static ON_INTERIM: OnInterim;
+}
+
+/// Runs `fut` with `hook` told the 1xx responses to the origin requests it sends itself: the
+/// hook is task-local, so requests sent from tasks it spawns (background revalidation, a
+/// fill's resumption) never reach it.
+pub async fn relaying_interim<F: Future>(hook: Option<OnInterim>, fut: F) -> F::Output {
+    match hook {
+        Some(hook) => ON_INTERIM.scope(hook, fut).await,
+        None => fut.await,
+    }
+}
+
 /// The client all upstream requests go through.
 #[derive(Clone)]
 pub struct Origin {
@@ -181,8 +199,12 @@ impl Origin {
         self.read_timeout
     }
 
-    /// Sends `req` (absolute URI, end-to-end headers, `Host` set) and waits for the response head.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, Error> {
+    /// Sends `req` (absolute URI, end-to-end headers, `Host` set) and waits for the response head;
+    /// its 1xx responses go to the hook of [`relaying_interim`], if any.
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, Error> {
+        if let Ok(hook) = ON_INTERIM.try_with(Arc::clone) {
+            hyper::ext::on_informational(&mut req, move |r| hook(r.status(), r.headers()));
+        }
         let target = req.uri().to_string();
         let deadline = self.connect_timeout + self.read_timeout;
         match tokio::time::timeout(deadline, self.client.request(req)).await {

@@ -22,6 +22,7 @@ use crate::fetch::{Fetched, Fetcher, Start};
 use crate::front::headers;
 use crate::metrics::Source as BodySource;
 use crate::peer::client::fill_path;
+use crate::peer::select::{self, Fault};
 use crate::peer::transfer::EntryHead;
 use crate::peer::wire::KeyHash;
 use crate::peer::{key_hash, pieces, Peers, Source};
@@ -34,8 +35,13 @@ const MAX_TRIES: usize = 3;
 
 /// What the group did for a miss.
 pub enum FromPeers {
-    /// A peer copy is streaming into our fill (`revalidated`: the origin confirmed it first).
-    Peer { head: Arc<Head>, revalidated: bool },
+    /// A peer copy from `node` is streaming into our fill (`revalidated`: the origin confirmed
+    /// it first).
+    Peer {
+        head: Arc<Head>,
+        revalidated: bool,
+        node: crate::peer::wire::NodeId,
+    },
     /// Asking the origin to revalidate a stale peer copy got a new response instead.
     Origin(Fetched),
     /// Nobody could help: lead from the origin with this permit.
@@ -52,7 +58,11 @@ pub struct Want<'a> {
 
 impl Fetcher {
     /// Tries the peer group for `want` before the origin.
-    pub async fn via_peers(&self, permit: FillPermit, want: &Want<'_>) -> Result<FromPeers, Error> {
+    pub async fn via_peers(
+        &self,
+        mut permit: FillPermit,
+        want: &Want<'_>,
+    ) -> Result<FromPeers, Error> {
         let Some(peers) = self.peers.clone() else {
             return Ok(FromPeers::NotHere(permit));
         };
@@ -62,8 +72,10 @@ impl Fetcher {
         let kh = key_hash(want.key);
         let mut sources = peers.sources(&kh, None);
         if sources.is_empty() {
-            // Cold: claim it, and follow a competing claim from a lower id seen meanwhile.
-            peers.advertise_in_flight(want.key);
+            // Cold: claim it, and follow a competing claim from a lower id seen meanwhile. The
+            // permit holds the claim: it is withdrawn when the fill ends, or now if this request
+            // is cancelled during the window.
+            permit.hold(peers.claim(want.key));
             tokio::time::sleep(peers.claim_window).await;
             sources = peers.sources(&kh, Some(peers.id));
             if sources.is_empty() {
@@ -71,22 +83,36 @@ impl Fetcher {
             }
         }
         let mut permit = Some(permit);
-        for (i, src) in sources.iter().take(MAX_TRIES).enumerate() {
-            match self
-                .try_peer(&peers, &mut permit, src, &sources[i + 1..], &kh, want)
-                .await
-            {
-                Ok(found) => return Ok(found),
-                Err(e) => {
-                    tracing::info!(node = %src.node, key = want.key, "peer copy not used: {e}");
-                    if e.side == Side::Peer {
-                        peers.penalise(src.node);
+        // Holders that no longer have it: skipped for the rest of this request.
+        let mut gone = Vec::new();
+        for round in 0.. {
+            let mut busy = false;
+            for (i, src) in sources.iter().take(MAX_TRIES).enumerate() {
+                match self
+                    .try_peer(&peers, &mut permit, src, &sources[i + 1..], &kh, want)
+                    .await
+                {
+                    Ok(found) => return Ok(found),
+                    Err(e) => {
+                        tracing::info!(node = %src.node, key = want.key, "peer copy not used: {e}");
+                        match peers.failed(src.node, &e) {
+                            Some(Fault::Busy) => busy = true,
+                            Some(Fault::Gone) => gone.push(src.node),
+                            Some(Fault::Bad) | None => {}
+                        }
                     }
                 }
+                if permit.is_none() {
+                    break;
+                }
             }
-            if permit.is_none() {
+            // Busy holders are asked again after a short wait (others first), before the origin.
+            let Some(wait) = select::busy_retry(round).filter(|_| busy && permit.is_some()) else {
                 break;
-            }
+            };
+            tokio::time::sleep(wait).await;
+            sources = peers.sources(&kh, Some(peers.id));
+            sources.retain(|s| !gone.contains(&s.node));
         }
         match permit {
             Some(p) => Ok(FromPeers::NotHere(p)),
@@ -104,7 +130,7 @@ impl Fetcher {
         want: &Want<'_>,
     ) -> Result<FromPeers, Error> {
         let asked = tokio::time::Instant::now();
-        let reply = peers.client.entries(src.addr, kh).await?;
+        let reply = peers.client.entries(src.node, src.addr, kh).await?;
         peers.observe_rtt(src.node, asked.elapsed());
         // The same rules as for our own copies: a peer's copy is judged as if we held it.
         let treat = self.rules.treat(want.key);
@@ -172,7 +198,10 @@ impl Fetcher {
                 pieces::checked_start(verified, PEER_STALL).await?
             }
             _ => {
-                let resp = peers.client.body(src.addr, &fill_path(kh), 0).await?;
+                let resp = peers
+                    .client
+                    .body(src.node, src.addr, &fill_path(kh), 0)
+                    .await?;
                 let (node, counter) = (src.node, peers.clone());
                 body::observed(resp.into_body().map_err(Into::into).boxed(), move |n, _| {
                     counter.count_download(node, n)
@@ -200,8 +229,8 @@ impl Fetcher {
         if let Some(r) = OriginResume::new(self, want, &stored_headers) {
             fallbacks.push(Box::new(r));
         }
-        let permit = permit.take().ok_or_else(|| Error::internal("no permit"))?;
-        peers.advertise_in_flight(want.key);
+        let mut permit = permit.take().ok_or_else(|| Error::internal("no permit"))?;
+        permit.hold(peers.claim(want.key));
         let head = Head {
             status,
             headers: stored_headers,
@@ -227,7 +256,11 @@ impl Fetcher {
             fallbacks,
         };
         let head = self.start_fill(permit, temp, start, feed);
-        Ok(FromPeers::Peer { head, revalidated })
+        Ok(FromPeers::Peer {
+            head,
+            revalidated,
+            node: src.node,
+        })
     }
 }
 
@@ -262,7 +295,9 @@ impl Resume for PeerResume {
                 .failovers
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let body = pieces::fetch(&self.peers, &self.src, self.hash, self.len, offset).await;
-            let body = body.inspect_err(|_| self.peers.penalise(self.src.node))?;
+            let body = body.inspect_err(|e| {
+                self.peers.failed(self.src.node, e);
+            })?;
             Ok(Feed {
                 body,
                 read_timeout: PEER_STALL,

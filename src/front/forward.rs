@@ -1,26 +1,31 @@
 //! The cache flow of a proxied request: look up, decide by RFC 9111, answer from the store, join
-//! or lead a fill, revalidate, or pass an uncacheable exchange through; then invalidate after
-//! unsafe methods. Owns no state; everything lives in `App`.
+//! or lead a fill, revalidate (serving stale when that fails and may), or pass an uncacheable
+//! exchange through; then invalidate after unsafe methods. Every proxied answer leaves with its
+//! `Cache-Status` member and without the fields of the target list. Owns no state; everything
+//! lives in `App`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::body::{self, Body};
 use crate::cache::cache_control::CacheControl;
-use crate::cache::inflight::{Inflight, Join, Outcome};
+use crate::cache::inflight::{Head, Inflight, Join, Outcome};
 use crate::cache::key::{CacheKey, Variant};
-use crate::cache::policy::{self, Heuristic, Reuse, Stored};
+use crate::cache::policy::{self, Failure, Freshness, Heuristic, NotStorable, Reuse, Stored};
 use crate::cache::rules::Treatment;
 use crate::cache::store::Entry;
-use crate::error::{Error, Kind};
+use crate::error::{Error, Kind, Side};
+use crate::fetch::origin::relaying_interim;
 use crate::fetch::peer::{FromPeers, Want};
 use crate::fetch::Fetched;
 use crate::front::answer;
+use crate::front::cache_status::{CacheStatusField, Fwd};
+use crate::front::interim::Interim;
 use crate::front::relink::Relink;
 use crate::metrics::{CacheStatus, Source};
 
@@ -36,6 +41,8 @@ pub struct Ask<'a> {
     pub target: &'a Uri,
     pub headers: &'a HeaderMap,
     pub version: http::Version,
+    /// How the rules treat this key (heuristic, target list, key fields).
+    pub treat: Treatment<'a>,
     /// The client connection's file job, when it can send stored bodies with `sendfile`.
     pub sendfile: Option<&'a crate::sendfile::Slot>,
     /// A mirror request's link rewriting, when its answer may be an index page.
@@ -46,6 +53,9 @@ pub struct Ask<'a> {
 /// client connection's file job, if it has one. With `relink` (a mirror request), an index page
 /// goes out with its links rewritten, whichever source answered: the one place where outgoing
 /// bodies are transformed.
+///
+/// An HTTP/1.1 client also gets the 1xx responses of the origin requests made for it (see
+/// `interim`): they are written before this returns its answer, or its error.
 pub async fn handle(
     app: &Arc<App>,
     req: Request<Incoming>,
@@ -53,9 +63,39 @@ pub async fn handle(
     sendfile: Option<&crate::sendfile::Slot>,
     relink: Option<&Relink>,
 ) -> Result<Answer, Error> {
+    let interim = req
+        .extensions()
+        .get::<Interim>()
+        .filter(|_| req.version() == http::Version::HTTP_11)
+        .cloned();
+    let window = interim.as_ref().map(Interim::open);
+    let hook = window.as_ref().map(|w| w.hook(app.metrics.clone()));
+    let answer = relaying_interim(hook, proxied(app, req, target, sendfile, relink)).await;
+    drop(window);
+    if let Some(i) = interim {
+        i.drained().await;
+    }
+    answer
+}
+
+/// [`handle`] without the interim responses.
+async fn proxied(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    target: Uri,
+    sendfile: Option<&crate::sendfile::Slot>,
+    relink: Option<&Relink>,
+) -> Result<Answer, Error> {
+    let mut trace = CacheStatusField::default();
     let cacheable_method = req.method() == Method::GET || req.method() == Method::HEAD;
     let Some(key) = CacheKey::from_uri(&target).filter(|_| cacheable_method) else {
-        return pass_through(app, req, &target).await;
+        trace.fwd = Some(if cacheable_method {
+            Fwd::Bypass
+        } else {
+            Fwd::Method
+        });
+        let answer = pass_through(app, req, &target, &mut trace).await?;
+        return Ok(finish(app, answer, &trace));
     };
     let (mut parts, _body) = req.into_parts();
     if let Some(r) = relink {
@@ -66,63 +106,132 @@ pub async fn handle(
         target: &target,
         headers: &parts.headers,
         version: parts.version,
+        treat: app.rules.treat(key.as_str()),
         sendfile,
         relink,
     };
-    let (resp, status) = cached(app, &ask, key.as_str()).await?;
+    let (resp, status) = cached(app, &ask, key.as_str(), &mut trace).await?;
     let resp = match relink {
         Some(r) => r.finish(ask.method, resp).await,
         None => resp,
     };
-    Ok((resp, status))
+    Ok(finish(app, (resp, status), &trace))
+}
+
+/// The last touch on every proxied answer: the fields of the target list (RFC 9213) never
+/// leave, and this cache's `Cache-Status` member is appended after any from upstream (RFC 9211
+/// §2: the member closest to the user comes last).
+fn finish(app: &App, (mut resp, status): Answer, trace: &CacheStatusField) -> Answer {
+    let headers = resp.headers_mut();
+    for name in app.rules.targets() {
+        headers.remove(name);
+    }
+    if let Ok(v) = HeaderValue::from_str(&trace.member(resp.status())) {
+        resp.headers_mut().append("cache-status", v);
+    }
+    (resp, status)
+}
+
+/// What the store holds for a request (RFC 9111 §4.1).
+enum Lookup {
+    /// Nothing for the URI.
+    Missing,
+    /// Responses for the URI, none selected by this request.
+    OtherVariants,
+    Found(Arc<Entry>),
 }
 
 /// Picks the stored variant matching the request's `Vary`-named fields and the key fields of
 /// the URL's rule (RFC 9111 §4.1).
-async fn select(
-    app: &App,
-    key: &str,
-    treat: &Treatment<'_>,
-    req: &HeaderMap,
-) -> Option<Arc<Entry>> {
-    let variants = app.store.lookup(key).await?;
-    variants
-        .entries
-        .iter()
-        .find(|e| {
-            // Nothing to select by (no Vary, no key fields): it matches every request.
-            (e.variant.as_str().is_empty() && treat.key_fields.is_empty())
-                || Variant::of_request(&treat.vary(&e.headers()), req).as_ref() == Some(&e.variant)
-        })
-        .cloned()
+async fn lookup(app: &App, key: &str, treat: &Treatment<'_>, req: &HeaderMap) -> Lookup {
+    let Some(variants) = app.store.lookup(key).await else {
+        return Lookup::Missing;
+    };
+    let found = variants.entries.iter().find(|e| {
+        // Nothing to select by (no Vary, no key fields): it matches every request.
+        (e.variant.as_str().is_empty() && treat.key_fields.is_empty())
+            || Variant::of_request(&treat.vary(&e.headers()), req).as_ref() == Some(&e.variant)
+    });
+    match found {
+        Some(e) => Lookup::Found(e.clone()),
+        None if variants.entries.is_empty() => Lookup::Missing,
+        None => Lookup::OtherVariants,
+    }
 }
 
-async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Error> {
+/// Remaining freshness in whole seconds, negative when stale (RFC 9211 §2.4 `ttl`).
+fn ttl(stored: &Stored<'_>, now: SystemTime, h: Heuristic<'_>) -> i64 {
+    let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    match stored.freshness(now, h) {
+        Freshness::Fresh { ttl } => secs(ttl),
+        Freshness::Stale { by } => -secs(by),
+    }
+}
+
+/// `ttl` of a fill's head or a stored entry, right now.
+fn ttl_of(
+    status: StatusCode,
+    headers: &HeaderMap,
+    timing: policy::Timing,
+    h: Heuristic<'_>,
+) -> i64 {
+    let stored = Stored {
+        status,
+        headers,
+        timing,
+    };
+    ttl(&stored, SystemTime::now(), h)
+}
+
+async fn cached(
+    app: &Arc<App>,
+    ask: &Ask<'_>,
+    key: &str,
+    trace: &mut CacheStatusField,
+) -> Result<Answer, Error> {
     let req_cc = CacheControl::from_request(ask.headers);
     let now = SystemTime::now();
-    let treat = app.rules.treat(key);
-    let h = treat.heuristic;
+    let h = ask.treat.heuristic;
     let mut stale = None;
-    if let Some(entry) = select(app, key, &treat, ask.headers).await {
-        let headers = entry.headers();
-        let stored = Stored {
-            status: entry.status,
-            headers: &headers,
-            timing: entry.timing,
-        };
-        match policy::reuse(&stored, &req_cc, now, h) {
-            Reuse::Fresh | Reuse::StaleAllowed => {
-                if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
-                    return Ok(a);
+    match lookup(app, key, &ask.treat, ask.headers).await {
+        Lookup::Missing => trace.fwd = Some(Fwd::UriMiss),
+        Lookup::OtherVariants => trace.fwd = Some(Fwd::VaryMiss),
+        Lookup::Found(entry) => {
+            let headers = entry.headers();
+            let stored = Stored {
+                status: entry.status,
+                headers: &headers,
+                timing: entry.timing,
+            };
+            trace.ttl = Some(ttl(&stored, now, h));
+            match policy::reuse(&stored, &req_cc, now, h) {
+                Reuse::Fresh | Reuse::StaleAllowed => {
+                    if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
+                        trace.hit = true;
+                        return Ok(a);
+                    }
+                    *trace = unreadable();
+                }
+                Reuse::StaleWhileRevalidate => {
+                    if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
+                        trace.hit = true;
+                        trace.detail = Some("stale-while-revalidate");
+                        revalidate_in_background(app, ask, key, entry);
+                        return Ok(a);
+                    }
+                    *trace = unreadable();
+                }
+                Reuse::Revalidate => {
+                    // Fresh, and reusable but for the request's directives: `fwd=request`.
+                    let by_request = matches!(stored.freshness(now, h), Freshness::Fresh { .. })
+                        && policy::reuse(&stored, &CacheControl::default(), now, h) == Reuse::Fresh;
+                    trace.fwd = Some(if by_request { Fwd::Request } else { Fwd::Stale });
+                    if policy::validators(&headers).is_empty() {
+                        trace.detail = Some("stale-without-validators");
+                    }
+                    stale = Some(entry);
                 }
             }
-            Reuse::StaleWhileRevalidate => {
-                if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
-                    revalidate_in_background(app, ask, key, entry);
-                    return Ok(a);
-                }
-            }
-            Reuse::Revalidate => stale = Some(entry),
         }
     }
     if req_cc.only_if_cached {
@@ -132,39 +241,45 @@ async fn cached(app: &Arc<App>, ask: &Ask<'_>, key: &str) -> Result<Answer, Erro
         ));
     }
     if ask.method == Method::HEAD && stale.is_none() {
-        return head_through(app, ask).await;
+        return head_through(app, ask, trace).await;
     }
-    let result = fetch(app, ask, key, &treat, stale.as_ref()).await;
-    match (result, stale) {
-        (Ok((resp, status)), Some(entry))
-            if resp.status().is_server_error() && may_serve_stale(&entry, &req_cc, h) =>
-        {
-            tracing::info!(%key, status = %resp.status(), "origin error; serving stale (stale-if-error)");
-            drop((resp, status));
-            Ok(stale_answer(app, ask, &entry).await?)
+    let result = fetch(app, ask, key, stale.as_ref(), trace).await;
+    let Some(entry) = stale else {
+        return result;
+    };
+    // RFC 9111 §4.2.4: what a failed revalidation gets, decided in one place.
+    let failure = match &result {
+        Ok((resp, _)) if resp.status().is_server_error() => {
+            Some((Failure::ServerError, "origin-server-error"))
         }
-        (Err(e), Some(entry))
-            if e.side != crate::error::Side::Downstream && may_serve_stale(&entry, &req_cc, h) =>
-        {
-            tracing::info!(%key, "origin failed ({e}); serving stale (stale-if-error)");
-            Ok(stale_answer(app, ask, &entry).await?)
+        Err(e) if e.side == Side::Upstream && unreachable(e.kind) => {
+            Some((Failure::Unreachable, e.kind.as_str()))
         }
-        (r, _) => r,
-    }
-}
-
-fn may_serve_stale(entry: &Entry, req_cc: &CacheControl, h: Heuristic) -> bool {
+        Err(e) if e.side != Side::Downstream => Some((Failure::ServerError, e.kind.as_str())),
+        _ => None,
+    };
+    let Some((failure, why)) = failure else {
+        return result;
+    };
     let headers = entry.headers();
     let stored = Stored {
         status: entry.status,
         headers: &headers,
         timing: entry.timing,
     };
-    policy::stale_if_error(&stored, req_cc, SystemTime::now(), h)
-}
-
-async fn stale_answer(app: &Arc<App>, ask: &Ask<'_>, entry: &Arc<Entry>) -> Result<Answer, Error> {
-    from_store(app, ask, entry, entry.headers(), CacheStatus::Hit)
+    let now = SystemTime::now();
+    if !policy::serve_stale_on_error(&stored, &req_cc, now, h, failure) {
+        return result;
+    }
+    tracing::info!(%key, why, "revalidation failed; serving the stored response stale");
+    *trace = CacheStatusField {
+        hit: true,
+        ttl: Some(ttl(&stored, now, h)),
+        detail: Some(why),
+        ..CacheStatusField::default()
+    };
+    drop(result);
+    from_store(app, ask, &entry, headers, CacheStatus::Hit)
         .await
         .ok_or_else(|| {
             Error::upstream(
@@ -172,6 +287,28 @@ async fn stale_answer(app: &Arc<App>, ask: &Ask<'_>, entry: &Arc<Entry>) -> Resu
                 "origin failed and the stale copy is unreadable",
             )
         })
+}
+
+/// Error kinds that mean no response came from the origin: the cache is disconnected (RFC
+/// 9111 §4.2.4): refused, closed or timed out, or no trustworthy TLS session.
+fn unreachable(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::ConnectFailed
+            | Kind::ConnectTimeout
+            | Kind::ResponseTimeout
+            | Kind::UpstreamProtocol
+            | Kind::Tls
+    )
+}
+
+/// The trace of a request whose fresh stored copy turned out unreadable: it goes on as a miss.
+fn unreadable() -> CacheStatusField {
+    CacheStatusField {
+        fwd: Some(Fwd::UriMiss),
+        detail: Some("stored-body-unreadable"),
+        ..CacheStatusField::default()
+    }
 }
 
 /// Answers from `entry`; `stored` are its header fields, unpacked once per request.
@@ -203,42 +340,57 @@ async fn fetch(
     app: &Arc<App>,
     ask: &Ask<'_>,
     key: &str,
-    treat: &Treatment<'_>,
     stale: Option<&Arc<Entry>>,
+    trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
+    let h = ask.treat.heuristic;
     for _ in 0..MAX_JOINS {
         match app.inflight.join(key) {
             Join::Leader(permit) => {
                 if stale.is_none() {
                     // A fill may have been committed between our lookup and our join.
-                    if let Some(entry) = select(app, key, treat, ask.headers).await {
+                    if let Lookup::Found(entry) = lookup(app, key, &ask.treat, ask.headers).await {
                         drop(permit);
+                        let headers = entry.headers();
+                        let t = ttl_of(entry.status, &headers, entry.timing, h);
                         if let Some(a) =
-                            from_store(app, ask, &entry, entry.headers(), CacheStatus::Hit).await
+                            from_store(app, ask, &entry, headers, CacheStatus::Hit).await
                         {
+                            *trace = CacheStatusField {
+                                hit: true,
+                                ttl: Some(t),
+                                ..CacheStatusField::default()
+                            };
                             return Ok(a);
                         }
                         continue;
                     }
                 }
                 if stale.is_none() {
-                    return via_peers_then_origin(app, ask, key, permit).await;
+                    return via_peers_then_origin(app, ask, key, permit, trace).await;
                 }
-                return lead(app, ask, key, permit, stale).await;
+                return lead(app, ask, key, permit, stale, trace).await;
             }
             Join::Follower(fill) => match fill.head().await {
                 Ok(head) => {
-                    let vary = treat.vary(&head.headers);
+                    let vary = ask.treat.vary(&head.headers);
                     if Variant::of_request(&vary, ask.headers).as_ref() != Some(&head.variant) {
                         break; // another variant: fetch our own
                     }
+                    trace.collapsed = true;
+                    filling(trace, &head, h);
                     let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, ask.relink);
                     return Ok((resp, Some(CacheStatus::Collapsed)));
                 }
                 Err(Outcome::Freshened(entry)) => {
+                    let headers = entry.headers();
+                    let t = ttl_of(entry.status, &headers, entry.timing, h);
                     if let Some(a) =
-                        from_store(app, ask, &entry, entry.headers(), CacheStatus::Collapsed).await
+                        from_store(app, ask, &entry, headers, CacheStatus::Collapsed).await
                     {
+                        trace.collapsed = true;
+                        trace.fwd_status = Some(StatusCode::NOT_MODIFIED);
+                        trace.ttl = Some(t);
                         return Ok(a);
                     }
                 }
@@ -248,7 +400,14 @@ async fn fetch(
             },
         }
     }
-    lead(app, ask, key, Inflight::solo(), stale).await
+    lead(app, ask, key, Inflight::solo(), stale, trace).await
+}
+
+/// Records a fill being stored: the next hop's status and the head's freshness.
+fn filling(trace: &mut CacheStatusField, head: &Head, h: Heuristic<'_>) {
+    trace.stored = true;
+    trace.fwd_status = Some(head.status);
+    trace.ttl = Some(ttl_of(head.status, &head.headers, head.timing, h));
 }
 
 async fn lead(
@@ -257,13 +416,14 @@ async fn lead(
     key: &str,
     permit: crate::cache::inflight::FillPermit,
     stale: Option<&Arc<Entry>>,
+    trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
     let fill = permit.fill().clone();
     let fetched = app
         .fetcher
         .lead(permit, key, ask.target, ask.headers, ask.version, stale)
         .await?;
-    answer_fetched(app, ask, &fill, fetched).await
+    answer_fetched(app, ask, &fill, fetched, trace).await
 }
 
 /// The client's answer to what a fill's leader got from the origin.
@@ -272,18 +432,30 @@ async fn answer_fetched(
     ask: &Ask<'_>,
     fill: &Arc<crate::cache::inflight::Fill>,
     fetched: Fetched,
+    trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
+    let h = ask.treat.heuristic;
     match fetched {
         Fetched::Filling(head) => {
+            filling(trace, &head, h);
             let resp = answer::from_fill(ask.method, ask.headers, fill, &head, ask.relink);
             Ok((resp, Some(CacheStatus::Miss)))
         }
         Fetched::Freshened(entry) => {
-            from_store(app, ask, &entry, entry.headers(), CacheStatus::Revalidated)
+            let headers = entry.headers();
+            trace.fwd_status = Some(StatusCode::NOT_MODIFIED);
+            trace.ttl = Some(ttl_of(entry.status, &headers, entry.timing, h));
+            trace.detail = None;
+            from_store(app, ask, &entry, headers, CacheStatus::Revalidated)
                 .await
                 .ok_or_else(|| Error::storage("freshened entry unreadable"))
         }
-        Fetched::Direct(resp) => Ok((relay(app, resp), Some(CacheStatus::Miss))),
+        Fetched::Direct { resp, why } => {
+            trace.fwd_status = Some(resp.status());
+            trace.ttl = None;
+            trace.detail = Some(why);
+            Ok((relay(app, ask.method, resp), Some(CacheStatus::Miss)))
+        }
     }
 }
 
@@ -293,6 +465,7 @@ async fn via_peers_then_origin(
     ask: &Ask<'_>,
     key: &str,
     permit: crate::cache::inflight::FillPermit,
+    trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
     let fill = permit.fill().clone();
     let want = Want {
@@ -302,18 +475,22 @@ async fn via_peers_then_origin(
         version: ask.version,
     };
     match app.fetcher.via_peers(permit, &want).await? {
-        FromPeers::Peer { head, .. } => {
+        FromPeers::Peer {
+            head,
+            revalidated,
+            node,
+        } => {
+            filling(trace, &head, ask.treat.heuristic);
+            trace.peer = Some(node.to_string());
+            if revalidated {
+                trace.fwd_status = Some(StatusCode::NOT_MODIFIED);
+            }
             let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, ask.relink);
             Ok((resp, Some(CacheStatus::Peer)))
         }
-        FromPeers::Origin(fetched) => answer_fetched(app, ask, &fill, fetched).await,
-        FromPeers::NotHere(permit) => {
-            let answer = lead(app, ask, key, permit, None).await;
-            if let Some(p) = &app.peers {
-                p.withdraw(key); // a no-op while the fill runs or once it is stored
-            }
-            answer
-        }
+        FromPeers::Origin(fetched) => answer_fetched(app, ask, &fill, fetched, trace).await,
+        // A claim made on the way is held by the permit: it ends with the fill.
+        FromPeers::NotHere(permit) => lead(app, ask, key, permit, None, trace).await,
     }
 }
 
@@ -336,7 +513,11 @@ fn revalidate_in_background(app: &Arc<App>, ask: &Ask<'_>, key: &str, entry: Arc
 }
 
 /// HEAD without a stored GET: ask upstream with HEAD, store nothing.
-async fn head_through(app: &Arc<App>, ask: &Ask<'_>) -> Result<Answer, Error> {
+async fn head_through(
+    app: &Arc<App>,
+    ask: &Ask<'_>,
+    trace: &mut CacheStatusField,
+) -> Result<Answer, Error> {
     let req = app.fetcher.upstream_request(
         Method::HEAD,
         ask.target,
@@ -346,7 +527,9 @@ async fn head_through(app: &Arc<App>, ask: &Ask<'_>) -> Result<Answer, Error> {
     )?;
     crate::metrics::Metrics::inc(&app.metrics.origin_requests);
     let resp = app.fetcher.origin.send(req).await?;
-    Ok((relay(app, resp), Some(CacheStatus::Miss)))
+    trace.fwd_status = Some(resp.status());
+    trace.detail = Some(NotStorable::Method.as_str());
+    Ok((relay(app, ask.method, resp), Some(CacheStatus::Miss)))
 }
 
 /// Any other method (or a non-http(s) target): forward with its body, relay the answer, and
@@ -355,6 +538,7 @@ async fn pass_through(
     app: &Arc<App>,
     req: Request<Incoming>,
     target: &Uri,
+    trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
     let (parts, incoming) = req.into_parts();
     let upstream = app.fetcher.upstream_request(
@@ -366,6 +550,7 @@ async fn pass_through(
     )?;
     crate::metrics::Metrics::inc(&app.metrics.origin_requests);
     let resp = app.fetcher.origin.send(upstream).await?;
+    trace.fwd_status = Some(resp.status());
     for uri in policy::invalidations(&parts.method, resp.status(), target, resp.headers()) {
         if let Some(k) = CacheKey::from_uri(&uri) {
             let store = app.store.clone();
@@ -373,14 +558,16 @@ async fn pass_through(
             let _ = tokio::task::spawn_blocking(move || store.invalidate(&k)).await;
         }
     }
-    Ok((relay(app, resp), None))
+    Ok((relay(app, &parts.method, resp), None))
 }
 
 /// Relays an upstream response: hop-by-hop fields removed, body streamed with the read timeout.
-fn relay(app: &Arc<App>, resp: Response<Incoming>) -> Response<Body> {
+/// A HEAD client gets no body, even when the upstream request was a GET (a revalidation).
+fn relay(app: &Arc<App>, method: &Method, resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
     crate::front::headers::strip_hop_by_hop(&mut parts.headers);
-    let bodyless = parts.status == StatusCode::NO_CONTENT
+    let bodyless = method == Method::HEAD
+        || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED
         || parts.status.is_informational();
     let body = if bodyless {

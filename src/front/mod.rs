@@ -4,10 +4,12 @@
 pub mod acl;
 pub mod admin;
 pub mod answer;
+pub mod cache_status;
 pub mod classify;
 pub mod forward;
 pub mod headers;
 pub mod intercept;
+pub mod interim;
 pub mod links;
 pub mod meter;
 pub mod pac;
@@ -36,6 +38,7 @@ use crate::metrics::{CacheStatus, ErrorRecord, Metrics};
 use crate::sendfile::{SendfileIo, Slot};
 
 use self::classify::{classify, Route, Routing};
+use self::interim::{Interim, InterimIo};
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,6 +93,8 @@ pub struct Client {
     pub slot: Option<Slot>,
     /// The site served when the connection is a decrypted `CONNECT` tunnel.
     pub site: Option<intercept::Site>,
+    /// The queue the connection's IO writes the origins' 1xx responses from (see `interim`).
+    pub interim: Option<Interim>,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -118,12 +123,14 @@ async fn connection(
     let allowed = app.config.proxy.allow.allows(peer.ip());
     // The connection's file job: stored bodies put it there, the IO sends it with `sendfile`.
     let slot = Slot::default();
-    let io = SendfileIo::new(tcp, slot.clone());
+    let interim = Interim::default();
+    let io = InterimIo::new(SendfileIo::new(tcp, slot.clone()), interim.clone());
     let client = Arc::new(Client {
         peer,
         allowed,
         slot: Some(slot),
         site: None,
+        interim: Some(interim),
         stop,
     });
     serve_http1(TokioIo::new(io), app, client).await;
@@ -137,7 +144,10 @@ where
 {
     let mut stop = client.stop.clone();
     let peer = client.peer;
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        if let Some(interim) = &client.interim {
+            req.extensions_mut().insert(interim.clone());
+        }
         let (app, client) = (app.clone(), client.clone());
         async move { Ok::<_, Infallible>(handle(app, &client, req).await) }
     });

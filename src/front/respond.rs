@@ -23,6 +23,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Kind::ConnectFailed | Kind::UpstreamProtocol | Kind::UpstreamBodyCut | Kind::Tls => {
             StatusCode::BAD_GATEWAY
         }
+        Kind::Busy => StatusCode::SERVICE_UNAVAILABLE,
         Kind::Storage | Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -68,6 +69,7 @@ mod tests {
             (Kind::ConnectFailed, 502),
             (Kind::UpstreamProtocol, 502),
             (Kind::Tls, 502),
+            (Kind::Busy, 503),
             (Kind::Storage, 500),
             (Kind::Internal, 500),
         ];

@@ -1,8 +1,14 @@
-//! The cluster key, the gossip AEAD envelope and peer-request signatures; pure except the key-file functions `load` and `write_new`.
+//! The cluster key, the gossip AEAD envelope, proofs of membership on peer requests and the
+//! replay cache that makes each proof single-use; pure except the key-file functions `load` and
+//! `write_new`.
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
 use std::fmt;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Mutex;
 
+use http::header::{self, HeaderMap, HeaderName};
 use rand::{RngCore, TryRngCore};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 
@@ -14,8 +20,8 @@ pub const GOSSIP_CONTEXT: &str = "peercache gossip v1";
 pub const TRANSFER_CONTEXT: &str = "peercache transfer v1";
 /// Name of the HTTP header carrying a signed peer request.
 pub const AUTH_HEADER: &str = "x-peercache-auth";
-/// Largest accepted distance between a request's timestamp and the verifier's clock.
-pub const MAX_SKEW_SECS: u64 = 300;
+/// Largest accepted distance between a request's timestamp and the verifier's clock, in ms.
+pub const MAX_SKEW_MS: u64 = 300_000;
 
 const FINGERPRINT_CONTEXT: &str = "peercache key fingerprint v1";
 const TAG_LEN: usize = 16;
@@ -230,25 +236,72 @@ impl fmt::Debug for Sealer {
 /// Why a peer request's `x-peercache-auth` header was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// The header is not `<node-hex>.<unix-secs>.<mac-hex>`.
+    /// The header is not `<node-hex>.<unix-ms>.<nonce-hex>.<mac-hex>`.
     #[error("malformed {AUTH_HEADER} header: {0}")]
     Malformed(&'static str),
-    /// The timestamp is more than [`MAX_SKEW_SECS`] away from our clock.
+    /// The timestamp is more than [`MAX_SKEW_MS`] away from our clock.
     #[error(
-        "{AUTH_HEADER} timestamp is {skew_secs} s away from our clock (limit {MAX_SKEW_SECS} s)"
+        "{AUTH_HEADER} timestamp is {skew_ms} ms away from our clock (limit {MAX_SKEW_MS} ms)"
     )]
     Skew {
-        /// Absolute distance between the header's time and ours.
-        skew_secs: u64,
+        /// Absolute distance between the header's time and ours, in ms.
+        skew_ms: u64,
     },
-    /// The MAC does not match: another cluster key, or a changed method, path or field.
+    /// The MAC does not match: another cluster key, another receiving node, or a changed
+    /// method, target, covered field or header field.
     #[error("{AUTH_HEADER} signature does not match (different cluster key?)")]
     BadMac,
+    /// This exact proof was accepted before: a replayed request.
+    #[error("{AUTH_HEADER} was already used (a replayed request)")]
+    Replayed,
+    /// The proof is stamped no later than the millisecond the replay cache started (this process's
+    /// start): it may be a replay of a request the previous process accepted. Try again.
+    #[error("{AUTH_HEADER} is stamped before this node started; try again")]
+    TooEarly,
+    /// The replay cache holds as many unexpired proofs as it may: refused rather than forgetting
+    /// one (which would let its request be replayed). Try again later or elsewhere.
+    #[error("too many recent peer requests to remember; try again")]
+    Full,
 }
 
-/// Authentication of peer-transfer HTTP requests: header
-/// `x-peercache-auth: <node-hex>.<unix-secs>.<mac-hex>` with mac = first 16 bytes of
-/// `blake3::keyed_hash(transfer key, "<METHOD> <path-and-query> <node-hex> <unix-secs>")`.
+impl AuthError {
+    /// Whether the caller may simply try again later (503) rather than being refused (401).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AuthError::TooEarly | AuthError::Full)
+    }
+}
+
+/// Header fields the transfer API reads: a transfer proof covers them, present or absent.
+pub const TRANSFER_FIELDS: [HeaderName; 2] = [header::RANGE, header::IF_RANGE];
+
+/// What a proof of membership covers, besides who sends it, when, and its nonce.
+#[derive(Debug, Clone, Copy)]
+pub struct Covered<'a> {
+    /// The request method.
+    pub method: &'a str,
+    /// The request target exactly as sent: path and query on the transfer API, the absolute
+    /// URI on a proxy port.
+    pub target: &'a str,
+    /// The node the request is for: a proof made for one member is worthless at another.
+    pub to: NodeId,
+    /// The request's header fields; only those named in `fields` are covered.
+    pub headers: &'a HeaderMap,
+    /// The fields that change the answer, covered whether present or absent (adding one to a
+    /// captured request breaks its MAC). Signer and verifier use the same list, a constant of
+    /// the protocol (e.g. [`TRANSFER_FIELDS`]).
+    pub fields: &'a [HeaderName],
+}
+
+/// Proofs of membership on peer requests (the transfer API; reusable on any port where a member
+/// must prove itself). Header `x-peercache-auth: <from-hex>.<unix-ms>.<nonce-hex>.<mac-hex>`,
+/// mac = the first 16 bytes of `blake3::keyed_hash(transfer key, m)`, where `m` is every field
+/// below, each preceded by its length (u64, little endian): `"peercache request v2"`, method,
+/// target, from-hex, the receiving node's 16 bytes, unix-ms, nonce-hex, then per covered field
+/// its lowercase name, its number of values (u64) and each value.
+///
+/// A proof is accepted once ([`ReplayCache`]), within [`MAX_SKEW_MS`] of the verifier's clock,
+/// at the node it names, for exactly the request it was made for. It is not bound to the TCP
+/// connection or the source address: members behind NAT (groups spanning sites) must work.
 pub struct RequestSigner {
     key: [u8; 32],
 }
@@ -261,58 +314,91 @@ impl RequestSigner {
         }
     }
 
-    /// The header value for a request from `node` at `now_unix`.
-    pub fn sign(&self, method: &str, path_and_query: &str, node: NodeId, now_unix: u64) -> String {
-        let node_hex = hex(&node.0);
-        let ts = now_unix.to_string();
-        let mac = self.mac(method, path_and_query, &node_hex, &ts);
-        format!("{node_hex}.{ts}.{}", hex(&mac))
+    /// The header value for request `c` from node `from` at `now_ms` (unix); `nonce` must be fresh
+    /// random bytes for every request (a repeated one is refused as a replay).
+    pub fn sign(&self, c: &Covered<'_>, from: NodeId, now_ms: u64, nonce: [u8; 16]) -> String {
+        let from_hex = hex(&from.0);
+        let ts = now_ms.to_string();
+        let nonce_hex = hex(&nonce);
+        let mac = self.mac(c, &from_hex, &ts, &nonce_hex);
+        format!("{from_hex}.{ts}.{nonce_hex}.{}", hex(&mac))
     }
 
-    /// Ok(node) when the MAC matches (constant-time compare) and |now - ts| <= 300 s.
+    /// Ok(sender) when the MAC matches `c` (constant-time compare), the time is within
+    /// [`MAX_SKEW_MS`] of `now_ms` (unix), and `replay` has not seen the proof (it then remembers
+    /// it). Only a proof with a valid MAC is remembered, so non-members cannot fill the cache.
     pub fn verify(
         &self,
-        method: &str,
-        path_and_query: &str,
+        c: &Covered<'_>,
         header: &str,
-        now_unix: u64,
+        now_ms: u64,
+        replay: &ReplayCache,
     ) -> Result<NodeId, AuthError> {
         let mut parts = header.trim().split('.');
-        let (Some(node_hex), Some(ts), Some(mac_hex), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(AuthError::Malformed("expected three dot-separated fields"));
+        let (Some(from_hex), Some(ts), Some(nonce_hex), Some(mac_hex), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(AuthError::Malformed("expected four dot-separated fields"));
         };
-        let node = NodeId(
-            unhex::<16>(node_hex).ok_or(AuthError::Malformed("node id is not 32 hex digits"))?,
+        let from = NodeId(
+            unhex::<16>(from_hex).ok_or(AuthError::Malformed("node id is not 32 hex digits"))?,
         );
+        let nonce =
+            unhex::<16>(nonce_hex).ok_or(AuthError::Malformed("nonce is not 32 hex digits"))?;
         let given =
             unhex::<MAC_LEN>(mac_hex).ok_or(AuthError::Malformed("mac is not 32 hex digits"))?;
         if ts.is_empty() || !ts.bytes().all(|b| b.is_ascii_digit()) {
             return Err(AuthError::Malformed(
-                "timestamp is not decimal unix seconds",
+                "timestamp is not decimal unix milliseconds",
             ));
         }
         let when: u64 = ts
             .parse()
             .map_err(|_| AuthError::Malformed("timestamp out of range"))?;
         // The MAC covers the exact text received, so a re-encoded field cannot match.
-        let expected = self.mac(method, path_and_query, node_hex, ts);
+        let expected = self.mac(c, from_hex, ts, nonce_hex);
         if !constant_time_eq(&expected, &given) {
             return Err(AuthError::BadMac);
         }
-        let skew_secs = now_unix.abs_diff(when);
-        if skew_secs > MAX_SKEW_SECS {
-            return Err(AuthError::Skew { skew_secs });
+        let skew_ms = now_ms.abs_diff(when);
+        if skew_ms > MAX_SKEW_MS {
+            return Err(AuthError::Skew { skew_ms });
         }
-        Ok(node)
+        replay.admit(nonce, when, now_ms)?;
+        Ok(from)
     }
 
-    fn mac(&self, method: &str, path_and_query: &str, node_hex: &str, ts: &str) -> [u8; MAC_LEN] {
-        let msg = format!("{method} {path_and_query} {node_hex} {ts}");
-        let full = blake3::keyed_hash(&self.key, msg.as_bytes());
+    fn mac(&self, c: &Covered<'_>, from_hex: &str, ts: &str, nonce_hex: &str) -> [u8; MAC_LEN] {
+        fn put(h: &mut blake3::Hasher, bytes: &[u8]) {
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        for part in [
+            &b"peercache request v2"[..],
+            c.method.as_bytes(),
+            c.target.as_bytes(),
+            from_hex.as_bytes(),
+            &c.to.0,
+            ts.as_bytes(),
+            nonce_hex.as_bytes(),
+        ] {
+            put(&mut h, part);
+        }
+        for name in c.fields {
+            put(&mut h, name.as_str().as_bytes());
+            let values = c.headers.get_all(name);
+            h.update(&(values.iter().count() as u64).to_le_bytes());
+            for v in values {
+                put(&mut h, v.as_bytes());
+            }
+        }
         let mut mac = [0u8; MAC_LEN];
-        mac.copy_from_slice(&full.as_bytes()[..MAC_LEN]);
+        mac.copy_from_slice(&h.finalize().as_bytes()[..MAC_LEN]);
         mac
     }
 }
@@ -320,6 +406,92 @@ impl RequestSigner {
 impl fmt::Debug for RequestSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("RequestSigner(..)")
+    }
+}
+
+/// Default bound of a [`ReplayCache`]: at about 45 bytes per nonce (a 16-byte key in a hash set
+/// and a 24-byte expiry entry, estimated), some 6 MiB when full. A proof is remembered until its
+/// stamp leaves the window, normally [`MAX_SKEW_MS`] after it arrives, so this admits a
+/// sustained ~430 peer requests per second; past it, requests are refused with 503.
+pub const REPLAY_CAPACITY: usize = 131_072;
+
+/// The nonces of accepted proofs, each kept until its timestamp leaves the ±[`MAX_SKEW_MS`]
+/// window (after that the timestamp alone refuses it), so that every proof is accepted once.
+///
+/// Invariant: holds at most `capacity` nonces; when full of unexpired ones, new proofs are
+/// refused ([`AuthError::Full`]) rather than an old nonce forgotten, which would let its request
+/// be replayed. Pure: the clock is passed in.
+pub struct ReplayCache {
+    capacity: usize,
+    since: u64,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    nonces: HashSet<[u8; 16]>,
+    by_expiry: BinaryHeap<Reverse<(u64, [u8; 16])>>,
+}
+
+impl ReplayCache {
+    /// An empty cache for at most `capacity` nonces, started at `now_ms` (unix): proofs stamped
+    /// at or before that millisecond are refused ([`AuthError::TooEarly`]), since they may be replays of
+    /// requests that the previous process accepted and this cache never saw.
+    pub fn new(capacity: usize, now_ms: u64) -> Self {
+        ReplayCache {
+            capacity,
+            since: now_ms,
+            seen: Mutex::new(Seen::default()),
+        }
+    }
+
+    /// Remembers `nonce` of a proof stamped `when`; refuses it if already seen, stamped before
+    /// the cache started, or if the cache is full.
+    pub fn admit(&self, nonce: [u8; 16], when: u64, now_ms: u64) -> Result<(), AuthError> {
+        if when <= self.since {
+            return Err(AuthError::TooEarly);
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = &mut *seen;
+        while let Some(Reverse((expiry, old))) = seen.by_expiry.peek().copied() {
+            if expiry >= now_ms {
+                break;
+            }
+            seen.by_expiry.pop();
+            seen.nonces.remove(&old);
+        }
+        if seen.nonces.contains(&nonce) {
+            return Err(AuthError::Replayed);
+        }
+        if seen.nonces.len() >= self.capacity {
+            return Err(AuthError::Full);
+        }
+        seen.nonces.insert(nonce);
+        seen.by_expiry
+            .push(Reverse((when.saturating_add(MAX_SKEW_MS), nonce)));
+        Ok(())
+    }
+
+    /// Nonces remembered now.
+    pub fn len(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .nonces
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for ReplayCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayCache")
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -365,7 +537,9 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
 mod tests {
     use super::*;
 
-    const NOW: u64 = 1_700_000_000;
+    const NOW: u64 = 1_700_000_000_000;
+    /// The window, in ms.
+    const W: u64 = MAX_SKEW_MS;
 
     fn key(b: u8) -> ClusterKey {
         ClusterKey::from_bytes([b; 32])
@@ -422,102 +596,259 @@ mod tests {
         assert!(shown.contains(&k.fingerprint()));
     }
 
-    #[test]
-    fn mac_verifies_for_the_signed_request() {
-        let s = RequestSigner::new(&key(1));
-        let node = NodeId([0x5a; 16]);
-        let h = s.sign("GET", "/peer/v1/index?since=7", node, NOW);
-        assert!(h.starts_with(&format!("{node}.{NOW}.")), "{h}");
-        assert_eq!(s.verify("GET", "/peer/v1/index?since=7", &h, NOW), Ok(node));
-        assert_eq!(
-            s.verify("GET", "/peer/v1/index?since=7", &h, NOW + 300),
-            Ok(node)
-        );
-        assert_eq!(
-            s.verify("GET", "/peer/v1/index?since=7", &h, NOW - 300),
-            Ok(node)
-        );
+    const FROM: NodeId = NodeId([0x5a; 16]);
+    const TO: NodeId = NodeId([0x3c; 16]);
+    const NONCE: [u8; 16] = [0x11; 16];
+
+    fn covered<'a>(method: &'a str, target: &'a str, headers: &'a HeaderMap) -> Covered<'a> {
+        Covered {
+            method,
+            target,
+            to: TO,
+            headers,
+            fields: &TRANSFER_FIELDS,
+        }
+    }
+
+    fn fresh_cache() -> ReplayCache {
+        ReplayCache::new(1024, NOW - 1_000)
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        h
     }
 
     #[test]
-    fn mac_rejects_wrong_key() {
-        let node = NodeId([1; 16]);
-        let h = RequestSigner::new(&key(1)).sign("GET", "/peer/v1/objects/ab", node, NOW);
-        let other = RequestSigner::new(&key(2));
-        assert_eq!(
-            other.verify("GET", "/peer/v1/objects/ab", &h, NOW),
-            Err(AuthError::BadMac)
+    fn a_proof_verifies_once_for_the_request_it_was_made_for() {
+        let s = RequestSigner::new(&key(1));
+        let none = HeaderMap::new();
+        let c = covered("GET", "/peer/v1/index?since=7", &none);
+        let h = s.sign(&c, FROM, NOW, NONCE);
+        assert!(
+            h.starts_with(&format!("{FROM}.{NOW}.{}.", hex(&NONCE))),
+            "{h}"
         );
+        for now in [NOW, NOW + W, NOW - W] {
+            let cache = fresh_cache();
+            assert_eq!(s.verify(&c, &h, now, &cache), Ok(FROM), "at {now}");
+            assert_eq!(cache.len(), 1);
+            assert_eq!(s.verify(&c, &h, now, &cache), Err(AuthError::Replayed));
+        }
+        // Another nonce is another request.
+        let cache = fresh_cache();
+        assert_eq!(s.verify(&c, &h, NOW, &cache), Ok(FROM));
+        let other = s.sign(&c, FROM, NOW, [0x12; 16]);
+        assert_eq!(s.verify(&c, &other, NOW, &cache), Ok(FROM));
     }
 
     #[test]
-    fn mac_rejects_clock_skew() {
+    fn a_proof_covers_the_request_the_receiver_and_the_fields_that_change_the_answer() {
         let s = RequestSigner::new(&key(1));
-        let h = s.sign("GET", "/x", NodeId([1; 16]), NOW);
+        let plain = HeaderMap::new();
+        let ranged = headers(&[("range", "bytes=0-9")]);
+        let h = s.sign(
+            &covered("GET", "/peer/v1/objects/aa", &plain),
+            FROM,
+            NOW,
+            NONCE,
+        );
+        let hr = s.sign(
+            &covered("GET", "/peer/v1/objects/aa", &ranged),
+            FROM,
+            NOW,
+            NONCE,
+        );
+        let bad = |c: &Covered<'_>, header: &str| s.verify(c, header, NOW, &fresh_cache());
+        let other_fields = headers(&[("accept", "x"), ("host", "elsewhere:1")]);
+        // Fields outside the list may change freely (a relay may rewrite Host).
         assert_eq!(
-            s.verify("GET", "/x", &h, NOW + 301),
-            Err(AuthError::Skew { skew_secs: 301 })
+            bad(&covered("GET", "/peer/v1/objects/aa", &other_fields), &h),
+            Ok(FROM)
         );
         assert_eq!(
-            s.verify("GET", "/x", &h, NOW - 1000),
-            Err(AuthError::Skew { skew_secs: 1000 })
+            bad(&covered("GET", "/peer/v1/objects/aa", &ranged), &hr),
+            Ok(FROM)
         );
+        let cases: Vec<(&str, HeaderMap, &str, &str, NodeId, &String)> = vec![
+            (
+                "another target",
+                HeaderMap::new(),
+                "GET",
+                "/peer/v1/objects/bb",
+                TO,
+                &h,
+            ),
+            (
+                "another method",
+                HeaderMap::new(),
+                "HEAD",
+                "/peer/v1/objects/aa",
+                TO,
+                &h,
+            ),
+            (
+                "another receiver",
+                HeaderMap::new(),
+                "GET",
+                "/peer/v1/objects/aa",
+                FROM,
+                &h,
+            ),
+            (
+                "a range added",
+                ranged.clone(),
+                "GET",
+                "/peer/v1/objects/aa",
+                TO,
+                &h,
+            ),
+            (
+                "the range removed",
+                HeaderMap::new(),
+                "GET",
+                "/peer/v1/objects/aa",
+                TO,
+                &hr,
+            ),
+            (
+                "the range changed",
+                headers(&[("range", "bytes=0-99")]),
+                "GET",
+                "/peer/v1/objects/aa",
+                TO,
+                &hr,
+            ),
+            (
+                "a second range",
+                headers(&[("range", "bytes=0-9"), ("range", "bytes=5-")]),
+                "GET",
+                "/peer/v1/objects/aa",
+                TO,
+                &hr,
+            ),
+            (
+                "an if-range added",
+                headers(&[("if-range", "\"v1\"")]),
+                "GET",
+                "/peer/v1/objects/aa",
+                TO,
+                &h,
+            ),
+        ];
+        for (what, fields, method, target, to, header) in cases {
+            let c = Covered {
+                method,
+                target,
+                to,
+                headers: &fields,
+                fields: &TRANSFER_FIELDS,
+            };
+            assert_eq!(bad(&c, header), Err(AuthError::BadMac), "{what}");
+        }
+        // Claiming another node, time or nonce breaks the MAC.
+        let c = covered("GET", "/peer/v1/objects/aa", &plain);
+        let fields: Vec<&str> = h.split('.').collect();
+        let tamper = |i: usize, v: String| {
+            let mut f: Vec<String> = fields.iter().map(|s| (*s).to_owned()).collect();
+            f[i] = v;
+            f.join(".")
+        };
+        for forged in [
+            tamper(0, hex(&[0x5b; 16])),
+            tamper(1, (NOW + 1).to_string()),
+            tamper(1, format!("0{NOW}")),
+            tamper(2, hex(&[0x22; 16])),
+        ] {
+            assert_eq!(bad(&c, &forged), Err(AuthError::BadMac), "{forged}");
+        }
     }
 
     #[test]
-    fn mac_rejects_tampered_request_or_header() {
+    fn a_proof_from_another_key_or_out_of_its_window_is_refused() {
+        let none = HeaderMap::new();
+        let c = covered("GET", "/x", &none);
+        let h = RequestSigner::new(&key(1)).sign(&c, FROM, NOW, NONCE);
+        let s2 = RequestSigner::new(&key(2));
+        assert_eq!(
+            s2.verify(&c, &h, NOW, &fresh_cache()),
+            Err(AuthError::BadMac)
+        );
         let s = RequestSigner::new(&key(1));
-        let node = NodeId([9; 16]);
-        let h = s.sign("GET", "/peer/v1/objects/aa", node, NOW);
         assert_eq!(
-            s.verify("GET", "/peer/v1/objects/bb", &h, NOW),
-            Err(AuthError::BadMac)
+            s.verify(&c, &h, NOW + W + 1, &fresh_cache()),
+            Err(AuthError::Skew { skew_ms: W + 1 })
         );
         assert_eq!(
-            s.verify("HEAD", "/peer/v1/objects/aa", &h, NOW),
-            Err(AuthError::BadMac)
+            s.verify(&c, &h, NOW - 3 * W, &fresh_cache()),
+            Err(AuthError::Skew { skew_ms: 3 * W })
         );
-        // Claiming another node or another time breaks the MAC.
-        let other_node = h.replacen("09", "0a", 1);
+        // Nothing is remembered for a refused proof.
+        let cache = fresh_cache();
+        let _ = s2.verify(&c, &h, NOW, &cache);
+        let _ = s.verify(&c, &h, NOW + W + 1, &cache);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn the_replay_cache_refuses_when_full_forgets_only_expired_proofs_and_what_predates_it() {
+        let cache = ReplayCache::new(2, NOW);
+        let at = |n: u8, when: u64, now: u64| cache.admit([n; 16], when, now);
         assert_eq!(
-            s.verify("GET", "/peer/v1/objects/aa", &other_node, NOW),
-            Err(AuthError::BadMac)
+            at(1, NOW, NOW),
+            Err(AuthError::TooEarly),
+            "the start itself"
         );
-        let (head, mac) = h.rsplit_once('.').expect("three fields");
-        let (node_hex, _) = head.split_once('.').expect("three fields");
-        let later = format!("{node_hex}.{}.{mac}", NOW + 1);
-        assert_eq!(
-            s.verify("GET", "/peer/v1/objects/aa", &later, NOW),
-            Err(AuthError::BadMac)
-        );
-        let padded = format!("{node_hex}.0{NOW}.{mac}");
-        assert_eq!(
-            s.verify("GET", "/peer/v1/objects/aa", &padded, NOW),
-            Err(AuthError::BadMac)
-        );
+        assert_eq!(at(1, NOW - 5, NOW + 1), Err(AuthError::TooEarly));
+        assert_eq!(at(1, NOW + 1, NOW + 1), Ok(()));
+        assert_eq!(at(2, NOW + 50, NOW + 2), Ok(()));
+        assert_eq!(at(3, NOW + 2, NOW + 2), Err(AuthError::Full));
+        assert_eq!(at(1, NOW + 1, NOW + 3), Err(AuthError::Replayed));
+        assert_eq!(cache.len(), 2);
+        // Nonce 1 is kept while its stamp is in the window (until NOW + 1 + W)…
+        assert_eq!(at(3, NOW + W + 1, NOW + W + 1), Err(AuthError::Full));
+        // …and forgotten after it, which makes room.
+        assert_eq!(at(3, NOW + W + 2, NOW + W + 2), Ok(()));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(at(2, NOW + 50, NOW + W + 2), Err(AuthError::Replayed));
+        assert!(AuthError::Full.is_transient() && AuthError::TooEarly.is_transient());
+        assert!(!AuthError::Replayed.is_transient() && !AuthError::BadMac.is_transient());
     }
 
     #[test]
     fn malformed_headers_are_errors_not_panics() {
         let s = RequestSigner::new(&key(1));
+        let none = HeaderMap::new();
+        let c = covered("GET", "/", &none);
         let node = "00".repeat(16);
+        let nonce = "00".repeat(16);
         let mac = "00".repeat(16);
         for h in [
             String::new(),
-            "...".into(),
-            "a.b.c".into(),
-            format!("{node}.{NOW}"),
-            format!("{node}.{NOW}.{mac}.x"),
-            format!("{node}.-1.{mac}"),
-            format!("{node}.+1.{mac}"),
-            format!("{node}.99999999999999999999999.{mac}"),
-            format!("{node}.{NOW}.{}", "00".repeat(15)),
-            format!("{}.{NOW}.{mac}", "0".repeat(31)),
-            format!("{}.{NOW}.{mac}", "ZZ".repeat(16)),
-            format!("{}.{NOW}.{mac}", "é".repeat(16)),
+            "....".into(),
+            "a.b.c.d".into(),
+            format!("{node}.{NOW}.{mac}"),
+            format!("{node}.{NOW}.{nonce}.{mac}.x"),
+            format!("{node}.-1.{nonce}.{mac}"),
+            format!("{node}.+1.{nonce}.{mac}"),
+            format!("{node}.99999999999999999999999.{nonce}.{mac}"),
+            format!("{node}.{NOW}.{nonce}.{}", "00".repeat(15)),
+            format!("{node}.{NOW}.{}.{mac}", "0".repeat(31)),
+            format!("{}.{NOW}.{nonce}.{mac}", "0".repeat(31)),
+            format!("{}.{NOW}.{nonce}.{mac}", "ZZ".repeat(16)),
+            format!("{}.{NOW}.{nonce}.{mac}", "é".repeat(16)),
         ] {
             assert!(
-                matches!(s.verify("GET", "/", &h, NOW), Err(AuthError::Malformed(_))),
+                matches!(
+                    s.verify(&c, &h, NOW, &fresh_cache()),
+                    Err(AuthError::Malformed(_))
+                ),
                 "{h:?}"
             );
         }

@@ -3,12 +3,16 @@
 
 pub mod auth;
 pub mod client;
+pub mod conns;
 pub mod discovery;
 pub mod identity;
 pub mod index;
+pub mod journal;
 pub mod membership;
 pub mod own;
 pub mod pieces;
+pub mod pulls;
+pub mod seeds;
 pub mod select;
 pub mod transfer;
 pub mod wire;
@@ -29,19 +33,19 @@ use crate::cache::rules::Rules;
 use crate::cache::store::{Entry, Store};
 use crate::config::{Config, Discover};
 use crate::error::Error;
-use crate::fetch::writer::WriteEnd;
 use crate::port_owner::Proto;
 
-use self::auth::{ClusterKey, RequestSigner};
+use self::auth::{ClusterKey, ReplayCache, RequestSigner, REPLAY_CAPACITY};
 use self::client::PeerClient;
-use self::index::{HolderState, Index, Journal, DEFAULT_JOURNAL_CAPACITY};
+use self::conns::{ConnLimits, Conns};
+use self::index::{HolderState, Index};
+use self::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
 use self::membership::{Event, MemberInfo, MemberState, Membership, MembershipConfig, Timings};
 use self::own::StoreState;
-use self::select::{Candidate, Penalties, RttTable};
-use self::wire::{IndexReply, KeyHash, NodeId, Tagged, Update};
-
-/// How long a peer that failed us is not asked again.
-pub const PENALTY: Duration = Duration::from_secs(60);
+use self::pulls::{Pulls, Want};
+use self::seeds::Resolver;
+use self::select::{Candidate, Fault, Penalties, RttTable};
+use self::wire::{IndexAsk, IndexReply, KeyHash, NodeId, Tagged, Update};
 
 /// Knobs that tests turn (production uses `Default`).
 #[derive(Debug, Clone)]
@@ -53,7 +57,22 @@ pub struct PeerTuning {
     /// UDP port of multicast DNS discovery (5353; tests use their own so that they find only
     /// each other).
     pub mdns_port: u16,
+    /// Stored keys per page of an index snapshot ([`DEFAULT_INDEX_PAGE`]).
+    pub index_page: usize,
+    /// Transfer connections served at once, in total and per source address.
+    pub connections: ConnLimits,
+    /// How seed names become addresses (DNS).
+    pub resolver: Resolver,
 }
+
+/// Stored keys per index snapshot page: a page of `Have` entries (at most 85 bytes each in
+/// postcard) stays far below the client's reply limit, and reading it is one short store
+/// transaction.
+pub const DEFAULT_INDEX_PAGE: usize = 8192;
+
+/// Snapshot pages read at the same time; an index pull past this is answered 503 (counted as
+/// `snapshots_refused`) and retried by the puller after a back-off.
+pub const MAX_SNAPSHOT_READS: usize = 2;
 
 impl Default for PeerTuning {
     fn default() -> Self {
@@ -61,6 +80,9 @@ impl Default for PeerTuning {
             timings: Timings::lan(),
             claim_window: Duration::from_millis(50),
             mdns_port: discovery::MDNS_PORT,
+            index_page: DEFAULT_INDEX_PAGE,
+            connections: ConnLimits::default(),
+            resolver: Resolver::dns(),
         }
     }
 }
@@ -68,13 +90,36 @@ impl Default for PeerTuning {
 /// Counters of the peer side.
 #[derive(Debug, Default)]
 pub struct PeerStats {
+    /// Transfer requests refused for their proof of membership (any reason).
     pub rejected_requests: AtomicU64,
+    /// Of those, proofs already used: replayed requests.
+    pub replayed_requests: AtomicU64,
+    /// Of those, refused (503) because the replay cache was full.
+    pub replay_cache_full: AtomicU64,
     pub uploads: AtomicU64,
+    /// Uploads refused (503) because `max_uploads` were running.
+    pub uploads_refused: AtomicU64,
+    /// 503 answers we got from busy peers (each ranks that peer last for a moment).
+    pub busy_answers: AtomicU64,
     pub bytes_uploaded: AtomicU64,
     pub bad_hashes: AtomicU64,
     pub failovers: AtomicU64,
     /// Uploaded body bytes sent from blob files with `sendfile`.
     pub sendfile_bytes: AtomicU64,
+    /// Index pull rounds we ran (one per request to a member, snapshot pages not counted).
+    pub index_pulls: AtomicU64,
+    /// Gaps that joined the pull of that node already running instead of starting one.
+    pub index_pulls_coalesced: AtomicU64,
+    /// Pull rounds that failed (retried with back-off).
+    pub index_pull_failures: AtomicU64,
+    /// Snapshot pages we served.
+    pub snapshot_pages: AtomicU64,
+    /// Snapshot pages refused (503) because `MAX_SNAPSHOT_READS` were being read.
+    pub snapshots_refused: AtomicU64,
+    /// Gossiped updates dropped because their node is not a live member.
+    pub updates_from_strangers: AtomicU64,
+    /// Transfer connections refused (503, closed) at the listener's limits.
+    pub connections_refused: AtomicU64,
 }
 
 /// A holder of a key, resolved to an address, in the order to ask them.
@@ -92,20 +137,30 @@ pub struct Peers {
     pub store: Store,
     pub inflight: Arc<Inflight>,
     pub signer: Arc<RequestSigner>,
+    /// Proofs accepted recently: each is accepted once.
+    pub replay: ReplayCache,
     pub client: PeerClient,
     pub uploads: Arc<Semaphore>,
     pub max_uploads: usize,
     /// How long the transfer API waits for an in-flight fill's response head.
     pub head_wait: Duration,
     pub claim_window: Duration,
+    /// Stored keys per snapshot page we serve.
+    pub index_page: usize,
+    /// Snapshot page reads allowed at once ([`MAX_SNAPSHOT_READS`]).
+    pub snapshot_reads: Arc<Semaphore>,
+    /// Transfer connections held on the peer port.
+    pub conns: Arc<Conns>,
     pub stats: PeerStats,
     membership: Membership,
     journal: Mutex<Journal<StoreState>>,
     index: Mutex<Index>,
+    /// The catch-up pulls running, one per node.
+    pulls: Mutex<Pulls>,
     penalties: Mutex<Penalties>,
     rtt: Mutex<RttTable>,
     bytes_from: Mutex<HashMap<NodeId, u64>>,
-    /// Body bytes uploaded to each member (authenticated callers only, so bounded by the group).
+    /// Body bytes uploaded to each live member (forgotten when it goes Down).
     bytes_to: Mutex<HashMap<NodeId, u64>>,
     /// The freshness rules our advertised lifetimes are computed with.
     rules: Arc<Rules>,
@@ -115,11 +170,12 @@ pub struct Peers {
     discovery_stats: Option<Arc<discovery::DiscoveryStats>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock unix time in ms (for penalties and peer-request stamps).
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -206,14 +262,8 @@ impl Peers {
             .local_addr()
             .map_err(|e| Error::internal(e.to_string()))?;
         let advertise = pc.advertise.unwrap_or(transfer_addr);
-        let mut seeds = Vec::new();
-        for s in &pc.seeds {
-            match tokio::net::lookup_host(s.as_str()).await {
-                Ok(addrs) => seeds.extend(addrs),
-                Err(e) => tracing::warn!("peers.seeds: cannot resolve {s}: {e}"),
-            }
-        }
-        let (tx, events) = mpsc::unbounded_channel();
+        let (seeds, unresolved) = seeds::resolve_all(&pc.seeds, &tuning.resolver).await;
+        let (tx, events) = Membership::events();
         let membership = Membership::start_on(
             udp,
             MembershipConfig {
@@ -252,11 +302,15 @@ impl Peers {
             store: store.clone(),
             inflight,
             signer: signer.clone(),
+            replay: ReplayCache::new(REPLAY_CAPACITY, now_ms()),
             client: PeerClient::new(signer, id, pc.connect_timeout, config.upstream.read_timeout),
             uploads: Arc::new(Semaphore::new(pc.max_uploads)),
             max_uploads: pc.max_uploads,
             head_wait: config.upstream.read_timeout,
             claim_window: tuning.claim_window,
+            index_page: tuning.index_page.max(1),
+            snapshot_reads: Arc::new(Semaphore::new(MAX_SNAPSHOT_READS)),
+            conns: Conns::new(tuning.connections),
             stats: PeerStats::default(),
             membership,
             journal: Mutex::new(Journal::with_state(
@@ -266,6 +320,7 @@ impl Peers {
                 StoreState::new(store.clone(), rules.clone()),
             )),
             index: Mutex::new(Index::new(id)),
+            pulls: Mutex::new(Pulls::default()),
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
             bytes_from: Mutex::new(HashMap::new()),
@@ -283,6 +338,14 @@ impl Peers {
             }
         }));
         tokio::spawn(events_loop(Arc::downgrade(&peers), events));
+        if !unresolved.is_empty() {
+            tokio::spawn(seeds::keep_resolving(
+                Arc::downgrade(&peers),
+                unresolved,
+                tuning.resolver.clone(),
+                tuning.timings.reannounce_every,
+            ));
+        }
         let (stop, stop_rx) = watch::channel(false);
         let server = tokio::spawn(transfer::serve(listener, peers.clone(), stop_rx));
         tracing::info!(%id, %transfer_addr, "peer group: joined as {advertise}");
@@ -298,7 +361,11 @@ impl Peers {
     /// Records one of our updates and gossips it at once.
     fn advertise(&self, update: Update) {
         let tagged = lock(&self.journal).record(update);
-        match postcard::to_stdvec(&tagged) {
+        self.gossip(&tagged);
+    }
+
+    fn gossip(&self, tagged: &Tagged) {
+        match postcard::to_stdvec(tagged) {
             Ok(bytes) => self.membership.broadcast(bytes),
             Err(e) => tracing::error!("cannot encode an index update: {e}"),
         }
@@ -309,10 +376,17 @@ impl Peers {
         self.advertise(own::have(entry, &self.rules, SystemTime::now()));
     }
 
-    /// We start downloading `key` (a claim other nodes may follow).
-    pub fn advertise_in_flight(&self, key: &str) {
-        let h = lock(&self.journal).state_mut().claim(key);
+    /// We start downloading `key`: advertises `in_flight` (a claim other nodes may follow) and
+    /// returns the claim, which withdraws it when dropped. Hold it as long as the fill runs
+    /// (`FillPermit::hold`).
+    pub fn claim(self: &Arc<Self>, key: &str) -> Claim {
+        let (h, token) = lock(&self.journal).state_mut().claim(key);
         self.advertise(Update::InFlight { key: h });
+        Claim {
+            peers: Arc::downgrade(self),
+            key: key.to_owned(),
+            token,
+        }
     }
 
     /// We no longer hold the key with this hash.
@@ -320,19 +394,37 @@ impl Peers {
         self.advertise(Update::Dropped { key: *h });
     }
 
-    /// A claim of ours came to nothing (the response may not be shared, or the origin failed):
-    /// withdraw it unless we hold the key anyway.
-    pub fn withdraw(&self, key: &str) {
-        if !self.store.holds_shareable(key) && self.inflight.get(key).is_none() {
-            self.advertise_dropped(&key_hash(key));
+    /// A claim ends. Unless a `Have` or `Dropped` of its key was recorded since (or a later
+    /// claim replaced it), it is withdrawn: `Dropped`, or `Have` again when the store still
+    /// holds a shareable variant of the key (the claim had replaced that `Have` at the others).
+    fn end_claim(self: &Arc<Self>, key: &str, token: u64) {
+        let h = key_hash(key);
+        let dropped = {
+            let mut journal = lock(&self.journal);
+            if !journal.state().is_open(&h, token) {
+                return;
+            }
+            (!self.store.holds_shareable(key)).then(|| journal.record(Update::Dropped { key: h }))
+        };
+        match dropped {
+            Some(tagged) => self.gossip(&tagged),
+            None => {
+                // Reading the entry may touch the disk: not here, in a `Drop`.
+                let (me, key) = (self.clone(), key.to_owned());
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn_blocking(move || {
+                        let shareable = me
+                            .store
+                            .get(&key)
+                            .and_then(|v| v.entries.iter().find(|e| e.shareable).cloned());
+                        match shareable {
+                            Some(e) => me.advertise_have(&e),
+                            None => me.advertise_dropped(&h),
+                        }
+                    });
+                }
+            }
         }
-    }
-
-    /// A fill of ours ended: unless it left a shareable copy (advertised as `Have`), our
-    /// in-flight claim is withdrawn.
-    pub fn fill_ended(&self, key: &str, end: &WriteEnd) {
-        tracing::debug!(key, ?end, "fill ended");
-        self.withdraw(key);
     }
 
     /// The key string for one of our key hashes in flight.
@@ -340,18 +432,36 @@ impl Peers {
         lock(&self.journal).state().claimed(h).map(str::to_owned)
     }
 
-    /// Answer to `GET /peer/v1/index`.
-    /// Blocking: a snapshot reads every stored row (outside the journal's lock, so that
-    /// advertising goes on meanwhile).
-    pub fn index_since(&self, epoch: Option<u64>, since: u64) -> IndexReply {
-        let (at, source) = {
+    /// The answer to an index pull that the journal covers (no store read), if it does.
+    pub fn index_updates(&self, ask: &IndexAsk) -> Option<IndexReply> {
+        match ask {
+            IndexAsk::Since { epoch, since } => lock(&self.journal).updates_since(*epoch, *since),
+            IndexAsk::Page { .. } => None,
+        }
+    }
+
+    /// One page of a snapshot for `ask`: the first page of a new snapshot, or the page after the
+    /// asker's key of the snapshot it started in our current epoch. Blocking: reads up to
+    /// `index_page` rows of the store (outside the journal's lock, so advertising goes on).
+    pub fn index_page(&self, ask: &IndexAsk) -> IndexReply {
+        let (at, source, after) = {
             let j = lock(&self.journal);
-            if let Some(updates) = j.updates_since(epoch, since) {
-                return updates;
+            let after = match ask {
+                IndexAsk::Page {
+                    epoch,
+                    snapshot,
+                    after,
+                } if *epoch == j.epoch() => Some((*snapshot, *after)),
+                _ => None,
+            };
+            let at = j.snapshot_at();
+            match after {
+                Some((seq, key)) => (at.at_seq(seq), j.state().detach(), Some(key)),
+                None => (at, j.state().detach(), None),
             }
-            (j.snapshot_at(), j.state().detach())
         };
-        at.of(source.snapshot())
+        let (entries, next) = source.page(after.as_ref(), self.index_page);
+        at.page(entries, next)
     }
 
     /// The address other nodes reach us at (gossip and transfer).
@@ -364,25 +474,30 @@ impl Peers {
         self.membership.members()
     }
 
+    /// A live member's address, and whether it is on our site.
     fn addr_of(&self, node: NodeId) -> Option<(SocketAddr, bool)> {
         self.membership
-            .members()
-            .into_iter()
-            .find(|m| m.id == node && m.state != MemberState::Down)
+            .member(node)
+            .filter(|m| m.state.is_active())
             .map(|m| (m.addr, m.site == self.site))
     }
 
-    /// Holders of `key` on live members, best first (same site, complete, low RTT, few
-    /// uploads), leaving out penalised peers. With `in_flight_below`, in-flight holders count only
+    /// Holders of `key` on live members, best first (see [`select::rank`]), leaving out
+    /// penalised peers. With `in_flight_below`, in-flight holders count only
     /// when their id is lower (the tie-break between simultaneous claims).
     pub fn sources(&self, key: &KeyHash, in_flight_below: Option<NodeId>) -> Vec<Source> {
         let holders = lock(&self.index).holders(key);
+        let now_secs = now_ms() / 1000;
         let mut by_node = HashMap::new();
         let mut cands = Vec::new();
         for h in holders {
-            let complete = match h.state {
-                HolderState::Complete { hash, len, .. } => Some((hash, len)),
-                HolderState::InFlight => None,
+            let (complete, fresh) = match h.state {
+                HolderState::Complete {
+                    hash,
+                    len,
+                    fresh_until,
+                } => (Some((hash, len)), fresh_until > now_secs),
+                HolderState::InFlight => (None, false),
             };
             if complete.is_none() && in_flight_below.is_some_and(|me| h.node >= me) {
                 continue;
@@ -394,8 +509,9 @@ impl Peers {
                 node: h.node,
                 same_site,
                 complete: complete.is_some(),
+                fresh,
                 rtt: lock(&self.rtt).get(h.node),
-                uploads: 0,
+                uploads: self.client.reported_uploads(h.node).unwrap_or(0),
             });
             by_node.insert(
                 h.node,
@@ -421,27 +537,43 @@ impl Peers {
             .any(|m| m.state != MemberState::Down)
     }
 
-    /// A peer failed us (unreachable, bad hash, stalled): leave it alone for a while.
-    pub fn penalise(&self, node: NodeId) {
-        lock(&self.penalties).penalise(node, now_ms(), PENALTY.as_millis() as u64);
+    /// A request to `node` failed with `e`: what it costs the peer (see [`Fault`]), recorded
+    /// and returned; `None` when the failure was not the peer's.
+    pub fn failed(&self, node: NodeId, e: &Error) -> Option<Fault> {
+        let fault = Fault::of(e)?;
+        if fault == Fault::Busy {
+            self.stats.busy_answers.fetch_add(1, Relaxed);
+        }
+        lock(&self.penalties).record(node, fault, now_ms());
+        Some(fault)
     }
 
     pub fn observe_rtt(&self, node: NodeId, sample: Duration) {
         lock(&self.rtt).observe(node, sample);
     }
 
+    /// Body bytes received from `node`, kept per live member only (forgotten when it goes
+    /// Down), so the map is bounded by the group.
     pub fn count_download(&self, node: NodeId, n: u64) {
-        *lock(&self.bytes_from).entry(node).or_insert(0) += n;
+        if self.addr_of(node).is_some() {
+            *lock(&self.bytes_from).entry(node).or_insert(0) += n;
+        }
     }
 
+    /// An upload of `n` body bytes to `to`; per-member bytes are kept for live members only (a
+    /// member may sign as any node id), so the map is bounded by the group.
     pub fn count_upload(&self, to: NodeId, n: u64) {
-        *lock(&self.bytes_to).entry(to).or_insert(0) += n;
+        if self.addr_of(to).is_some() {
+            *lock(&self.bytes_to).entry(to).or_insert(0) += n;
+        }
         self.stats.uploads.fetch_add(1, Relaxed);
         self.stats.bytes_uploaded.fetch_add(n, Relaxed);
     }
 
     /// The peer part of the status page.
     pub fn status_json(&self) -> serde_json::Value {
+        let gossip = self.membership.counters();
+        let (conns_held, conns_addresses) = self.conns.held();
         let index = lock(&self.index);
         let bytes_from = lock(&self.bytes_from);
         let bytes_to = lock(&self.bytes_to);
@@ -466,46 +598,179 @@ impl Peers {
             "id": self.id.to_string(),
             "site": self.site,
             "members": members,
-            "index": { "keys": index.keys(), "entries": index.entries(), "nodes": index.nodes() },
+            "index": {
+                "keys": index.keys(),
+                "entries": index.entries(),
+                "nodes": index.nodes(),
+                "refused_nodes": index.refused(),
+                "buffer_overflows": index.overflowed(),
+                "updates_from_strangers": self.stats.updates_from_strangers.load(Relaxed),
+            },
+            "journal_evicted": lock(&self.journal).evicted(),
+            "gossip_events_dropped": gossip.events_dropped.load(Relaxed),
+            "gossip_broadcasts_dropped": gossip.broadcasts_dropped.load(Relaxed),
+            "connections": { "held": conns_held, "addresses": conns_addresses },
+            "connections_refused": self.stats.connections_refused.load(Relaxed),
             "own_claims": lock(&self.journal).state().claims(),
             "rejected_packets": self.membership.rejected_packets(),
             "rejected_requests": self.stats.rejected_requests.load(Relaxed),
+            "replayed_requests": self.stats.replayed_requests.load(Relaxed),
+            "replay_cache_full": self.stats.replay_cache_full.load(Relaxed),
             "uploads": self.stats.uploads.load(Relaxed),
+            "uploads_refused": self.stats.uploads_refused.load(Relaxed),
+            "busy_answers": self.stats.busy_answers.load(Relaxed),
             "bytes_uploaded": self.stats.bytes_uploaded.load(Relaxed),
             "bad_hashes": self.stats.bad_hashes.load(Relaxed),
             "failovers": self.stats.failovers.load(Relaxed),
             "sendfile_bytes": self.stats.sendfile_bytes.load(Relaxed),
+            "index_pulls": self.stats.index_pulls.load(Relaxed),
+            "index_pulls_running": lock(&self.pulls).running(),
+            "index_pulls_coalesced": self.stats.index_pulls_coalesced.load(Relaxed),
+            "index_pull_failures": self.stats.index_pull_failures.load(Relaxed),
+            "snapshot_pages": self.stats.snapshot_pages.load(Relaxed),
+            "snapshots_refused": self.stats.snapshots_refused.load(Relaxed),
             "discovery": self.discovery_stats.as_ref().map(|d| d.to_json()),
         })
     }
 
+    /// Applies a gossiped update from a live member; anyone else's is dropped and counted (a
+    /// member we learn of later is pulled from on its `Up`), so the index holds no state for
+    /// strangers.
     fn apply(self: &Arc<Self>, t: Tagged) {
+        if self.addr_of(t.node).is_none() {
+            self.stats.updates_from_strangers.fetch_add(1, Relaxed);
+            return;
+        }
         let applied = lock(&self.index).apply(t);
-        if let index::Applied::Gap { node, epoch, since } = applied {
-            self.pull(node, Some(epoch), since);
+        if let index::Applied::Gap { node, .. } = applied {
+            self.pull(node);
         }
     }
 
-    /// Fetches what we missed of `node`'s updates over TCP, in the background.
-    fn pull(self: &Arc<Self>, node: NodeId, epoch: Option<u64>, since: u64) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            for attempt in 0..3u32 {
-                let Some((addr, _)) = me.addr_of(node) else {
-                    return;
-                };
-                match me.client.index(addr, epoch, since).await {
-                    Ok(reply) => {
-                        lock(&me.index).apply_reply(reply);
+    /// Wants what we miss of `node`'s updates pulled over TCP: starts its puller unless one
+    /// runs (then that one goes again when it ends). Only members are pulled from.
+    fn pull(self: &Arc<Self>, node: NodeId) {
+        if self.addr_of(node).is_none() {
+            return;
+        }
+        match lock(&self.pulls).want(node) {
+            Want::Start => {
+                tokio::spawn(self.clone().puller(node));
+            }
+            Want::Coalesced => {
+                self.stats.index_pulls_coalesced.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// The one pull of `node`: rounds until its index shows no gap (or no progress), with
+    /// back-off on failure; it ends when the node leaves.
+    async fn puller(self: Arc<Self>, node: NodeId) {
+        let mut failures = 0;
+        while let Some((addr, _)) = self.addr_of(node) {
+            self.stats.index_pulls.fetch_add(1, Relaxed);
+            match self.catch_up(node, addr).await {
+                Ok(applied) => {
+                    failures = 0;
+                    let gapped = lock(&self.index).gap(node).is_some();
+                    if !lock(&self.pulls).round_done(node, applied > 0 && gapped) {
                         return;
                     }
-                    Err(e) => {
-                        tracing::debug!(%node, attempt, "index pull failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                    }
+                }
+                Err(e) => {
+                    self.stats.index_pull_failures.fetch_add(1, Relaxed);
+                    tracing::debug!(%node, failures, "index pull failed: {e}");
+                    let Some(wait) = pulls::retry_after(failures) else {
+                        break;
+                    };
+                    failures += 1;
+                    tokio::time::sleep(wait).await;
                 }
             }
-        });
+        }
+        lock(&self.pulls).end(node);
+    }
+
+    /// One pull round: asks `node` for what follows what we applied, gathers a paged snapshot
+    /// page by page, and applies the whole. Returns how many updates or entries took effect.
+    async fn catch_up(&self, node: NodeId, addr: SocketAddr) -> Result<usize, Error> {
+        let ask = match lock(&self.index).applied(node) {
+            Some((epoch, since)) => IndexAsk::Since {
+                epoch: Some(epoch),
+                since,
+            },
+            None => IndexAsk::Since {
+                epoch: None,
+                since: 0,
+            },
+        };
+        let changed = || {
+            Error::new(
+                crate::error::Kind::UpstreamProtocol,
+                crate::error::Side::Peer,
+                format!("peer {addr}: another node's index, or its snapshot changed while paging"),
+            )
+        };
+        let mut reply = self.client.index(node, addr, ask).await?;
+        if reply_node(&reply) != node {
+            return Err(changed());
+        }
+        while let IndexReply::Snapshot {
+            epoch,
+            seq,
+            entries,
+            next,
+            ..
+        } = &mut reply
+        {
+            let Some(after) = next.take() else {
+                break;
+            };
+            let ask = IndexAsk::Page {
+                epoch: *epoch,
+                snapshot: *seq,
+                after,
+            };
+            match self.client.index(node, addr, ask).await? {
+                IndexReply::Snapshot {
+                    node: n,
+                    epoch: e,
+                    seq: s,
+                    entries: more,
+                    next: more_next,
+                } if n == node && e == *epoch && s == *seq => {
+                    entries.extend(more);
+                    *next = more_next;
+                }
+                _ => return Err(changed()),
+            }
+        }
+        Ok(lock(&self.index).apply_reply(reply))
+    }
+}
+
+fn reply_node(reply: &IndexReply) -> NodeId {
+    match reply {
+        IndexReply::Updates { node, .. } | IndexReply::Snapshot { node, .. } => *node,
+    }
+}
+
+/// Our claim on a key we are fetching (`in_flight` in the group's index): dropping it withdraws
+/// the claim unless the fill left a shareable copy (advertised as `Have`), so that however the
+/// fill ends — failed, not shareable, or cancelled with its client — the group is not told
+/// forever that we are fetching it.
+#[must_use = "dropping a claim withdraws it at once"]
+pub struct Claim {
+    peers: Weak<Peers>,
+    key: String,
+    token: u64,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(p) = self.peers.upgrade() {
+            p.end_claim(&self.key, self.token);
+        }
     }
 }
 
@@ -514,7 +779,7 @@ impl Peers {
 pub use crate::cache::key::key_hash;
 
 /// Feeds membership events into the index until the node shuts down.
-async fn events_loop(peers: Weak<Peers>, mut events: mpsc::UnboundedReceiver<Event>) {
+async fn events_loop(peers: Weak<Peers>, mut events: mpsc::Receiver<Event>) {
     while let Some(ev) = events.recv().await {
         let Some(p) = peers.upgrade() else { return };
         match ev {
@@ -524,15 +789,14 @@ async fn events_loop(peers: Weak<Peers>, mut events: mpsc::UnboundedReceiver<Eve
             },
             Event::Up(m) => {
                 tracing::info!(id = %m.id, addr = %m.addr, site = %m.site, "peer up");
-                let known = lock(&p.index).applied(m.id);
-                match known {
-                    Some((epoch, seq)) => p.pull(m.id, Some(epoch), seq),
-                    None => p.pull(m.id, None, 0),
-                }
+                p.pull(m.id);
             }
             Event::Down(id) => {
                 let dropped = lock(&p.index).remove_node(id);
                 lock(&p.rtt).forget(id);
+                lock(&p.bytes_from).remove(&id);
+                lock(&p.bytes_to).remove(&id);
+                p.client.forget(id);
                 tracing::info!(%id, dropped, "peer down: its index entries are dropped");
             }
         }

@@ -2,7 +2,7 @@
 //! store, which already keeps every key) and the keys it is fetching right now (its claims, kept
 //! here with their key strings for the transfer API). Answers the journal's snapshots.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,13 +11,15 @@ use crate::cache::policy;
 use crate::cache::rules::Rules;
 use crate::cache::store::{Entry, Store};
 
-use super::index::OwnState;
+use super::journal::OwnState;
 use super::wire::{KeyHash, Update};
 
 pub struct StoreState {
     store: Store,
     rules: Arc<Rules>,
-    claims: HashMap<KeyHash, String>,
+    /// Open claims: key string and the token of the claim that owns it.
+    claims: HashMap<KeyHash, (String, u64)>,
+    next_token: u64,
 }
 
 impl StoreState {
@@ -26,19 +28,28 @@ impl StoreState {
             store,
             rules,
             claims: HashMap::new(),
+            next_token: 0,
         }
     }
 
-    /// Remembers the key string of a claim about to be recorded.
-    pub fn claim(&mut self, key: &str) -> KeyHash {
+    /// Remembers the key string of a claim about to be recorded; returns its hash and a token
+    /// naming this claim (a later claim of the same key replaces it).
+    pub fn claim(&mut self, key: &str) -> (KeyHash, u64) {
         let h = key_hash(key);
-        self.claims.insert(h, key.to_owned());
-        h
+        self.next_token += 1;
+        self.claims.insert(h, (key.to_owned(), self.next_token));
+        (h, self.next_token)
     }
 
     /// The key string of one of our claims.
     pub fn claimed(&self, h: &KeyHash) -> Option<&str> {
-        self.claims.get(h).map(String::as_str)
+        self.claims.get(h).map(|(key, _)| key.as_str())
+    }
+
+    /// Whether the claim named `token` is still open: no `Have` or `Dropped` of its key was
+    /// recorded since, and no later claim replaced it.
+    pub fn is_open(&self, h: &KeyHash, token: u64) -> bool {
+        self.claims.get(h).is_some_and(|(_, t)| *t == token)
     }
 
     /// How many claims are open.
@@ -52,7 +63,11 @@ impl StoreState {
         Detached {
             store: self.store.clone(),
             rules: self.rules.clone(),
-            claims: self.claims.keys().copied().collect(),
+            claims: self
+                .claims
+                .iter()
+                .map(|(h, (key, _))| (*h, key.clone()))
+                .collect(),
         }
     }
 }
@@ -61,37 +76,49 @@ impl StoreState {
 pub struct Detached {
     store: Store,
     rules: Arc<Rules>,
-    claims: Vec<KeyHash>,
+    claims: Vec<(KeyHash, String)>,
 }
 
 impl Detached {
-    /// Reads every row: blocking, and as long as the store is large (a member joining, or one
-    /// that fell behind the journal, asks for it). One update per key: the first shareable
-    /// variant of each stored key, then the claims on keys not stored.
-    pub fn snapshot(&self) -> Vec<Update> {
+    /// One page of the snapshot: the first shareable variant of each stored key after `after`
+    /// (from the first key when `None`), reading at most `rows` rows of the store, and on the
+    /// first page the claims on keys not stored shareable. Returns the updates and the key to
+    /// continue after when more rows may follow. Blocking: reads from disk.
+    pub fn page(&self, after: Option<&KeyHash>, rows: usize) -> (Vec<Update>, Option<KeyHash>) {
         let now = SystemTime::now();
         let mut out = Vec::new();
-        let mut last: Option<KeyHash> = None;
-        self.store.for_each_entry(|e| {
-            if !e.shareable {
-                return;
-            }
-            let update = have(e, &self.rules, now);
-            if last != Some(*update.key()) {
-                last = Some(*update.key());
-                out.push(update);
-            }
-        });
-        let stored: HashSet<KeyHash> = out.iter().map(|u| *u.key()).collect();
-        out.extend(
-            self.claims
-                .iter()
-                .filter(|h| !stored.contains(*h))
-                .map(|h| Update::InFlight { key: *h }),
-        );
-        out
+        if after.is_none() {
+            out.extend(
+                self.claims
+                    .iter()
+                    .filter(|(_, key)| !self.store.holds_shareable(key))
+                    .map(|(h, _)| Update::InFlight { key: *h }),
+            );
+        }
+        let next = self
+            .store
+            .for_each_row_after(after, rows.max(1), |_, entries| {
+                if let Some(e) = entries.iter().find(|e| e.shareable) {
+                    out.push(have(e, &self.rules, now));
+                }
+            });
+        (out, next)
+    }
+
+    /// The whole snapshot, page after page (see [`Detached::page`]). Blocking.
+    pub fn snapshot(&self) -> Vec<Update> {
+        let (mut all, mut next) = self.page(None, SNAPSHOT_ROWS);
+        while let Some(after) = next {
+            let (more, n) = self.page(Some(&after), SNAPSHOT_ROWS);
+            all.extend(more);
+            next = n;
+        }
+        all
     }
 }
+
+/// Rows read per step by [`Detached::snapshot`].
+const SNAPSHOT_ROWS: usize = 4096;
 
 /// The `Have` update for a stored entry: its body and how long it stays fresh as of `now`, by
 /// the same rules every node judges the entry with.
@@ -137,6 +164,46 @@ mod tests {
     use crate::cache::store::testing::commit_body as store_entry;
 
     #[test]
+    fn pages_cover_every_stored_key_once_in_key_order_with_the_claims_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let keys: Vec<String> = (0..5).map(|i| format!("http://a/{i}")).collect();
+        for k in &keys {
+            store_entry(&store, k, "", k.as_bytes(), true);
+        }
+        store_entry(&store, "http://a/private", "", b"mine", false);
+        let mut state = StoreState::new(store, Arc::new(Rules::none()));
+        let (claimed, _) = state.claim("http://a/coming");
+        let source = state.detach();
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let (updates, next) = source.page(after.as_ref(), 2);
+            pages.push(updates);
+            match next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        // 6 rows read two at a time (the private one gives no update), then an empty last page.
+        assert_eq!(pages.len(), 4, "{pages:?}");
+        assert_eq!(pages[0][0], Update::InFlight { key: claimed });
+        assert!(pages[1..]
+            .iter()
+            .flatten()
+            .all(|u| matches!(u, Update::Have { .. })));
+        let stored: Vec<KeyHash> = pages.iter().flatten().skip(1).map(|u| *u.key()).collect();
+        let mut want: Vec<KeyHash> = keys.iter().map(|k| key_hash(k)).collect();
+        want.sort();
+        assert_eq!(stored, want, "each stored key once, in key-hash order");
+        assert_eq!(
+            source.snapshot().len(),
+            6,
+            "the whole snapshot reads every page"
+        );
+    }
+
+    #[test]
     fn a_snapshot_has_one_update_per_shareable_key_and_the_open_claims() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
@@ -145,10 +212,14 @@ mod tests {
         store_entry(&store, "http://a/two", "", b"two", true);
         store_entry(&store, "http://a/private", "", b"mine", false);
         let mut state = StoreState::new(store, Arc::new(Rules::none()));
-        let claimed = state.claim("http://a/coming");
-        let refreshing = state.claim("http://a/two");
+        let (claimed, first) = state.claim("http://a/coming");
+        let (refreshing, _) = state.claim("http://a/two");
         assert_eq!(state.claimed(&claimed), Some("http://a/coming"));
         assert_eq!(state.claims(), 2);
+        assert!(state.is_open(&claimed, first));
+        // Claiming the key again replaces the claim: the first one is no longer the owner.
+        let (_, second) = state.claim("http://a/coming");
+        assert!(!state.is_open(&claimed, first) && state.is_open(&claimed, second));
 
         let mut snap = state.snapshot();
         snap.sort_by_key(|u| *u.key());
@@ -184,6 +255,7 @@ mod tests {
         });
         assert_eq!(state.claims(), 0);
         assert_eq!(state.claimed(&claimed), None);
+        assert!(!state.is_open(&claimed, second));
     }
 
     #[test]

@@ -326,12 +326,12 @@ pub async fn fetch(
 ) -> Result<Body, Error> {
     let resp = peers
         .client
-        .body(src.addr, &path(&hash, start, len), 0)
+        .body(src.node, src.addr, &path(&hash, start, len), 0)
         .await?;
     let (node, told, counter) = (src.node, peers.clone(), peers.clone());
     let on_bad: OnBad = Box::new(move |offset| {
         tracing::warn!(%node, %hash, offset, "peer sent a piece that does not match its blake3");
-        bad_piece(&told, node);
+        bad_piece(&told, node, offset);
     });
     let encoded = resp.into_body().map_err(Into::into).boxed();
     let verified = verify(encoded, hash, len, (start, len), on_bad);
@@ -382,13 +382,18 @@ impl HttpBody for Prefixed {
     }
 }
 
-/// A holder sent a bad piece: counted, and not asked again for a while.
-fn bad_piece(peers: &Peers, node: NodeId) {
+/// A holder sent a bad piece: counted, and not asked again for a while (a `Bad` fault).
+fn bad_piece(peers: &Peers, node: NodeId, offset: u64) {
     peers
         .stats
         .bad_hashes
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    peers.penalise(node);
+    let lie = Error::new(
+        Kind::UpstreamProtocol,
+        Side::Peer,
+        format!("bad piece at byte {offset}"),
+    );
+    peers.failed(node, &lie);
 }
 
 #[cfg(test)]

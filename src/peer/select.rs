@@ -1,11 +1,58 @@
-//! Which peer to ask for a body: ranking holders, penalties and smoothed RTTs; pure, no I/O and
-//! no clocks (`now_ms` is always passed in).
+//! Which peer to ask for a body: ranking holders, what a failure costs the peer (busy, gone or
+//! bad), back-off from busy holders and smoothed RTTs; pure, no I/O and no clocks (`now_ms` is
+//! always passed in).
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use super::wire::NodeId;
+use crate::error::{Error, Kind, Side};
+
+/// How long a peer that failed us badly (bad hash, lies, unreachable, hung) is not asked again.
+pub const PENALTY: Duration = Duration::from_secs(60);
+/// How long a busy peer (503 at its `max_uploads`) is ranked after the others.
+pub const BUSY: Duration = Duration::from_secs(1);
+/// Waits before asking busy holders again within one request; after the last, the origin.
+pub const BUSY_RETRIES: [Duration; 3] = [
+    Duration::from_millis(150),
+    Duration::from_millis(300),
+    Duration::from_millis(600),
+];
+
+/// How a peer failed a request, which decides what it costs the peer. Busy and gone are not bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// It is at its `max_uploads` (503) or cannot take the request just now: others are tried
+    /// first for [`BUSY`], and it is asked again after a short back-off ([`BUSY_RETRIES`]).
+    Busy,
+    /// It no longer has the object (404: evicted, or its fill ended; the `Dropped` is on its
+    /// way): no penalty, it is only skipped for the rest of the request.
+    Gone,
+    /// A bad hash, a malformed or lying reply, a timeout, unreachable: left out for [`PENALTY`].
+    Bad,
+}
+
+impl Fault {
+    /// The peer's part in `e`, or `None` when the failure is not the peer's (no matching variant,
+    /// our own storage, the origin).
+    pub fn of(e: &Error) -> Option<Fault> {
+        if e.side != Side::Peer {
+            return None;
+        }
+        Some(match e.kind {
+            Kind::Busy => Fault::Busy,
+            Kind::NotFound => Fault::Gone,
+            _ => Fault::Bad,
+        })
+    }
+}
+
+/// The wait before round `round` (0-based) of asking busy holders again; `None` once the retries
+/// are spent (the request goes to the origin).
+pub fn busy_retry(round: usize) -> Option<Duration> {
+    BUSY_RETRIES.get(round).copied()
+}
 
 /// A node that holds (or is fetching) the wanted key, with what we know about reaching it.
 #[derive(Clone, Debug)]
@@ -15,15 +62,19 @@ pub struct Candidate {
     pub same_site: bool,
     /// Holds the complete body (else it is still downloading it).
     pub complete: bool,
+    /// Its copy was fresh by the group's rules as of its `Have` (`fresh_until` still ahead):
+    /// a stale one costs a revalidation with the origin first.
+    pub fresh: bool,
     /// Smoothed round-trip time, if ever measured (see [`RttTable`]).
     pub rtt: Option<Duration>,
-    /// Transfers it is serving right now, as far as we know.
+    /// Uploads it was serving when it last answered us (`x-peercache-uploads`).
     pub uploads: u32,
 }
 
-/// Order: same site first; then complete before in-flight; then lowest measured RTT (unknown
-/// last); then fewest active uploads; then node id (deterministic). Penalised nodes are left out,
-/// and a node listed twice appears once, at its best rank.
+/// Order: same site first; then not busy before busy; then complete before in-flight; then
+/// fresh before stale; then lowest measured RTT (unknown last); then fewest active uploads;
+/// then node id (deterministic). Penalised nodes are left out, and a node listed twice appears once, at its
+/// best rank.
 pub fn rank(cands: Vec<Candidate>, penalties: &Penalties, now_ms: u64) -> Vec<NodeId> {
     let mut cands: Vec<Candidate> = cands
         .into_iter()
@@ -32,7 +83,9 @@ pub fn rank(cands: Vec<Candidate>, penalties: &Penalties, now_ms: u64) -> Vec<No
     cands.sort_by_key(|c| {
         (
             Reverse(c.same_site),
+            penalties.is_busy(c.node, now_ms),
             Reverse(c.complete),
+            Reverse(c.fresh),
             // None sorts after every Some.
             c.rtt.is_none(),
             c.rtt,
@@ -49,23 +102,33 @@ pub fn rank(cands: Vec<Candidate>, penalties: &Penalties, now_ms: u64) -> Vec<No
     ranked
 }
 
-/// Peers that served a bad hash, failed or timed out are not asked again for a while.
+/// What failures cost peers: a bad peer is left out for a while, a busy one ranked last for a
+/// moment.
 ///
-/// Invariant: a node is penalised while `now_ms < until`; a longer penalty is never shortened by
-/// a shorter one; expired entries are pruned whenever a penalty is added.
+/// Invariant: a node is penalised (busy) while `now_ms < until`; a longer penalty is never
+/// shortened by a shorter one; expired entries are pruned whenever one is added, so the maps hold
+/// only nodes that failed us within the last [`PENALTY`].
 #[derive(Debug, Default)]
 pub struct Penalties {
     until: HashMap<NodeId, u64>,
+    busy_until: HashMap<NodeId, u64>,
 }
 
 impl Penalties {
+    /// Records `fault` of `node` at `now_ms`: `Bad` leaves it out of rankings for [`PENALTY`],
+    /// `Busy` ranks it last for [`BUSY`], `Gone` costs nothing.
+    pub fn record(&mut self, node: NodeId, fault: Fault, now_ms: u64) {
+        match fault {
+            Fault::Bad => self.penalise(node, now_ms, PENALTY.as_millis() as u64),
+            Fault::Busy => extend(&mut self.busy_until, node, now_ms, BUSY.as_millis() as u64),
+            Fault::Gone => {}
+        }
+    }
+
     /// Leaves `node` out of rankings from `now_ms` for `for_ms` milliseconds (or longer if it
     /// already has a longer penalty).
     pub fn penalise(&mut self, node: NodeId, now_ms: u64, for_ms: u64) {
-        self.until.retain(|_, until| *until > now_ms);
-        let until = now_ms.saturating_add(for_ms);
-        let entry = self.until.entry(node).or_insert(until);
-        *entry = (*entry).max(until);
+        extend(&mut self.until, node, now_ms, for_ms);
     }
 
     /// Whether `node` is still penalised at `now_ms` (no longer once `now_ms` reaches the end).
@@ -73,10 +136,20 @@ impl Penalties {
         self.until.get(&node).is_some_and(|until| now_ms < *until)
     }
 
-    /// Lifts `node`'s penalty at once (e.g. it served a good body since).
-    pub fn forgive(&mut self, node: NodeId) {
-        self.until.remove(&node);
+    /// Whether `node` said it was busy less than [`BUSY`] ago.
+    pub fn is_busy(&self, node: NodeId, now_ms: u64) -> bool {
+        self.busy_until
+            .get(&node)
+            .is_some_and(|until| now_ms < *until)
     }
+}
+
+/// Sets `node`'s end to `now_ms + for_ms` unless it is already later; drops expired entries.
+fn extend(map: &mut HashMap<NodeId, u64>, node: NodeId, now_ms: u64, for_ms: u64) {
+    map.retain(|_, until| *until > now_ms);
+    let until = now_ms.saturating_add(for_ms);
+    let entry = map.entry(node).or_insert(until);
+    *entry = (*entry).max(until);
 }
 
 /// Exponentially weighted RTT per node (alpha 1/8 like TCP's SRTT, RFC 6298 §2).
@@ -115,12 +188,13 @@ mod tests {
         NodeId([i; 16])
     }
 
-    /// A baseline candidate: same site, complete, RTT unknown, idle.
+    /// A baseline candidate: same site, complete, fresh, RTT unknown, idle.
     fn cand(i: u8) -> Candidate {
         Candidate {
             node: n(i),
             same_site: true,
             complete: true,
+            fresh: true,
             rtt: None,
             uploads: 0,
         }
@@ -142,8 +216,10 @@ mod tests {
         };
         let in_flight = |c: Candidate| Candidate {
             complete: false,
+            fresh: false,
             ..c
         };
+        let stale = |c: Candidate| Candidate { fresh: false, ..c };
         let rtt = |c: Candidate, v| Candidate { rtt: ms(v), ..c };
         let uploads = |c: Candidate, u| Candidate { uploads: u, ..c };
         // (name, candidates, expected order)
@@ -162,6 +238,21 @@ mod tests {
             (
                 "complete before in-flight",
                 vec![in_flight(cand(1)), cand(2)],
+                ids(&[2, 1]),
+            ),
+            (
+                "fresh before stale",
+                vec![stale(cand(1)), cand(2)],
+                ids(&[2, 1]),
+            ),
+            (
+                "complete beats fresh",
+                vec![in_flight(cand(1)), stale(cand(2))],
+                ids(&[2, 1]),
+            ),
+            (
+                "fresh beats rtt",
+                vec![stale(rtt(cand(1), 1)), rtt(cand(2), 900)],
                 ids(&[2, 1]),
             ),
             (
@@ -262,19 +353,82 @@ mod tests {
     }
 
     #[test]
-    fn forgiving_and_pruning() {
+    fn expired_penalties_are_pruned() {
         let mut penalties = Penalties::default();
         penalties.penalise(n(1), 0, 1_000);
         penalties.penalise(n(2), 0, 100);
-        penalties.forgive(n(1));
-        assert!(!penalties.is_penalised(n(1), 10));
-        assert!(penalties.is_penalised(n(2), 10));
-        penalties.forgive(n(9));
-        // Adding a penalty drops the expired ones.
+        penalties.record(n(4), Fault::Busy, 0);
+        assert!(penalties.is_penalised(n(1), 10) && penalties.is_penalised(n(2), 10));
+        // Adding a penalty drops the expired ones, of either kind.
+        penalties.record(n(5), Fault::Busy, 2_000);
+        assert_eq!(penalties.busy_until.len(), 1);
         penalties.penalise(n(3), 100, u64::MAX);
+        assert_eq!(penalties.until.len(), 2, "n(1) has 900 ms to go");
+        penalties.penalise(n(3), 1_000, u64::MAX);
         assert_eq!(penalties.until.len(), 1);
         assert!(penalties.is_penalised(n(3), u64::MAX - 1));
         assert!(!penalties.is_penalised(n(3), u64::MAX));
+    }
+
+    #[test]
+    fn busy_and_gone_are_not_bad() {
+        let peer = |kind| Error::new(kind, Side::Peer, "x");
+        let cases = [
+            (peer(Kind::Busy), Some(Fault::Busy)),
+            (peer(Kind::NotFound), Some(Fault::Gone)),
+            (peer(Kind::UpstreamProtocol), Some(Fault::Bad)),
+            (peer(Kind::ConnectTimeout), Some(Fault::Bad)),
+            (peer(Kind::UpstreamBodyCut), Some(Fault::Bad)),
+            (
+                Error::new(Kind::NotFound, Side::Internal, "no variant"),
+                None,
+            ),
+            (Error::upstream(Kind::ConnectFailed, "origin"), None),
+            (Error::storage("disk"), None),
+        ];
+        for (e, want) in cases {
+            assert_eq!(Fault::of(&e), want, "{e}");
+        }
+        let cands = vec![cand(1), cand(2), cand(3)];
+        let mut p = Penalties::default();
+        p.record(n(1), Fault::Gone, 0);
+        assert_eq!(
+            rank(cands.clone(), &p, 0),
+            ids(&[1, 2, 3]),
+            "gone costs nothing"
+        );
+        p.record(n(1), Fault::Busy, 0);
+        assert_eq!(
+            rank(cands.clone(), &p, 0),
+            ids(&[2, 3, 1]),
+            "busy: others first"
+        );
+        let busy_ms = BUSY.as_millis() as u64;
+        assert_eq!(rank(cands.clone(), &p, busy_ms - 1), ids(&[2, 3, 1]));
+        assert_eq!(
+            rank(cands.clone(), &p, busy_ms),
+            ids(&[1, 2, 3]),
+            "and soon back"
+        );
+        p.record(n(2), Fault::Bad, 0);
+        assert_eq!(
+            rank(cands.clone(), &p, busy_ms),
+            ids(&[1, 3]),
+            "bad: left out"
+        );
+        assert!(p.is_penalised(n(2), PENALTY.as_millis() as u64 - 1));
+        // Busy does not outrank the site: a busy holder on our site before another site's.
+        let far = Candidate {
+            same_site: false,
+            ..cand(4)
+        };
+        let mut q = Penalties::default();
+        q.record(n(1), Fault::Busy, 0);
+        assert_eq!(rank(vec![far, cand(1)], &q, 0), ids(&[1, 4]));
+        // Retries: a few short waits, then the origin.
+        let waits: Vec<Duration> = (0..).map_while(busy_retry).collect();
+        assert_eq!(waits, BUSY_RETRIES);
+        assert!(waits.iter().sum::<Duration>() < Duration::from_secs(2));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -20,8 +20,8 @@ use crate::body::{self, Body};
 use crate::cache::conditional::{self, RangeAnswer};
 use crate::cache::inflight::{Fill, Head};
 use crate::cache::store::{header_pairs, Entry, TimingRecord};
-use crate::peer::auth::AUTH_HEADER;
-use crate::peer::wire::{KeyHash, NodeId};
+use crate::peer::auth::{AuthError, Covered, AUTH_HEADER, TRANSFER_FIELDS};
+use crate::peer::wire::{parse_hex32, IndexAsk, KeyHash, NodeId};
 use crate::peer::{pieces, Peers};
 use crate::sendfile::{self, SendfileIo, Slot};
 
@@ -85,10 +85,18 @@ pub async fn serve(listener: TcpListener, peers: Arc<Peers>, stop: watch::Receiv
         let Ok((tcp, remote)) = accepted else {
             continue;
         };
+        let Some(slot) = peers.conns.admit(remote.ip()) else {
+            // At a limit: a short 503 (the caller tries another source) if the socket takes it
+            // at once, then close.
+            peers.stats.connections_refused.fetch_add(1, Relaxed);
+            let _ = tcp.try_write(REFUSED);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let peers = peers.clone();
         let mut stop = stop.clone();
         conns.spawn(async move {
+            let _slot = slot;
             // Bodies by hash go out with `sendfile` (see `crate::sendfile`).
             let slot = Slot::default();
             let io = SendfileIo::new(tcp, slot.clone());
@@ -121,6 +129,10 @@ pub async fn serve(listener: TcpListener, peers: Arc<Peers>, stop: watch::Receiv
     }
 }
 
+/// The whole answer to a connection over the listener's limits.
+const REFUSED: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
 /// How long uploads in progress may go on after the node is asked to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -147,19 +159,29 @@ async fn handle(
         .get(AUTH_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let caller = match peers.signer.verify(method.as_str(), &path, auth, now) {
+    let now = crate::peer::now_ms();
+    let covered = Covered {
+        method: method.as_str(),
+        target: &path,
+        to: peers.id,
+        headers: req.headers(),
+        fields: &TRANSFER_FIELDS,
+    };
+    let caller = match peers.signer.verify(&covered, auth, now, &peers.replay) {
         Ok(node) => node,
         Err(e) => {
-            peers
-                .stats
-                .rejected_requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(%remote, "peer request refused: {e:?}");
-            return status(StatusCode::UNAUTHORIZED, "not a member of this group");
+            peers.stats.rejected_requests.fetch_add(1, Relaxed);
+            match e {
+                AuthError::Replayed => peers.stats.replayed_requests.fetch_add(1, Relaxed),
+                AuthError::Full => peers.stats.replay_cache_full.fetch_add(1, Relaxed),
+                _ => 0,
+            };
+            tracing::info!(%remote, "peer request refused: {e}");
+            return if e.is_transient() {
+                status(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+            } else {
+                status(StatusCode::UNAUTHORIZED, "not a member of this group")
+            };
         }
     };
     if method != Method::GET && method != Method::HEAD {
@@ -172,7 +194,7 @@ async fn handle(
     match kind {
         "index" => index(peers, req.uri().query().unwrap_or("")),
         "entries" => match parse_hex32(arg) {
-            Some(k) => entries(peers, &k),
+            Some(k) => with_uploads(peers, entries(peers, &k)),
             None => status(StatusCode::BAD_REQUEST, "bad key hash"),
         },
         "objects" => match parse_hex32(arg) {
@@ -197,11 +219,6 @@ async fn handle(
     }
 }
 
-/// 64 hex characters → 32 bytes.
-pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    blake3::Hash::from_hex(s).ok().map(|h| *h.as_bytes())
-}
-
 /// Answers at once with a 200 head and sends the body when `reply` is ready. A caller can then
 /// tell a live node that is still working (a snapshot to read, a fill's origin head to wait
 /// for) from a hung one (no head at all) with a short deadline. A reply that cannot be built
@@ -221,20 +238,25 @@ where
     Response::new(body)
 }
 
+/// `GET /peer/v1/index`: the journal's updates when it covers the asker, else a snapshot page
+/// (at most `MAX_SNAPSHOT_READS` read at once; past that, 503 and the asker retries later).
 fn index(peers: &Arc<Peers>, query: &str) -> Response<Body> {
-    let mut since = 0;
-    let mut epoch = None;
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("since", v)) => since = v.parse().unwrap_or(0),
-            Some(("epoch", v)) => epoch = v.parse().ok(),
-            _ => {}
-        }
+    let ask = IndexAsk::parse(query);
+    if let Some(updates) = peers.index_updates(&ask) {
+        return later(async move { postcard::to_stdvec(&updates).ok() });
     }
+    let Ok(permit) = peers.snapshot_reads.clone().try_acquire_owned() else {
+        peers.stats.snapshots_refused.fetch_add(1, Relaxed);
+        return status(StatusCode::SERVICE_UNAVAILABLE, "too many snapshots");
+    };
+    peers.stats.snapshot_pages.fetch_add(1, Relaxed);
     let p = peers.clone();
     later(async move {
-        // A snapshot reads every stored row.
-        let reply = tokio::task::spawn_blocking(move || p.index_since(epoch, since)).await;
+        let reply = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            p.index_page(&ask)
+        })
+        .await;
         reply.ok().and_then(|r| postcard::to_stdvec(&r).ok())
     })
 }
@@ -275,7 +297,8 @@ fn upload_slot(peers: &Arc<Peers>) -> Option<tokio::sync::OwnedSemaphorePermit> 
     peers.uploads.clone().try_acquire_owned().ok()
 }
 
-fn busy() -> Response<Body> {
+fn busy(peers: &Peers) -> Response<Body> {
+    peers.stats.uploads_refused.fetch_add(1, Relaxed);
     status(StatusCode::SERVICE_UNAVAILABLE, "too many uploads")
 }
 
@@ -334,7 +357,7 @@ async fn object(
         return status(StatusCode::NOT_FOUND, "no such object");
     }
     let Some(permit) = upload_slot(peers) else {
-        return busy();
+        return busy(peers);
     };
     let store = peers.store.clone();
     let opened = tokio::task::spawn_blocking(move || {
@@ -385,7 +408,7 @@ async fn pieces(
         return status(StatusCode::NOT_FOUND, "no such object");
     }
     let Some(permit) = upload_slot(peers) else {
-        return busy();
+        return busy(peers);
     };
     let store = peers.store.clone();
     let opened = tokio::task::spawn_blocking(move || {
@@ -450,7 +473,7 @@ async fn fill(
         return status(StatusCode::NOT_FOUND, "no fill in progress");
     };
     let Some(permit) = upload_slot(peers) else {
-        return busy();
+        return busy(peers);
     };
     let head = match tokio::time::timeout(peers.head_wait, fill.head()).await {
         Ok(Ok(h)) if h.shareable => h,

@@ -106,7 +106,7 @@ pub struct Tagged {
     pub update: Update,
 }
 
-/// Answer to `GET /peer/v1/index?since=N` (N = last seq the asker applied for this epoch).
+/// Answer to `GET /peer/v1/index` (see [`IndexAsk`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IndexReply {
     /// Everything after N, in order (the journal still covers N+1).
@@ -115,13 +115,82 @@ pub enum IndexReply {
         epoch: u64,
         updates: Vec<Tagged>,
     },
-    /// The node's whole current state (Have / InFlight entries) as of `seq`.
+    /// One page of the node's whole current state (Have / InFlight entries) as of `seq`, in
+    /// key order. `next`: more follows, ask [`IndexAsk::Page`] after this key; the snapshot is
+    /// whole only once a page says `None`, and only a whole one is applied.
     Snapshot {
         node: NodeId,
         epoch: u64,
         seq: u64,
         entries: Vec<Update>,
+        next: Option<KeyHash>,
     },
+}
+
+/// What a catch-up pull asks for: the query of `GET /peer/v1/index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexAsk {
+    /// `?since=N[&epoch=E]`: the updates after N (the last seq the asker applied in epoch E),
+    /// or the first page of a snapshot when the journal no longer covers N+1.
+    Since { epoch: Option<u64>, since: u64 },
+    /// `?epoch=E&snapshot=S&after=K`: the page after key K of the snapshot stamped S. A node
+    /// in another epoch answers with the first page of a new snapshot.
+    Page {
+        epoch: u64,
+        snapshot: u64,
+        after: KeyHash,
+    },
+}
+
+impl IndexAsk {
+    /// The query string (without `?`).
+    pub fn to_query(&self) -> String {
+        match self {
+            IndexAsk::Since {
+                epoch: Some(e),
+                since,
+            } => format!("since={since}&epoch={e}"),
+            IndexAsk::Since { epoch: None, since } => format!("since={since}"),
+            IndexAsk::Page {
+                epoch,
+                snapshot,
+                after,
+            } => format!("epoch={epoch}&snapshot={snapshot}&after={}", hex32(after)),
+        }
+    }
+
+    /// Reads a query made by [`IndexAsk::to_query`]; fields it does not know are ignored, and
+    /// malformed numbers read as absent (an asker that gets more than it asked for is fine).
+    pub fn parse(query: &str) -> IndexAsk {
+        let (mut since, mut epoch, mut snapshot, mut after) = (0, None, None, None);
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("since", v)) => since = v.parse().unwrap_or(0),
+                Some(("epoch", v)) => epoch = v.parse().ok(),
+                Some(("snapshot", v)) => snapshot = v.parse().ok(),
+                Some(("after", v)) => after = parse_hex32(v),
+                _ => {}
+            }
+        }
+        match (epoch, snapshot, after) {
+            (Some(epoch), Some(snapshot), Some(after)) => IndexAsk::Page {
+                epoch,
+                snapshot,
+                after,
+            },
+            _ => IndexAsk::Since { epoch, since },
+        }
+    }
+}
+
+/// 32 bytes → 64 lowercase hex characters (key hashes and content hashes in paths and queries).
+pub fn hex32(b: &[u8; 32]) -> String {
+    blake3::Hash::from_bytes(*b).to_hex().to_string()
+}
+
+/// 64 hex characters → 32 bytes.
+pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    blake3::Hash::from_hex(s).ok().map(|h| *h.as_bytes())
 }
 
 #[cfg(test)]
@@ -225,12 +294,56 @@ mod tests {
                 epoch: 42,
                 seq: 7,
                 entries: vec![Update::InFlight { key: [3; 32] }],
+                next: Some([4; 32]),
             },
         ];
         for reply in replies {
             let bytes = postcard::to_stdvec(&reply).expect("serialise");
             assert_eq!(postcard::from_bytes::<IndexReply>(&bytes), Ok(reply));
         }
+    }
+
+    #[test]
+    fn index_asks_round_trip_through_their_query() {
+        let asks = [
+            IndexAsk::Since {
+                epoch: None,
+                since: 0,
+            },
+            IndexAsk::Since {
+                epoch: Some(1_700_000_000_000),
+                since: 42,
+            },
+            IndexAsk::Page {
+                epoch: 7,
+                snapshot: 9,
+                after: [0xab; 32],
+            },
+        ];
+        for ask in asks {
+            assert_eq!(IndexAsk::parse(&ask.to_query()), ask, "{}", ask.to_query());
+        }
+        // Bad or partial queries read as the plainest ask, never a panic.
+        let since0 = IndexAsk::Since {
+            epoch: None,
+            since: 0,
+        };
+        for q in [
+            "",
+            "since=x",
+            "snapshot=1&after=00",
+            "epoch=1&snapshot=2&after=zz",
+            "after=é",
+            &format!("epoch=1&snapshot=2&after={}", "é".repeat(32)),
+            "&&=&since",
+        ] {
+            let ask = IndexAsk::parse(q);
+            assert!(
+                matches!(ask, IndexAsk::Since { since: 0, .. }),
+                "{q}: {ask:?}"
+            );
+        }
+        assert_eq!(IndexAsk::parse("since=-1"), since0);
     }
 
     #[test]

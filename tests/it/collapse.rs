@@ -7,22 +7,6 @@ use tokio::sync::watch;
 
 use crate::support::*;
 
-fn gated(
-    first: bytes::Bytes,
-    rest: Option<bytes::Bytes>,
-    gate: watch::Receiver<bool>,
-    len: usize,
-) -> Reply {
-    Reply {
-        status: 200,
-        headers: vec![
-            ("cache-control".into(), "max-age=600".into()),
-            ("content-length".into(), len.to_string()),
-        ],
-        payload: Payload::Gated { first, rest, gate },
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_clients_make_one_origin_request_and_stream_before_it_ends() {
     let origin = Origin::start().await;

@@ -25,6 +25,12 @@ async fn a_second_node_gets_the_object_from_the_first_over_the_lan() {
     wait_holders(&nodes[1], &url, 1).await;
     let b = get(nodes[1].addr(), &url).await;
     assert_eq!(b.x_cache(), "PEER");
+    // RFC 9211: forwarded (to a peer, named by our extension parameter) and stored.
+    let params = our_cache_status(&b).expect("Cache-Status");
+    let peer = format!("peercache-peer=\"{}\"", nodes[0].peers().id);
+    for p in ["fwd=uri-miss", "stored", peer.as_str()] {
+        assert!(params.iter().any(|x| x == p), "{p} in {params:?}");
+    }
     assert!(b.body.unwrap() == body, "the peer copy is byte-exact");
     assert_eq!(origin.hits("/pkg.deb"), 1, "the WAN is crossed once");
     // A uploaded it once, as verified pieces of its stored copy.
@@ -216,7 +222,7 @@ async fn a_node_without_the_key_can_neither_join_nor_download() {
     let resp = intruder
         .peers()
         .client
-        .get(p0.membership_addr(), &path, 0)
+        .get(p0.id, p0.membership_addr(), &path, 0)
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
@@ -266,6 +272,8 @@ async fn a_stale_peer_copy_is_revalidated_with_the_origin_and_its_body_still_com
     wait_holders(&nodes[1], &url, 1).await;
     let b = get(nodes[1].addr(), &url).await;
     assert_eq!(b.x_cache(), "PEER");
+    let params = our_cache_status(&b).expect("Cache-Status");
+    assert!(params.iter().any(|x| x == "fwd-status=304"), "{params:?}");
     assert!(b.body.unwrap() == body);
     let seen = origin.seen("/av.defs");
     assert_eq!(seen.len(), 2, "one full fetch, one conditional request");
@@ -472,18 +480,7 @@ async fn uploads_beyond_max_uploads_get_503() {
     let (_open, gate) = watch::channel(false);
     origin.route(
         "/slow",
-        Reply {
-            status: 200,
-            headers: vec![
-                ("cache-control".into(), "max-age=600".into()),
-                ("content-length".into(), "20000".into()),
-            ],
-            payload: Payload::Gated {
-                first: pattern(10_000, 1),
-                rest: Some(pattern(10_000, 2)),
-                gate,
-            },
-        },
+        gated(pattern(10_000, 1), Some(pattern(10_000, 2)), gate, 20_000),
     );
     origin.route(
         "/small",
@@ -513,7 +510,7 @@ async fn uploads_beyond_max_uploads_get_503() {
     let held = b
         .peers()
         .client
-        .get(pa.membership_addr(), &fill, 0)
+        .get(pa.id, pa.membership_addr(), &fill, 0)
         .await
         .unwrap();
     assert_eq!(held.status(), 200);
@@ -530,7 +527,7 @@ async fn uploads_beyond_max_uploads_get_503() {
     let refused = b
         .peers()
         .client
-        .get(pa.membership_addr(), &obj, 0)
+        .get(pa.id, pa.membership_addr(), &obj, 0)
         .await
         .unwrap();
     assert_eq!(refused.status(), 503);
@@ -563,7 +560,12 @@ async fn a_private_body_is_not_served_by_hash_even_to_a_member() {
         .unwrap();
     assert!(!entry.shareable);
     let path = peercache::peer::client::object_path(entry.hash.as_bytes());
-    let p0 = nodes[0].peers().membership_addr();
-    let resp = nodes[1].peers().client.get(p0, &path, 0).await.unwrap();
+    let p0 = nodes[0].peers();
+    let resp = nodes[1]
+        .peers()
+        .client
+        .get(p0.id, p0.membership_addr(), &path, 0)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404, "a member asking by hash gets nothing");
 }

@@ -71,25 +71,25 @@ impl Reply {
     }
 }
 
+/// A cacheable 200 of `len` bytes (`Content-Length` set) that sends `first`, then `rest` once
+/// `gate` opens (or cuts the body when `rest` is `None`).
+pub fn gated(first: Bytes, rest: Option<Bytes>, gate: watch::Receiver<bool>, len: usize) -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![
+            ("cache-control".into(), "max-age=600".into()),
+            ("content-length".into(), len.to_string()),
+        ],
+        payload: Payload::Gated { first, rest, gate },
+    }
+}
+
 impl Reply {
     /// A 200 cacheable for 10 minutes with the `Content-Length` of both parts, whose body
     /// stops after `first` until `gate` opens.
     pub fn gated(first: Bytes, rest: Bytes, gate: watch::Receiver<bool>) -> Reply {
-        Reply {
-            status: 200,
-            headers: vec![
-                ("cache-control".into(), "max-age=600".into()),
-                (
-                    "content-length".into(),
-                    (first.len() + rest.len()).to_string(),
-                ),
-            ],
-            payload: Payload::Gated {
-                first,
-                rest: Some(rest),
-                gate,
-            },
-        }
+        let len = first.len() + rest.len();
+        gated(first, Some(rest), gate, len)
     }
 }
 
@@ -178,6 +178,22 @@ impl Origin {
             .lock()
             .unwrap()
             .insert(path.to_owned(), Arc::new(f));
+    }
+
+    /// Serves `not_modified` to a request whose `If-None-Match` is `etag`, `full` to any other.
+    pub fn route_conditional(&self, path: &str, etag: &str, full: Reply, not_modified: Reply) {
+        let etag = etag.to_owned();
+        self.route_fn(path, move |req| {
+            let matches = req
+                .headers
+                .get("if-none-match")
+                .is_some_and(|v| v.as_bytes() == etag.as_bytes());
+            if matches {
+                not_modified.clone()
+            } else {
+                full.clone()
+            }
+        });
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -725,7 +741,7 @@ pub fn peer_config(dir: &Path, i: usize, key: &Path, seed: Option<SocketAddr>) -
     c
 }
 
-/// Fast gossip timings for test groups.
+/// The peer knobs of test nodes: fast gossip timings and a 100 ms claim window.
 pub fn fast_tuning() -> peercache::peer::PeerTuning {
     peercache::peer::PeerTuning {
         timings: peercache::peer::membership::Timings::fast(),
@@ -754,11 +770,19 @@ pub async fn start_node_tuned(
 
 /// Starts `n` nodes sharing one key, all seeded by the first, and waits until each sees the others.
 pub async fn cluster(n: usize) -> (Vec<Node>, tempfile::TempDir) {
-    cluster_with(n, |_| {}).await
+    cluster_tuned(n, |_, _, _| {}).await
 }
 
 /// `cluster`, with `edit` applied to every node's config.
 pub async fn cluster_with(n: usize, edit: impl Fn(&mut Config)) -> (Vec<Node>, tempfile::TempDir) {
+    cluster_tuned(n, |_, c, _| edit(c)).await
+}
+
+/// [`cluster`] with node `i`'s config and peer knobs adjusted by `tune(i, config, tuning)`.
+pub async fn cluster_tuned(
+    n: usize,
+    tune: impl Fn(usize, &mut Config, &mut peercache::peer::PeerTuning),
+) -> (Vec<Node>, tempfile::TempDir) {
     let keydir = tempdir();
     let key = keydir.path().join("cluster.key");
     write_key(&key, 7);
@@ -767,8 +791,9 @@ pub async fn cluster_with(n: usize, edit: impl Fn(&mut Config)) -> (Vec<Node>, t
         let dir = tempdir();
         let seed = nodes.first().map(|n| n.peers().membership_addr());
         let mut c = peer_config(dir.path(), i, &key, seed);
-        edit(&mut c);
-        nodes.push(start_node(c, dir).await);
+        let mut tuning = fast_tuning();
+        tune(i, &mut c, &mut tuning);
+        nodes.push(start_node_tuned(c, dir, tuning).await);
     }
     let all = nodes.iter().map(|n| n.peers().clone()).collect::<Vec<_>>();
     assert!(
@@ -817,6 +842,245 @@ pub fn corrupt_blob(node: &Node, hash: &blake3::Hash, at: usize) {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[at] ^= 0x20;
     std::fs::write(&path, bytes).unwrap();
+}
+
+/// What a [`RawOrigin`] does with one request.
+pub enum RawStep {
+    /// Writes these bytes: a whole response, or interim responses and then the final one.
+    Send(Vec<u8>),
+    /// Writes `first`, waits until `gate` opens, then writes `rest`.
+    Gated {
+        first: Vec<u8>,
+        gate: watch::Receiver<bool>,
+        rest: Vec<u8>,
+    },
+    /// Closes the connection without answering.
+    Close,
+}
+
+type RawScript = Arc<dyn Fn(usize, &str) -> RawStep + Send + Sync>;
+
+/// An origin on 127.0.0.1 that writes raw bytes (what hyper's server cannot: 1xx responses, a
+/// connection closed instead of an answer). `script(n, path)` decides, `n` counting the
+/// requests for `path` from 0; connections are kept alive between requests.
+#[derive(Clone)]
+pub struct RawOrigin {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl RawOrigin {
+    pub async fn start(script: impl Fn(usize, &str) -> RawStep + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = RawOrigin {
+            addr: listener.local_addr().unwrap(),
+            heads: Arc::default(),
+            stop: Arc::new(watch::channel(false).0),
+        };
+        let script: RawScript = Arc::new(script);
+        let heads = origin.heads.clone();
+        let stop = origin.stop.clone();
+        let mut stopped = stop.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((tcp, _)) = accepted else { return };
+                        let conn = raw_connection(tcp, script.clone(), heads.clone());
+                        let mut stopped = stop.subscribe();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = stopped.wait_for(|s| *s) => {}
+                            }
+                        });
+                    }
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+            }
+        });
+        origin
+    }
+
+    /// Closes the port and every connection: from now on connections are refused.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The request heads received for `path`, in order, lower-cased.
+    pub fn heads(&self, path: &str) -> Vec<String> {
+        let first_line = |h: &String| h.lines().next().unwrap_or("").to_owned();
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| first_line(h).split(' ').nth(1) == Some(path))
+            .cloned()
+            .collect()
+    }
+}
+
+async fn raw_connection(mut tcp: TcpStream, script: RawScript, heads: Arc<Mutex<Vec<String>>>) {
+    use tokio::io::AsyncWriteExt;
+    loop {
+        let Some(head) = read_head(&mut tcp).await else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+        let n = {
+            let mut all = heads.lock().unwrap();
+            all.push(head.clone());
+            all.iter()
+                .filter(|h| h.split(' ').nth(1) == Some(path.as_str()))
+                .count()
+                - 1
+        };
+        match script(n, &path) {
+            RawStep::Send(bytes) => {
+                if tcp.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            RawStep::Gated {
+                first,
+                mut gate,
+                rest,
+            } => {
+                if tcp.write_all(&first).await.is_err() {
+                    return;
+                }
+                let _ = gate.wait_for(|open| *open).await;
+                if tcp.write_all(&rest).await.is_err() {
+                    return;
+                }
+            }
+            RawStep::Close => return,
+        }
+    }
+}
+
+/// Reads one message head (through the blank line) from `tcp`; `None` at EOF or after 5 s.
+pub async fn read_head(tcp: &mut TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
+}
+
+/// A whole raw response: status line, `fields` (`name: value`), a `Content-Length` and `body`.
+pub fn raw_response(status: &str, fields: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\n");
+    for (k, v) in fields {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    out.into_bytes()
+}
+
+/// The parameters of this proxy's `Cache-Status` member (the last one), e.g. `hit`,
+/// `ttl=600`; `None` when the response has none of ours.
+pub fn our_cache_status(got: &Got) -> Option<Vec<String>> {
+    let all: Vec<&str> = got
+        .headers
+        .get_all("cache-status")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let ours = all.last()?.trim();
+    let mut params = ours.split(';').map(|p| p.trim().to_owned());
+    (params.next()?.as_str() == "peercache").then(|| params.collect())
+}
+
+/// A TCP relay on `ip` in front of `upstream` that records every byte its clients send, as
+/// someone on the path between two nodes could.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    captured: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    pub async fn start(ip: &str, upstream: SocketAddr) -> Recorder {
+        let listener = TcpListener::bind(format!("{ip}:0")).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let captured: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let cap = captured.clone();
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let cap = cap.clone();
+                tokio::spawn(async move {
+                    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                    sock.bind(SocketAddr::new(ip, 0)).unwrap();
+                    let Ok(server) = sock.connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            cap.lock().unwrap().extend_from_slice(&buf[..n]);
+                        }
+                    };
+                    let down = tokio::io::copy(&mut sr, &mut cw);
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        Recorder { addr, captured }
+    }
+
+    /// Everything the relay's clients have sent so far.
+    pub fn captured(&self) -> Vec<u8> {
+        self.captured.lock().unwrap().clone()
+    }
+}
+
+/// Sends `bytes` as they are from a socket bound to `from_ip` to `to`, and returns the status
+/// code of the response (0 when no response head came back within 5 s).
+pub async fn raw_request(from_ip: &str, to: SocketAddr, bytes: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(from_ip.parse().unwrap(), 0))
+        .unwrap();
+    let mut tcp = sock.connect(to).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    if read.is_err() {
+        return 0;
+    }
+    String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A program on the PATH, if there is one.

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use crate::app::App;
 use crate::body::{self, Body};
 use crate::config::HostPatterns;
+use crate::front::interim::{Interim, InterimIo};
 use crate::front::meter::{End, Metered, Tunnel};
 use crate::front::{Arrived, Client};
 use crate::metrics::Metrics;
@@ -71,16 +72,19 @@ pub fn open(
             Err(_) => return refused(&app, &mut tunnel, &host, "handshake timed out"),
         };
         Metrics::inc(&app.metrics.intercepted);
+        let interim = Interim::default();
         let client = Arc::new(Client {
             peer,
             allowed: true,
             slot: None,
             site: Some(Site::new(name, port)),
+            interim: Some(interim.clone()),
             stop,
         });
+        let io = TokioIo::new(InterimIo::new(tls, interim));
         let idle_limit = app.config.proxy.tunnel_idle_timeout;
         let end = tokio::select! {
-            _ = crate::front::serve_http1(TokioIo::new(tls), app, client) => End::Complete,
+            _ = crate::front::serve_http1(io, app, client) => End::Complete,
             _ = traffic.idle(idle_limit) => End::Idle,
         };
         tunnel.ended(end);
