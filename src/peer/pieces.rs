@@ -353,32 +353,7 @@ pub async fn checked_start(mut body: Body, wait: Duration) -> Result<Body, Error
         )),
         Ok(None) => Ok(body::empty()),
         Ok(Some(Err(e))) => Err(peer_error(Kind::UpstreamProtocol, e.to_string())),
-        Ok(Some(Ok(first))) => Ok(Prefixed {
-            first: Some(first),
-            rest: body,
-        }
-        .boxed()),
-    }
-}
-
-/// A frame already read, then the rest of its body.
-struct Prefixed {
-    first: Option<Frame<Bytes>>,
-    rest: Body,
-}
-
-impl HttpBody for Prefixed {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.first.take() {
-            Some(f) => Poll::Ready(Some(Ok(f))),
-            None => Pin::new(&mut self.rest).poll_frame(cx),
-        }
+        Ok(Some(Ok(first))) => Ok(body::prefixed(first, body)),
     }
 }
 

@@ -345,19 +345,17 @@ fn ranged(
     r
 }
 
-async fn object(
+/// Opens a stored body that may be handed to other machines, with an upload slot for it: the
+/// file, its length and the slot, or the answer (404, 503) that refuses it.
+async fn open_shared(
     peers: &Arc<Peers>,
-    caller: NodeId,
-    method: &Method,
-    req: &HeaderMap,
     hash: blake3::Hash,
-    slot: &Slot,
-) -> Response<Body> {
+) -> Result<(std::fs::File, u64, tokio::sync::OwnedSemaphorePermit), Response<Body>> {
     if !peers.store.is_shared_body(&hash) {
-        return status(StatusCode::NOT_FOUND, "no such object");
+        return Err(status(StatusCode::NOT_FOUND, "no such object"));
     }
     let Some(permit) = upload_slot(peers) else {
-        return busy(peers);
+        return Err(busy(peers));
     };
     let store = peers.store.clone();
     let opened = tokio::task::spawn_blocking(move || {
@@ -369,7 +367,22 @@ async fn object(
     .ok()
     .flatten();
     let Some((file, len)) = opened else {
-        return status(StatusCode::NOT_FOUND, "no such object");
+        return Err(status(StatusCode::NOT_FOUND, "no such object"));
+    };
+    Ok((file, len, permit))
+}
+
+async fn object(
+    peers: &Arc<Peers>,
+    caller: NodeId,
+    method: &Method,
+    req: &HeaderMap,
+    hash: blake3::Hash,
+    slot: &Slot,
+) -> Response<Body> {
+    let (file, len, permit) = match open_shared(peers, hash).await {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
     };
     let file = Arc::new(file);
     let counter = peers.clone();
@@ -404,23 +417,9 @@ async fn pieces(
     query: Option<&str>,
     hash: blake3::Hash,
 ) -> Response<Body> {
-    if !peers.store.is_shared_body(&hash) {
-        return status(StatusCode::NOT_FOUND, "no such object");
-    }
-    let Some(permit) = upload_slot(peers) else {
-        return busy(peers);
-    };
-    let store = peers.store.clone();
-    let opened = tokio::task::spawn_blocking(move || {
-        let f = store.open_blob_by_hash(&hash)?;
-        let len = f.metadata().ok()?.len();
-        Some((f, len))
-    })
-    .await
-    .ok()
-    .flatten();
-    let Some((file, len)) = opened else {
-        return status(StatusCode::NOT_FOUND, "no such object");
+    let (file, len, permit) = match open_shared(peers, hash).await {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
     };
     let (start, end) = match pieces::span(query.unwrap_or(""), len) {
         Ok(span) => span,
