@@ -187,8 +187,10 @@ impl Fill {
         let len = end.map(|e| e.saturating_sub(start));
         let (tx, body) = body::channel(len);
         let fill = self.clone();
+        // Attached now, not when the task first runs: a writer past the store limit must see
+        // every reader it has.
+        let cursor = Cursor::attach(&fill, start);
         tokio::spawn(async move {
-            let cursor = Cursor::attach(&fill, start);
             let mut rx = fill.subscribe();
             let mut pos = start;
             loop {

@@ -6,6 +6,7 @@ pub mod index;
 pub mod inflight;
 pub mod key;
 pub mod lookup;
+pub mod outboard;
 pub mod policy;
 pub mod read;
 pub mod rules;

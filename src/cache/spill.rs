@@ -11,6 +11,8 @@ use tokio::sync::Notify;
 
 /// Most bytes held past the limit (one more chunk may come on top of it).
 pub const SPILL_MAX: u64 = 1024 * 1024;
+/// How long a full spill waits for a reader to attach when none is.
+pub const NOBODY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The spilled bytes of one fill and where its readers are.
 #[derive(Debug, Default)]
@@ -68,33 +70,39 @@ impl Spill {
     }
 
     /// Adds the next bytes once there is room (bytes every reader took are let go). `false`
-    /// when no reader is attached: nobody wants the rest.
+    /// when the spill is full and no reader attached within [`NOBODY_WAIT`]: nobody wants the
+    /// rest. (A request that got the fill may attach a moment after the limit was reached;
+    /// nothing is let go while no reader is attached.)
     pub async fn push(&self, data: Bytes) -> bool {
         loop {
             let moved = self.moved.notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            {
+            let nobody = {
                 let mut g = lock(&self.inner);
-                let Some(slowest) = g.cursors.values().min().copied() else {
-                    return false;
-                };
-                while let Some(first) = g.chunks.front() {
-                    let n = first.len() as u64;
-                    if g.base + n > slowest {
-                        break;
+                if let Some(slowest) = g.cursors.values().min().copied() {
+                    while let Some(first) = g.chunks.front() {
+                        let n = first.len() as u64;
+                        if g.base + n > slowest {
+                            break;
+                        }
+                        g.chunks.pop_front();
+                        g.base += n;
+                        g.held -= n;
                     }
-                    g.chunks.pop_front();
-                    g.base += n;
-                    g.held -= n;
                 }
                 if g.held < SPILL_MAX {
                     g.held += data.len() as u64;
                     g.chunks.push_back(data);
                     return true;
                 }
+                g.cursors.is_empty()
+            };
+            if !nobody {
+                moved.await;
+            } else if tokio::time::timeout(NOBODY_WAIT, moved).await.is_err() {
+                return false;
             }
-            moved.await;
         }
     }
 
@@ -124,7 +132,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_writer_waits_for_the_slowest_reader_and_stops_without_readers() {
         let spill = Arc::new(Spill::default());
         spill.start(100);
@@ -152,6 +160,17 @@ mod tests {
             .is_empty());
         spill.leave(fast);
         spill.leave(slow);
-        assert!(!spill.push(chunk).await, "nobody left to read it");
+        assert!(
+            !spill.push(chunk.clone()).await,
+            "full, and nobody left to read it"
+        );
+        // Before any reader attached, what fits is kept for one that may still come.
+        let fresh = Spill::default();
+        fresh.start(0);
+        assert!(fresh.push(chunk.clone()).await);
+        assert!(fresh.push(chunk).await);
+        let late = fresh.attach(0);
+        assert_eq!(fresh.read(0, 4).unwrap().len(), 4);
+        fresh.leave(late);
     }
 }

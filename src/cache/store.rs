@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::index::{Fp, Index, Meta};
 use crate::cache::key::{key_hash, Variant};
+use crate::cache::outboard::{self, Outboard};
 use crate::cache::policy::Timing;
 use crate::error::{Error, Result};
 
@@ -57,10 +58,12 @@ impl Entry {
         self.head.unpack()
     }
 
-    /// Bytes the entry costs in the size budget: body plus an estimate of its head.
+    /// Bytes the entry costs in the size budget: body, its outboard, and an estimate of its head.
     fn weight_bytes(&self) -> u64 {
         let head = self.head.0.len();
-        self.len + (head + self.key.len() + self.variant.as_str().len() + 64) as u64
+        self.len
+            + outboard::size(self.len)
+            + (head + self.key.len() + self.variant.as_str().len() + 64) as u64
     }
 }
 
@@ -333,6 +336,30 @@ impl Inner {
             .join(&hex.as_str()[2..])
     }
 
+    /// Where the blob's verified-streaming outboard lives: `objects/ab/cdef….obao`.
+    fn outboard_path(&self, hash: &blake3::Hash) -> PathBuf {
+        outboard::beside(&self.blob_path(hash))
+    }
+
+    /// Makes the outboard of the `len`-byte body in `body` under `tmp/`, checking that the body
+    /// still hashes to `hash`; the caller renames it into place. `None`: the body needs none.
+    fn make_outboard(&self, body: &File, hash: &blake3::Hash, len: u64) -> Result<Option<PathBuf>> {
+        let seq = self.temp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp =
+            self.dir
+                .join("tmp")
+                .join(format!("{}-{seq}{}", std::process::id(), outboard::SUFFIX));
+        let root = outboard::make(body, len, &tmp).map_err(|e| {
+            outboard::remove(&tmp);
+            Error::storage(format!("cannot make the outboard: {e}"))
+        })?;
+        if root != *hash {
+            outboard::remove(&tmp);
+            return Err(Error::storage("the body file does not match its blake3"));
+        }
+        Ok((outboard::size(len) > 0).then_some(tmp))
+    }
+
     /// Queues a row change; the receiver yields once it is durable. Callers queue under
     /// `commit_lock` (so changes keep their order) and wait after releasing it (so that
     /// concurrent commits share one fsync).
@@ -416,6 +443,7 @@ impl Inner {
             if gone {
                 blobs.remove(hash);
                 let _ = fs::remove_file(self.blob_path(hash));
+                outboard::remove(&self.outboard_path(hash));
             }
         }
     }
@@ -641,6 +669,7 @@ impl Store {
             let prefix = fan.file_name().to_string_lossy().into_owned();
             for f in files.flatten() {
                 let name = format!("{prefix}{}", f.file_name().to_string_lossy());
+                let name = name.strip_suffix(outboard::SUFFIX).unwrap_or(&name);
                 let referenced = blake3::Hash::from_hex(name.as_bytes())
                     .map(|h| blobs.contains_key(&h))
                     .unwrap_or(false);
@@ -717,11 +746,22 @@ impl Store {
     /// with its head. The body becomes visible only once it is renamed into `objects/` and its
     /// row is committed. Replaces a stored entry with the same variant.
     pub fn commit(&self, entry: Entry, temp: &Path) -> Result<Arc<Entry>> {
+        // The outboard is made from the file as written (a second read, from the page cache
+        // as a rule) and goes into place first: a blob in `objects/` has its outboard.
+        let body = File::open(temp).map_err(Error::storage)?;
+        let made = self.inner.make_outboard(&body, &entry.hash, entry.len)?;
+        drop(body);
         {
             let mut blobs = lock(&self.inner.blobs);
             let dest = self.inner.blob_path(&entry.hash);
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).map_err(Error::storage)?;
+            }
+            if let Some(ob) = made {
+                fs::rename(&ob, self.inner.outboard_path(&entry.hash)).map_err(|e| {
+                    outboard::remove(&ob);
+                    Error::storage(e)
+                })?;
             }
             fs::rename(temp, &dest).map_err(Error::storage)?;
             let b = blobs.entry(entry.hash).or_default();
@@ -953,6 +993,36 @@ impl Store {
         File::open(self.inner.blob_path(hash)).ok()
     }
 
+    /// The outboard of a referenced blob of `len` bytes, for serving verified pieces of it.
+    /// A blob stored before outboards existed (or whose outboard file was lost) gets one now:
+    /// the blob is read and hashed whole, and used only if it still matches `hash`. Blocking.
+    pub fn outboard(&self, hash: &blake3::Hash, len: u64) -> Result<Outboard> {
+        let inner = &self.inner;
+        let path = inner.outboard_path(hash);
+        if let Some(ob) = outboard::open(&path, *hash, len) {
+            return Ok(ob);
+        }
+        let body = self
+            .open_blob_by_hash(hash)
+            .ok_or_else(|| Error::storage("no such blob"))?;
+        if body.metadata().map_err(Error::storage)?.len() != len {
+            return Err(Error::storage("the blob is not of its advertised length"));
+        }
+        tracing::info!(%hash, len, "making the outboard of a blob stored without one");
+        if let Some(made) = inner.make_outboard(&body, hash, len)? {
+            let blobs = lock(&inner.blobs);
+            let renamed = if blobs.contains_key(hash) {
+                fs::rename(&made, &path).map_err(Error::storage)
+            } else {
+                Err(Error::storage("the blob was deleted meanwhile"))
+            };
+            drop(blobs);
+            outboard::remove(&made);
+            renamed?;
+        }
+        outboard::open(&path, *hash, len).ok_or_else(|| Error::storage("outboard unreadable"))
+    }
+
     /// How many distinct blobs are referenced.
     pub fn blob_count(&self) -> usize {
         lock(&self.inner.blobs).len()
@@ -1110,6 +1180,55 @@ mod tests {
         store.invalidate_if_uses("http://a/x", &new.hash).unwrap();
         assert!(store.get("http://a/x").is_none());
         assert_eq!(blob_files(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_stored_blob_has_its_outboard_beside_it_until_the_blob_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let e = put(&store, "http://a/big", "", &body);
+        let small = put(&store, "http://a/small", "", b"one chunk group");
+        let ob_path = store.inner.outboard_path(&e.hash);
+        assert_eq!(
+            fs::metadata(&ob_path).unwrap().len(),
+            outboard::size(100_000)
+        );
+        assert!(!store.inner.outboard_path(&small.hash).exists());
+        let ob = store.outboard(&e.hash, 100_000).unwrap();
+        assert_eq!(bao_tree::io::sync::Outboard::root(&ob), e.hash);
+        assert!(store.outboard(&small.hash, small.len).is_ok());
+        // A restart keeps it (it is no orphan); the blob's removal takes it along.
+        drop((store, ob));
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(ob_path.exists());
+        store.invalidate("http://a/big").unwrap();
+        assert!(!ob_path.exists());
+        assert_eq!(blob_files(dir.path()), 1);
+    }
+
+    #[test]
+    fn a_blob_stored_without_an_outboard_gets_one_when_first_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let body: Vec<u8> = (0..70_000u32).map(|i| (i % 13) as u8).collect();
+        let e = put(&store, "http://a/old", "", &body);
+        let ob_path = store.inner.outboard_path(&e.hash);
+        fs::remove_file(&ob_path).unwrap();
+        assert!(store.outboard(&e.hash, e.len).is_ok());
+        assert_eq!(
+            fs::metadata(&ob_path).unwrap().len(),
+            outboard::size(70_000)
+        );
+        // A blob that no longer matches its hash gets none (and is not served).
+        fs::remove_file(&ob_path).unwrap();
+        let blob = store.inner.blob_path(&e.hash);
+        let mut bytes = fs::read(&blob).unwrap();
+        bytes[5] ^= 1;
+        fs::write(&blob, bytes).unwrap();
+        assert!(store.outboard(&e.hash, e.len).is_err());
+        assert!(!ob_path.exists());
+        assert!(store.outboard(&blake3::hash(b"unknown"), 70_000).is_err());
     }
 
     #[test]

@@ -21,15 +21,12 @@ use crate::error::{Error, Kind, Side};
 use crate::fetch::writer::{self, Feed, Feeder, Report, Resume, ResumeFuture};
 use crate::fetch::{Fetched, Fetcher, Start};
 use crate::http::headers;
-use crate::peer::client::{fill_path, object_path};
+use crate::peer::client::fill_path;
 use crate::peer::select;
 use crate::peer::transfer::EntryHead;
 use crate::peer::wire::KeyHash;
-use crate::peer::{key_hash, Peers, Source};
+use crate::peer::{key_hash, pieces, Peers, Source};
 
-/// Complete copies up to this size are fetched whole and checked against their blake3 before a
-/// single byte reaches a client, so a bad copy costs a retry instead of a cut response.
-pub const VERIFY_FIRST: u64 = 1024 * 1024;
 /// Longest silence from a peer sending a complete copy (it reads from its disk) before it counts
 /// as stalled and the transfer moves on.
 pub const PEER_STALL: Duration = Duration::from_secs(2);
@@ -190,35 +187,42 @@ impl Fetcher {
         }
         let variant = Variant::of_request(&treat.vary(&stored_headers), want.headers)
             .ok_or_else(|| Error::new(Kind::NotFound, Side::Internal, "Vary: *"))?;
-        let path = match copy.hash {
-            Some(h) if complete => object_path(&h),
-            _ => fill_path(kh),
-        };
-        let resp = peers.client.body(src.node, src.addr, &path, 0).await?;
-        let node = src.node;
-        let counter = peers.clone();
-        let mut stream: Body =
-            body::observed(resp.into_body().map_err(Into::into).boxed(), move |n, _| {
-                counter.count_download(node, n)
-            });
+        // A complete copy comes in verified pieces (`peer::pieces`): no byte reaches a client
+        // before its chunk group matched the blake3 tree. A fill in flight on the peer has no
+        // hash yet: it is only checked for length, and its holder releases its last byte only
+        // once it stored it.
         let expected = copy.hash.filter(|_| complete).map(blake3::Hash::from_bytes);
-        if let (Some(hash), Some(len)) = (expected, copy.len.filter(|l| *l <= VERIFY_FIRST)) {
-            stream = verified_whole(peers, stream, hash, len).await?;
-        }
+        let stream: Body = match (expected, copy.len) {
+            (Some(hash), Some(len)) => {
+                let verified = pieces::fetch(peers, src, hash, len, 0).await?;
+                pieces::checked_start(verified, PEER_STALL).await?
+            }
+            _ => {
+                let resp = peers
+                    .client
+                    .body(src.node, src.addr, &fill_path(kh), 0)
+                    .await?;
+                let (node, counter) = (src.node, peers.clone());
+                body::observed(resp.into_body().map_err(Into::into).boxed(), move |n, _| {
+                    counter.count_download(node, n)
+                })
+            }
+        };
         let temp = self
             .temp_file()
             .await
             .ok_or_else(|| Error::storage("no temporary file"))?;
         let mut fallbacks: Vec<Box<dyn Resume>> = Vec::new();
-        if let Some(hash) = copy.hash.filter(|_| complete) {
+        if let (Some(hash), Some(len)) = (expected, copy.len) {
             for o in others
                 .iter()
-                .filter(|o| o.complete.map(|c| c.0) == Some(hash))
+                .filter(|o| o.complete.map(|c| c.0) == Some(*hash.as_bytes()))
             {
                 fallbacks.push(Box::new(PeerResume {
                     peers: peers.clone(),
                     src: o.clone(),
-                    path: object_path(&hash),
+                    hash,
+                    len,
                 }));
             }
         }
@@ -254,14 +258,16 @@ impl Fetcher {
         Ok(FromPeers::Peer {
             head,
             revalidated,
-            node,
+            node: src.node,
         })
     }
 }
 
-/// What fills find out about members: a bad copy is counted in `bad_hashes` and its holder left
-/// out for a while, like a stalled or failed one; a busy member is only tried later, one that
-/// no longer has the body costs nothing; every resumption is a fail-over.
+/// What fills find out about members: a bad copy leaves its holder out for a while, like a
+/// stalled or failed one; a busy member is only tried later, one that no longer has the body
+/// costs nothing; every resumption is a fail-over. `bad_hashes` counts each bad copy once, where
+/// it is found: a bad piece by the verifying feed that decodes it (`peer::pieces`, which logs it
+/// with its offset), a whole body that fails its blake3 here.
 impl Report for Peers {
     fn fault(&self, from: Feeder, fault: writer::Fault) {
         use writer::Fault::*;
@@ -270,7 +276,8 @@ impl Report for Peers {
             Busy => select::Fault::Busy,
             Gone => select::Fault::Gone,
             Stalled | Failed => select::Fault::Bad,
-            BadBytes { .. } => {
+            BadBytes { offset: Some(_) } => select::Fault::Bad,
+            BadBytes { offset: None } => {
                 self.stats.bad_hashes.fetch_add(1, Relaxed);
                 select::Fault::Bad
             }
@@ -281,32 +288,6 @@ impl Report for Peers {
     fn resumed(&self, _to: Feeder, _offset: u64) {
         self.stats.failovers.fetch_add(1, Relaxed);
     }
-}
-
-/// Reads a small peer body whole and checks it before anyone sees it.
-async fn verified_whole(
-    peers: &Arc<Peers>,
-    stream: Body,
-    hash: blake3::Hash,
-    len: u64,
-) -> Result<Body, Error> {
-    let bytes = tokio::time::timeout(PEER_STALL * 4, stream.collect())
-        .await
-        .map_err(|_| Error::new(Kind::ResponseTimeout, Side::Peer, "peer body too slow"))?
-        .map_err(|e| Error::new(Kind::UpstreamBodyCut, Side::Peer, e.to_string()))?
-        .to_bytes();
-    if bytes.len() as u64 != len || blake3::hash(&bytes) != hash {
-        peers
-            .stats
-            .bad_hashes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(Error::new(
-            Kind::UpstreamProtocol,
-            Side::Peer,
-            "peer body does not match its blake3",
-        ));
-    }
-    Ok(body::full(bytes))
 }
 
 /// Does a peer's head fit this request's `Vary`-named fields (and the rule's key fields)?
@@ -324,11 +305,12 @@ fn decode(h: &EntryHead) -> Result<(StatusCode, HeaderMap, Timing), Error> {
     Ok((status, headers, h.timing.timing()))
 }
 
-/// The rest of a complete copy from another holder.
+/// The rest of a complete copy from another holder, in verified pieces.
 struct PeerResume {
     peers: Arc<Peers>,
     src: Source,
-    path: String,
+    hash: blake3::Hash,
+    len: u64,
 }
 
 impl Resume for PeerResume {
@@ -338,13 +320,9 @@ impl Resume for PeerResume {
 
     fn resume(&self, offset: u64) -> ResumeFuture<'_> {
         Box::pin(async move {
-            let resp = self
-                .peers
-                .client
-                .body(self.src.node, self.src.addr, &self.path, offset)
-                .await?;
+            let body = pieces::fetch(&self.peers, &self.src, self.hash, self.len, offset).await?;
             Ok(Feed {
-                body: resp.into_body().map_err(Into::into).boxed(),
+                body,
                 read_timeout: PEER_STALL,
                 from: self.feeder(),
             })

@@ -10,6 +10,7 @@ pub mod index;
 pub mod journal;
 pub mod membership;
 pub mod own;
+pub mod pieces;
 pub mod pulls;
 pub mod seeds;
 pub mod select;

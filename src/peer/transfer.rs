@@ -22,7 +22,7 @@ use crate::cache::inflight::{Fill, Head};
 use crate::cache::store::{header_pairs, Entry, TimingRecord};
 use crate::peer::auth::{AuthError, Covered, AUTH_HEADER, TRANSFER_FIELDS};
 use crate::peer::wire::{parse_hex32, IndexAsk, KeyHash, NodeId};
-use crate::peer::Peers;
+use crate::peer::{pieces, Peers};
 use crate::sendfile::{self, SendfileIo, Slot};
 
 /// Response header telling the caller how many uploads this node is serving.
@@ -204,6 +204,13 @@ async fn handle(
             }
             None => status(StatusCode::BAD_REQUEST, "bad content hash"),
         },
+        "pieces" => match parse_hex32(arg) {
+            Some(h) => {
+                let hash = blake3::Hash::from_bytes(h);
+                pieces(peers, caller, &method, req.uri().query(), hash).await
+            }
+            None => status(StatusCode::BAD_REQUEST, "bad content hash"),
+        },
         "fills" => match parse_hex32(arg) {
             Some(k) => fill(peers, caller, &method, req.headers(), &k).await,
             None => status(StatusCode::BAD_REQUEST, "bad key hash"),
@@ -338,19 +345,17 @@ fn ranged(
     r
 }
 
-async fn object(
+/// Opens a stored body that may be handed to other machines, with an upload slot for it: the
+/// file, its length and the slot, or the answer (404, 503) that refuses it.
+async fn open_shared(
     peers: &Arc<Peers>,
-    caller: NodeId,
-    method: &Method,
-    req: &HeaderMap,
     hash: blake3::Hash,
-    slot: &Slot,
-) -> Response<Body> {
+) -> Result<(std::fs::File, u64, tokio::sync::OwnedSemaphorePermit), Response<Body>> {
     if !peers.store.is_shared_body(&hash) {
-        return status(StatusCode::NOT_FOUND, "no such object");
+        return Err(status(StatusCode::NOT_FOUND, "no such object"));
     }
     let Some(permit) = upload_slot(peers) else {
-        return busy(peers);
+        return Err(busy(peers));
     };
     let store = peers.store.clone();
     let opened = tokio::task::spawn_blocking(move || {
@@ -362,7 +367,22 @@ async fn object(
     .ok()
     .flatten();
     let Some((file, len)) = opened else {
-        return status(StatusCode::NOT_FOUND, "no such object");
+        return Err(status(StatusCode::NOT_FOUND, "no such object"));
+    };
+    Ok((file, len, permit))
+}
+
+async fn object(
+    peers: &Arc<Peers>,
+    caller: NodeId,
+    method: &Method,
+    req: &HeaderMap,
+    hash: blake3::Hash,
+    slot: &Slot,
+) -> Response<Body> {
+    let (file, len, permit) = match open_shared(peers, hash).await {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
     };
     let file = Arc::new(file);
     let counter = peers.clone();
@@ -383,6 +403,59 @@ async fn object(
         }
     });
     with_uploads(peers, r)
+}
+
+/// `GET /peer/v1/pieces/{blake3}?start=S&end=E`: the bytes `[S, E)` of a stored body, encoded
+/// with its outboard so that the caller verifies each chunk group (see `peer::pieces`). The head
+/// goes out at once; the encoding runs on the blocking pool, checking every group against the
+/// outboard unless this process already hashed the blob whole (as the `sendfile` rule). A blob
+/// found corrupt on the way cuts the response.
+async fn pieces(
+    peers: &Arc<Peers>,
+    caller: NodeId,
+    method: &Method,
+    query: Option<&str>,
+    hash: blake3::Hash,
+) -> Response<Body> {
+    let (file, len, permit) = match open_shared(peers, hash).await {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
+    };
+    let (start, end) = match pieces::span(query.unwrap_or(""), len) {
+        Ok(span) => span,
+        Err(pieces::SpanError::Malformed) => {
+            return status(StatusCode::BAD_REQUEST, "bad start or end")
+        }
+        Err(pieces::SpanError::Unsatisfiable) => {
+            return status(StatusCode::RANGE_NOT_SATISFIABLE, "span not satisfiable")
+        }
+    };
+    if method == Method::HEAD {
+        return with_uploads(peers, Response::new(body::empty()));
+    }
+    peers.count_upload(caller, end - start);
+    let (tx, encoded) = body::channel(None);
+    let store = peers.store.clone();
+    let validate = !store.is_verified(&hash);
+    tokio::task::spawn_blocking(move || {
+        let failed = match store.outboard(&hash, len) {
+            Ok(ob) => match pieces::encode(&file, &ob, start, end, validate, tx.clone()) {
+                Ok(()) if validate && (start, end) == (0, len) => {
+                    store.mark_verified(&hash);
+                    None
+                }
+                Ok(()) => None,
+                Err(e) => Some(e.to_string()),
+            },
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed.filter(|_| !tx.is_closed()) {
+            tracing::warn!(%hash, "cannot serve pieces of a stored body: {e}");
+            let _ = tx.blocking_send(Err(e.into()));
+        }
+    });
+    let b = body::observed(encoded, move |_, _| drop(permit));
+    with_uploads(peers, Response::new(b))
 }
 
 async fn fill(

@@ -18,6 +18,7 @@ mod origin_faults;
 mod packaging;
 mod peer_faults;
 mod peers;
+mod pieces;
 mod restart;
 mod rfc;
 mod rules;

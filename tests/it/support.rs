@@ -524,6 +524,16 @@ pub fn pattern(len: usize, seed: u8) -> Bytes {
         .into()
 }
 
+/// Deterministic bytes without repeats (a blake3 stream), made fast even in debug builds.
+pub fn noise(len: usize, seed: u8) -> Bytes {
+    let mut out = vec![0; len];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    out.into()
+}
+
 /// The test TLS material's directory.
 pub fn fixtures() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -859,6 +869,28 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The body files of the store in the cache directory `dir` (not their `.obao` outboards).
+pub fn blobs_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    files_under(&dir.join("objects"))
+        .into_iter()
+        .filter(|p| p.extension().is_none())
+        .collect()
+}
+
+/// Flips the byte at `at` of the stored body `hash` in `node`'s store, behind its back.
+pub fn corrupt_blob(node: &Node, hash: &blake3::Hash, at: usize) {
+    let hex = hash.to_hex();
+    let path = node
+        .dir
+        .path()
+        .join("objects")
+        .join(&hex[..2])
+        .join(&hex[2..]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
 }
 
 /// What a [`RawOrigin`] does with one request.

@@ -18,6 +18,7 @@ use crate::cache::inflight::{FillPermit, Head, Outcome};
 use crate::cache::store::{Entry, PackedHeaders, Store};
 use crate::error::{Error, Kind};
 use crate::metrics::{Metrics, Source};
+use crate::peer::pieces::PieceError;
 use crate::peer::wire::NodeId;
 
 /// Who feeds a fill.
@@ -70,6 +71,19 @@ impl Fault {
             Kind::Busy => Fault::Busy,
             Kind::NotFound => Fault::Gone,
             Kind::ConnectTimeout | Kind::ResponseTimeout => Fault::Stalled,
+            _ => Fault::Failed,
+        }
+    }
+}
+
+impl Fault {
+    /// What a body's error means: a verifying feed names the offset of a bad piece; anything
+    /// else cut the body.
+    fn of_body(e: &(dyn std::error::Error + 'static)) -> Fault {
+        match e.downcast_ref::<PieceError>() {
+            Some(PieceError::BadPiece { offset }) => Fault::BadBytes {
+                offset: Some(*offset),
+            },
             _ => Fault::Failed,
         }
     }
@@ -174,7 +188,7 @@ pub async fn run(job: FillJob, first: Feed) -> WriteEnd {
                 Fault::Stalled,
                 format!("stalled for {:?}", feed.read_timeout),
             ),
-            Ok(Some(Err(e))) => (Fault::Failed, format!("failed: {e}")),
+            Ok(Some(Err(e))) => (Fault::of_body(&*e), format!("failed: {e}")),
             Ok(None) => break,
             Ok(Some(Ok(frame))) => {
                 let Ok(data) = frame.into_data() else {
