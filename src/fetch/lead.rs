@@ -40,6 +40,8 @@ pub struct Start<'a> {
     pub head: Head,
     pub expected: Option<blake3::Hash>,
     pub fallbacks: Vec<Box<dyn Resume>>,
+    /// Commit the body to the store once complete (not when the request said `no-store`).
+    pub keep: bool,
 }
 
 impl Fetcher {
@@ -188,6 +190,7 @@ impl Fetcher {
             head,
             expected: None,
             fallbacks: Vec::new(),
+            keep: true, // a request's no-store made it not storable already
         };
         Ok(Fetched::Filling(self.start_fill(permit, temp, start, feed)))
     }
@@ -223,6 +226,7 @@ impl Fetcher {
             metrics: self.metrics.clone(),
             expected: start.expected,
             fallbacks: start.fallbacks,
+            keep: start.keep,
             on_commit,
             report: match &self.peers {
                 Some(p) => p.clone() as Arc<dyn Report>,

@@ -253,6 +253,8 @@ impl Fetcher {
             head,
             expected,
             fallbacks,
+            // RFC 9111 §5.2.1.5: a request's no-store covers a peer's copy too.
+            keep: !CacheControl::from_request(want.headers).no_store,
         };
         let head = self.start_fill(permit, temp, start, feed);
         Ok(FromPeers::Peer {

@@ -643,3 +643,31 @@ async fn a_corrupt_large_copy_is_counted_its_peer_penalised_and_the_next_request
     assert!(again.body.unwrap() == body);
     assert_eq!(b_peers.status_json()["bad_hashes"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_no_store_is_honoured_on_the_peer_path_too() {
+    let origin = Origin::start().await;
+    let body = pattern(40_000, 6);
+    origin.route(
+        "/ns",
+        Reply::ok(body.clone()).header("cache-control", "max-age=600"),
+    );
+    let (nodes, _key) = cluster(2).await;
+    let url = origin.url("/ns");
+    assert_eq!(get(nodes[0].addr(), &url).await.x_cache(), "MISS");
+    wait_holders(&nodes[1], &url, 1).await;
+    // RFC 9111 §5.2.1.5: nothing of this exchange is stored, wherever the body comes from.
+    let b = send(
+        nodes[1].addr(),
+        "GET",
+        &url,
+        &[("cache-control", "no-store")],
+    )
+    .await;
+    assert_eq!(b.x_cache(), "PEER");
+    assert!(b.body.unwrap() == body);
+    let store = nodes[1].proxy.app.store.clone();
+    assert!(store.keys().is_empty(), "B stored the copy");
+    assert_eq!(get(nodes[1].addr(), &url).await.x_cache(), "PEER");
+    assert_eq!(origin.hits("/ns"), 1);
+}

@@ -140,6 +140,8 @@ pub struct FillJob {
     pub expected: Option<blake3::Hash>,
     /// Where to continue when the current source fails, in order.
     pub fallbacks: Vec<Box<dyn Resume>>,
+    /// Commit the body once complete and verified; else the fill ends `Complete`, unstored.
+    pub keep: bool,
     /// Called with the stored entry after the commit (advertising it to the group).
     pub on_commit: Option<OnCommit>,
     /// Told each source's failure and each resumption.
@@ -170,6 +172,7 @@ pub async fn run(job: FillJob, first: Feed) -> WriteEnd {
         metrics,
         expected,
         fallbacks,
+        keep,
         on_commit,
         report,
     } = job;
@@ -251,7 +254,7 @@ pub async fn run(job: FillJob, first: Feed) -> WriteEnd {
         }
         return WriteEnd::BadHash;
     }
-    if spilling {
+    if spilling || !keep {
         permit.finish(Outcome::Complete);
         return WriteEnd::Complete;
     }

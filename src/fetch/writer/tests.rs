@@ -118,6 +118,7 @@ fn start(
         metrics: Arc::default(),
         expected,
         fallbacks,
+        keep: true,
         on_commit: None,
         report,
     };
