@@ -9,31 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
 use tokio::sync::watch;
 
 use crate::body::{self, Body};
-use crate::cache::key::Variant;
-use crate::cache::policy::Timing;
+use crate::cache::head::{Entry, FillHead};
 use crate::cache::read::read_span;
 use crate::cache::spill::Spill;
-use crate::cache::store::Entry;
 use crate::error::Error;
-
-/// The response head a fill is downloading the body of.
-#[derive(Debug)]
-pub struct Head {
-    pub status: StatusCode,
-    /// End-to-end header fields (hop-by-hop removed).
-    pub headers: HeaderMap,
-    /// Body length when the source announced it.
-    pub len: Option<u64>,
-    pub timing: Timing,
-    /// The variant of the request that started the fill (its values of the `Vary` fields).
-    pub variant: Variant,
-    /// May other machines read this fill (RFC 9111 shared-cacheable, not credentialed)?
-    pub shareable: bool,
-}
 
 /// How a fill ended.
 #[derive(Debug, Clone)]
@@ -57,7 +39,7 @@ pub enum Outcome {
 /// What readers observe.
 #[derive(Debug, Clone, Default)]
 pub struct FillState {
-    pub head: Option<Arc<Head>>,
+    pub head: Option<Arc<FillHead>>,
     /// Bytes of the body received so far.
     pub written: u64,
     /// Once the body outgrew `cache.max_object_size`: the file holds the bytes before this
@@ -113,7 +95,7 @@ impl Fill {
     }
 
     /// Publishes the response head and the file its body is being written to.
-    pub fn start(&self, head: Arc<Head>, file: Arc<File>) {
+    pub fn start(&self, head: Arc<FillHead>, file: Arc<File>) {
         if let Ok(mut f) = self.file.lock() {
             *f = Some(file);
         }
@@ -155,7 +137,7 @@ impl Fill {
     }
 
     /// Waits until the fill has a head, or ended without one.
-    pub async fn head(&self) -> Result<Arc<Head>, Outcome> {
+    pub async fn head(&self) -> Result<Arc<FillHead>, Outcome> {
         let mut rx = self.subscribe();
         let state = rx
             .wait_for(|s| s.head.is_some() || s.outcome.is_some())

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
+use crate::cache::head::Entry;
 use crate::cache::key::Variant;
 use crate::cache::rules::Treatment;
-use crate::cache::store::{Entry, Store};
+use crate::cache::store::Store;
 
 /// What the store holds for a request.
 pub enum Lookup {

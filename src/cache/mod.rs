@@ -2,6 +2,7 @@
 
 pub mod cache_control;
 pub mod conditional;
+pub mod head;
 pub mod index;
 pub mod inflight;
 pub mod key;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::body::{self, Body};
-use crate::cache::store::{Entry, Store};
+use crate::cache::head::Entry;
+use crate::cache::store::Store;
 use crate::metrics::{Metrics, Source};
 
 /// Bytes read from a body file per step.

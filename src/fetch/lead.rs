@@ -10,10 +10,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body;
-use crate::cache::inflight::{FillPermit, Head, Outcome};
+use crate::cache::head::Entry;
+use crate::cache::head::{FillHead, Head};
+use crate::cache::inflight::{FillPermit, Outcome};
 use crate::cache::key::Variant;
 use crate::cache::policy::{self, Storability, Timing};
-use crate::cache::store::Entry;
 use crate::error::Error;
 use crate::http::headers;
 
@@ -23,7 +24,7 @@ use super::{content_length, Fetcher, FILL_DROPS};
 /// What a fill's leader got from upstream.
 pub enum Fetched {
     /// A storable response: its body is being written to the fill; read it from there.
-    Filling(Arc<Head>),
+    Filling(Arc<FillHead>),
     /// A 304 answered our conditional request: the stored entry is fresh again.
     Freshened(Arc<Entry>),
     /// A response that is not stored, and why (a `NotStorable` reason, `too-big`,
@@ -37,7 +38,7 @@ pub enum Fetched {
 /// What a new fill starts from.
 pub struct Start<'a> {
     pub key: &'a str,
-    pub head: Head,
+    pub head: FillHead,
     pub expected: Option<blake3::Hash>,
     pub fallbacks: Vec<Box<dyn Resume>>,
     /// Commit the body to the store once complete (not when the request said `no-store`).
@@ -172,13 +173,9 @@ impl Fetcher {
             return Ok(Fetched::Direct { resp, why });
         };
         let shareable = policy::shareable(client_headers, &parts.headers, treat.heuristic);
-        let head = Head {
-            status: parts.status,
-            headers: parts.headers,
+        let head = FillHead {
+            head: Head::new(parts.status, &parts.headers, timing, variant, shareable),
             len,
-            timing,
-            variant,
-            shareable,
         };
         let feed = Feed {
             body: incoming.map_err(Into::into).boxed(),
@@ -203,7 +200,7 @@ impl Fetcher {
         temp: (std::path::PathBuf, std::fs::File),
         start: Start<'_>,
         feed: Feed,
-    ) -> Arc<Head> {
+    ) -> Arc<FillHead> {
         let (path, file) = temp;
         let file = Arc::new(file);
         permit.temp = Some(path);

@@ -11,11 +11,11 @@ use http::{HeaderMap, Method, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::body;
-use crate::cache::inflight::{Fill, FillPermit, Head, Join, Outcome};
+use crate::cache::head::{Entry, FillHead};
+use crate::cache::inflight::{Fill, FillPermit, Join, Outcome};
 use crate::cache::key::Variant;
 use crate::cache::lookup::{lookup, Lookup};
 use crate::cache::rules::Treatment;
-use crate::cache::store::Entry;
 use crate::error::Error;
 use crate::metrics::{CacheStatus, Metrics};
 use crate::peer::wire::NodeId;
@@ -55,7 +55,7 @@ pub enum Got {
     /// or another request's fill joined (`Collapsed`).
     Fill {
         fill: Arc<Fill>,
-        head: Arc<Head>,
+        head: Arc<FillHead>,
         status: CacheStatus,
         peer: Option<PeerCopy>,
     },
@@ -76,7 +76,7 @@ pub enum Got {
 /// What a leader's task did.
 enum Led {
     Fetched(Fetched),
-    Peer { head: Arc<Head>, copy: PeerCopy },
+    Peer { head: Arc<FillHead>, copy: PeerCopy },
 }
 
 /// The request a fill is led for, owned by the leader's task.
@@ -118,7 +118,7 @@ impl Fetcher {
                 }
                 Join::Follower(fill) => match fill.head().await {
                     Ok(head) => {
-                        let vary = miss.treat.vary(&head.headers);
+                        let vary = miss.treat.vary(&head.headers());
                         if Variant::of_request(&vary, miss.headers).as_ref() != Some(&head.variant)
                         {
                             break; // another variant: fetch our own

@@ -12,11 +12,11 @@ use http_body_util::BodyExt;
 
 use crate::body::{self, Body};
 use crate::cache::cache_control::CacheControl;
-use crate::cache::inflight::{FillPermit, Head};
+use crate::cache::head::{FillHead, Head};
+use crate::cache::inflight::FillPermit;
 use crate::cache::key::Variant;
-use crate::cache::policy::{self, Reuse, Stored, Timing};
+use crate::cache::policy::{self, Reuse, Timing};
 use crate::cache::rules::Treatment;
-use crate::cache::store::headers_from_pairs;
 use crate::error::{Error, Kind, Side};
 use crate::fetch::writer::{self, Feed, Feeder, Report, Resume, ResumeFuture};
 use crate::fetch::{Fetched, Fetcher, Start};
@@ -38,7 +38,7 @@ pub enum FromPeers {
     /// A peer copy from `node` is streaming into our fill (`revalidated`: the origin confirmed
     /// it first).
     Peer {
-        head: Arc<Head>,
+        head: Arc<FillHead>,
         revalidated: bool,
         node: crate::peer::wire::NodeId,
     },
@@ -148,15 +148,13 @@ impl Fetcher {
                 }
             },
         };
-        let (status, mut stored_headers, mut timing) = decode(&copy)?;
+        let copied = decode(&copy)?;
+        let (status, mut stored_headers, mut timing) =
+            (copied.status, copied.headers(), copied.timing);
         let mut revalidated = false;
         if complete {
             let req_cc = CacheControl::from_request(want.headers);
-            let stored = Stored {
-                status,
-                headers: &stored_headers,
-                timing,
-            };
+            let stored = copied.stored(&stored_headers);
             match policy::reuse(&stored, &req_cc, SystemTime::now(), treat.heuristic) {
                 Reuse::Fresh | Reuse::StaleAllowed => {}
                 Reuse::StaleWhileRevalidate | Reuse::Revalidate => {
@@ -231,13 +229,9 @@ impl Fetcher {
         }
         let mut permit = permit.take().ok_or_else(|| Error::internal("no permit"))?;
         permit.hold(peers.claim(want.key));
-        let head = Head {
-            status,
-            headers: stored_headers,
+        let head = FillHead {
+            head: Head::new(status, &stored_headers, timing, variant, true),
             len: copy.len,
-            timing,
-            variant,
-            shareable: true,
         };
         let feed = Feed {
             body: stream,
@@ -294,17 +288,17 @@ impl Report for Peers {
 
 /// Does a peer's head fit this request's `Vary`-named fields (and the rule's key fields)?
 fn head_matches(h: &EntryHead, req: &HeaderMap, treat: &Treatment<'_>) -> bool {
-    let Ok((_, headers, _)) = decode(h) else {
+    let Ok(head) = decode(h) else {
         return false;
     };
-    Variant::of_request(&treat.vary(&headers), req).is_some_and(|v| v.as_str() == h.variant)
+    Variant::of_request(&treat.vary(&head.headers()), req).as_ref() == Some(&head.variant)
 }
 
-fn decode(h: &EntryHead) -> Result<(StatusCode, HeaderMap, Timing), Error> {
-    let bad = || Error::new(Kind::UpstreamProtocol, Side::Peer, "malformed entry head");
-    let status = StatusCode::from_u16(h.status).map_err(|_| bad())?;
-    let headers = headers_from_pairs(&h.headers).ok_or_else(bad)?;
-    Ok((status, headers, h.timing.timing()))
+/// The head a peer sent (a peer's copy is shared by definition).
+fn decode(h: &EntryHead) -> Result<Head, Error> {
+    h.head
+        .head(true)
+        .ok_or_else(|| Error::new(Kind::UpstreamProtocol, Side::Peer, "malformed entry head"))
 }
 
 /// The rest of a complete copy from another holder, in verified pieces.

@@ -9,9 +9,11 @@ use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::cache::conditional::{self, Precondition, RangeAnswer};
-use crate::cache::inflight::{Fill, Head};
+use crate::cache::head::Entry;
+use crate::cache::head::FillHead;
+use crate::cache::inflight::Fill;
 use crate::cache::read::{drop_corrupt, open, read_span, stream_file, Verify};
-use crate::cache::store::{Entry, Store};
+use crate::cache::store::Store;
 use crate::front::relink::Relink;
 use crate::metrics::{Metrics, Source};
 use crate::sendfile;
@@ -230,11 +232,11 @@ pub fn from_fill(
     method: &Method,
     req: &HeaderMap,
     fill: &Arc<Fill>,
-    head: &Head,
+    head: &FillHead,
     age: Option<Duration>,
     relink: Option<&Relink>,
 ) -> Response<Body> {
-    let mut headers = head.headers.clone();
+    let mut headers = head.headers();
     if let Some(age) = age {
         headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
     }

@@ -13,11 +13,11 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body};
 use crate::cache::cache_control::CacheControl;
+use crate::cache::head::{Entry, Head};
 use crate::cache::key::CacheKey;
 use crate::cache::lookup::{lookup, Lookup};
 use crate::cache::policy::{self, Failure, Freshness, Heuristic, NotStorable, Reuse, Stored};
 use crate::cache::rules::Treatment;
-use crate::cache::store::Entry;
 use crate::error::{Error, Kind, Side};
 use crate::fetch::origin::relaying_interim;
 use crate::fetch::{Got, Miss};
@@ -138,18 +138,8 @@ fn ttl(stored: &Stored<'_>, now: SystemTime, h: Heuristic<'_>) -> i64 {
 }
 
 /// `ttl` of a fill's head or a stored entry, right now.
-fn ttl_of(
-    status: StatusCode,
-    headers: &HeaderMap,
-    timing: policy::Timing,
-    h: Heuristic<'_>,
-) -> i64 {
-    let stored = Stored {
-        status,
-        headers,
-        timing,
-    };
-    ttl(&stored, SystemTime::now(), h)
+fn ttl_of(head: &Head, h: Heuristic<'_>) -> i64 {
+    ttl(&head.stored(&head.headers()), SystemTime::now(), h)
 }
 
 async fn cached(
@@ -167,11 +157,7 @@ async fn cached(
         Lookup::OtherVariants => trace.fwd = Some(Fwd::VaryMiss),
         Lookup::Found(entry) => {
             let headers = entry.headers();
-            let stored = Stored {
-                status: entry.status,
-                headers: &headers,
-                timing: entry.timing,
-            };
+            let stored = entry.stored(&headers);
             trace.ttl = Some(ttl(&stored, now, h));
             match policy::reuse(&stored, &req_cc, now, h) {
                 Reuse::Fresh | Reuse::StaleAllowed => {
@@ -231,11 +217,7 @@ async fn cached(
         return result;
     };
     let headers = entry.headers();
-    let stored = Stored {
-        status: entry.status,
-        headers: &headers,
-        timing: entry.timing,
-    };
+    let stored = entry.stored(&headers);
     let now = SystemTime::now();
     if !policy::serve_stale_on_error(&stored, &req_cc, now, h, failure) {
         return result;
@@ -334,7 +316,7 @@ async fn fetch(
             } => {
                 trace.stored = true;
                 trace.fwd_status = Some(head.status);
-                trace.ttl = Some(ttl_of(head.status, &head.headers, head.timing, h));
+                trace.ttl = Some(ttl_of(&head.head, h));
                 trace.collapsed = status == CacheStatus::Collapsed;
                 if let Some(copy) = peer {
                     trace.peer = Some(copy.node.to_string());
@@ -351,7 +333,7 @@ async fn fetch(
             }
             Got::Stored { entry, status } => {
                 let headers = entry.headers();
-                let t = ttl_of(entry.status, &headers, entry.timing, h);
+                let t = ttl(&entry.stored(&headers), SystemTime::now(), h);
                 if let Some(a) = from_store(app, ask, &entry, headers, status).await {
                     *trace = match status {
                         CacheStatus::Hit => CacheStatusField {

@@ -28,9 +28,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::cache::head::Entry;
 use crate::cache::inflight::Inflight;
 use crate::cache::rules::Rules;
-use crate::cache::store::{Entry, Store};
+use crate::cache::store::Store;
 use crate::config::{Config, Discover};
 use crate::error::Error;
 use crate::port_owner::Proto;

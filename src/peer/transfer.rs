@@ -18,8 +18,8 @@ use tokio::sync::watch;
 
 use crate::body::{self, Body};
 use crate::cache::conditional::{self, RangeAnswer};
-use crate::cache::inflight::{Fill, Head};
-use crate::cache::store::{header_pairs, Entry, TimingRecord};
+use crate::cache::head::{Entry, FillHead, HeadRecord};
+use crate::cache::inflight::Fill;
 use crate::peer::auth::{AuthError, Covered, AUTH_HEADER, TRANSFER_FIELDS};
 use crate::peer::wire::{parse_hex32, IndexAsk, KeyHash, NodeId};
 use crate::peer::{pieces, Peers};
@@ -28,13 +28,11 @@ use crate::sendfile::{self, SendfileIo, Slot};
 /// Response header telling the caller how many uploads this node is serving.
 pub const UPLOADS_HEADER: &str = "x-peercache-uploads";
 
-/// A stored (or in-flight) response head as a peer sees it.
+/// A stored (or in-flight) response head as a peer sees it: the head's record (the same a
+/// store row keeps), and what is known of its body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryHead {
-    pub variant: String,
-    pub status: u16,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub timing: TimingRecord,
+    pub head: HeadRecord,
     /// blake3 of the body: known for complete entries only.
     pub hash: Option<[u8; 32]>,
     pub len: Option<u64>,
@@ -50,21 +48,15 @@ pub struct EntriesReply {
 impl EntryHead {
     pub fn of_entry(e: &Entry) -> Self {
         EntryHead {
-            variant: e.variant.as_str().to_owned(),
-            status: e.status.as_u16(),
-            headers: e.head.pairs(),
-            timing: TimingRecord::from(&e.timing),
+            head: e.record(),
             hash: Some(*e.hash.as_bytes()),
             len: Some(e.len),
         }
     }
 
-    pub fn of_head(h: &Head) -> Self {
+    pub fn of_fill(h: &FillHead) -> Self {
         EntryHead {
-            variant: h.variant.as_str().to_owned(),
-            status: h.status.as_u16(),
-            headers: header_pairs(&h.headers),
-            timing: TimingRecord::from(&h.timing),
+            head: h.record(),
             hash: None,
             len: h.len,
         }
@@ -284,7 +276,7 @@ async fn entries_reply(peers: &Arc<Peers>, key_hash: &KeyHash) -> EntriesReply {
             let wait = tokio::time::timeout(peers.head_wait, fill.head()).await;
             if let Ok(Ok(head)) = wait {
                 if head.shareable {
-                    reply.in_flight = Some(EntryHead::of_head(&head));
+                    reply.in_flight = Some(EntryHead::of_fill(&head));
                 }
             }
         }

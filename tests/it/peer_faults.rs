@@ -40,7 +40,9 @@ async fn a_captured_peer_request_is_worthless_to_anyone_else() {
         nodes[1].peers().clone(),
         nodes[2].peers().clone(),
     );
-    let hash = nodes[0].proxy.app.store.entries()[0].hash;
+    let hash = stored(&nodes[0].proxy, &origin.url("/tool.tgz"))
+        .unwrap()
+        .hash;
     let path = object_path(hash.as_bytes());
 
     // B asks A through a relay that records the bytes on the wire.

@@ -1225,3 +1225,11 @@ pub async fn raw(proxy: SocketAddr, request: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+/// The stored entry for `url` on `proxy` (its first variant), if any.
+pub fn stored(proxy: &Running, url: &str) -> Option<std::sync::Arc<peercache::cache::head::Entry>> {
+    let uri: http::Uri = url.parse().unwrap();
+    let key = peercache::cache::key::CacheKey::from_uri(&uri).unwrap();
+    let variants = proxy.app.store.get(key.as_str())?;
+    variants.entries.first().cloned()
+}

@@ -14,8 +14,10 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 
 use crate::body::Body;
-use crate::cache::inflight::{FillPermit, Head, Outcome};
-use crate::cache::store::{Entry, PackedHeaders, Store};
+use crate::cache::head::Entry;
+use crate::cache::head::FillHead;
+use crate::cache::inflight::{FillPermit, Outcome};
+use crate::cache::store::Store;
 use crate::error::{Error, Kind};
 use crate::metrics::{Metrics, Source};
 use crate::peer::pieces::PieceError;
@@ -131,7 +133,7 @@ pub type OnCommit = Box<dyn FnOnce(&Arc<Entry>) + Send>;
 pub struct FillJob {
     pub permit: FillPermit,
     pub file: Arc<File>,
-    pub head: Arc<Head>,
+    pub head: Arc<FillHead>,
     pub key: String,
     pub store: Store,
     pub max_object_size: u64,
@@ -264,13 +266,9 @@ pub async fn run(job: FillJob, first: Feed) -> WriteEnd {
     };
     let entry = Entry {
         key: key.clone(),
-        variant: head.variant.clone(),
-        status: head.status,
-        head: PackedHeaders::pack(&head.headers),
-        timing: head.timing,
+        head: head.head.clone(),
         hash,
         len: written,
-        shareable: head.shareable,
     };
     // No fsync: after a restart every blob is hashed in full on its first whole read, so a blob
     // torn by a power loss is caught and dropped; a process crash loses nothing the page cache

@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 
 use super::*;
 use crate::body;
+use crate::cache::head::Head;
 use crate::cache::inflight::{Inflight, Join};
 use crate::cache::key::Variant;
 use crate::cache::policy::Timing;
@@ -94,17 +95,15 @@ fn start(
     let file = Arc::new(file);
     permit.temp = Some(path);
     let now = SystemTime::now();
-    let head = Arc::new(Head {
-        status: StatusCode::OK,
-        headers: HeaderMap::new(),
+    let timing = Timing {
+        request_time: now,
+        response_time: now,
+        corrected_initial_age: Duration::ZERO,
+    };
+    let variant = Variant::from_stored(String::new());
+    let head = Arc::new(FillHead {
+        head: Head::new(StatusCode::OK, &HeaderMap::new(), timing, variant, true),
         len,
-        timing: Timing {
-            request_time: now,
-            response_time: now,
-            corrected_initial_age: Duration::ZERO,
-        },
-        variant: Variant::from_stored(String::new()),
-        shareable: true,
     });
     permit.fill().start(head.clone(), file.clone());
     let fill = permit.fill().clone();
