@@ -68,6 +68,8 @@ pub struct FillProgress {
     pub expected: Option<u64>,
     /// Seconds since the fill began.
     pub secs: u64,
+    /// Requests reading it or waiting for its head (see [`Fill::watchers`]).
+    pub readers: usize,
 }
 
 impl Fill {
@@ -453,6 +455,7 @@ impl Inflight {
                     written: state.written,
                     expected: state.head.as_ref().and_then(|h| h.len),
                     secs: fill.started.elapsed().as_secs(),
+                    readers: fill.watchers(),
                 }
             })
             .collect()

@@ -41,6 +41,7 @@ async fn a_captured_peer_request_is_worthless_to_anyone_else() {
         nodes[2].peers().clone(),
     );
     let hash = stored(&nodes[0].proxy, &origin.url("/tool.tgz"))
+        .await
         .unwrap()
         .hash;
     let path = object_path(hash.as_bytes());

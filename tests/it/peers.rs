@@ -217,7 +217,10 @@ async fn a_node_without_the_key_can_neither_join_nor_download() {
     );
     assert_eq!(p0.members().len(), 1, "node 0 only lists node 1");
     // Direct download attempts from the transfer port are refused.
-    let hash = stored(&nodes[0].proxy, &origin.url("/x")).unwrap().hash;
+    let hash = stored(&nodes[0].proxy, &origin.url("/x"))
+        .await
+        .unwrap()
+        .hash;
     let path = peercache::peer::client::object_path(hash.as_bytes());
     let resp = intruder
         .peers()
@@ -518,7 +521,7 @@ async fn uploads_beyond_max_uploads_get_503() {
         .unwrap();
     assert_eq!(held.status(), 200);
     // …so the next one is turned away, for the caller to try another source.
-    let small = stored(&a.proxy, &origin.url("/small")).unwrap();
+    let small = stored(&a.proxy, &origin.url("/small")).await.unwrap();
     let obj = peercache::peer::client::object_path(small.hash.as_bytes());
     let refused = b
         .peers()
@@ -546,7 +549,9 @@ async fn a_private_body_is_not_served_by_hash_even_to_a_member() {
         &[("cookie", "sid=42")],
     )
     .await;
-    let entry = stored(&nodes[0].proxy, &origin.url("/cookie-page")).unwrap();
+    let entry = stored(&nodes[0].proxy, &origin.url("/cookie-page"))
+        .await
+        .unwrap();
     assert!(!entry.shareable);
     let path = peercache::peer::client::object_path(entry.hash.as_bytes());
     let p0 = nodes[0].peers();

@@ -1227,9 +1227,12 @@ pub async fn raw(proxy: SocketAddr, request: &[u8]) -> String {
 }
 
 /// The stored entry for `url` on `proxy` (its first variant), if any.
-pub fn stored(proxy: &Running, url: &str) -> Option<std::sync::Arc<peercache::cache::head::Entry>> {
+pub async fn stored(
+    proxy: &Running,
+    url: &str,
+) -> Option<std::sync::Arc<peercache::cache::head::Entry>> {
     let uri: http::Uri = url.parse().unwrap();
     let key = peercache::cache::key::CacheKey::from_uri(&uri).unwrap();
-    let variants = proxy.app.store.get(key.as_str())?;
+    let variants = proxy.app.store.lookup(key.as_str()).await?;
     variants.entries.first().cloned()
 }

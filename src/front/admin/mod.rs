@@ -98,6 +98,7 @@ pub fn status_json(app: &Arc<Proxy>) -> serde_json::Value {
             "weighted_kib": stats.weighted_kib,
         },
         "inflight": app.inflight.len(),
+        "fills_running": app.inflight.running(),
         "fills": app.inflight.progress(FILLS_LISTED),
         "intercept": app.intercept.as_ref().map(|i| serde_json::json!({
             "hosts": i.hosts.patterns().iter().map(ToString::to_string).collect::<Vec<_>>(),
