@@ -584,6 +584,7 @@ impl Peers {
         let bytes_from = lock(&self.bytes_from);
         let bytes_to = lock(&self.bytes_to);
         let rtt = lock(&self.rtt);
+        let (penalties, now) = (lock(&self.penalties), now_ms());
         let members: Vec<serde_json::Value> = self
             .membership
             .members()
@@ -597,6 +598,8 @@ impl Peers {
                     "rtt_ms": rtt.get(m.id).map(|d| d.as_secs_f64() * 1000.0),
                     "bytes_from": bytes_from.get(&m.id).copied().unwrap_or(0),
                     "bytes_to": bytes_to.get(&m.id).copied().unwrap_or(0),
+                    // Left out of source choice for now (bad copy, stalled, dead).
+                    "penalised": penalties.is_penalised(m.id, now),
                 })
             })
             .collect();
