@@ -45,6 +45,20 @@ pub struct Ask<'a> {
     pub relink: Option<&'a Relink>,
 }
 
+impl<'a> Ask<'a> {
+    /// What the fetcher needs of this request for a miss on `key` (revalidating `stale`).
+    fn miss<'b>(&'b self, key: &'b str, stale: Option<&'b Arc<Entry>>) -> Miss<'b> {
+        Miss {
+            key,
+            uri: self.target,
+            headers: self.headers,
+            version: self.version,
+            treat: &self.treat,
+            stale,
+        }
+    }
+}
+
 /// Handles GET and HEAD through the cache; other methods go to `pass_through`. `sendfile` is the
 /// client connection's file job, if it has one. With `relink` (a mirror request), an index page
 /// goes out with its links rewritten, whichever source answered: the one place where outgoing
@@ -295,14 +309,7 @@ async fn fetch(
     stale: Option<&Arc<Entry>>,
     trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
-    let miss = Miss {
-        key,
-        uri: ask.target,
-        headers: ask.headers,
-        version: ask.version,
-        treat: &ask.treat,
-        stale,
-    };
+    let miss = ask.miss(key, stale);
     let h = ask.treat.heuristic;
     let mut tries = 2;
     loop {
@@ -367,15 +374,7 @@ async fn fetch(
 
 /// stale-while-revalidate: refresh `entry` without making anyone wait (RFC 5861 §3).
 fn revalidate_in_background(app: &Arc<Proxy>, ask: &Ask<'_>, key: &str, entry: Arc<Entry>) {
-    let miss = Miss {
-        key,
-        uri: ask.target,
-        headers: ask.headers,
-        version: ask.version,
-        treat: &ask.treat,
-        stale: None,
-    };
-    app.fetcher.refresh(&miss, entry);
+    app.fetcher.refresh(&ask.miss(key, None), entry);
 }
 
 /// HEAD without a stored GET: ask upstream with HEAD, store nothing.

@@ -601,13 +601,8 @@ async fn a_corrupt_large_copy_is_counted_its_peer_penalised_and_the_next_request
     assert_eq!(get(nodes[0].addr(), &url).await.x_cache(), "MISS");
     wait_holders(&nodes[1], &url, 1).await;
     // Corrupt A's stored body behind its back, in the middle.
-    let blob = files_under(&nodes[0].dir.path().join("objects"))
-        .into_iter()
-        .find(|f| std::fs::metadata(f).unwrap().len() == body.len() as u64)
-        .unwrap();
-    let mut bytes = std::fs::read(&blob).unwrap();
-    bytes[1_500_000] ^= 0x55;
-    std::fs::write(&blob, bytes).unwrap();
+    let hash = stored(&nodes[0].proxy, &url).await.unwrap().hash;
+    corrupt_blob(&nodes[0], &hash, 1_500_000);
 
     // B's first request finds the bad copy (its client may see a cut: unverified bytes went
     // out before the hash was known). It is counted and A is penalised.
