@@ -33,6 +33,13 @@ struct Inner {
     next_id: u64,
 }
 
+impl Inner {
+    /// Readers ever attached (ids are handed out in order).
+    fn ever_attached(&self) -> bool {
+        self.next_id > 0
+    }
+}
+
 fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -70,9 +77,10 @@ impl Spill {
     }
 
     /// Adds the next bytes once there is room (bytes every reader took are let go). `false`
-    /// when the spill is full and no reader attached within [`NOBODY_WAIT`]: nobody wants the
-    /// rest. (A request that got the fill may attach a moment after the limit was reached;
-    /// nothing is let go while no reader is attached.)
+    /// when every reader that attached has left, or — none having attached yet — the spill is
+    /// full and none attached within [`NOBODY_WAIT`]: nobody wants the rest. (A request that got
+    /// the fill may attach a moment after the limit was reached; nothing is let go while no
+    /// reader is attached.)
     pub async fn push(&self, data: Bytes) -> bool {
         loop {
             let moved = self.moved.notified();
@@ -80,6 +88,9 @@ impl Spill {
             moved.as_mut().enable();
             let nobody = {
                 let mut g = lock(&self.inner);
+                if g.cursors.is_empty() && g.ever_attached() {
+                    return false;
+                }
                 if let Some(slowest) = g.cursors.values().min().copied() {
                     while let Some(first) = g.chunks.front() {
                         let n = first.len() as u64;
