@@ -605,6 +605,7 @@ impl Peers {
             .collect();
         serde_json::json!({
             "id": self.id.to_string(),
+            "addr": self.membership_addr().to_string(),
             "site": self.site,
             "members": members,
             "index": {
