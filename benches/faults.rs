@@ -1,5 +1,6 @@
-//! Fault script, peer side of issue 9: real `peercache` processes on loopback, bounded, no
-//! internet. Run: `cargo bench --bench faults` (exit status 1 when a fault is not handled).
+//! Fault script of issue 9: real `peercache` processes on loopback, bounded, no internet.
+//! Run: `cargo bench --bench faults [-- SECTION…]` with sections `replay`, `endless`,
+//! `corrupt`, `kill9` (default: all); exit status 1 when a fault is not handled.
 //!
 //! `replay`: node A (127.0.0.2) advertises its peer port through a relay on 127.0.0.9 that
 //! forwards gossip and records every byte member B (127.0.0.3) sends to A's transfer API, as
@@ -17,6 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 
 mod common;
+#[path = "faults/miss.rs"]
+mod faults_miss;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -198,10 +201,11 @@ async fn replay_scenario() -> bool {
         "  setup: A fetched it ({}), B sees A hold it ({holds}), B copied it from A: {copied}",
         first.map_or("failed".into(), |g| g.x_cache)
     );
-    let Some(captured) = request(
-        &captured.lock().unwrap_or_else(|e| e.into_inner()),
-        "GET /peer/v1/objects/",
-    ) else {
+    // A complete copy comes in verified pieces (`/peer/v1/pieces/`), an older node's by hash.
+    let captured = captured.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(captured) = request(&captured, "GET /peer/v1/pieces/")
+        .or_else(|| request(&captured, "GET /peer/v1/objects/"))
+    else {
         println!("  no request for a body went through the relay: cannot run");
         return false;
     };
@@ -259,8 +263,25 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches` compatibility
     }
+    let asked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |name: &str| asked.is_empty() || asked.iter().any(|a| a == name);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let ok = rt.block_on(replay_scenario());
+    let mut ok = true;
+    if wants("replay") {
+        ok &= rt.block_on(replay_scenario());
+    }
+    if wants("endless") {
+        ok &= rt.block_on(faults_miss::endless());
+    }
+    if wants("corrupt") {
+        ok &= rt.block_on(faults_miss::corrupt());
+    }
+    if wants("kill9") {
+        ok &= rt.block_on(faults_miss::kill9());
+    }
     if !ok {
         std::process::exit(1);
     }

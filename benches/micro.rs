@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the hot pure code: Cache-Control parsing, the reuse decision (with and
 //! without a targeted field, RFC 9213), cache keys,
 //! the freshness rules' lookup, the peer index, the store's URL index, blake3 over 64 KiB
-//! frames, mirror link rewriting, and issuing an interception leaf certificate.
+//! frames, verified pieces (outboard, encode, decode), mirror link rewriting, and issuing an
+//! interception leaf certificate.
 //! Run: `cargo bench --bench micro`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -173,6 +174,8 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    pieces(c);
+
     // Mirror link rewriting over an npm-like metadata document: 20 000 versions, each with a
     // tarball URL under the mirror's upstream and a homepage URL under none (about 8 MiB).
     use peercache::front::links::LinkTable;
@@ -222,6 +225,78 @@ fn leaves(c: &mut Criterion) {
             leaves.server_config(&format!("h{i}.example.org"), now)
         })
     });
+}
+
+/// Verified pieces of a 16 MiB body: making its outboard (once per stored body), encoding it as
+/// a holder does (reading the file; checked against the outboard or not), and decoding it as a
+/// requester does, from 64 KiB frames. Prints the outboard's size beside the body's.
+fn pieces(c: &mut Criterion) {
+    use http_body_util::BodyExt;
+    use peercache::cache::outboard;
+    use peercache::peer::pieces;
+
+    const LEN: u64 = 16 * 1024 * 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blob = dir.path().join("blob");
+    let mut body = vec![0u8; LEN as usize];
+    blake3::Hasher::new()
+        .update(b"bench")
+        .finalize_xof()
+        .fill(&mut body);
+    std::fs::write(&blob, &body).expect("write");
+    let file = std::fs::File::open(&blob).expect("open");
+    let ob_path = outboard::beside(&blob);
+    let hash = outboard::make(&file, LEN, &ob_path).expect("outboard");
+    println!(
+        "outboard of a {} MiB body: {} bytes ({:.3} % of the body)",
+        LEN >> 20,
+        outboard::size(LEN),
+        outboard::size(LEN) as f64 * 100.0 / LEN as f64
+    );
+    let ob = outboard::open(&ob_path, hash, LEN).expect("opens");
+    let encode = |validate: bool| {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        pieces::encode(&file, &ob, 0, LEN, validate, tx).expect("encodes");
+        let mut frames = Vec::new();
+        while let Ok(Ok(f)) = rx.try_recv() {
+            frames.push(f);
+        }
+        frames
+    };
+    let frames = encode(false);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+
+    let mut g = c.benchmark_group("pieces");
+    g.throughput(Throughput::Bytes(LEN));
+    g.sample_size(20);
+    let scratch = dir.path().join("scratch.obao");
+    g.bench_function("outboard_make_16MiB", |b| {
+        b.iter(|| outboard::make(&file, LEN, &scratch).expect("outboard"))
+    });
+    g.bench_function("encode_16MiB", |b| b.iter(|| encode(false)));
+    g.bench_function("encode_validated_16MiB", |b| b.iter(|| encode(true)));
+    g.bench_function("decode_verify_16MiB", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let (tx, encoded) = peercache::body::channel(None);
+                let feed = frames.clone();
+                tokio::spawn(async move {
+                    for f in feed {
+                        let _ = tx.send(Ok(f)).await;
+                    }
+                });
+                let mut v = pieces::verify(encoded, hash, LEN, (0, LEN), Box::new(|_| {}));
+                let mut n = 0;
+                while let Some(Ok(f)) = v.frame().await {
+                    n += f.data_ref().map_or(0, |d| d.len());
+                }
+                assert_eq!(n as u64, LEN);
+            })
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

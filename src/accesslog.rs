@@ -3,7 +3,9 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
+
+use crate::metrics::Metrics;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One finished request.
@@ -53,21 +55,36 @@ impl Record {
     }
 }
 
+/// Lines waiting for the writer at most; one more is dropped (and counted) instead of
+/// growing the queue: a stalled stdout costs log lines, never memory or request latency.
+pub const QUEUE: usize = 4096;
+
 /// A handle to the log writer; cheap to clone. Disabled logs drop records.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<String>>,
+    tx: Option<mpsc::SyncSender<String>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl AccessLog {
-    pub fn stdout() -> AccessLog {
-        let (tx, rx) = mpsc::channel::<String>();
+    /// Writes to stdout; lines dropped at a full queue are counted in `metrics`.
+    pub fn stdout(metrics: Arc<Metrics>) -> AccessLog {
+        Self::to(std::io::stdout, QUEUE, metrics)
+    }
+
+    /// Writes to the sink `open()` gives on a thread of its own, through a queue of `queue`
+    /// lines.
+    pub fn to<W, F>(open: F, queue: usize, metrics: Arc<Metrics>) -> AccessLog
+    where
+        W: Write,
+        F: FnOnce() -> W + Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel::<String>(queue);
         let spawned = std::thread::Builder::new()
             .name("peercache-accesslog".into())
             .spawn(move || {
-                let stdout = std::io::stdout();
+                let mut out = open();
                 while let Ok(line) = rx.recv() {
-                    let mut out = stdout.lock();
                     let _ = writeln!(out, "{line}");
                     while let Ok(more) = rx.try_recv() {
                         let _ = writeln!(out, "{more}");
@@ -77,16 +94,24 @@ impl AccessLog {
             });
         AccessLog {
             tx: spawned.ok().map(|_| tx),
+            metrics: Some(metrics),
         }
     }
 
     pub fn disabled() -> AccessLog {
-        AccessLog { tx: None }
+        AccessLog {
+            tx: None,
+            metrics: None,
+        }
     }
 
+    /// Queues the line of `r`; never blocks.
     pub fn log(&self, r: &Record) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(r.line());
+        let Some(tx) = &self.tx else { return };
+        if let Err(mpsc::TrySendError::Full(_)) = tx.try_send(r.line()) {
+            if let Some(m) = &self.metrics {
+                Metrics::inc(&m.access_log_dropped);
+            }
         }
     }
 }
@@ -94,6 +119,71 @@ impl AccessLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sink that says when a write begins, then waits until the test lets it through.
+    struct Stalled {
+        gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+        began: mpsc::Sender<()>,
+        seen: mpsc::Sender<String>,
+    }
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.began.send(());
+            let (open, cv) = &*self.gate;
+            let mut o = open.lock().unwrap();
+            while !*o {
+                o = cv.wait(o).unwrap();
+            }
+            let _ = self.seen.send(String::from_utf8_lossy(buf).into_owned());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_sink_costs_counted_lines_not_memory() {
+        let metrics = Arc::new(Metrics::default());
+        let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let (began_tx, began) = mpsc::channel();
+        let (seen_tx, seen) = mpsc::channel();
+        let sink = Stalled {
+            gate: gate.clone(),
+            began: began_tx,
+            seen: seen_tx,
+        };
+        let log = AccessLog::to(move || sink, 2, metrics.clone());
+        let r = |n: u64| Record {
+            start: UNIX_EPOCH,
+            duration: Duration::ZERO,
+            client: "127.0.0.1:1".parse().unwrap(),
+            result: "MISS",
+            status: 200,
+            bytes: n,
+            method: "GET".into(),
+            url: "http://a/".into(),
+            source: "origin",
+            end: "complete",
+            up: None,
+        };
+        log.log(&r(0));
+        began.recv().unwrap(); // the writer holds line 0, stuck in the sink
+        for n in 1..=12 {
+            log.log(&r(n)); // 1 and 2 wait in the queue; the other ten are dropped
+        }
+        assert_eq!(Metrics::get(&metrics.access_log_dropped), 10);
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        drop(log);
+        let written: Vec<String> = seen.iter().filter(|l| l.as_str() != "\n").collect();
+        let bytes: Vec<&str> = written
+            .iter()
+            .map(|l| l.split(' ').nth(4).unwrap())
+            .collect();
+        assert_eq!(bytes, ["0", "1", "2"], "the line taken and the two queued");
+    }
 
     #[test]
     fn a_line_has_every_field_in_order() {

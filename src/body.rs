@@ -1,6 +1,7 @@
-//! Response body types: fixed bodies, channel bodies fed by a task (file tails, pass-through), and a
-//! wrapper that reports the bytes sent when the body ends. An `Err` frame aborts the response, so a
-//! client sees a cut connection instead of a short body that looks complete.
+//! Response body types: fixed bodies, channel bodies fed by a task (file tails, pass-through), a
+//! body with a frame already read put back in front, and a wrapper that reports the bytes sent
+//! when the body ends. An `Err` frame aborts the response, so a client sees a cut connection
+//! instead of a short body that looks complete.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -22,6 +23,30 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A failure reading a client's request body on its way upstream (chunks that are not chunks, a
+/// client gone mid-upload): the client's fault, whichever component notices it first.
+#[derive(Debug)]
+pub struct ClientBodyError(BoxError);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the client's request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {}
+
+/// A client's request body to send upstream; its errors are [`ClientBodyError`]s.
+pub fn from_client<B>(incoming: B) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    incoming
+        .map_err(|e| Box::new(ClientBodyError(e.into())) as BoxError)
+        .boxed()
 }
 
 /// The sending half of a channel body. Dropping it without `finish` after an `abort` cuts the body.
@@ -151,6 +176,36 @@ impl HttpBody for Observed {
 impl Drop for Observed {
     fn drop(&mut self) {
         self.finish(BodyEnd::Cut);
+    }
+}
+
+/// `first`, a frame already read from `rest`, then the rest of that body.
+pub fn prefixed(first: Frame<Bytes>, rest: Body) -> Body {
+    Prefixed {
+        first: Some(first),
+        rest,
+    }
+    .boxed()
+}
+
+/// See [`prefixed`].
+struct Prefixed {
+    first: Option<Frame<Bytes>>,
+    rest: Body,
+}
+
+impl HttpBody for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.first.take() {
+            Some(f) => Poll::Ready(Some(Ok(f))),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
+        }
     }
 }
 

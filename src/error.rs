@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-/// Who is to blame for a failure; `front::respond` maps this (and the kind) to a status code.
+/// Who is to blame for a failure: `front::respond::status_of` answers by it first (then by the
+/// kind), the peer side charges `Peer` faults to the peer, and a stale entry may stand in
+/// only for a failure that is not the client's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     /// The client sent something we cannot serve (4xx, or just close).

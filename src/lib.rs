@@ -9,6 +9,7 @@ pub mod error;
 pub mod fetch;
 pub mod front;
 pub mod grammar;
+pub mod http;
 pub mod metrics;
 pub mod peer;
 pub mod port_owner;

@@ -119,6 +119,18 @@ pub struct Metrics {
     /// client's are never asked for; these are the ones over the per-connection bound, or late).
     pub interim_relayed: AtomicU64,
     pub interim_dropped: AtomicU64,
+    /// Client connections open now on the proxy port (a gauge, bounded by
+    /// `proxy.max_connections`), and those refused with a 503 at the bound.
+    pub connections_open: AtomicU64,
+    pub connections_refused: AtomicU64,
+    /// Misses fetched for their client alone and not stored, because `cache.max_fills` fills
+    /// were running.
+    pub fills_passed_unstored: AtomicU64,
+    /// Fills whose body outgrew `cache.max_object_size` while streaming: the rest went to their
+    /// readers, nothing was stored.
+    pub fills_over_size: AtomicU64,
+    /// Access log lines dropped because the writer fell behind by its whole queue.
+    pub access_log_dropped: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -408,6 +420,13 @@ impl Metrics {
             "corrupt_blobs": Self::get(&self.corrupt_blobs),
             "sendfile_bytes": Self::get(&self.sendfile_bytes),
             "errors_forgotten": Self::get(&self.errors_forgotten),
+            "limits": {
+                "connections_open": Self::get(&self.connections_open),
+                "connections_refused": Self::get(&self.connections_refused),
+                "fills_passed_unstored": Self::get(&self.fills_passed_unstored),
+                "fills_over_size": Self::get(&self.fills_over_size),
+                "access_log_dropped": Self::get(&self.access_log_dropped),
+            },
             "links": {
                 "rewritten": Self::get(&self.links_rewritten),
                 "skipped_too_large": Self::get(&self.links_too_large),
@@ -472,9 +491,26 @@ impl Metrics {
             ("peercache_corrupt_blobs_total", &self.corrupt_blobs),
             ("peercache_sendfile_bytes_total", &self.sendfile_bytes),
             ("peercache_links_rewritten_total", &self.links_rewritten),
+            (
+                "peercache_connections_refused_total",
+                &self.connections_refused,
+            ),
+            (
+                "peercache_fills_passed_unstored_total",
+                &self.fills_passed_unstored,
+            ),
+            (
+                "peercache_access_log_dropped_total",
+                &self.access_log_dropped,
+            ),
         ] {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", Self::get(c));
         }
+        let _ = writeln!(
+            out,
+            "# TYPE peercache_connections_open gauge\npeercache_connections_open {}",
+            Self::get(&self.connections_open)
+        );
         family(
             &mut out,
             "peercache_links_skipped_total",

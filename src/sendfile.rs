@@ -50,18 +50,16 @@ use crate::body::{Body, BoxError};
 /// file systems support it, a few FUSE and stacked ones do not, and a hit would then be cut on
 /// every try. Sends a small temporary file to `/dev/null` once. Start-up turns `cache.sendfile`
 /// off when this is false, so the config alone says whether bodies go out this way.
-pub fn works_with(store: &crate::cache::store::Store) -> bool {
-    let probe = || -> io::Result<bool> {
-        let (path, mut file) = store.temp_file()?;
-        let sent = (|| {
-            io::Write::write_all(&mut file, b"probe")?;
-            let sink = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-            send(&sink, &file, &mut 0, 5)
-        })();
-        let _ = std::fs::remove_file(path);
-        Ok(sent? == 5)
-    };
-    probe().unwrap_or(false)
+/// `temp` is a fresh temporary file there (removed here).
+pub fn works_with(temp: (std::path::PathBuf, std::fs::File)) -> bool {
+    let (path, mut file) = temp;
+    let sent = (|| {
+        io::Write::write_all(&mut file, b"probe")?;
+        let sink = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        send(&sink, &file, &mut 0, 5)
+    })();
+    let _ = std::fs::remove_file(path);
+    sent.is_ok_and(|n| n == 5)
 }
 
 /// Size of the marker region, hence the largest marker frame.
@@ -383,12 +381,15 @@ mod tests {
     #[test]
     fn the_probe_finds_sendfile_working_here_and_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::cache::store::Store::open(dir.path(), 1 << 20).unwrap();
-        assert!(works_with(&store));
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-            0
-        );
+        let path = dir.path().join("probe.part");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        assert!(works_with((path, file)));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -5,7 +5,6 @@ pub mod preflight;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,40 +19,18 @@ use crate::error::Error;
 use crate::fetch::{connect, origin::Origin, Fetcher};
 use crate::front::intercept::{ca, Interceptor};
 use crate::front::relink::Relinker;
+use crate::front::Proxy;
 use crate::metrics::Metrics;
 use crate::peer::auth::ClusterKey;
 use crate::peer::{self, PeerSockets, PeerTuning, Peers};
 use crate::port_owner::{self, Proto};
 
-/// How long in-flight responses may take to finish after a shutdown request.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Everything a request handler can reach.
-pub struct App {
-    pub config: Config,
-    /// The address actually bound (the config may say port 0).
-    pub listen: SocketAddr,
-    pub store: Store,
-    pub inflight: Arc<Inflight>,
-    pub fetcher: Fetcher,
-    pub metrics: Arc<Metrics>,
-    /// Freshness rules and presets, compiled; the same `Arc` as the fetcher's and the peers'.
-    pub rules: Arc<Rules>,
-    pub access: AccessLog,
-    pub started: tokio::time::Instant,
-    /// The peer side, when `peers.enabled`.
-    pub peers: Option<Arc<Peers>>,
-    /// HTTPS interception, when `intercept.hosts` lists any host.
-    pub intercept: Option<Interceptor>,
-    /// Link rewriting for the mirrors' index pages.
-    pub relinker: Relinker,
-    peer_side: std::sync::Mutex<Option<peer::Started>>,
-}
-
 /// A bound proxy, ready to run.
 pub struct Server {
-    app: Arc<App>,
+    app: Arc<Proxy>,
     listener: TcpListener,
+    /// The peer side, stopped after the listener.
+    peer_side: Option<peer::Started>,
 }
 
 /// Why a node could not start. A problem with the machine or the config names the setting and
@@ -169,7 +146,7 @@ impl Server {
         let want_sendfile = config.cache.sendfile;
         let (store, sendfile) = tokio::task::spawn_blocking(move || {
             let store = Store::open(&dir, max_size)?;
-            let works = want_sendfile && crate::sendfile::works_with(&store);
+            let works = want_sendfile && store.temp_file().is_ok_and(crate::sendfile::works_with);
             Ok::<_, Error>((store, works))
         })
         .await
@@ -193,7 +170,7 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::default());
         let intercept = Self::interceptor(&config, &metrics).await?;
-        let inflight = Inflight::new();
+        let inflight = Inflight::new(config.cache.max_fills);
         let peer_side = match (key, peer_sockets) {
             (Some(key), Some(sockets)) => Some(
                 Peers::start(
@@ -214,6 +191,7 @@ impl Server {
         let fetcher = Fetcher {
             origin: Origin::new(&config.upstream, tls),
             store: store.clone(),
+            inflight: inflight.clone(),
             metrics: metrics.clone(),
             max_object_size: config.cache.max_object_size,
             via,
@@ -221,12 +199,12 @@ impl Server {
             rules: rules.clone(),
         };
         let access = if config.log.access {
-            AccessLog::stdout()
+            AccessLog::stdout(metrics.clone())
         } else {
             AccessLog::disabled()
         };
         let relinker = Relinker::new(&config.mirrors, metrics.clone());
-        let app = Arc::new(App {
+        let app = Arc::new(Proxy {
             relinker,
             config,
             listen,
@@ -239,9 +217,12 @@ impl Server {
             started: tokio::time::Instant::now(),
             peers,
             intercept,
-            peer_side: std::sync::Mutex::new(peer_side),
         });
-        Ok(Server { app, listener })
+        Ok(Server {
+            app,
+            listener,
+            peer_side,
+        })
     }
 
     /// Loads the interception CA (making it on the first run) when hosts are listed.
@@ -277,7 +258,7 @@ impl Server {
         self.app.listen
     }
 
-    pub fn app(&self) -> &Arc<App> {
+    pub fn app(&self) -> &Arc<Proxy> {
         &self.app
     }
 
@@ -287,8 +268,7 @@ impl Server {
         let app = self.app.clone();
         let _history = Task(tokio::spawn(sample_history(app.metrics.clone())));
         crate::front::serve(self.listener, self.app, stop).await;
-        let side = app.peer_side.lock().ok().and_then(|mut s| s.take());
-        if let Some(side) = side {
+        if let Some(side) = self.peer_side {
             side.stop().await;
         }
     }
@@ -332,7 +312,7 @@ async fn sample_history(metrics: Arc<Metrics>) {
 /// A proxy running in a background task.
 pub struct Running {
     pub addr: SocketAddr,
-    pub app: Arc<App>,
+    pub app: Arc<Proxy>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }

@@ -434,16 +434,7 @@ mod tests {
     const BEFORE: &str = "Sat, 05 Nov 1994 08:49:37 GMT";
     const AFTER: &str = "Mon, 07 Nov 1994 08:49:37 GMT";
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (n, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(n.as_bytes()).expect("test name"),
-                HeaderValue::from_str(v).expect("test value"),
-            );
-        }
-        m
-    }
+    use crate::http::testing::map;
 
     fn stored() -> HeaderMap {
         map(&[("etag", "\"v1\""), ("last-modified", LM), ("date", AFTER)])

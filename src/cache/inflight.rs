@@ -4,37 +4,18 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
 use tokio::sync::watch;
 
 use crate::body::{self, Body};
-use crate::cache::key::Variant;
-use crate::cache::policy::Timing;
-use crate::cache::store::Entry;
+use crate::cache::head::{Entry, FillHead};
+use crate::cache::read::read_span;
+use crate::cache::spill::Spill;
 use crate::error::Error;
-
-/// Bytes read from a body file per step.
-pub const CHUNK: usize = 512 * 1024;
-
-/// The response head a fill is downloading the body of.
-#[derive(Debug)]
-pub struct Head {
-    pub status: StatusCode,
-    /// End-to-end header fields (hop-by-hop removed).
-    pub headers: HeaderMap,
-    /// Body length when the source announced it.
-    pub len: Option<u64>,
-    pub timing: Timing,
-    /// The variant of the request that started the fill (its values of the `Vary` fields).
-    pub variant: Variant,
-    /// May other machines read this fill (RFC 9111 shared-cacheable, not credentialed)?
-    pub shareable: bool,
-}
 
 /// How a fill ended.
 #[derive(Debug, Clone)]
@@ -58,9 +39,12 @@ pub enum Outcome {
 /// What readers observe.
 #[derive(Debug, Clone, Default)]
 pub struct FillState {
-    pub head: Option<Arc<Head>>,
-    /// Bytes of the body present in the file.
+    pub head: Option<Arc<FillHead>>,
+    /// Bytes of the body received so far.
     pub written: u64,
+    /// Once the body outgrew `cache.max_object_size`: the file holds the bytes before this
+    /// offset, the [`Spill`] those after (for the readers attached then); nothing is stored.
+    pub stored_to: Option<u64>,
     pub outcome: Option<Outcome>,
 }
 
@@ -70,6 +54,8 @@ pub struct Fill {
     state: watch::Sender<FillState>,
     file: Mutex<Option<Arc<File>>>,
     started: tokio::time::Instant,
+    /// Bytes past the store limit, and where each body reader is.
+    spill: Spill,
 }
 
 /// How far one fill has come, for the status page.
@@ -82,6 +68,8 @@ pub struct FillProgress {
     pub expected: Option<u64>,
     /// Seconds since the fill began.
     pub secs: u64,
+    /// Requests reading it or waiting for its head (see [`Fill::watchers`]).
+    pub readers: usize,
 }
 
 impl Fill {
@@ -90,6 +78,7 @@ impl Fill {
             state: watch::channel(FillState::default()).0,
             file: Mutex::new(None),
             started: tokio::time::Instant::now(),
+            spill: Spill::default(),
         })
     }
 
@@ -108,14 +97,33 @@ impl Fill {
     }
 
     /// Publishes the response head and the file its body is being written to.
-    pub fn start(&self, head: Arc<Head>, file: Arc<File>) {
+    pub fn start(&self, head: Arc<FillHead>, file: Arc<File>) {
         if let Ok(mut f) = self.file.lock() {
             *f = Some(file);
         }
         self.state.send_modify(|s| s.head = Some(head));
     }
 
-    /// `n` more bytes are in the file.
+    /// Adds bytes past the store limit once the slowest reader leaves room; `false` when no
+    /// reader is attached (the fill may end).
+    pub async fn spill(&self, data: Bytes) -> bool {
+        self.spill.push(data).await
+    }
+
+    /// The next bytes of `[pos, limit)`, from the file or, past the store limit, the spill;
+    /// `None` when they cannot be had (no file, unreadable, or let go by the spill).
+    async fn bytes_at(&self, pos: u64, limit: u64, stored_to: Option<u64>) -> Option<Bytes> {
+        match stored_to {
+            Some(to) if pos >= to => self.spill.read(pos, limit - pos),
+            _ => {
+                let file = self.file()?;
+                let limit = stored_to.map_or(limit, |to| to.min(limit));
+                read_span(file, pos, limit).await.ok()
+            }
+        }
+    }
+
+    /// `n` more bytes are in the file (or the spill).
     pub fn advance(&self, n: u64) {
         self.state.send_modify(|s| s.written += n);
     }
@@ -131,7 +139,7 @@ impl Fill {
     }
 
     /// Waits until the fill has a head, or ended without one.
-    pub async fn head(&self) -> Result<Arc<Head>, Outcome> {
+    pub async fn head(&self) -> Result<Arc<FillHead>, Outcome> {
         let mut rx = self.subscribe();
         let state = rx
             .wait_for(|s| s.head.is_some() || s.outcome.is_some())
@@ -163,6 +171,9 @@ impl Fill {
         let len = end.map(|e| e.saturating_sub(start));
         let (tx, body) = body::channel(len);
         let fill = self.clone();
+        // Attached now, not when the task first runs: a writer past the store limit must see
+        // every reader it has.
+        let cursor = Cursor::attach(&fill, start);
         tokio::spawn(async move {
             let mut rx = fill.subscribe();
             let mut pos = start;
@@ -170,10 +181,10 @@ impl Fill {
                 let state = rx.borrow_and_update().clone();
                 let limit = end.map_or(state.written, |e| e.min(state.written));
                 if pos < limit {
-                    let Some(file) = fill.file() else { break };
-                    match read_span(file, pos, limit).await {
-                        Ok(b) if !b.is_empty() => {
+                    match fill.bytes_at(pos, limit, state.stored_to).await {
+                        Some(b) if !b.is_empty() => {
                             pos += b.len() as u64;
+                            cursor.advance(pos);
                             let whole = state.head.as_ref().and_then(|h| h.len);
                             if whole.is_some() && end == whole && Some(pos) == end {
                                 // The last byte of the whole body: hold it back until the fill
@@ -196,7 +207,7 @@ impl Fill {
                             continue;
                         }
                         _ => {
-                            let _ = tx.send(Err("cannot read the body file".into())).await;
+                            let _ = tx.send(Err("cannot read the body".into())).await;
                             return;
                         }
                     }
@@ -223,30 +234,34 @@ impl Fill {
                     return;
                 }
             }
-            let _ = tx.send(Err("fill has no body file".into())).await;
         });
         body
     }
 }
 
-/// Reads up to `CHUNK` bytes of `[pos, limit)` from `file` on the blocking pool.
-pub async fn read_span(file: Arc<File>, pos: u64, limit: u64) -> std::io::Result<Bytes> {
-    let want = (limit - pos).min(CHUNK as u64) as usize;
-    tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; want];
-        let mut got = 0;
-        while got < want {
-            let n = file.read_at(&mut buf[got..], pos + got as u64)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
+/// A body reader's place in its fill, for the spill's backpressure; it leaves when dropped.
+struct Cursor {
+    fill: Arc<Fill>,
+    id: u64,
+}
+
+impl Cursor {
+    fn attach(fill: &Arc<Fill>, pos: u64) -> Cursor {
+        Cursor {
+            fill: fill.clone(),
+            id: fill.spill.attach(pos),
         }
-        buf.truncate(got);
-        Ok(Bytes::from(buf))
-    })
-    .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+
+    fn advance(&self, pos: u64) {
+        self.fill.spill.advance(self.id, pos);
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.fill.spill.leave(self.id);
+    }
 }
 
 /// The right to run the fill of a key. Dropping it without `finish` ends the fill as `Abandoned`
@@ -259,6 +274,18 @@ pub struct FillPermit {
     pub temp: Option<PathBuf>,
     /// Dropped when the fill ends, after its outcome is published.
     guards: Guards,
+    /// This fill's place under the bound on fills; freed with the permit.
+    _counted: Counted,
+}
+
+/// One running fill, counted against [`Inflight`]'s bound until dropped.
+#[derive(Debug)]
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Values whose lifetime is the fill's (see [`FillPermit::hold`]).
@@ -280,6 +307,20 @@ impl FillPermit {
 
     pub fn fill(&self) -> &Arc<Fill> {
         &self.fill
+    }
+
+    /// The body outgrew the store limit at `at` bytes: nothing will be stored. The temporary
+    /// file is deleted (readers keep what they opened), the key is freed for new fills, and
+    /// the bytes from `at` on go to the spill, for the readers attached now.
+    pub fn stop_storing(&mut self, at: u64) {
+        if let Some((inflight, key)) = self.slot.take() {
+            inflight.remove(&key, &self.fill);
+        }
+        if let Some(temp) = self.temp.take() {
+            let _ = std::fs::remove_file(temp);
+        }
+        self.fill.spill.start(at);
+        self.fill.state.send_modify(|s| s.stored_to = Some(at));
     }
 
     /// Ends the fill with `outcome` and frees the key. Call it after the store commit, so that a
@@ -317,45 +358,76 @@ pub enum Join {
     Leader(FillPermit),
     /// Somebody is: read their fill.
     Follower(Arc<Fill>),
+    /// Nobody is, and `max_fills` fills are running: fetch without storing.
+    Full,
 }
 
-/// The fills in progress, by cache key.
-#[derive(Debug, Default)]
+/// The fills in progress, by cache key, and how many run at once (keyed and solo).
+#[derive(Debug)]
 pub struct Inflight {
     fills: Mutex<HashMap<String, Arc<Fill>>>,
+    /// Fills running now (their permits alive), never more than `max`.
+    running: Arc<AtomicUsize>,
+    max: usize,
 }
 
 impl Inflight {
-    pub fn new() -> Arc<Inflight> {
-        Arc::new(Inflight::default())
+    /// At most `max_fills` fills at once (each holds a temporary file and a source).
+    pub fn new(max_fills: usize) -> Arc<Inflight> {
+        Arc::new(Inflight {
+            fills: Mutex::default(),
+            running: Arc::default(),
+            max: max_fills,
+        })
     }
 
-    /// Joins the fill of `key`, or starts one.
+    /// A place under the bound, if one is free.
+    fn count(&self) -> Option<Counted> {
+        let taken = self
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        taken.ok().map(|_| Counted(self.running.clone()))
+    }
+
+    /// Joins the fill of `key`, or starts one if the bound allows.
     pub fn join(self: &Arc<Self>, key: &str) -> Join {
         let Ok(mut fills) = self.fills.lock() else {
-            return Join::Leader(Self::solo());
+            return self.solo().map_or(Join::Full, Join::Leader);
         };
         if let Some(f) = fills.get(key) {
             return Join::Follower(f.clone());
         }
+        let Some(counted) = self.count() else {
+            return Join::Full;
+        };
         let fill = Fill::new();
         fills.insert(key.to_owned(), fill.clone());
         Join::Leader(FillPermit {
             fill,
             slot: Some((self.clone(), key.to_owned())),
             temp: None,
+            _counted: counted,
             guards: Guards::default(),
         })
     }
 
-    /// A fill nobody else can join (a request that may not share, e.g. a Vary mismatch).
-    pub fn solo() -> FillPermit {
-        FillPermit {
+    /// A fill nobody else can join (a request that may not share, e.g. a Vary mismatch), if
+    /// the bound allows one more.
+    pub fn solo(&self) -> Option<FillPermit> {
+        Some(FillPermit {
             fill: Fill::new(),
             slot: None,
             temp: None,
             guards: Guards::default(),
-        }
+            _counted: self.count()?,
+        })
+    }
+
+    /// Fills running now, keyed or solo.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
     }
 
     /// The fill in progress for `key`, if any (the peer transfer API streams it to others).
@@ -383,6 +455,7 @@ impl Inflight {
                     written: state.written,
                     expected: state.head.as_ref().and_then(|h| h.len),
                     secs: fill.started.elapsed().as_secs(),
+                    readers: fill.watchers(),
                 }
             })
             .collect()
@@ -404,7 +477,26 @@ impl Inflight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn fills_beyond_the_bound_are_refused_until_one_ends() {
+        let inflight = Inflight::new(2);
+        let Join::Leader(a) = inflight.join("a") else {
+            panic!("a leads")
+        };
+        assert!(
+            matches!(inflight.join("a"), Join::Follower(_)),
+            "joining needs no room"
+        );
+        let b = inflight.solo().expect("room for a second fill");
+        assert_eq!(inflight.running(), 2);
+        assert!(matches!(inflight.join("c"), Join::Full));
+        assert!(inflight.solo().is_none());
+        drop(b);
+        a.finish(Outcome::NotShared);
+        assert_eq!(inflight.running(), 0);
+        assert!(matches!(inflight.join("c"), Join::Leader(_)));
+    }
 
     /// Counts its drops.
     struct Guard(Arc<AtomicUsize>);
@@ -417,7 +509,7 @@ mod tests {
 
     #[test]
     fn held_guards_end_with_the_fill_however_it_ends() {
-        let inflight = Inflight::new();
+        let inflight = Inflight::new(8);
         for (how, end) in [("finished", Some(Outcome::NotShared)), ("abandoned", None)] {
             let dropped = Arc::new(AtomicUsize::new(0));
             let Join::Leader(mut permit) = inflight.join("k") else {

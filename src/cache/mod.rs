@@ -2,9 +2,14 @@
 
 pub mod cache_control;
 pub mod conditional;
+pub mod head;
 pub mod index;
 pub mod inflight;
 pub mod key;
+pub mod lookup;
+pub mod outboard;
 pub mod policy;
+pub mod read;
 pub mod rules;
+pub mod spill;
 pub mod store;

@@ -2,7 +2,7 @@
 
 use super::addr::host_chars_ok;
 use super::PacDirect;
-use crate::front::acl::parse_net;
+use crate::http::acl::parse_net;
 
 /// `"host.example"`, `"*.example"` or a CIDR / bare address (`"10.0.0.0/8"`, `"fd00::/8"`).
 /// Names are lower-cased; they may not have empty labels.

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Uri};
 
-use crate::front::acl::Acl;
+use crate::http::acl::Acl;
 
 use reader::{line_at, Problem, Reader};
 use resolve::resolve;
@@ -72,6 +72,9 @@ pub struct Proxy {
     pub tunnel_idle_timeout: Duration,
     /// Destinations the PAC file (`/proxy.pac`, `/wpad.dat`) sends `DIRECT`, in file order.
     pub pac_direct: Vec<PacDirect>,
+    /// Client connections open at once on the proxy port (tunnels included); the next one is
+    /// answered 503 and closed, and counted. >= 1.
+    pub max_connections: usize,
 }
 
 /// One `proxy.pac_direct` entry: where a browser using the PAC file goes without the proxy.
@@ -107,6 +110,9 @@ pub struct Cache {
     /// names, never `Cache-Control` or `Expires` (which it replaces); empty turns targeted cache
     /// control off.
     pub targeted: Vec<HeaderName>,
+    /// Downloads into the cache at once (each holds a temporary file and an upstream
+    /// connection); a miss beyond them is passed through unstored, and counted. >= 1.
+    pub max_fills: usize,
 }
 
 /// `[upstream]`: how origins are reached.

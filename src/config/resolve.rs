@@ -22,6 +22,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.proxy_tunnel_idle_timeout
             .take("proxy.tunnel_idle_timeout", p),
         raw.proxy_pac_direct.take("proxy.pac_direct", p),
+        raw.proxy_max_connections.take("proxy.max_connections", p),
     );
     let cache = (
         raw.cache_dir.take("cache.dir", p),
@@ -29,6 +30,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.cache_max_object_size.take("cache.max_object_size", p),
         raw.cache_sendfile.take("cache.sendfile", p),
         raw.cache_targeted.take("cache.targeted", p),
+        raw.cache_max_fills.take("cache.max_fills", p),
     );
     let upstream = (
         raw.upstream_proxy.take("upstream.proxy", p),
@@ -76,6 +78,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             connect_ports: proxy.2?,
             tunnel_idle_timeout: proxy.3?,
             pac_direct: proxy.4?,
+            max_connections: proxy.5?,
         },
         cache: Cache {
             dir: cache.0?,
@@ -83,6 +86,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             max_object_size: cache.2?,
             sendfile: cache.3?,
             targeted: cache.4?,
+            max_fills: cache.5?,
         },
         upstream: Upstream {
             proxy: upstream.0?,

@@ -14,7 +14,7 @@ use super::units::{parse_duration, parse_size};
 use super::{
     Discover, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset, Rule, MAX_SITE_LEN,
 };
-use crate::front::acl::{self, Acl};
+use crate::http::acl::{self, Acl};
 
 /// Top-level tables, in documentation order (used in "unknown key" messages).
 const TABLES: &[&str] = &[
@@ -34,9 +34,16 @@ pub(super) const PROXY_KEYS: &[&str] = &[
     "connect_ports",
     "tunnel_idle_timeout",
     "pac_direct",
+    "max_connections",
 ];
-pub(super) const CACHE_KEYS: &[&str] =
-    &["dir", "max_size", "max_object_size", "sendfile", "targeted"];
+pub(super) const CACHE_KEYS: &[&str] = &[
+    "dir",
+    "max_size",
+    "max_object_size",
+    "sendfile",
+    "targeted",
+    "max_fills",
+];
 pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
 pub(super) const MIRROR_KEYS: &[&str] =
     &["prefix", "upstream", "redirect_to_peers", "npm_tarballs"];
@@ -66,11 +73,13 @@ pub(super) struct Raw<'a> {
     pub(super) proxy_connect_ports: Slot<'a, Vec<u16>>,
     pub(super) proxy_tunnel_idle_timeout: Slot<'a, Duration>,
     pub(super) proxy_pac_direct: Slot<'a, Vec<PacDirect>>,
+    pub(super) proxy_max_connections: Slot<'a, usize>,
     pub(super) cache_dir: Slot<'a, PathBuf>,
     pub(super) cache_max_size: Slot<'a, u64>,
     pub(super) cache_max_object_size: Slot<'a, u64>,
     pub(super) cache_sendfile: Slot<'a, bool>,
     pub(super) cache_targeted: Slot<'a, Vec<HeaderName>>,
+    pub(super) cache_max_fills: Slot<'a, usize>,
     pub(super) upstream_proxy: Slot<'a, Option<ParentProxy>>,
     pub(super) upstream_connect_timeout: Slot<'a, Duration>,
     pub(super) upstream_read_timeout: Slot<'a, Duration>,
@@ -138,6 +147,17 @@ impl<'a, 'p> Reader<'a, 'p> {
         }
     }
 
+    /// A count of at least 1 (a bound on something that grows).
+    fn at_least_one(&mut self, f: &Field<'a, '_>) -> Option<usize> {
+        self.integer(f).and_then(|n| {
+            let n = match usize::try_from(n) {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(format!("must be at least 1, got {n}")),
+            };
+            self.check(f, n)
+        })
+    }
+
     fn proxy_key(&mut self, name: &str, f: &Field<'a, '_>, raw: &mut Raw<'a>) -> bool {
         let loc = f.value_loc;
         match name {
@@ -152,6 +172,7 @@ impl<'a, 'p> Reader<'a, 'p> {
                 });
                 raw.proxy_pac_direct.put(direct, loc);
             }
+            "max_connections" => raw.proxy_max_connections.put(self.at_least_one(f), loc),
             _ => return false,
         }
         true
@@ -168,6 +189,7 @@ impl<'a, 'p> Reader<'a, 'p> {
                 let names = self.field_names(f, &["cache-control", "expires"]);
                 raw.cache_targeted.put(names, loc);
             }
+            "max_fills" => raw.cache_max_fills.put(self.at_least_one(f), loc),
             _ => return false,
         }
         true
@@ -220,16 +242,7 @@ impl<'a, 'p> Reader<'a, 'p> {
                 raw.peers_site.put(site, loc);
             }
             "key_file" => raw.peers_key_file.put(self.path(f), loc),
-            "max_uploads" => {
-                let n = self.integer(f).and_then(|n| {
-                    let n = match usize::try_from(n) {
-                        Ok(n) if n >= 1 => Ok(n),
-                        _ => Err(format!("must be at least 1, got {n}")),
-                    };
-                    self.check(f, n)
-                });
-                raw.peers_max_uploads.put(n, loc);
-            }
+            "max_uploads" => raw.peers_max_uploads.put(self.at_least_one(f), loc),
             "connect_timeout" => raw.peers_connect_timeout.put(self.timeout(f), loc),
             "discover" => {
                 let discover = self.string(f).and_then(|s| {

@@ -39,6 +39,7 @@ fn documented() -> Config {
             connect_ports: vec![443],
             tunnel_idle_timeout: Duration::from_secs(600),
             pac_direct: vec![],
+            max_connections: 512,
         },
         cache: Cache {
             dir: PathBuf::from("peercache-data"),
@@ -46,6 +47,7 @@ fn documented() -> Config {
             max_object_size: 4 * GIB,
             sendfile: true,
             targeted: vec![HeaderName::from_static("cdn-cache-control")],
+            max_fills: 128,
         },
         upstream: Upstream {
             proxy: None,
@@ -321,6 +323,9 @@ fn valid_values() {
         ("[proxy]\ntunnel_idle_timeout = \"90s\"", |c| {
             c.proxy.tunnel_idle_timeout == Duration::from_secs(90)
         }),
+        ("[proxy]\nmax_connections = 3\n[cache]\nmax_fills = 1", |c| {
+            c.proxy.max_connections == 3 && c.cache.max_fills == 1
+        }),
         (
             "[intercept]\nhosts = [\"Files.Example.org\", \"*.example.net\", \"[::1]\"]",
             |c| {
@@ -458,6 +463,9 @@ fn each_bad_value_names_its_line_and_key() {
         ("[upstream]\nca_file = false", 2, "upstream.ca_file", "expected a string, found boolean"),
         ("[upstream]\nca_file = [\"a.pem\"]", 2, "upstream.ca_file", "expected a string, found array"),
         ("[proxy]\ntunnel_idle_timeout = \"0s\"", 2, "proxy.tunnel_idle_timeout", "must be greater than 0"),
+        ("[proxy]\nmax_connections = 0", 2, "proxy.max_connections", "must be at least 1, got 0"),
+        ("[cache]\nmax_fills = -1", 2, "cache.max_fills", "must be at least 1, got -1"),
+        ("[cache]\nmax_fills = 1.5", 2, "cache.max_fills", "expected an integer, found float"),
         // [intercept]
         ("[intercept]\nhosts = \"a.example\"", 2, "intercept.hosts", "expected an array of host patterns, found string"),
         ("[intercept]\nhosts = [\n  \"ok.example\",\n  \"*\",\n]", 4, "intercept.hosts[1]", "invalid host pattern \"*\""),
@@ -562,7 +570,7 @@ max_size = \"10XB\"
         lines(text),
         [
             "peercache.toml:2: log.level: invalid level \"loud\" (expected one of: error, warn, info, debug, trace)",
-            "peercache.toml:5: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct)",
+            "peercache.toml:5: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct, max_connections)",
             "peercache.toml:6: proxy.connect_ports[1]: invalid port 0 (must be 1..=65535)",
             "peercache.toml:9: cache.max_size: invalid size \"10XB\" (use bytes or e.g. \"512MiB\", \"10GiB\")",
         ]
@@ -605,14 +613,14 @@ redirect = true
         lines(text),
         [
             format!("peercache.toml:1: typo_at_root: unknown key (expected one of: {all})"),
-            "peercache.toml:3: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct)".into(),
-            "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size, sendfile, targeted)".into(),
+            "peercache.toml:3: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct, max_connections)".into(),
+            "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size, sendfile, targeted, max_fills)".into(),
             "peercache.toml:7: upstream.parent: unknown key (expected one of: proxy, connect_timeout, read_timeout, ca_file)".into(),
             "peercache.toml:9: peers.enable: unknown key (expected one of: enabled, listen, advertise, seeds, site, key_file, max_uploads, connect_timeout, discover)".into(),
             "peercache.toml:11: log.levle: unknown key (expected one of: level, access)".into(),
             format!("peercache.toml:12: logging: unknown table (expected one of: {all})"),
             format!("peercache.toml:14: mirrors: unknown table (expected one of: {all})"),
-            "peercache.toml:16: proxy.tls: unknown table (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct)".into(),
+            "peercache.toml:16: proxy.tls: unknown table (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct, max_connections)".into(),
             "peercache.toml:21: mirror[0].redirect: unknown key (expected one of: prefix, upstream, redirect_to_peers, npm_tarballs)".into(),
         ]
     );
@@ -623,8 +631,8 @@ fn odd_key_names_are_quoted() {
     assert_eq!(
         lines("[proxy]\n\"lis ten\" = 1\n\"\" = 2"),
         [
-            "peercache.toml:2: proxy.\"lis ten\": unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct)",
-            "peercache.toml:3: proxy.\"\": unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct)",
+            "peercache.toml:2: proxy.\"lis ten\": unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct, max_connections)",
+            "peercache.toml:3: proxy.\"\": unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct, max_connections)",
         ]
     );
 }

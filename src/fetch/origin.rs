@@ -166,6 +166,12 @@ pub async fn relaying_interim<F: Future>(hook: Option<OnInterim>, fut: F) -> F::
     }
 }
 
+/// The hook of the [`relaying_interim`] this task runs in, if any: for a task spawned to send a
+/// request on this one's behalf (a fill's leader), so that its 1xx still reach the client.
+pub fn interim_hook() -> Option<OnInterim> {
+    ON_INTERIM.try_with(Arc::clone).ok()
+}
+
 /// The client all upstream requests go through.
 #[derive(Clone)]
 pub struct Origin {
@@ -208,7 +214,19 @@ impl Origin {
         let target = req.uri().to_string();
         let deadline = self.connect_timeout + self.read_timeout;
         match tokio::time::timeout(deadline, self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(mut resp)) => {
+                let size = head_size(&resp);
+                if size > MAX_HEAD {
+                    return Err(Error::upstream(
+                        Kind::UpstreamProtocol,
+                        format!(
+                            "{target}: response head of {size} bytes (the limit is {MAX_HEAD})"
+                        ),
+                    ));
+                }
+                drop_body_length(resp.status(), resp.headers_mut());
+                Ok(resp)
+            }
             Ok(Err(e)) => Err(classify(&e, &target)),
             Err(_) => Err(Error::upstream(
                 Kind::ResponseTimeout,
@@ -218,11 +236,39 @@ impl Origin {
     }
 }
 
+/// The largest response head taken from an origin: status line and fields as sent. Larger ones
+/// are refused with a 502 (hyper itself holds at most ~400 KiB while parsing).
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// The size of a response head on the wire (status line, fields, blank line).
+fn head_size<B>(resp: &Response<B>) -> usize {
+    let fields: usize = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+        .sum();
+    "HTTP/1.1 200 \r\n".len() + fields + 2
+}
+
+/// RFC 9112 §6.3: a `Transfer-Encoding` overrides `Content-Length`, which then must not be
+/// forwarded (hyper framed the body by the former); a 1xx, 204 or 304 has no body, so no length.
+fn drop_body_length(status: http::StatusCode, h: &mut http::HeaderMap) {
+    let bodiless = status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED;
+    if bodiless || h.contains_key(http::header::TRANSFER_ENCODING) {
+        h.remove(http::header::CONTENT_LENGTH);
+    }
+}
+
 /// Maps a client error to our kinds by walking its source chain.
 fn classify(e: &hyper_util::client::legacy::Error, target: &str) -> Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     let mut detail = e.to_string();
     while let Some(s) = source {
+        if let Some(client) = s.downcast_ref::<crate::body::ClientBodyError>() {
+            return Error::downstream(Kind::BadRequest, client.to_string());
+        }
         detail = format!("{detail}: {s}");
         if let Some(io) = s.downcast_ref::<io::Error>() {
             if io.kind() == io::ErrorKind::TimedOut {
@@ -240,4 +286,49 @@ fn classify(e: &hyper_util::client::legacy::Error, target: &str) -> Error {
         Kind::UpstreamProtocol
     };
     Error::upstream(kind, format!("{target}: {detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{header, HeaderMap, HeaderValue, StatusCode};
+
+    #[test]
+    fn a_body_length_goes_where_the_body_is_framed_otherwise_or_absent() {
+        let cases = [
+            (200, true, true, false),
+            (200, false, true, true),
+            (204, false, true, false),
+            (304, false, true, false),
+            (103, false, true, false),
+            (404, true, true, false),
+        ];
+        for (status, chunked, cl, kept) in cases {
+            let mut h = HeaderMap::new();
+            if chunked {
+                h.insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+            }
+            if cl {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+            }
+            drop_body_length(StatusCode::from_u16(status).unwrap(), &mut h);
+            assert_eq!(
+                h.contains_key(header::CONTENT_LENGTH),
+                kept,
+                "{status} {chunked}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_head_size_counts_every_field() {
+        let mut r = Response::new(());
+        assert_eq!(head_size(&r), 17);
+        r.headers_mut()
+            .insert("x-a", HeaderValue::from_static("12345"));
+        assert_eq!(head_size(&r), 17 + 3 + 2 + 5 + 2);
+    }
 }

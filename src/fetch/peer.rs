@@ -3,6 +3,7 @@
 //! from that peer into our own fill, with the other holders and the origin as fallbacks. A cold
 //! object is claimed first, so that one node of the group goes to the origin.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -11,25 +12,21 @@ use http_body_util::BodyExt;
 
 use crate::body::{self, Body};
 use crate::cache::cache_control::CacheControl;
-use crate::cache::inflight::{FillPermit, Head};
+use crate::cache::head::{FillHead, Head};
+use crate::cache::inflight::FillPermit;
 use crate::cache::key::Variant;
-use crate::cache::policy::{self, Reuse, Stored, Timing};
+use crate::cache::policy::{self, Reuse, Timing};
 use crate::cache::rules::Treatment;
-use crate::cache::store::headers_from_pairs;
 use crate::error::{Error, Kind, Side};
-use crate::fetch::writer::{Feed, Resume, ResumeFuture};
+use crate::fetch::writer::{self, Feed, Feeder, Report, Resume, ResumeFuture};
 use crate::fetch::{Fetched, Fetcher, Start};
-use crate::front::headers;
-use crate::metrics::Source as BodySource;
-use crate::peer::client::{fill_path, object_path};
-use crate::peer::select::{self, Fault};
+use crate::http::headers;
+use crate::peer::client::fill_path;
+use crate::peer::select;
 use crate::peer::transfer::EntryHead;
 use crate::peer::wire::KeyHash;
-use crate::peer::{key_hash, Peers, Source};
+use crate::peer::{key_hash, pieces, Peers, Source};
 
-/// Complete copies up to this size are fetched whole and checked against their blake3 before a
-/// single byte reaches a client, so a bad copy costs a retry instead of a cut response.
-pub const VERIFY_FIRST: u64 = 1024 * 1024;
 /// Longest silence from a peer sending a complete copy (it reads from its disk) before it counts
 /// as stalled and the transfer moves on.
 pub const PEER_STALL: Duration = Duration::from_secs(2);
@@ -41,7 +38,7 @@ pub enum FromPeers {
     /// A peer copy from `node` is streaming into our fill (`revalidated`: the origin confirmed
     /// it first).
     Peer {
-        head: Arc<Head>,
+        head: Arc<FillHead>,
         revalidated: bool,
         node: crate::peer::wire::NodeId,
     },
@@ -99,9 +96,9 @@ impl Fetcher {
                     Err(e) => {
                         tracing::info!(node = %src.node, key = want.key, "peer copy not used: {e}");
                         match peers.failed(src.node, &e) {
-                            Some(Fault::Busy) => busy = true,
-                            Some(Fault::Gone) => gone.push(src.node),
-                            Some(Fault::Bad) | None => {}
+                            Some(select::Fault::Busy) => busy = true,
+                            Some(select::Fault::Gone) => gone.push(src.node),
+                            Some(select::Fault::Bad) | None => {}
                         }
                     }
                 }
@@ -151,15 +148,13 @@ impl Fetcher {
                 }
             },
         };
-        let (status, mut stored_headers, mut timing) = decode(&copy)?;
+        let copied = decode(&copy)?;
+        let (status, mut stored_headers, mut timing) =
+            (copied.status, copied.headers(), copied.timing);
         let mut revalidated = false;
         if complete {
             let req_cc = CacheControl::from_request(want.headers);
-            let stored = Stored {
-                status,
-                headers: &stored_headers,
-                timing,
-            };
+            let stored = copied.stored(&stored_headers);
             match policy::reuse(&stored, &req_cc, SystemTime::now(), treat.heuristic) {
                 Reuse::Fresh | Reuse::StaleAllowed => {}
                 Reuse::StaleWhileRevalidate | Reuse::Revalidate => {
@@ -190,35 +185,42 @@ impl Fetcher {
         }
         let variant = Variant::of_request(&treat.vary(&stored_headers), want.headers)
             .ok_or_else(|| Error::new(Kind::NotFound, Side::Internal, "Vary: *"))?;
-        let path = match copy.hash {
-            Some(h) if complete => object_path(&h),
-            _ => fill_path(kh),
-        };
-        let resp = peers.client.body(src.node, src.addr, &path, 0).await?;
-        let node = src.node;
-        let counter = peers.clone();
-        let mut stream: Body =
-            body::observed(resp.into_body().map_err(Into::into).boxed(), move |n, _| {
-                counter.count_download(node, n)
-            });
+        // A complete copy comes in verified pieces (`peer::pieces`): no byte reaches a client
+        // before its chunk group matched the blake3 tree. A fill in flight on the peer has no
+        // hash yet: it is only checked for length, and its holder releases its last byte only
+        // once it stored it.
         let expected = copy.hash.filter(|_| complete).map(blake3::Hash::from_bytes);
-        if let (Some(hash), Some(len)) = (expected, copy.len.filter(|l| *l <= VERIFY_FIRST)) {
-            stream = verified_whole(peers, stream, hash, len).await?;
-        }
+        let stream: Body = match (expected, copy.len) {
+            (Some(hash), Some(len)) => {
+                let verified = pieces::fetch(peers, src, hash, len, 0).await?;
+                pieces::checked_start(verified, PEER_STALL).await?
+            }
+            _ => {
+                let resp = peers
+                    .client
+                    .body(src.node, src.addr, &fill_path(kh), 0)
+                    .await?;
+                let (node, counter) = (src.node, peers.clone());
+                body::observed(resp.into_body().map_err(Into::into).boxed(), move |n, _| {
+                    counter.count_download(node, n)
+                })
+            }
+        };
         let temp = self
             .temp_file()
             .await
             .ok_or_else(|| Error::storage("no temporary file"))?;
         let mut fallbacks: Vec<Box<dyn Resume>> = Vec::new();
-        if let Some(hash) = copy.hash.filter(|_| complete) {
+        if let (Some(hash), Some(len)) = (expected, copy.len) {
             for o in others
                 .iter()
-                .filter(|o| o.complete.map(|c| c.0) == Some(hash))
+                .filter(|o| o.complete.map(|c| c.0) == Some(*hash.as_bytes()))
             {
                 fallbacks.push(Box::new(PeerResume {
                     peers: peers.clone(),
                     src: o.clone(),
-                    path: object_path(&hash),
+                    hash,
+                    len,
                 }));
             }
         }
@@ -227,13 +229,9 @@ impl Fetcher {
         }
         let mut permit = permit.take().ok_or_else(|| Error::internal("no permit"))?;
         permit.hold(peers.claim(want.key));
-        let head = Head {
-            status,
-            headers: stored_headers,
+        let head = FillHead {
+            head: Head::new(status, &stored_headers, timing, variant, true),
             len: copy.len,
-            timing,
-            variant,
-            shareable: true,
         };
         let feed = Feed {
             body: stream,
@@ -242,92 +240,87 @@ impl Fetcher {
             } else {
                 self.origin.read_timeout()
             },
-            source: BodySource::Peer,
-            name: src.node.to_string(),
+            from: Feeder::Peer(src.node),
         };
         let start = Start {
             key: want.key,
             head,
             expected,
             fallbacks,
+            // RFC 9111 §5.2.1.5: a request's no-store covers a peer's copy too.
+            keep: !CacheControl::from_request(want.headers).no_store,
         };
         let head = self.start_fill(permit, temp, start, feed);
         Ok(FromPeers::Peer {
             head,
             revalidated,
-            node,
+            node: src.node,
         })
     }
 }
 
-/// Reads a small peer body whole and checks it before anyone sees it.
-async fn verified_whole(
-    peers: &Arc<Peers>,
-    stream: Body,
-    hash: blake3::Hash,
-    len: u64,
-) -> Result<Body, Error> {
-    let bytes = tokio::time::timeout(PEER_STALL * 4, stream.collect())
-        .await
-        .map_err(|_| Error::new(Kind::ResponseTimeout, Side::Peer, "peer body too slow"))?
-        .map_err(|e| Error::new(Kind::UpstreamBodyCut, Side::Peer, e.to_string()))?
-        .to_bytes();
-    if bytes.len() as u64 != len || blake3::hash(&bytes) != hash {
-        peers
-            .stats
-            .bad_hashes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(Error::new(
-            Kind::UpstreamProtocol,
-            Side::Peer,
-            "peer body does not match its blake3",
-        ));
+/// What fills find out about members: a bad copy leaves its holder out for a while, like a
+/// stalled or failed one; a busy member is only tried later, one that no longer has the body
+/// costs nothing; every resumption is a fail-over. `bad_hashes` counts each bad copy once, where
+/// it is found: a bad piece by the verifying feed that decodes it (`peer::pieces`, which logs it
+/// with its offset), a whole body that fails its blake3 here.
+impl Report for Peers {
+    fn fault(&self, from: Feeder, fault: writer::Fault) {
+        use writer::Fault::*;
+        let Feeder::Peer(node) = from else { return };
+        let cost = match fault {
+            Busy => select::Fault::Busy,
+            Gone => select::Fault::Gone,
+            Stalled | Failed => select::Fault::Bad,
+            BadBytes { offset: Some(_) } => select::Fault::Bad,
+            BadBytes { offset: None } => {
+                self.stats.bad_hashes.fetch_add(1, Relaxed);
+                select::Fault::Bad
+            }
+        };
+        self.charge(node, cost);
     }
-    Ok(body::full(bytes))
+
+    fn resumed(&self, _to: Feeder, _offset: u64) {
+        self.stats.failovers.fetch_add(1, Relaxed);
+    }
 }
 
 /// Does a peer's head fit this request's `Vary`-named fields (and the rule's key fields)?
 fn head_matches(h: &EntryHead, req: &HeaderMap, treat: &Treatment<'_>) -> bool {
-    let Ok((_, headers, _)) = decode(h) else {
+    let Ok(head) = decode(h) else {
         return false;
     };
-    Variant::of_request(&treat.vary(&headers), req).is_some_and(|v| v.as_str() == h.variant)
+    Variant::of_request(&treat.vary(&head.headers()), req).as_ref() == Some(&head.variant)
 }
 
-fn decode(h: &EntryHead) -> Result<(StatusCode, HeaderMap, Timing), Error> {
-    let bad = || Error::new(Kind::UpstreamProtocol, Side::Peer, "malformed entry head");
-    let status = StatusCode::from_u16(h.status).map_err(|_| bad())?;
-    let headers = headers_from_pairs(&h.headers).ok_or_else(bad)?;
-    Ok((status, headers, h.timing.timing()))
+/// The head a peer sent (a peer's copy is shared by definition).
+fn decode(h: &EntryHead) -> Result<Head, Error> {
+    h.head
+        .head(true)
+        .ok_or_else(|| Error::new(Kind::UpstreamProtocol, Side::Peer, "malformed entry head"))
 }
 
-/// The rest of a complete copy from another holder.
+/// The rest of a complete copy from another holder, in verified pieces.
 struct PeerResume {
     peers: Arc<Peers>,
     src: Source,
-    path: String,
+    hash: blake3::Hash,
+    len: u64,
 }
 
 impl Resume for PeerResume {
+    fn feeder(&self) -> Feeder {
+        Feeder::Peer(self.src.node)
+    }
+
     fn resume(&self, offset: u64) -> ResumeFuture<'_> {
         Box::pin(async move {
-            self.peers
-                .stats
-                .failovers
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let resp = self
-                .peers
-                .client
-                .body(self.src.node, self.src.addr, &self.path, offset)
-                .await;
-            let resp = resp.inspect_err(|e| {
-                self.peers.failed(self.src.node, e);
-            })?;
+            let body = pieces::fetch(&self.peers, &self.src, self.hash, self.len, offset).await?;
             Ok(Feed {
-                body: resp.into_body().map_err(Into::into).boxed(),
+                body,
                 read_timeout: PEER_STALL,
-                source: BodySource::Peer,
-                name: self.src.node.to_string(),
+                from: self.feeder(),
             })
         })
     }
@@ -363,6 +356,10 @@ impl OriginResume {
 }
 
 impl Resume for OriginResume {
+    fn feeder(&self) -> Feeder {
+        Feeder::Origin
+    }
+
     fn resume(&self, offset: u64) -> ResumeFuture<'_> {
         Box::pin(async move {
             let mut h = self.headers.clone();
@@ -397,8 +394,7 @@ impl Resume for OriginResume {
             Ok(Feed {
                 body: resp.into_body().map_err(Into::into).boxed(),
                 read_timeout: self.fetcher.origin.read_timeout(),
-                source: BodySource::Origin,
-                name: "origin".into(),
+                from: Feeder::Origin,
             })
         })
     }

@@ -2,7 +2,6 @@
 //! (304/412), Range (206/416), HEAD, `Age`. Bodies are read from files; a stored body is checked
 //! against its blake3 hash as it is read, and a mismatch is never served as complete.
 
-use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +9,11 @@ use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::cache::conditional::{self, Precondition, RangeAnswer};
-use crate::cache::inflight::{read_span, Fill, Head, CHUNK};
-use crate::cache::store::{Entry, Store};
+use crate::cache::head::Entry;
+use crate::cache::head::FillHead;
+use crate::cache::inflight::Fill;
+use crate::cache::read::{drop_corrupt, open, read_span, stream_file, Verify};
+use crate::cache::store::Store;
 use crate::front::relink::Relink;
 use crate::metrics::{Metrics, Source};
 use crate::sendfile;
@@ -223,117 +225,21 @@ pub async fn from_entry(
     Some(with_head(status, headers, body))
 }
 
-/// Reads up to `CHUNK` bytes of `[pos, end)` from a file this response alone reads, at its
-/// current offset (after seeking to `pos` when `seek`). Sequential reads fill fresh buffers
-/// without zeroing them first, one pass less over every byte than `read_span`.
-async fn read_next(
-    file: Arc<File>,
-    pos: u64,
-    end: u64,
-    seek: bool,
-) -> std::io::Result<bytes::Bytes> {
-    use std::io::{Read, Seek, SeekFrom};
-    let want = (end - pos).min(CHUNK as u64);
-    tokio::task::spawn_blocking(move || {
-        let mut f: &File = &file;
-        if seek {
-            f.seek(SeekFrom::Start(pos))?;
-        }
-        let mut buf = Vec::with_capacity(want as usize);
-        f.take(want).read_to_end(&mut buf)?;
-        Ok(bytes::Bytes::from(buf))
-    })
-    .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-}
-
-/// Opens an entry's blob on the blocking pool; `None` if it is missing or of the wrong size.
-async fn open(store: &Store, entry: &Arc<Entry>) -> Option<Arc<File>> {
-    let (store, e) = (store.clone(), entry.clone());
-    tokio::task::spawn_blocking(move || store.open_blob(&e))
-        .await
-        .ok()
-        .flatten()
-        .map(Arc::new)
-}
-
-async fn drop_corrupt(store: &Store, metrics: &Metrics, key: &str, hash: blake3::Hash) {
-    tracing::warn!(%key, "stored body missing or corrupt; dropping the entry");
-    Metrics::inc(&metrics.corrupt_blobs);
-    let (store, key) = (store.clone(), key.to_owned());
-    let _ = tokio::task::spawn_blocking(move || store.invalidate_if_uses(&key, &hash)).await;
-}
-
-/// Checks a whole body streamed from the store against its hash.
-struct Verify {
-    hash: blake3::Hash,
-    key: String,
-    store: Store,
-    metrics: Arc<Metrics>,
-}
-
-/// Streams `[start, end)` of a complete file as it is (peer uploads: the receiver verifies).
-pub fn stream_span(file: Arc<File>, start: u64, end: u64) -> Body {
-    stream_file(file, start, end, None, None)
-}
-
-/// Streams `[start, end)` of a complete file. With `verify`, the whole body is hashed on the way
-/// and a mismatch cuts the response before its last byte and drops the entry.
-fn stream_file(
-    file: Arc<File>,
-    start: u64,
-    end: u64,
-    verify: Option<Verify>,
-    metrics: Option<Arc<Metrics>>,
-) -> Body {
-    let (tx, body) = body::channel(Some(end - start));
-    tokio::spawn(async move {
-        let mut hasher = verify.as_ref().map(|_| blake3::Hasher::new());
-        let mut pos = start;
-        while pos < end {
-            let chunk = match read_next(file.clone(), pos, end, pos == start).await {
-                Ok(b) if !b.is_empty() => b,
-                _ => {
-                    let _ = tx.send(Err("stored body unreadable".into())).await;
-                    return;
-                }
-            };
-            pos += chunk.len() as u64;
-            if let Some(h) = hasher.as_mut() {
-                h.update(&chunk);
-                if pos == end {
-                    // Hold the last chunk back until the hash is known.
-                    if let Some(v) = &verify {
-                        if h.finalize() != v.hash {
-                            drop_corrupt(&v.store, &v.metrics, &v.key, v.hash).await;
-                            let _ = tx.send(Err("stored body corrupt".into())).await;
-                            return;
-                        }
-                        v.store.mark_verified(&v.hash);
-                    }
-                }
-            }
-            if let Some(m) = &metrics {
-                m.bytes_from(Source::Cache, chunk.len() as u64);
-            }
-            if tx.send(Ok(chunk)).await.is_err() {
-                return;
-            }
-        }
-    });
-    body
-}
-
-/// Answers from a fill in progress (the leader's own client, or a collapsed follower). With
+/// Answers from a fill in progress (the leader's own client, or a collapsed follower). `age`
+/// (RFC 9111 §5.1) for every answer but the one the origin made for this very request. With
 /// `relink`, preconditions and ranges are judged as `judged_shape` says.
 pub fn from_fill(
     method: &Method,
     req: &HeaderMap,
     fill: &Arc<Fill>,
-    head: &Head,
+    head: &FillHead,
+    age: Option<Duration>,
     relink: Option<&Relink>,
 ) -> Response<Body> {
-    let mut headers = head.headers.clone();
+    let mut headers = head.headers();
+    if let Some(age) = age {
+        headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    }
     let (shape, judged) = judged_shape(method, req, head.status, &headers, head.len, relink);
     if let Some(r) = bodiless(shape, judged.as_ref().unwrap_or(&headers), head.len) {
         return r;

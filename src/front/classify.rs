@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use http::{Method, Uri};
+use http::{header, HeaderMap, Method, Uri};
 
 use crate::config::Mirror;
 use crate::error::{Error, Kind};
@@ -47,6 +47,9 @@ pub fn classify(method: &Method, uri: &Uri, r: &Routing<'_>) -> Route {
     match uri.scheme_str() {
         None => local(uri, r),
         Some("http" | "https") => {
+            if let Err(why) = check_authority(uri) {
+                return reject(why);
+            }
             let Some(host) = uri.host() else {
                 return reject("absolute URI without a host");
             };
@@ -58,6 +61,69 @@ pub fn classify(method: &Method, uri: &Uri, r: &Routing<'_>) -> Route {
             }
         }
         Some(other) => reject(&format!("unsupported scheme {other:?}")),
+    }
+}
+
+/// RFC 9112 §3.2: a request carries exactly one `Host` field (an absolute-form target then
+/// replaces it); two are a bad request, whatever they say.
+pub fn check_host_fields(headers: &HeaderMap) -> Result<(), Error> {
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(Error::downstream(
+            Kind::BadRequest,
+            "more than one Host field",
+        ));
+    }
+    Ok(())
+}
+
+/// The authority of an absolute-form target names a host and, if any, a port in 1..=65535,
+/// and no userinfo: credentials in a URL are refused (RFC 9110 §4.2.4 treats them as an error),
+/// so they reach neither the origin's `Host` nor the cache key nor the log.
+fn check_authority(uri: &Uri) -> Result<(), &'static str> {
+    let Some(authority) = uri.authority().map(|a| a.as_str()) else {
+        return Err("absolute URI without a host");
+    };
+    if authority.contains('@') {
+        return Err("userinfo in the target: send credentials in Authorization, not in the URL");
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let Some((addr, rest)) = v6.split_once(']') else {
+                return Err("unclosed IPv6 literal in the target");
+            };
+            if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err("invalid IPv6 literal in the target");
+            }
+            (addr, rest)
+        }
+        None => match authority.rfind(':') {
+            Some(colon) => authority.split_at(colon),
+            None => (authority, ""),
+        },
+    };
+    if host.is_empty() {
+        return Err("absolute URI without a host");
+    }
+    match port.strip_prefix(':') {
+        None if port.is_empty() => Ok(()),
+        None => Err("invalid authority in the target"),
+        Some("") => Ok(()), // RFC 3986 §3.2.3: an empty port is the scheme's default
+        Some(digits) => match digits.parse::<u16>() {
+            Ok(p) if p > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+            _ => Err("the target's port is not in 1..=65535"),
+        },
+    }
+}
+
+/// The target as logs show it: without userinfo, which is refused and never written down.
+pub fn loggable(uri: &Uri) -> String {
+    let text = uri.to_string();
+    match uri.authority().map(|a| a.as_str()) {
+        Some(a) if a.contains('@') => {
+            let host = &a[a.rfind('@').map_or(0, |at| at + 1)..];
+            text.replacen(a, host, 1)
+        }
+        _ => text,
     }
 }
 
@@ -409,6 +475,57 @@ mod tests {
             route("GET", "http://127.0.0.1:3129/_peercache/status"),
             Route::Forward { .. }
         ));
+    }
+
+    #[test]
+    fn authorities_without_a_usable_host_and_port_or_with_userinfo_are_bad_requests() {
+        for t in [
+            "http://user:pass@example.com/x",
+            "http://user@example.com/x",
+            "http://example.com:0/x",
+            "http://example.com:99999/x",
+            "http://example.com:+80/x",
+            "http://:8080/x",
+            "http://[::zz]/x",
+            "http://[::1/x",
+        ] {
+            // A target the URI parser refuses gets hyper's own 400 before it reaches us.
+            let Ok(uri) = t.parse::<Uri>() else { continue };
+            let r = classify(
+                &Method::GET,
+                &uri,
+                &Routing {
+                    listen: "127.0.0.1:3128".parse().unwrap(),
+                    mirrors: &[],
+                    connect_ports: &[],
+                },
+            );
+            assert_eq!(rejected(r), Kind::BadRequest, "{t}");
+        }
+        for t in [
+            "http://example.com:/x",
+            "http://[::1]:8080/x",
+            "http://a.b:65535/",
+        ] {
+            assert!(matches!(route("GET", t), Route::Forward { .. }), "{t}");
+        }
+    }
+
+    #[test]
+    fn logs_never_show_userinfo() {
+        let uri: Uri = "http://user:secret@example.com:8080/a?b".parse().unwrap();
+        assert_eq!(loggable(&uri), "http://example.com:8080/a?b");
+        let uri: Uri = "http://example.com/a".parse().unwrap();
+        assert_eq!(loggable(&uri), "http://example.com/a");
+    }
+
+    #[test]
+    fn two_host_fields_are_a_bad_request() {
+        let mut h = HeaderMap::new();
+        h.append(header::HOST, "a.example".parse().unwrap());
+        assert!(check_host_fields(&h).is_ok());
+        h.append(header::HOST, "a.example".parse().unwrap());
+        assert_eq!(check_host_fields(&h).unwrap_err().kind, Kind::BadRequest);
     }
 
     #[test]

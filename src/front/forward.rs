@@ -2,7 +2,7 @@
 //! or lead a fill, revalidate (serving stale when that fails and may), or pass an uncacheable
 //! exchange through; then invalidate after unsafe methods. Every proxied answer leaves with its
 //! `Cache-Status` member and without the fields of the target list. Owns no state; everything
-//! lives in `App`.
+//! lives in `Proxy`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -11,26 +11,22 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::app::App;
 use crate::body::{self, Body};
 use crate::cache::cache_control::CacheControl;
-use crate::cache::inflight::{Head, Inflight, Join, Outcome};
-use crate::cache::key::{CacheKey, Variant};
+use crate::cache::head::{Entry, Head};
+use crate::cache::key::CacheKey;
+use crate::cache::lookup::{lookup, Lookup};
 use crate::cache::policy::{self, Failure, Freshness, Heuristic, NotStorable, Reuse, Stored};
 use crate::cache::rules::Treatment;
-use crate::cache::store::Entry;
 use crate::error::{Error, Kind, Side};
 use crate::fetch::origin::relaying_interim;
-use crate::fetch::peer::{FromPeers, Want};
-use crate::fetch::Fetched;
+use crate::fetch::{Got, Miss};
 use crate::front::answer;
 use crate::front::cache_status::{CacheStatusField, Fwd};
 use crate::front::interim::Interim;
 use crate::front::relink::Relink;
+use crate::front::Proxy;
 use crate::metrics::{CacheStatus, Source};
-
-/// How many times a request re-joins after the fill it followed was abandoned by its leader.
-const MAX_JOINS: usize = 3;
 
 /// An answer and how it was obtained (`None`: passed through or not a cache decision).
 pub type Answer = (Response<Body>, Option<CacheStatus>);
@@ -49,6 +45,20 @@ pub struct Ask<'a> {
     pub relink: Option<&'a Relink>,
 }
 
+impl<'a> Ask<'a> {
+    /// What the fetcher needs of this request for a miss on `key` (revalidating `stale`).
+    fn miss<'b>(&'b self, key: &'b str, stale: Option<&'b Arc<Entry>>) -> Miss<'b> {
+        Miss {
+            key,
+            uri: self.target,
+            headers: self.headers,
+            version: self.version,
+            treat: &self.treat,
+            stale,
+        }
+    }
+}
+
 /// Handles GET and HEAD through the cache; other methods go to `pass_through`. `sendfile` is the
 /// client connection's file job, if it has one. With `relink` (a mirror request), an index page
 /// goes out with its links rewritten, whichever source answered: the one place where outgoing
@@ -57,7 +67,7 @@ pub struct Ask<'a> {
 /// An HTTP/1.1 client also gets the 1xx responses of the origin requests made for it (see
 /// `interim`): they are written before this returns its answer, or its error.
 pub async fn handle(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     req: Request<Incoming>,
     target: Uri,
     sendfile: Option<&crate::sendfile::Slot>,
@@ -80,7 +90,7 @@ pub async fn handle(
 
 /// [`handle`] without the interim responses.
 async fn proxied(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     req: Request<Incoming>,
     target: Uri,
     sendfile: Option<&crate::sendfile::Slot>,
@@ -121,7 +131,7 @@ async fn proxied(
 /// The last touch on every proxied answer: the fields of the target list (RFC 9213) never
 /// leave, and this cache's `Cache-Status` member is appended after any from upstream (RFC 9211
 /// §2: the member closest to the user comes last).
-fn finish(app: &App, (mut resp, status): Answer, trace: &CacheStatusField) -> Answer {
+fn finish(app: &Proxy, (mut resp, status): Answer, trace: &CacheStatusField) -> Answer {
     let headers = resp.headers_mut();
     for name in app.rules.targets() {
         headers.remove(name);
@@ -130,33 +140,6 @@ fn finish(app: &App, (mut resp, status): Answer, trace: &CacheStatusField) -> An
         resp.headers_mut().append("cache-status", v);
     }
     (resp, status)
-}
-
-/// What the store holds for a request (RFC 9111 §4.1).
-enum Lookup {
-    /// Nothing for the URI.
-    Missing,
-    /// Responses for the URI, none selected by this request.
-    OtherVariants,
-    Found(Arc<Entry>),
-}
-
-/// Picks the stored variant matching the request's `Vary`-named fields and the key fields of
-/// the URL's rule (RFC 9111 §4.1).
-async fn lookup(app: &App, key: &str, treat: &Treatment<'_>, req: &HeaderMap) -> Lookup {
-    let Some(variants) = app.store.lookup(key).await else {
-        return Lookup::Missing;
-    };
-    let found = variants.entries.iter().find(|e| {
-        // Nothing to select by (no Vary, no key fields): it matches every request.
-        (e.variant.as_str().is_empty() && treat.key_fields.is_empty())
-            || Variant::of_request(&treat.vary(&e.headers()), req).as_ref() == Some(&e.variant)
-    });
-    match found {
-        Some(e) => Lookup::Found(e.clone()),
-        None if variants.entries.is_empty() => Lookup::Missing,
-        None => Lookup::OtherVariants,
-    }
 }
 
 /// Remaining freshness in whole seconds, negative when stale (RFC 9211 §2.4 `ttl`).
@@ -169,22 +152,12 @@ fn ttl(stored: &Stored<'_>, now: SystemTime, h: Heuristic<'_>) -> i64 {
 }
 
 /// `ttl` of a fill's head or a stored entry, right now.
-fn ttl_of(
-    status: StatusCode,
-    headers: &HeaderMap,
-    timing: policy::Timing,
-    h: Heuristic<'_>,
-) -> i64 {
-    let stored = Stored {
-        status,
-        headers,
-        timing,
-    };
-    ttl(&stored, SystemTime::now(), h)
+fn ttl_of(head: &Head, h: Heuristic<'_>) -> i64 {
+    ttl(&head.stored(&head.headers()), SystemTime::now(), h)
 }
 
 async fn cached(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     ask: &Ask<'_>,
     key: &str,
     trace: &mut CacheStatusField,
@@ -193,16 +166,12 @@ async fn cached(
     let now = SystemTime::now();
     let h = ask.treat.heuristic;
     let mut stale = None;
-    match lookup(app, key, &ask.treat, ask.headers).await {
+    match lookup(&app.store, key, &ask.treat, ask.headers).await {
         Lookup::Missing => trace.fwd = Some(Fwd::UriMiss),
         Lookup::OtherVariants => trace.fwd = Some(Fwd::VaryMiss),
         Lookup::Found(entry) => {
             let headers = entry.headers();
-            let stored = Stored {
-                status: entry.status,
-                headers: &headers,
-                timing: entry.timing,
-            };
+            let stored = entry.stored(&headers);
             trace.ttl = Some(ttl(&stored, now, h));
             match policy::reuse(&stored, &req_cc, now, h) {
                 Reuse::Fresh | Reuse::StaleAllowed => {
@@ -262,11 +231,7 @@ async fn cached(
         return result;
     };
     let headers = entry.headers();
-    let stored = Stored {
-        status: entry.status,
-        headers: &headers,
-        timing: entry.timing,
-    };
+    let stored = entry.stored(&headers);
     let now = SystemTime::now();
     if !policy::serve_stale_on_error(&stored, &req_cc, now, h, failure) {
         return result;
@@ -313,7 +278,7 @@ fn unreadable() -> CacheStatusField {
 
 /// Answers from `entry`; `stored` are its header fields, unpacked once per request.
 async fn from_store(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     ask: &Ask<'_>,
     entry: &Arc<Entry>,
     stored: HeaderMap,
@@ -335,198 +300,99 @@ async fn from_store(
     .map(|r| (r, Some(status)))
 }
 
-/// Miss or revalidation: join the fill of `key` or lead it.
+/// Miss or revalidation: asks the fetcher (the one miss entry point) and answers from what it
+/// got. A stored entry that turns out unreadable (it is dropped) costs one more ask.
 async fn fetch(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     ask: &Ask<'_>,
     key: &str,
     stale: Option<&Arc<Entry>>,
     trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
+    let miss = ask.miss(key, stale);
     let h = ask.treat.heuristic;
-    for _ in 0..MAX_JOINS {
-        match app.inflight.join(key) {
-            Join::Leader(permit) => {
-                if stale.is_none() {
-                    // A fill may have been committed between our lookup and our join.
-                    if let Lookup::Found(entry) = lookup(app, key, &ask.treat, ask.headers).await {
-                        drop(permit);
-                        let headers = entry.headers();
-                        let t = ttl_of(entry.status, &headers, entry.timing, h);
-                        if let Some(a) =
-                            from_store(app, ask, &entry, headers, CacheStatus::Hit).await
-                        {
-                            *trace = CacheStatusField {
-                                hit: true,
-                                ttl: Some(t),
-                                ..CacheStatusField::default()
-                            };
-                            return Ok(a);
-                        }
-                        continue;
-                    }
-                }
-                if stale.is_none() {
-                    return via_peers_then_origin(app, ask, key, permit, trace).await;
-                }
-                return lead(app, ask, key, permit, stale, trace).await;
-            }
-            Join::Follower(fill) => match fill.head().await {
-                Ok(head) => {
-                    let vary = ask.treat.vary(&head.headers);
-                    if Variant::of_request(&vary, ask.headers).as_ref() != Some(&head.variant) {
-                        break; // another variant: fetch our own
-                    }
-                    trace.collapsed = true;
-                    filling(trace, &head, h);
-                    let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, ask.relink);
-                    return Ok((resp, Some(CacheStatus::Collapsed)));
-                }
-                Err(Outcome::Freshened(entry)) => {
-                    let headers = entry.headers();
-                    let t = ttl_of(entry.status, &headers, entry.timing, h);
-                    if let Some(a) =
-                        from_store(app, ask, &entry, headers, CacheStatus::Collapsed).await
-                    {
-                        trace.collapsed = true;
+    let mut tries = 2;
+    loop {
+        tries -= 1;
+        match app.fetcher.fill(&miss).await? {
+            Got::Fill {
+                fill,
+                head,
+                status,
+                peer,
+            } => {
+                trace.stored = true;
+                trace.fwd_status = Some(head.status);
+                trace.ttl = Some(ttl_of(&head.head, h));
+                trace.collapsed = status == CacheStatus::Collapsed;
+                if let Some(copy) = peer {
+                    trace.peer = Some(copy.node.to_string());
+                    if copy.revalidated {
                         trace.fwd_status = Some(StatusCode::NOT_MODIFIED);
-                        trace.ttl = Some(t);
-                        return Ok(a);
                     }
                 }
-                Err(Outcome::Failed(e)) => return Err(e),
-                Err(Outcome::NotShared) => break,
-                Err(_) => continue, // abandoned: somebody (maybe us) leads anew
-            },
-        }
-    }
-    lead(app, ask, key, Inflight::solo(), stale, trace).await
-}
-
-/// Records a fill being stored: the next hop's status and the head's freshness.
-fn filling(trace: &mut CacheStatusField, head: &Head, h: Heuristic<'_>) {
-    trace.stored = true;
-    trace.fwd_status = Some(head.status);
-    trace.ttl = Some(ttl_of(head.status, &head.headers, head.timing, h));
-}
-
-async fn lead(
-    app: &Arc<App>,
-    ask: &Ask<'_>,
-    key: &str,
-    permit: crate::cache::inflight::FillPermit,
-    stale: Option<&Arc<Entry>>,
-    trace: &mut CacheStatusField,
-) -> Result<Answer, Error> {
-    let fill = permit.fill().clone();
-    let fetched = app
-        .fetcher
-        .lead(permit, key, ask.target, ask.headers, ask.version, stale)
-        .await?;
-    answer_fetched(app, ask, &fill, fetched, trace).await
-}
-
-/// The client's answer to what a fill's leader got from the origin.
-async fn answer_fetched(
-    app: &Arc<App>,
-    ask: &Ask<'_>,
-    fill: &Arc<crate::cache::inflight::Fill>,
-    fetched: Fetched,
-    trace: &mut CacheStatusField,
-) -> Result<Answer, Error> {
-    let h = ask.treat.heuristic;
-    match fetched {
-        Fetched::Filling(head) => {
-            filling(trace, &head, h);
-            let resp = answer::from_fill(ask.method, ask.headers, fill, &head, ask.relink);
-            Ok((resp, Some(CacheStatus::Miss)))
-        }
-        Fetched::Freshened(entry) => {
-            let headers = entry.headers();
-            trace.fwd_status = Some(StatusCode::NOT_MODIFIED);
-            trace.ttl = Some(ttl_of(entry.status, &headers, entry.timing, h));
-            trace.detail = None;
-            from_store(app, ask, &entry, headers, CacheStatus::Revalidated)
-                .await
-                .ok_or_else(|| Error::storage("freshened entry unreadable"))
-        }
-        Fetched::Direct { resp, why } => {
-            trace.fwd_status = Some(resp.status());
-            trace.ttl = None;
-            trace.detail = Some(why);
-            Ok((relay(app, ask.method, resp), Some(CacheStatus::Miss)))
-        }
-    }
-}
-
-/// A miss: the peer group first (one of them holds or is fetching it), then the origin.
-async fn via_peers_then_origin(
-    app: &Arc<App>,
-    ask: &Ask<'_>,
-    key: &str,
-    permit: crate::cache::inflight::FillPermit,
-    trace: &mut CacheStatusField,
-) -> Result<Answer, Error> {
-    let fill = permit.fill().clone();
-    let want = Want {
-        key,
-        uri: ask.target,
-        headers: ask.headers,
-        version: ask.version,
-    };
-    match app.fetcher.via_peers(permit, &want).await? {
-        FromPeers::Peer {
-            head,
-            revalidated,
-            node,
-        } => {
-            filling(trace, &head, ask.treat.heuristic);
-            trace.peer = Some(node.to_string());
-            if revalidated {
-                trace.fwd_status = Some(StatusCode::NOT_MODIFIED);
+                // The origin made a MISS for this very request: no Age of ours (RFC 9111 §5.1).
+                let age = (status != CacheStatus::Miss)
+                    .then(|| head.timing.current_age(SystemTime::now()));
+                let resp =
+                    answer::from_fill(ask.method, ask.headers, &fill, &head, age, ask.relink);
+                return Ok((resp, Some(status)));
             }
-            let resp = answer::from_fill(ask.method, ask.headers, &fill, &head, ask.relink);
-            Ok((resp, Some(CacheStatus::Peer)))
+            Got::Stored { entry, status } => {
+                let headers = entry.headers();
+                let t = ttl(&entry.stored(&headers), SystemTime::now(), h);
+                if let Some(a) = from_store(app, ask, &entry, headers, status).await {
+                    *trace = match status {
+                        CacheStatus::Hit => CacheStatusField {
+                            hit: true,
+                            ttl: Some(t),
+                            ..CacheStatusField::default()
+                        },
+                        _ => CacheStatusField {
+                            collapsed: status == CacheStatus::Collapsed,
+                            fwd_status: Some(StatusCode::NOT_MODIFIED),
+                            ttl: Some(t),
+                            detail: None,
+                            ..std::mem::take(trace)
+                        },
+                    };
+                    return Ok(a);
+                }
+                if status == CacheStatus::Revalidated || tries == 0 {
+                    return Err(Error::storage("the stored entry is unreadable"));
+                }
+            }
+            Got::Direct { resp, why } => {
+                trace.fwd_status = Some(resp.status());
+                trace.ttl = None;
+                trace.detail = Some(why);
+                return Ok((relay(app, ask.method, resp), Some(CacheStatus::Miss)));
+            }
         }
-        FromPeers::Origin(fetched) => answer_fetched(app, ask, &fill, fetched, trace).await,
-        // A claim made on the way is held by the permit: it ends with the fill.
-        FromPeers::NotHere(permit) => lead(app, ask, key, permit, None, trace).await,
     }
 }
 
 /// stale-while-revalidate: refresh `entry` without making anyone wait (RFC 5861 §3).
-fn revalidate_in_background(app: &Arc<App>, ask: &Ask<'_>, key: &str, entry: Arc<Entry>) {
-    let Join::Leader(permit) = app.inflight.join(key) else {
-        return; // somebody is already fetching it
-    };
-    let (app, key) = (app.clone(), key.to_owned());
-    let (target, headers, version) = (ask.target.clone(), ask.headers.clone(), ask.version);
-    tokio::spawn(async move {
-        let r = app
-            .fetcher
-            .lead(permit, &key, &target, &headers, version, Some(&entry))
-            .await;
-        if let Err(e) = r {
-            tracing::info!(%key, "background revalidation failed: {e}");
-        }
-    });
+fn revalidate_in_background(app: &Arc<Proxy>, ask: &Ask<'_>, key: &str, entry: Arc<Entry>) {
+    app.fetcher.refresh(&ask.miss(key, None), entry);
 }
 
 /// HEAD without a stored GET: ask upstream with HEAD, store nothing.
 async fn head_through(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     ask: &Ask<'_>,
     trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
-    let req = app.fetcher.upstream_request(
-        Method::HEAD,
-        ask.target,
-        ask.headers,
-        ask.version,
-        body::empty(),
-    )?;
-    crate::metrics::Metrics::inc(&app.metrics.origin_requests);
-    let resp = app.fetcher.origin.send(req).await?;
+    let resp = app
+        .fetcher
+        .pass(
+            Method::HEAD,
+            ask.target,
+            ask.headers,
+            ask.version,
+            body::empty(),
+        )
+        .await?;
     trace.fwd_status = Some(resp.status());
     trace.detail = Some(NotStorable::Method.as_str());
     Ok((relay(app, ask.method, resp), Some(CacheStatus::Miss)))
@@ -535,21 +401,22 @@ async fn head_through(
 /// Any other method (or a non-http(s) target): forward with its body, relay the answer, and
 /// invalidate what an unsafe method changed (RFC 9111 §4.4).
 async fn pass_through(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     req: Request<Incoming>,
     target: &Uri,
     trace: &mut CacheStatusField,
 ) -> Result<Answer, Error> {
     let (parts, incoming) = req.into_parts();
-    let upstream = app.fetcher.upstream_request(
-        parts.method.clone(),
-        target,
-        &parts.headers,
-        parts.version,
-        incoming.map_err(Into::into).boxed(),
-    )?;
-    crate::metrics::Metrics::inc(&app.metrics.origin_requests);
-    let resp = app.fetcher.origin.send(upstream).await?;
+    let resp = app
+        .fetcher
+        .pass(
+            parts.method.clone(),
+            target,
+            &parts.headers,
+            parts.version,
+            body::from_client(incoming),
+        )
+        .await?;
     trace.fwd_status = Some(resp.status());
     for uri in policy::invalidations(&parts.method, resp.status(), target, resp.headers()) {
         if let Some(k) = CacheKey::from_uri(&uri) {
@@ -563,9 +430,9 @@ async fn pass_through(
 
 /// Relays an upstream response: hop-by-hop fields removed, body streamed with the read timeout.
 /// A HEAD client gets no body, even when the upstream request was a GET (a revalidation).
-fn relay(app: &Arc<App>, method: &Method, resp: Response<Incoming>) -> Response<Body> {
+fn relay(app: &Arc<Proxy>, method: &Method, resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
-    crate::front::headers::strip_hop_by_hop(&mut parts.headers);
+    crate::http::headers::strip_hop_by_hop(&mut parts.headers);
     let bodyless = method == Method::HEAD
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED
@@ -578,7 +445,7 @@ fn relay(app: &Arc<App>, method: &Method, resp: Response<Incoming>) -> Response<
     Response::from_parts(parts, body)
 }
 
-fn relay_body(app: &Arc<App>, mut incoming: Incoming) -> Body {
+fn relay_body(app: &Arc<Proxy>, mut incoming: Incoming) -> Body {
     use http_body::Body as _;
     let len = incoming.size_hint().exact();
     if incoming.is_end_stream() {

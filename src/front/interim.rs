@@ -30,7 +30,7 @@ use http::{HeaderMap, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::fetch::origin::OnInterim;
-use crate::front::headers::strip_hop_by_hop;
+use crate::http::headers::strip_hop_by_hop;
 use crate::metrics::Metrics;
 
 /// Most bytes of 1xx responses queued on one connection at a time.

@@ -12,8 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::accesslog::Record;
-use crate::app::App;
 use crate::front::Arrived;
+use crate::front::Proxy;
 use crate::metrics::Metrics;
 
 /// Bytes and activity of one tunnel, shared by its IO wrapper, its idle watch and its guard.
@@ -165,7 +165,7 @@ impl End {
 /// One open tunnel: counted when opened; when dropped, its bytes, duration and end go to the
 /// access log (`TUNNEL/200` or `INTERCEPT/200`, `CONNECT host:port`, `up=N`).
 pub struct Tunnel {
-    app: Arc<App>,
+    app: Arc<Proxy>,
     client: SocketAddr,
     target: String,
     arrived: Arrived,
@@ -177,7 +177,7 @@ pub struct Tunnel {
 impl Tunnel {
     /// `result` is `TUNNEL` for an opaque tunnel, `INTERCEPT` for a decrypted one.
     pub fn open(
-        app: &Arc<App>,
+        app: &Arc<Proxy>,
         client: SocketAddr,
         target: String,
         arrived: Arrived,

@@ -1,13 +1,11 @@
 //! The client-facing side: the proxy listener, access control, routing, and the per-request
 //! envelope (X-Cache, Via, access log, counters). Errors become responses only in `respond`.
 
-pub mod acl;
 pub mod admin;
 pub mod answer;
 pub mod cache_status;
 pub mod classify;
 pub mod forward;
-pub mod headers;
 pub mod intercept;
 pub mod interim;
 pub mod links;
@@ -15,10 +13,12 @@ pub mod meter;
 pub mod pac;
 pub mod relink;
 pub mod respond;
+mod state;
 pub mod tunnel;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -31,20 +31,21 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::accesslog::Record;
-use crate::app::{App, SHUTDOWN_GRACE};
 use crate::body::{self, Body, BodyEnd};
 use crate::error::{Error, Kind};
+use crate::http::headers;
 use crate::metrics::{CacheStatus, ErrorRecord, Metrics};
 use crate::sendfile::{SendfileIo, Slot};
 
 use self::classify::{classify, Route, Routing};
 use self::interim::{Interim, InterimIo};
+pub use self::state::{Proxy, SHUTDOWN_GRACE};
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections until `stop` turns true, then drains them.
-pub async fn serve(listener: TcpListener, app: Arc<App>, stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, app: Arc<Proxy>, stop: watch::Receiver<bool>) {
     let mut conns = JoinSet::new();
     let mut stopping = stop.clone();
     loop {
@@ -58,8 +59,16 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: watch::Receiver<b
                         continue;
                     }
                 };
+                let Some(open) = Open::admit(&app) else {
+                    refuse(&app, tcp);
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
-                conns.spawn(connection(app.clone(), tcp, peer, stop.clone()));
+                let (app, stop) = (app.clone(), stop.clone());
+                conns.spawn(async move {
+                    connection(app, tcp, peer, stop).await;
+                    drop(open);
+                });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = stopped(&mut stopping) => break,
@@ -77,6 +86,42 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: watch::Receiver<b
         );
         conns.abort_all();
     }
+}
+
+/// One client connection, counted against `proxy.max_connections` until dropped.
+struct Open(Arc<Metrics>);
+
+impl Open {
+    /// A place for one more connection, if the bound allows.
+    fn admit(app: &Proxy) -> Option<Open> {
+        let max = app.config.proxy.max_connections as u64;
+        app.metrics
+            .connections_open
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()?;
+        Some(Open(app.metrics.clone()))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A connection beyond `proxy.max_connections`: counted, told 503 if its socket takes the
+/// bytes at once, and closed. Nothing of it is read.
+fn refuse(app: &Proxy, tcp: tokio::net::TcpStream) {
+    Metrics::inc(&app.metrics.connections_refused);
+    let e = Error::new(
+        Kind::Busy,
+        crate::error::Side::Internal,
+        format!(
+            "{} client connections are open (proxy.max_connections)",
+            app.config.proxy.max_connections
+        ),
+    );
+    let _ = tcp.try_write(&respond::error_bytes(&e));
 }
 
 /// Resolves once the stop flag is set (or its sender is gone).
@@ -115,7 +160,7 @@ impl Arrived {
 }
 
 async fn connection(
-    app: Arc<App>,
+    app: Arc<Proxy>,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
@@ -138,7 +183,7 @@ async fn connection(
 
 /// Serves HTTP/1.1 requests on `io` with `handle` until the client goes or the proxy stops
 /// (then the open response may finish).
-pub(crate) async fn serve_http1<I>(io: I, app: Arc<App>, client: Arc<Client>)
+pub(crate) async fn serve_http1<I>(io: I, app: Arc<Proxy>, client: Arc<Client>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -173,14 +218,16 @@ where
 
 /// One request: (inside an intercepted tunnel, its absolute https form), ACL, loop check,
 /// route, answer, then decorate and log.
-async fn handle(app: Arc<App>, client: &Client, req: Request<Incoming>) -> Response<Body> {
+async fn handle(app: Arc<Proxy>, client: &Client, req: Request<Incoming>) -> Response<Body> {
     let arrived = Arrived::now();
     let (start, began, peer) = (arrived.start, arrived.began, client.peer);
     let method = req.method().clone();
-    let mut url = req.uri().to_string();
+    let mut url = classify::loggable(req.uri());
     let req = match &client.site {
         None => Ok(req),
-        Some(site) => site.absolute(req).inspect(|r| url = r.uri().to_string()),
+        Some(site) => site
+            .absolute(req)
+            .inspect(|r| url = classify::loggable(r.uri())),
     };
     let outcome = match req {
         Err(e) => Err(e),
@@ -279,11 +326,12 @@ async fn handle(app: Arc<App>, client: &Client, req: Request<Incoming>) -> Respo
 }
 
 async fn route(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     req: Request<Incoming>,
     client: &Client,
     arrived: Arrived,
 ) -> Result<forward::Answer, Error> {
+    classify::check_host_fields(req.headers())?;
     let routing = Routing {
         listen: app.listen,
         mirrors: &app.config.mirrors,

@@ -7,16 +7,16 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::app::App;
 use crate::body::{self, Body};
 use crate::error::{Error, Kind, Side};
 use crate::fetch::connect;
 use crate::front::meter::{End, Metered, Tunnel};
+use crate::front::Proxy;
 use crate::front::{Arrived, Client};
 
 /// Opens the upstream side, then upgrades the client connection into a byte pipe.
 pub async fn open(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     req: Request<Incoming>,
     host: String,
     port: u16,

@@ -155,6 +155,7 @@ impl<S: OwnState> Journal<S> {
 
     /// Like [`Journal::since`], for an asker that says which epoch its `since` counts in: any
     /// other epoch than ours gets a `Snapshot`. Prefer it when the request carries the epoch.
+    #[cfg(test)]
     pub fn since_in(&self, epoch: u64, since: u64) -> IndexReply {
         self.updates_since(Some(epoch), since)
             .unwrap_or_else(|| self.snapshot_of(self.state.snapshot()))

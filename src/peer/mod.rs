@@ -10,6 +10,7 @@ pub mod index;
 pub mod journal;
 pub mod membership;
 pub mod own;
+pub mod pieces;
 pub mod pulls;
 pub mod seeds;
 pub mod select;
@@ -28,9 +29,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::cache::head::Entry;
 use crate::cache::inflight::Inflight;
 use crate::cache::rules::Rules;
-use crate::cache::store::{Entry, Store};
+use crate::cache::store::Store;
 use crate::config::{Config, Discover};
 use crate::error::Error;
 use crate::port_owner::Proto;
@@ -197,7 +199,7 @@ pub fn node_id(dir: &Path) -> Result<NodeId, Error> {
     Ok(id)
 }
 
-/// The running peer side: its handle plus what `App` must stop at shutdown.
+/// The running peer side: its handle plus what `app::Server` must stop at shutdown.
 pub struct Started {
     pub peers: Arc<Peers>,
     pub transfer_addr: SocketAddr,
@@ -541,11 +543,16 @@ impl Peers {
     /// and returned; `None` when the failure was not the peer's.
     pub fn failed(&self, node: NodeId, e: &Error) -> Option<Fault> {
         let fault = Fault::of(e)?;
+        self.charge(node, fault);
+        Some(fault)
+    }
+
+    /// What `fault` costs `node` (see [`Fault`]): recorded, and a busy answer counted.
+    pub fn charge(&self, node: NodeId, fault: Fault) {
         if fault == Fault::Busy {
             self.stats.busy_answers.fetch_add(1, Relaxed);
         }
         lock(&self.penalties).record(node, fault, now_ms());
-        Some(fault)
     }
 
     pub fn observe_rtt(&self, node: NodeId, sample: Duration) {
@@ -578,6 +585,7 @@ impl Peers {
         let bytes_from = lock(&self.bytes_from);
         let bytes_to = lock(&self.bytes_to);
         let rtt = lock(&self.rtt);
+        let (penalties, now) = (lock(&self.penalties), now_ms());
         let members: Vec<serde_json::Value> = self
             .membership
             .members()
@@ -591,11 +599,14 @@ impl Peers {
                     "rtt_ms": rtt.get(m.id).map(|d| d.as_secs_f64() * 1000.0),
                     "bytes_from": bytes_from.get(&m.id).copied().unwrap_or(0),
                     "bytes_to": bytes_to.get(&m.id).copied().unwrap_or(0),
+                    // Left out of source choice for now (bad copy, stalled, dead).
+                    "penalised": penalties.is_penalised(m.id, now),
                 })
             })
             .collect();
         serde_json::json!({
             "id": self.id.to_string(),
+            "addr": self.membership_addr().to_string(),
             "site": self.site,
             "members": members,
             "index": {

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::cache::head::Entry;
 use crate::cache::key::key_hash;
 use crate::cache::policy;
 use crate::cache::rules::Rules;
-use crate::cache::store::{Entry, Store};
+use crate::cache::store::Store;
 
 use super::journal::OwnState;
 use super::wire::{KeyHash, Update};
@@ -161,7 +162,7 @@ impl OwnState for StoreState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::store::testing::commit_body as store_entry;
+    use crate::cache::store::tests::testing::commit_body as store_entry;
 
     #[test]
     fn pages_cover_every_stored_key_once_in_key_order_with_the_claims_first() {
@@ -260,25 +261,28 @@ mod tests {
 
     #[test]
     fn the_advertised_lifetime_follows_the_rules() {
+        use crate::cache::head::Head;
         use crate::cache::policy::{Timing, IMMUTABLE};
-        use crate::cache::store::PackedHeaders;
         use crate::config::Preset;
         use std::time::Duration;
 
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let timing = Timing {
+            request_time: now,
+            response_time: now,
+            corrected_initial_age: Duration::from_secs(100),
+        };
         let entry = |key: &str| Entry {
             key: key.to_owned(),
-            variant: Default::default(),
-            status: http::StatusCode::OK,
-            head: PackedHeaders::pack(&http::HeaderMap::new()),
-            timing: Timing {
-                request_time: now,
-                response_time: now,
-                corrected_initial_age: Duration::from_secs(100),
-            },
+            head: Head::new(
+                http::StatusCode::OK,
+                &http::HeaderMap::new(),
+                timing,
+                Default::default(),
+                true,
+            ),
             hash: blake3::hash(b"deb"),
             len: 3,
-            shareable: true,
         };
         let presets = Rules::new(&[], &Preset::ALL, Default::default()).unwrap();
         let fresh_until = |e: &Entry, rules: &Rules| match have(e, rules, now) {

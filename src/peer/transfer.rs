@@ -18,23 +18,21 @@ use tokio::sync::watch;
 
 use crate::body::{self, Body};
 use crate::cache::conditional::{self, RangeAnswer};
-use crate::cache::inflight::{Fill, Head};
-use crate::cache::store::{header_pairs, Entry, TimingRecord};
+use crate::cache::head::{Entry, FillHead, HeadRecord};
+use crate::cache::inflight::Fill;
 use crate::peer::auth::{AuthError, Covered, AUTH_HEADER, TRANSFER_FIELDS};
 use crate::peer::wire::{parse_hex32, IndexAsk, KeyHash, NodeId};
-use crate::peer::Peers;
+use crate::peer::{pieces, Peers};
 use crate::sendfile::{self, SendfileIo, Slot};
 
 /// Response header telling the caller how many uploads this node is serving.
 pub const UPLOADS_HEADER: &str = "x-peercache-uploads";
 
-/// A stored (or in-flight) response head as a peer sees it.
+/// A stored (or in-flight) response head as a peer sees it: the head's record (the same a
+/// store row keeps), and what is known of its body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryHead {
-    pub variant: String,
-    pub status: u16,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub timing: TimingRecord,
+    pub head: HeadRecord,
     /// blake3 of the body: known for complete entries only.
     pub hash: Option<[u8; 32]>,
     pub len: Option<u64>,
@@ -50,21 +48,15 @@ pub struct EntriesReply {
 impl EntryHead {
     pub fn of_entry(e: &Entry) -> Self {
         EntryHead {
-            variant: e.variant.as_str().to_owned(),
-            status: e.status.as_u16(),
-            headers: e.head.pairs(),
-            timing: TimingRecord::from(&e.timing),
+            head: e.record(),
             hash: Some(*e.hash.as_bytes()),
             len: Some(e.len),
         }
     }
 
-    pub fn of_head(h: &Head) -> Self {
+    pub fn of_fill(h: &FillHead) -> Self {
         EntryHead {
-            variant: h.variant.as_str().to_owned(),
-            status: h.status.as_u16(),
-            headers: header_pairs(&h.headers),
-            timing: TimingRecord::from(&h.timing),
+            head: h.record(),
             hash: None,
             len: h.len,
         }
@@ -204,6 +196,13 @@ async fn handle(
             }
             None => status(StatusCode::BAD_REQUEST, "bad content hash"),
         },
+        "pieces" => match parse_hex32(arg) {
+            Some(h) => {
+                let hash = blake3::Hash::from_bytes(h);
+                pieces(peers, caller, &method, req.uri().query(), hash).await
+            }
+            None => status(StatusCode::BAD_REQUEST, "bad content hash"),
+        },
         "fills" => match parse_hex32(arg) {
             Some(k) => fill(peers, caller, &method, req.headers(), &k).await,
             None => status(StatusCode::BAD_REQUEST, "bad key hash"),
@@ -277,7 +276,7 @@ async fn entries_reply(peers: &Arc<Peers>, key_hash: &KeyHash) -> EntriesReply {
             let wait = tokio::time::timeout(peers.head_wait, fill.head()).await;
             if let Ok(Ok(head)) = wait {
                 if head.shareable {
-                    reply.in_flight = Some(EntryHead::of_head(&head));
+                    reply.in_flight = Some(EntryHead::of_fill(&head));
                 }
             }
         }
@@ -338,19 +337,17 @@ fn ranged(
     r
 }
 
-async fn object(
+/// Opens a stored body that may be handed to other machines, with an upload slot for it: the
+/// file, its length and the slot, or the answer (404, 503) that refuses it.
+async fn open_shared(
     peers: &Arc<Peers>,
-    caller: NodeId,
-    method: &Method,
-    req: &HeaderMap,
     hash: blake3::Hash,
-    slot: &Slot,
-) -> Response<Body> {
+) -> Result<(std::fs::File, u64, tokio::sync::OwnedSemaphorePermit), Response<Body>> {
     if !peers.store.is_shared_body(&hash) {
-        return status(StatusCode::NOT_FOUND, "no such object");
+        return Err(status(StatusCode::NOT_FOUND, "no such object"));
     }
     let Some(permit) = upload_slot(peers) else {
-        return busy(peers);
+        return Err(busy(peers));
     };
     let store = peers.store.clone();
     let opened = tokio::task::spawn_blocking(move || {
@@ -362,7 +359,22 @@ async fn object(
     .ok()
     .flatten();
     let Some((file, len)) = opened else {
-        return status(StatusCode::NOT_FOUND, "no such object");
+        return Err(status(StatusCode::NOT_FOUND, "no such object"));
+    };
+    Ok((file, len, permit))
+}
+
+async fn object(
+    peers: &Arc<Peers>,
+    caller: NodeId,
+    method: &Method,
+    req: &HeaderMap,
+    hash: blake3::Hash,
+    slot: &Slot,
+) -> Response<Body> {
+    let (file, len, permit) = match open_shared(peers, hash).await {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
     };
     let file = Arc::new(file);
     let counter = peers.clone();
@@ -379,10 +391,63 @@ async fn object(
                 });
                 sendfile::body(slot, file, start, end, Some(sent))
             }
-            None => crate::front::answer::stream_span(file, start, end),
+            None => crate::cache::read::stream_span(file, start, end),
         }
     });
     with_uploads(peers, r)
+}
+
+/// `GET /peer/v1/pieces/{blake3}?start=S&end=E`: the bytes `[S, E)` of a stored body, encoded
+/// with its outboard so that the caller verifies each chunk group (see `peer::pieces`). The head
+/// goes out at once; the encoding runs on the blocking pool, checking every group against the
+/// outboard unless this process already hashed the blob whole (as the `sendfile` rule). A blob
+/// found corrupt on the way cuts the response.
+async fn pieces(
+    peers: &Arc<Peers>,
+    caller: NodeId,
+    method: &Method,
+    query: Option<&str>,
+    hash: blake3::Hash,
+) -> Response<Body> {
+    let (file, len, permit) = match open_shared(peers, hash).await {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
+    };
+    let (start, end) = match pieces::span(query.unwrap_or(""), len) {
+        Ok(span) => span,
+        Err(pieces::SpanError::Malformed) => {
+            return status(StatusCode::BAD_REQUEST, "bad start or end")
+        }
+        Err(pieces::SpanError::Unsatisfiable) => {
+            return status(StatusCode::RANGE_NOT_SATISFIABLE, "span not satisfiable")
+        }
+    };
+    if method == Method::HEAD {
+        return with_uploads(peers, Response::new(body::empty()));
+    }
+    peers.count_upload(caller, end - start);
+    let (tx, encoded) = body::channel(None);
+    let store = peers.store.clone();
+    let validate = !store.is_verified(&hash);
+    tokio::task::spawn_blocking(move || {
+        let failed = match store.outboard(&hash, len) {
+            Ok(ob) => match pieces::encode(&file, &ob, start, end, validate, tx.clone()) {
+                Ok(()) if validate && (start, end) == (0, len) => {
+                    store.mark_verified(&hash);
+                    None
+                }
+                Ok(()) => None,
+                Err(e) => Some(e.to_string()),
+            },
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed.filter(|_| !tx.is_closed()) {
+            tracing::warn!(%hash, "cannot serve pieces of a stored body: {e}");
+            let _ = tx.blocking_send(Err(e.into()));
+        }
+    });
+    let b = body::observed(encoded, move |_, _| drop(permit));
+    with_uploads(peers, Response::new(b))
 }
 
 async fn fill(

@@ -121,7 +121,7 @@ async fn the_fetch_goes_on_when_the_first_client_leaves() {
     open.send(true).unwrap();
     let app = proxy.app.clone();
     assert!(
-        wait_until(Duration::from_secs(5), || !app.store.keys().is_empty()).await,
+        wait_until(Duration::from_secs(5), || app.store.stats().urls > 0).await,
         "the body is stored anyway"
     );
     let r = get(proxy.addr, &url).await;
@@ -154,7 +154,7 @@ async fn an_origin_cut_mid_body_cuts_every_reader_and_stores_nothing() {
         b.into_body().collect().await.is_err(),
         "the follower sees a cut"
     );
-    assert!(proxy.app.store.keys().is_empty(), "nothing stored");
+    assert!(proxy.app.store.stats().urls == 0, "nothing stored");
     // The next request goes to the origin again and succeeds.
     origin.route(
         "/cut",
@@ -164,5 +164,88 @@ async fn an_origin_cut_mid_body_cuts_every_reader_and_stores_nothing() {
     assert_eq!(r.x_cache(), "MISS");
     assert!(r.body.unwrap() == body);
     assert_eq!(origin.hits("/cut"), 2);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_leaves_before_the_head_neither_abandons_the_fill_nor_asks_twice() {
+    let origin = Origin::start().await;
+    let body = pattern(40_000, 9);
+    let (open, gate) = watch::channel(false);
+    origin.route(
+        "/late",
+        Reply {
+            status: 200,
+            headers: vec![("cache-control".into(), "max-age=600".into())],
+            payload: Payload::HeadGated {
+                body: body.clone(),
+                gate,
+            },
+        },
+    );
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    let url = origin.url("/late");
+    let (addr, u) = (proxy.addr, url.clone());
+    let first = tokio::spawn(async move { send_head(addr, "GET", &u, &[]).await });
+    assert!(wait_until(Duration::from_secs(5), || origin.hits("/late") == 1).await);
+    first.abort(); // client 1 leaves before any head came back
+    let metrics = proxy.app.metrics.clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || metrics
+            .connections_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0)
+        .await,
+        "the proxy saw client 1 go"
+    );
+    let u = url.clone();
+    let second = tokio::spawn(async move { get(addr, &u).await });
+    let inflight = proxy.app.inflight.clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || origin.hits("/late") > 1
+            || inflight.get(&url).is_some_and(|f| f.watchers() >= 1))
+        .await,
+        "client 2 joined a fill or asked again"
+    );
+    open.send(true).unwrap();
+    let got = second.await.unwrap();
+    assert!(got.body.unwrap() == body);
+    assert_eq!(
+        origin.hits("/late"),
+        1,
+        "one origin request for both clients"
+    );
+    assert_eq!(get(proxy.addr, &url).await.x_cache(), "HIT");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collapsed_answer_carries_the_current_age_and_the_leaders_does_not() {
+    let origin = Origin::start().await;
+    let body = pattern(30_000, 4);
+    let (open, gate) = watch::channel(false);
+    let an_hour_ago =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(3600));
+    let mut reply = Reply::gated(body.slice(..1000), body.slice(1000..), gate);
+    reply.headers.push(("date".into(), an_hour_ago));
+    reply.headers[0].1 = "max-age=7200".into();
+    origin.route("/aged", reply);
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    let url = origin.url("/aged");
+    let leader = send_head(proxy.addr, "GET", &url, &[]).await;
+    let follower = send_head(proxy.addr, "GET", &url, &[]).await;
+    open.send(true).unwrap();
+    assert_eq!(leader.headers()["x-cache"], "MISS");
+    assert!(
+        leader.headers().get("age").is_none(),
+        "the origin made it for this request"
+    );
+    assert_eq!(follower.headers()["x-cache"], "COLLAPSED");
+    let age: u64 = follower.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert!((3600..3700).contains(&age), "Age {age}");
+    assert!(Got::read(follower).await.body.unwrap() == body);
+    drop(leader);
     proxy.stop().await;
 }

@@ -67,7 +67,7 @@ async fn clients_outside_allow_get_403_and_nothing_else() {
     origin.route("/x", Reply::ok("x"));
     let dir = tempdir();
     let mut c = config(dir.path());
-    c.proxy.allow = peercache::front::acl::Acl::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    c.proxy.allow = peercache::http::acl::Acl::new(vec!["10.0.0.0/8".parse().unwrap()]);
     let proxy = start_proxy(c).await;
     let r = get(proxy.addr, &origin.url("/x")).await;
     assert_eq!(r.status, 403);
@@ -319,5 +319,57 @@ async fn clients_keep_alive_and_upstream_connections_are_pooled() {
     }
     // Both went over one pooled upstream connection.
     assert_eq!(origin.connections(), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_target_with_userinfo_is_refused_and_never_reaches_the_origin() {
+    let origin = Origin::start().await;
+    origin.route("/u", Reply::ok("u"));
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    let target = format!("http://user:secret@{}/u", origin.addr);
+    let r = raw(
+        proxy.addr,
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            origin.addr
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "got {r:?}");
+    assert!(r.contains("x-peercache-error: bad-request"), "got {r:?}");
+    assert_eq!(
+        origin.hits("/u"),
+        0,
+        "credentials in the URL never leave the proxy"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn client_faults_are_400_not_502() {
+    let origin = Origin::start().await;
+    origin.route("/p", Reply::ok("p"));
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    let o = origin.addr;
+    let requests = [
+        // Two Host fields (RFC 9112 §3.2).
+        format!("GET http://{o}/p HTTP/1.1\r\nHost: {o}\r\nHost: other.example\r\nConnection: close\r\n\r\n"),
+        // Authorities that name no reachable port, or no host.
+        "GET http://127.0.0.1:0/p HTTP/1.1\r\nHost: 127.0.0.1:0\r\nConnection: close\r\n\r\n".into(),
+        "GET http://127.0.0.1:99999/p HTTP/1.1\r\nHost: 127.0.0.1:99999\r\nConnection: close\r\n\r\n".into(),
+        "GET http://[::zz]/p HTTP/1.1\r\nHost: [::zz]\r\nConnection: close\r\n\r\n".into(),
+        "GET http://:8080/p HTTP/1.1\r\nHost: :8080\r\nConnection: close\r\n\r\n".into(),
+        // A chunked request body that is not chunked.
+        format!("POST http://{o}/p HTTP/1.1\r\nHost: {o}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nnot a chunk\r\n\r\n"),
+    ];
+    for req in &requests {
+        let r = raw(proxy.addr, req.as_bytes()).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{req:?} got {r:?}");
+    }
+    assert_eq!(origin.hits("/p"), 0);
     proxy.stop().await;
 }

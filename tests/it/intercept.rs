@@ -23,7 +23,7 @@ fn intercepting(dir: &Path, origin: &Origin, hosts: &[&str]) -> Config {
 }
 
 /// The proxy's CA certificate (PEM).
-fn our_ca(app: &peercache::app::App) -> String {
+fn our_ca(app: &peercache::front::Proxy) -> String {
     let intercept = app.intercept.as_ref().expect("interception on");
     intercept.leaves.ca().cert_pem().to_owned()
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bounds;
 mod caching;
 mod cli;
 mod collapse;
@@ -10,11 +11,14 @@ mod dashboard;
 mod discovery;
 mod forward;
 mod intercept;
+mod layers;
 mod membership;
 mod mirrors;
+mod origin_faults;
 mod packaging;
 mod peer_faults;
 mod peers;
+mod pieces;
 mod restart;
 mod rfc;
 mod rules;

@@ -39,9 +39,7 @@ async fn a_corrupt_blob_is_a_miss_and_is_replaced() {
     get(proxy.addr, &origin.url("/c")).await;
     proxy.stop().await;
     // Flip a byte in the stored body.
-    let blob = files_under(&dir.path().join("objects"))
-        .pop()
-        .expect("one blob");
+    let blob = blobs_under(dir.path()).pop().expect("one blob");
     let mut bytes = std::fs::read(&blob).unwrap();
     bytes[100] ^= 0xff;
     std::fs::write(&blob, bytes).unwrap();

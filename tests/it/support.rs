@@ -43,6 +43,38 @@ pub enum Payload {
         rest: Option<Bytes>,
         gate: watch::Receiver<bool>,
     },
+    /// Sends nothing, not even the head, until the gate opens; then the head and `body`.
+    HeadGated {
+        body: Bytes,
+        gate: watch::Receiver<bool>,
+    },
+    /// Sends `chunk` again and again, chunked, until the receiver goes away.
+    Endless(Arc<Endless>),
+}
+
+/// An endless body and what became of it.
+#[derive(Default)]
+pub struct Endless {
+    pub chunk: Bytes,
+    /// Bytes handed to the connection so far.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// Set once the receiver went away and the origin stopped sending.
+    pub stopped: std::sync::atomic::AtomicBool,
+}
+
+impl Endless {
+    pub fn new(chunk: Bytes) -> Arc<Endless> {
+        Arc::new(Endless {
+            chunk,
+            ..Endless::default()
+        })
+    }
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// One origin answer.
@@ -145,7 +177,7 @@ impl Origin {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let o = o.clone();
-                        async move { Ok::<_, std::convert::Infallible>(o.answer(req)) }
+                        async move { Ok::<_, std::convert::Infallible>(o.answer(req).await) }
                     });
                     let http = hyper::server::conn::http1::Builder::new();
                     match tls {
@@ -225,7 +257,7 @@ impl Origin {
             .collect()
     }
 
-    fn answer(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
         let (parts, _) = req.into_parts();
         let path = parts
             .uri
@@ -249,6 +281,21 @@ impl Origin {
         }
         let body = match reply.payload {
             Payload::Bytes(b) => body::full(b),
+            Payload::HeadGated { body, mut gate } => {
+                let _ = gate.wait_for(|open| *open).await;
+                body::full(body)
+            }
+            Payload::Endless(e) => {
+                let (tx, b) = body::channel(None);
+                tokio::spawn(async move {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    while tx.send(Ok(e.chunk.clone())).await.is_ok() {
+                        e.sent.fetch_add(e.chunk.len() as u64, SeqCst);
+                    }
+                    e.stopped.store(true, SeqCst);
+                });
+                b
+            }
             Payload::Gated {
                 first,
                 rest,
@@ -477,6 +524,16 @@ pub fn pattern(len: usize, seed: u8) -> Bytes {
         .into()
 }
 
+/// Deterministic bytes without repeats (a blake3 stream), made fast even in debug builds.
+pub fn noise(len: usize, seed: u8) -> Bytes {
+    let mut out = vec![0; len];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    out.into()
+}
+
 /// The test TLS material's directory.
 pub fn fixtures() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -649,7 +706,9 @@ fn ranged(req: &http::request::Parts, reply: &Reply) -> Option<Response<Body>> {
             rest: Some(rest),
             ..
         } => [first.as_ref(), rest.as_ref()].concat().into(),
-        Payload::Gated { rest: None, .. } => return None,
+        Payload::Gated { rest: None, .. } | Payload::HeadGated { .. } | Payload::Endless(_) => {
+            return None
+        }
     };
     if reply.status != 200 || start >= whole.len() {
         return None;
@@ -810,6 +869,28 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The body files of the store in the cache directory `dir` (not their `.obao` outboards).
+pub fn blobs_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    files_under(&dir.join("objects"))
+        .into_iter()
+        .filter(|p| p.extension().is_none())
+        .collect()
+}
+
+/// Flips the byte at `at` of the stored body `hash` in `node`'s store, behind its back.
+pub fn corrupt_blob(node: &Node, hash: &blake3::Hash, at: usize) {
+    let hex = hash.to_hex();
+    let path = node
+        .dir
+        .path()
+        .join("objects")
+        .join(&hex[..2])
+        .join(&hex[2..]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
 }
 
 /// What a [`RawOrigin`] does with one request.
@@ -1131,4 +1212,27 @@ pub fn peercache(args: &[&str]) -> std::process::Output {
     }
     let _ = child.kill();
     panic!("peercache {args:?} did not exit within 20 s");
+}
+
+/// Sends `request` as raw bytes on a fresh connection to `proxy` and returns everything that
+/// comes back until the connection closes (at most 5 s), as text. For requests a client library
+/// would refuse to send; end them with `Connection: close`.
+pub async fn raw(proxy: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The stored entry for `url` on `proxy` (its first variant), if any.
+pub async fn stored(
+    proxy: &Running,
+    url: &str,
+) -> Option<std::sync::Arc<peercache::cache::head::Entry>> {
+    let uri: http::Uri = url.parse().unwrap();
+    let key = peercache::cache::key::CacheKey::from_uri(&uri).unwrap();
+    let variants = proxy.app.store.lookup(key.as_str()).await?;
+    variants.entries.first().cloned()
 }

@@ -279,9 +279,7 @@ async fn a_blob_that_shrinks_under_a_hit_cuts_the_response_and_the_proxy_goes_on
         get(proxy.addr, &origin.url("/shrinks")).await.x_cache(),
         "MISS"
     );
-    let blob = files_under(&dir.path().join("objects"))
-        .pop()
-        .expect("one blob");
+    let blob = blobs_under(dir.path()).pop().expect("one blob");
 
     // A slow reader: a small receive window keeps most of the body in the file.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();

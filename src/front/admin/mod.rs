@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::app::App;
 use crate::body::{self, Body};
 use crate::error::{Error, Kind};
 use crate::front::classify::{FAVICON_PAGE, PAC_PAGE};
 use crate::front::pac;
+use crate::front::Proxy;
 
 /// The dashboard: one self-contained page (no external resource) that polls the status JSON.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -23,7 +23,7 @@ const FILLS_LISTED: usize = 20;
 
 /// Answers an admin page, or 404. `host` is the authority the client used to reach us (for the
 /// PAC file's `PROXY` line).
-pub fn page(app: &Arc<App>, page: &str, host: Option<&str>) -> Result<Response<Body>, Error> {
+pub fn page(app: &Arc<Proxy>, page: &str, host: Option<&str>) -> Result<Response<Body>, Error> {
     let (ctype, text) = match page {
         "" => ("text/html; charset=utf-8", DASHBOARD.to_owned()),
         "status" => ("application/json", status_json(app).to_string()),
@@ -55,7 +55,7 @@ pub fn page(app: &Arc<App>, page: &str, host: Option<&str>) -> Result<Response<B
 }
 
 /// The interception CA's certificate, for clients to import; 404 when interception is off.
-fn ca_pem(app: &Arc<App>) -> Result<Response<Body>, Error> {
+fn ca_pem(app: &Arc<Proxy>) -> Result<Response<Body>, Error> {
     let Some(intercept) = &app.intercept else {
         return Err(Error::downstream(
             Kind::NotFound,
@@ -80,7 +80,7 @@ fn ca_pem(app: &Arc<App>) -> Result<Response<Body>, Error> {
 /// The status document: identity, cache occupancy, fills in progress, every counter, their
 /// history over the last minutes and the last errors. Fields are only ever added (scripts read
 /// it).
-pub fn status_json(app: &Arc<App>) -> serde_json::Value {
+pub fn status_json(app: &Arc<Proxy>) -> serde_json::Value {
     let stats = app.store.stats();
     let summary = app.metrics.summary();
     serde_json::json!({
@@ -98,6 +98,7 @@ pub fn status_json(app: &Arc<App>) -> serde_json::Value {
             "weighted_kib": stats.weighted_kib,
         },
         "inflight": app.inflight.len(),
+        "fills_running": app.inflight.running(),
         "fills": app.inflight.progress(FILLS_LISTED),
         "intercept": app.intercept.as_ref().map(|i| serde_json::json!({
             "hosts": i.hosts.patterns().iter().map(ToString::to_string).collect::<Vec<_>>(),

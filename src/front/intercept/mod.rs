@@ -11,11 +11,11 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::app::App;
 use crate::body::{self, Body};
 use crate::config::HostPatterns;
 use crate::front::interim::{Interim, InterimIo};
 use crate::front::meter::{End, Metered, Tunnel};
+use crate::front::Proxy;
 use crate::front::{Arrived, Client};
 use crate::metrics::Metrics;
 
@@ -44,7 +44,7 @@ impl Interceptor {
 /// Answers the CONNECT with 200 and serves the decrypted tunnel in a task; its requests go
 /// through `front::handle` as absolute-form https requests.
 pub fn open(
-    app: &Arc<App>,
+    app: &Arc<Proxy>,
     req: Request<Incoming>,
     host: String,
     port: u16,
@@ -94,7 +94,7 @@ pub fn open(
     resp
 }
 
-fn refused(app: &App, tunnel: &mut Tunnel, host: &str, why: &str) {
+fn refused(app: &Proxy, tunnel: &mut Tunnel, host: &str, why: &str) {
     Metrics::inc(&app.metrics.intercept_handshake_failures);
     tracing::info!("intercepted CONNECT {host}: TLS with the client failed: {why}");
     tunnel.ended(End::TlsFailed);
@@ -102,7 +102,7 @@ fn refused(app: &App, tunnel: &mut Tunnel, host: &str, why: &str) {
 
 /// Reads the ClientHello, picks the name to serve and completes the handshake with its leaf.
 async fn accept<IO>(
-    app: &App,
+    app: &Proxy,
     io: IO,
     connect_host: &str,
 ) -> Result<(tokio_rustls::server::TlsStream<IO>, String), String>

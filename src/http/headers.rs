@@ -160,16 +160,7 @@ mod tests {
     /// Header lines of one table row.
     type Fields = Vec<(&'static str, &'static str)>;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (n, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(n.as_bytes()).expect("test name"),
-                HeaderValue::from_str(v).expect("test value"),
-            );
-        }
-        m
-    }
+    use crate::http::testing::map;
 
     fn names(m: &HeaderMap) -> Vec<String> {
         let mut v: Vec<String> = m.keys().map(|k| k.as_str().to_owned()).collect();
