@@ -44,7 +44,7 @@ use self::index::{HolderState, Index};
 use self::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
 use self::membership::{Event, MemberInfo, MemberState, Membership, MembershipConfig, Timings};
 use self::own::StoreState;
-use self::pulls::{Pulls, Want};
+use self::pulls::{PullId, Pulls, Want};
 use self::seeds::Resolver;
 use self::select::{Candidate, Fault, Penalties, RttTable};
 use self::wire::{IndexAsk, IndexReply, KeyHash, NodeId, Tagged, Update};
@@ -667,43 +667,65 @@ impl Peers {
             return;
         }
         match lock(&self.pulls).want(node) {
-            Want::Start => {
-                tokio::spawn(self.clone().puller(node));
+            Want::Start(id) => {
+                let pull = Pull {
+                    peers: self.clone(),
+                    node,
+                    id,
+                };
+                tokio::spawn(pull.run());
             }
             Want::Coalesced => {
                 self.stats.index_pulls_coalesced.fetch_add(1, Relaxed);
             }
         }
     }
+}
 
-    /// The one pull of `node`: rounds until its index shows no gap (or no progress), with
-    /// back-off on failure; it ends when the node leaves.
-    async fn puller(self: Arc<Self>, node: NodeId) {
+/// The one pull of a node's index, running; dropping it (returned, gave up, cancelled) ends it.
+struct Pull {
+    peers: Arc<Peers>,
+    node: NodeId,
+    id: PullId,
+}
+
+impl Drop for Pull {
+    fn drop(&mut self) {
+        lock(&self.peers.pulls).end(self.node, self.id);
+    }
+}
+
+impl Pull {
+    /// Rounds until the node's index shows no gap (or no progress), with back-off on failure;
+    /// ends when the node leaves.
+    async fn run(self) {
+        let (peers, node) = (&self.peers, self.node);
         let mut failures = 0;
-        while let Some((addr, _)) = self.addr_of(node) {
-            self.stats.index_pulls.fetch_add(1, Relaxed);
-            match self.catch_up(node, addr).await {
+        while let Some((addr, _)) = peers.addr_of(node) {
+            peers.stats.index_pulls.fetch_add(1, Relaxed);
+            match peers.catch_up(node, addr).await {
                 Ok(applied) => {
                     failures = 0;
-                    let gapped = lock(&self.index).gap(node).is_some();
-                    if !lock(&self.pulls).round_done(node, applied > 0 && gapped) {
+                    let gapped = lock(&peers.index).gap(node).is_some();
+                    if !lock(&peers.pulls).round_done(node, self.id, applied > 0 && gapped) {
                         return;
                     }
                 }
                 Err(e) => {
-                    self.stats.index_pull_failures.fetch_add(1, Relaxed);
+                    peers.stats.index_pull_failures.fetch_add(1, Relaxed);
                     tracing::debug!(%node, failures, "index pull failed: {e}");
                     let Some(wait) = pulls::retry_after(failures) else {
-                        break;
+                        return;
                     };
                     failures += 1;
                     tokio::time::sleep(wait).await;
                 }
             }
         }
-        lock(&self.pulls).end(node);
     }
+}
 
+impl Peers {
     /// One pull round: asks `node` for what follows what we applied, gathers a paged snapshot
     /// page by page, and applies the whole. Returns how many updates or entries took effect.
     async fn catch_up(&self, node: NodeId, addr: SocketAddr) -> Result<usize, Error> {

@@ -22,11 +22,15 @@ pub const RETRIES: [Duration; 6] = [
 /// gap arrived meanwhile); then it ends, and the next gap starts a new one.
 pub const MAX_ROUNDS: u32 = 64;
 
+/// Names one pull of a node, so that ending it never ends a later one of the same node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullId(u64);
+
 /// What to do about a gap (or an `Up`) for a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
-    /// No pull of this node runs: start one.
-    Start,
+    /// No pull of this node runs: start one, known as this id.
+    Start(PullId),
     /// One runs: it will go again when it ends (coalesced; nothing to start).
     Coalesced,
 }
@@ -38,34 +42,51 @@ pub enum Want {
 /// start pulls only for members).
 #[derive(Debug, Default)]
 pub struct Pulls {
-    /// Node → (another round asked for while this one ran, rounds run).
-    running: HashMap<NodeId, (bool, u32)>,
+    running: HashMap<NodeId, Run>,
+    next: u64,
+}
+
+/// A running pull.
+#[derive(Debug)]
+struct Run {
+    id: PullId,
+    /// Another round was asked for while this one ran.
+    again: bool,
+    /// Rounds run so far.
+    rounds: u32,
 }
 
 impl Pulls {
     /// A pull of `node` is wanted.
     pub fn want(&mut self, node: NodeId) -> Want {
         match self.running.get_mut(&node) {
-            Some((again, _)) => {
-                *again = true;
+            Some(run) => {
+                run.again = true;
                 Want::Coalesced
             }
             None => {
-                self.running.insert(node, (false, 1));
-                Want::Start
+                let id = PullId(self.next);
+                self.next += 1;
+                let run = Run {
+                    id,
+                    again: false,
+                    rounds: 1,
+                };
+                self.running.insert(node, run);
+                Want::Start(id)
             }
         }
     }
 
     /// A round of `node`'s pull ended; `progress`: it applied something and the index still
     /// shows a gap for the node. Whether to run another round (the pull stays running) or end.
-    pub fn round_done(&mut self, node: NodeId, progress: bool) -> bool {
-        let Some((again, rounds)) = self.running.get_mut(&node) else {
+    pub fn round_done(&mut self, node: NodeId, id: PullId, progress: bool) -> bool {
+        let Some(run) = self.running.get_mut(&node).filter(|r| r.id == id) else {
             return false;
         };
-        if (*again || progress) && *rounds < MAX_ROUNDS {
-            *again = false;
-            *rounds += 1;
+        if (run.again || progress) && run.rounds < MAX_ROUNDS {
+            run.again = false;
+            run.rounds += 1;
             true
         } else {
             self.running.remove(&node);
@@ -73,9 +94,12 @@ impl Pulls {
         }
     }
 
-    /// `node`'s pull ends (gave up, or the node left).
-    pub fn end(&mut self, node: NodeId) {
-        self.running.remove(&node);
+    /// Pull `id` of `node` ends, however (gave up, the node left, its task was dropped); a no-op
+    /// when it already ended or a later pull of the node runs.
+    pub fn end(&mut self, node: NodeId, id: PullId) {
+        if self.running.get(&node).is_some_and(|r| r.id == id) {
+            self.running.remove(&node);
+        }
     }
 
     /// Pulls running now.
@@ -97,20 +121,35 @@ mod tests {
         NodeId([i; 16])
     }
 
+    fn start(p: &mut Pulls, node: NodeId) -> PullId {
+        match p.want(node) {
+            Want::Start(id) => id,
+            Want::Coalesced => panic!("a pull of {node} already runs"),
+        }
+    }
+
     #[test]
     fn one_pull_per_node_and_gaps_meanwhile_make_it_go_again() {
         let mut p = Pulls::default();
-        assert_eq!(p.want(n(1)), Want::Start);
+        let Want::Start(one) = p.want(n(1)) else {
+            panic!("the first gap starts a pull")
+        };
         for _ in 0..100 {
             assert_eq!(p.want(n(1)), Want::Coalesced);
         }
-        assert_eq!(p.want(n(2)), Want::Start, "other nodes are independent");
+        assert!(
+            matches!(p.want(n(2)), Want::Start(_)),
+            "other nodes are independent"
+        );
         assert_eq!(p.running(), 2);
         // The burst asked for one more round, not a hundred.
-        assert!(p.round_done(n(1), false));
-        assert!(!p.round_done(n(1), false));
+        assert!(p.round_done(n(1), one, false));
+        assert!(!p.round_done(n(1), one, false));
         assert_eq!(p.running(), 1);
-        assert_eq!(p.want(n(1)), Want::Start, "ended: the next gap starts anew");
+        assert!(
+            matches!(p.want(n(1)), Want::Start(id) if id != one),
+            "ended: the next gap starts anew"
+        );
     }
 
     #[test]
@@ -128,21 +167,21 @@ mod tests {
         ];
         for (rounds, want) in cases {
             let mut p = Pulls::default();
-            p.want(n(1));
+            let id = start(&mut p, n(1));
             let got: Vec<bool> = rounds
                 .iter()
                 .map(|(progress, gap)| {
                     if *gap {
                         p.want(n(1));
                     }
-                    p.round_done(n(1), *progress)
+                    p.round_done(n(1), id, *progress)
                 })
                 .collect();
             assert_eq!(&got, want, "{rounds:?}");
         }
         let mut p = Pulls::default();
-        p.want(n(1));
-        let rounds = (0..).take_while(|_| p.round_done(n(1), true)).count();
+        let id = start(&mut p, n(1));
+        let rounds = (0..).take_while(|_| p.round_done(n(1), id, true)).count();
         assert_eq!(
             rounds as u32,
             MAX_ROUNDS - 1,
@@ -154,15 +193,24 @@ mod tests {
     #[test]
     fn ending_and_retries() {
         let mut p = Pulls::default();
+        let old = start(&mut p, n(1));
         p.want(n(1));
-        p.want(n(1));
-        p.end(n(1));
+        p.end(n(1), old);
         assert_eq!(p.running(), 0);
         assert!(
-            !p.round_done(n(1), true),
+            !p.round_done(n(1), old, true),
             "an ended pull has no rounds left"
         );
-        p.end(n(9));
+        let new = start(&mut p, n(1));
+        p.end(n(1), old);
+        assert_eq!(
+            p.running(),
+            1,
+            "a late end of an old pull leaves the new one"
+        );
+        assert!(!p.round_done(n(1), new, false), "nothing more to pull");
+        assert_eq!(p.running(), 0);
+        p.end(n(9), new);
         let waits: Vec<Duration> = (0..).map_while(retry_after).collect();
         assert_eq!(waits, RETRIES);
         assert!(waits.windows(2).all(|w| w[0] < w[1]), "backs off");
