@@ -23,7 +23,7 @@ use super::index::{Applied, Index};
 use super::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
 use super::membership::swim::{Step, Swim};
 use super::membership::{Counters, Event, Timings};
-use super::pulls::{self, Pulls, Want};
+use super::pulls::{self, PullId, Pulls, Want};
 use super::wire::{IndexReply, NodeId, Tagged, Update};
 use super::{DEFAULT_INDEX_PAGE, MAX_SNAPSHOT_READS};
 
@@ -57,6 +57,15 @@ impl SimConfig {
     }
 }
 
+impl Node {
+    /// The running pull of `of` ends (the guard's drop in `Peers`).
+    fn end_pull(&mut self, of: NodeId) {
+        if let Some(id) = self.pull_ids.remove(&of) {
+            self.pulls.end(of, id);
+        }
+    }
+}
+
 /// A simulated node: the real pieces a peercache node runs for its group, minus the I/O.
 struct Node {
     id: NodeId,
@@ -65,6 +74,8 @@ struct Node {
     journal: Journal,
     index: Index,
     pulls: Pulls,
+    /// The id of the pull running for each node (`Peers` keeps it in the pull's guard).
+    pull_ids: HashMap<NodeId, PullId>,
     /// Active members and their addresses, as the node's view says.
     live: HashMap<NodeId, usize>,
     alive: bool,
@@ -274,6 +285,7 @@ impl Sim {
             journal: Journal::new(id, epoch, DEFAULT_JOURNAL_CAPACITY),
             index: Index::new(id),
             pulls: Pulls::default(),
+            pull_ids: HashMap::new(),
             live: HashMap::new(),
             alive: true,
             bytes_sent: 0,
@@ -480,7 +492,8 @@ impl Sim {
         let Some(holder) = self.index_of(node, of) else {
             return;
         };
-        if self.nodes[node].pulls.want(of) == Want::Start {
+        if let Want::Start(id) = self.nodes[node].pulls.want(of) {
+            self.nodes[node].pull_ids.insert(of, id);
             self.ask(node, holder);
         }
     }
@@ -492,7 +505,7 @@ impl Sim {
             return;
         }
         if self.index_of(node, of).is_none() {
-            self.nodes[node].pulls.end(of);
+            self.nodes[node].end_pull(of);
             return;
         }
         self.totals.pulls += 1;
@@ -603,7 +616,13 @@ impl Sim {
                 n.failures.remove(&of);
                 let applied = n.index.apply_reply(reply);
                 let gapped = n.index.gap(of).is_some();
-                let again = n.pulls.round_done(of, applied > 0 && gapped);
+                let again = match n.pull_ids.get(&of) {
+                    Some(&id) => n.pulls.round_done(of, id, applied > 0 && gapped),
+                    None => false,
+                };
+                if !again {
+                    n.pull_ids.remove(&of);
+                }
                 if applied > 0 {
                     self.reached(node, holder);
                 }
@@ -622,7 +641,7 @@ impl Sim {
                     }
                     _ => {
                         n.failures.remove(&of);
-                        n.pulls.end(of);
+                        n.end_pull(of);
                     }
                 }
             }
