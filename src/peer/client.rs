@@ -19,7 +19,7 @@ use crate::error::{Error, Kind, Side};
 use crate::peer::auth::{Covered, RequestSigner, AUTH_HEADER, TRANSFER_FIELDS};
 use crate::peer::lock;
 use crate::peer::transfer::{EntriesReply, UPLOADS_HEADER};
-use crate::peer::wire::{hex32, IndexAsk, IndexReply, KeyHash, NodeId};
+use crate::peer::wire::{hex32, HeadsReply, IndexAsk, IndexReply, KeyHash, NodeId};
 
 /// Largest index or entries reply we read into memory: a whole journal or a snapshot page is
 /// far smaller (tested below); a larger snapshot comes in pages.
@@ -183,6 +183,11 @@ impl PeerClient {
     ) -> Result<IndexReply, Error> {
         let path = format!("/peer/v1/index?{}", ask.to_query());
         self.get_decoded(to, addr, &path).await
+    }
+
+    /// `GET /peer/v1/heads`: where the streams the node has applied stand.
+    pub async fn heads(&self, to: NodeId, addr: SocketAddr) -> Result<HeadsReply, Error> {
+        self.get_decoded(to, addr, "/peer/v1/heads").await
     }
 
     /// `GET /peer/v1/entries/{key-hash}`.

@@ -7,7 +7,12 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 
-use super::wire::{IndexReply, KeyHash, NodeId, Tagged, Update};
+#[cfg(test)]
+use self::keys::KeyId;
+use self::keys::{Hold, Keys, Slot};
+use super::wire::{Head, IndexReply, KeyHash, NodeId, Tagged, Update};
+
+mod keys;
 
 /// Out-of-order updates kept per node while waiting for the missing ones. Past this, further
 /// out-of-order updates are not kept (the pull that fills the gap brings them again); counted.
@@ -67,6 +72,8 @@ struct Peer {
     seq: u64,
     /// Out-of-order updates waiting for the ones before them.
     pending: BTreeMap<u64, Update>,
+    /// The highest seq of `epoch` the node told us it has (see [`Index::heard`]).
+    heard: u64,
     /// How many keys this node holds (or is fetching) in the index.
     entries: usize,
 }
@@ -78,33 +85,14 @@ impl Peer {
             epoch,
             seq: 0,
             pending: BTreeMap::new(),
+            heard: 0,
             entries: 0,
         }
     }
 }
 
-/// A node's slot: the index names nodes by a `u16` (fewer than [`MAX_NODES`] are tracked).
-type Slot = u16;
-
 /// No object: the holder is fetching the key.
 const IN_FLIGHT: u32 = u32::MAX;
-
-/// One node's hold on one key: 12 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Hold {
-    node: Slot,
-    /// The body's entry in [`Objects`], or [`IN_FLIGHT`].
-    object: u32,
-    /// Unix seconds, saturated at `u32::MAX` (year 2106, "for ever").
-    fresh_until: u32,
-}
-
-/// One key and its holders (in no particular order; [`Index::holders`] sorts them).
-#[derive(Debug)]
-struct KeyHolders {
-    key: KeyHash,
-    holds: Box<[Hold]>,
-}
 
 /// Distinct bodies (blake3 hash and length), each stored once however many keys and nodes
 /// hold it, counted so that the last holder frees it.
@@ -175,7 +163,8 @@ impl Objects {
 /// order, so any delivery order with any duplicates ends in the same state as in-order delivery.
 /// The own node never appears in it.
 ///
-/// Memory: one [`KeyHolders`] per key (its 32-byte hash and a boxed slice of 12-byte holds), one
+/// Memory: one 32-byte record per key in [`Keys`] (a 16-byte [`KeyId`] and its first 12-byte
+/// hold inline; a key held by several nodes keeps the others in one boxed slice), one
 /// body record per distinct body (its 32-byte hash once, however many nodes hold it), node ids
 /// kept once per node as 2-byte slots. Dropping every entry of a node (it went Down, or
 /// restarted) is one pass over the keys: there is no per-node list of keys to keep.
@@ -187,7 +176,7 @@ pub struct Index {
     /// Slot → the node's stream (None: a free slot).
     peers: Vec<Option<Peer>>,
     free_slots: Vec<Slot>,
-    keys: HashTable<KeyHolders>,
+    keys: Keys,
     objects: Objects,
     /// Hashes keys and bodies; randomly keyed, so that peers cannot aim at one bucket.
     hasher: RandomState,
@@ -205,7 +194,7 @@ impl Index {
             slots: HashMap::new(),
             peers: Vec::new(),
             free_slots: Vec::new(),
-            keys: HashTable::new(),
+            keys: Keys::default(),
             objects: Objects::default(),
             hasher: RandomState::new(),
             refused: 0,
@@ -339,8 +328,7 @@ impl Index {
                     return 0;
                 }
                 self.clear(s);
-                self.keys
-                    .reserve(entries.len(), |k| self.hasher.hash_one(k.key));
+                self.keys.reserve(entries.len());
                 for update in entries {
                     if !matches!(update, Update::Dropped { .. }) {
                         self.set(s, update);
@@ -376,13 +364,9 @@ impl Index {
 
     /// Who holds (or is fetching) `key`, in node-id order; never includes the own node.
     pub fn holders(&self, key: &KeyHash) -> Vec<Holder> {
-        let h = self.hasher.hash_one(key);
-        let Some(k) = self.keys.find(h, |k| k.key == *key) else {
-            return Vec::new();
-        };
-        let mut out: Vec<Holder> = k
-            .holds
-            .iter()
+        let mut out: Vec<Holder> = self
+            .keys
+            .holds(key)
             .filter_map(|hold| {
                 let peer = self.peers.get(usize::from(hold.node))?.as_ref()?;
                 let state = match self.objects.get(hold.object) {
@@ -435,12 +419,52 @@ impl Index {
         Some((p.epoch, p.seq))
     }
 
-    /// If `node` has buffered updates waiting for missing ones: the (epoch, since) to pull.
-    /// For retrying a failed pull, or after an `Updates` reply that did not close the gap.
+    /// The head of every stream we track: its epoch and the last seq we applied.
+    pub fn heads(&self) -> Vec<(NodeId, Head)> {
+        self.peers
+            .iter()
+            .flatten()
+            .map(|p| {
+                let head = Head {
+                    epoch: p.epoch,
+                    seq: p.seq,
+                };
+                (p.id, head)
+            })
+            .collect()
+    }
+
+    /// If `node` has buffered updates waiting for missing ones, or told us of a later seq than
+    /// we applied ([`Index::heard`]): the (epoch, since) to pull. For retrying a failed pull, or
+    /// after an `Updates` reply that did not close the gap.
     pub fn gap(&self, node: NodeId) -> Option<(u64, u64)> {
         let s = self.slots.get(&node)?;
         let p = self.peers.get(usize::from(*s))?.as_ref()?;
-        (!p.pending.is_empty()).then_some((p.epoch, p.seq))
+        (!p.pending.is_empty() || p.heard > p.seq).then_some((p.epoch, p.seq))
+    }
+
+    /// Whether we miss something of `node`'s: we track no stream of it (never pulled, or
+    /// dropped when it went Down), or it shows a [`Index::gap`]. A member we miss something of
+    /// is pulled until we do not.
+    pub fn behind(&self, node: NodeId) -> bool {
+        node != self.own && (!self.slots.contains_key(&node) || self.gap(node).is_some())
+    }
+
+    /// `node`'s stream stands at (`epoch`, `seq`) at least: the node said so when it asked us
+    /// for our updates, or a member had applied that much ([`Index::heads`]). A later seq of the epoch we track shows as a [`Index::gap`]. Returns whether to pull from
+    /// it: we are [`Index::behind`] it, or it names a newer epoch (left as it is until a pull
+    /// brings that epoch's entries: a claim alone never drops what we hold of the node).
+    pub fn heard(&mut self, node: NodeId, epoch: u64, seq: u64) -> bool {
+        let Some(&s) = self.slots.get(&node) else {
+            return node != self.own;
+        };
+        let Some(p) = self.peer(s) else {
+            return false;
+        };
+        if epoch == p.epoch {
+            p.heard = p.heard.max(seq);
+        }
+        epoch > p.epoch || self.behind(node)
     }
 
     /// Sets slot `s`'s state for the update's key (`Dropped` removes it).
@@ -466,28 +490,13 @@ impl Index {
             object,
             fresh_until,
         };
-        let h = self.hasher.hash_one(key);
-        let hasher = &self.hasher;
-        let entry = self
-            .keys
-            .entry(h, |k| k.key == key, |k| hasher.hash_one(k.key));
-        let k = entry.or_insert_with(|| KeyHolders {
-            key,
-            holds: Box::new([]),
-        });
-        let holds = &mut k.into_mut().holds;
-        match holds.iter_mut().find(|old| old.node == s) {
-            Some(old) => {
-                let previous = std::mem::replace(old, hold);
+        match self.keys.set(&key, hold) {
+            Some(previous) => {
                 if previous.object != IN_FLIGHT {
                     self.objects.release(&self.hasher, previous.object);
                 }
             }
             None => {
-                let mut grown = Vec::with_capacity(holds.len() + 1);
-                grown.extend_from_slice(holds);
-                grown.push(hold);
-                *holds = grown.into_boxed_slice();
                 if let Some(p) = self.peer(s) {
                     p.entries += 1;
                 }
@@ -497,26 +506,11 @@ impl Index {
 
     /// Removes slot `s`'s hold on `key`, if any.
     fn unset(&mut self, s: Slot, key: &KeyHash) {
-        let h = self.hasher.hash_one(key);
-        let Ok(entry) = self.keys.find_entry(h, |k| k.key == *key) else {
+        let Some(hold) = self.keys.unset(key, s) else {
             return;
         };
-        let Some(at) = entry.get().holds.iter().position(|hold| hold.node == s) else {
-            return;
-        };
-        let object = entry.get().holds[at].object;
-        if entry.get().holds.len() == 1 {
-            entry.remove();
-        } else {
-            let (mut k, _) = entry.remove();
-            let mut rest = k.holds.into_vec();
-            rest.swap_remove(at);
-            k.holds = rest.into_boxed_slice();
-            self.keys
-                .insert_unique(h, k, |k| self.hasher.hash_one(k.key));
-        }
-        if object != IN_FLIGHT {
-            self.objects.release(&self.hasher, object);
+        if hold.object != IN_FLIGHT {
+            self.objects.release(&self.hasher, hold.object);
         }
         if let Some(p) = self.peer(s) {
             p.entries = p.entries.saturating_sub(1);
@@ -529,22 +523,11 @@ impl Index {
         if n == 0 {
             return 0;
         }
-        let objects = &mut self.objects;
-        let hasher = &self.hasher;
-        self.keys.retain(|k| {
-            if let Some(at) = k.holds.iter().position(|hold| hold.node == s) {
-                let object = k.holds[at].object;
-                if object != IN_FLIGHT {
-                    objects.release(hasher, object);
-                }
-                if k.holds.len() == 1 {
-                    return false;
-                }
-                let mut rest = std::mem::take(&mut k.holds).into_vec();
-                rest.swap_remove(at);
-                k.holds = rest.into_boxed_slice();
+        let (objects, hasher) = (&mut self.objects, &self.hasher);
+        self.keys.unset_all(s, |hold| {
+            if hold.object != IN_FLIGHT {
+                objects.release(hasher, hold.object);
             }
-            true
         });
         n
     }
@@ -568,10 +551,19 @@ impl Index {
         }
     }
 
-    /// Every key with a holder (tests compare whole states).
+    /// Every key with a holder and its holders, as [`Index::holders`] lists them (tests compare
+    /// whole states).
     #[cfg(test)]
-    pub(crate) fn all_keys(&self) -> Vec<KeyHash> {
-        self.keys.iter().map(|k| k.key).collect()
+    pub(crate) fn dump(&self) -> BTreeMap<KeyId, Vec<Holder>> {
+        self.keys
+            .all()
+            .into_iter()
+            .map(|(id, _)| {
+                let mut key = [0; 32];
+                key[..16].copy_from_slice(&id);
+                (id, self.holders(&key))
+            })
+            .collect()
     }
 
     /// Bodies held by at least one node (tests check they are shared and freed).

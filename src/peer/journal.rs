@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::wire::{IndexReply, KeyHash, NodeId, Tagged, Update};
+use super::wire::{Head, IndexReply, KeyHash, NodeId, Tagged, Update};
 
 /// Default number of own updates a [`Journal`] keeps for incremental catch-up.
 pub const DEFAULT_JOURNAL_CAPACITY: usize = 4096;
@@ -189,6 +189,14 @@ impl<S: OwnState> Journal<S> {
 
     fn snapshot_of(&self, entries: Vec<Update>) -> IndexReply {
         self.snapshot_at().of(entries)
+    }
+
+    /// Where our stream stands, as a pull tells the node it asks.
+    pub fn head(&self) -> Head {
+        Head {
+            epoch: self.epoch,
+            seq: self.seq,
+        }
     }
 
     /// The last seq assigned (0 before the first update).

@@ -1,6 +1,7 @@
 //! The peer group as this node takes part in it: identity, membership, the replicated index
 //! (ours and everyone's), and the transfer API. Owns the peer port; asks nothing of the origin.
 
+pub mod anti_entropy;
 pub mod auth;
 pub mod client;
 pub mod conns;
@@ -37,6 +38,7 @@ use crate::config::{Config, Discover};
 use crate::error::Error;
 use crate::port_owner::Proto;
 
+use self::anti_entropy::AntiEntropy;
 use self::auth::{ClusterKey, ReplayCache, RequestSigner, REPLAY_CAPACITY};
 use self::client::PeerClient;
 use self::conns::{ConnLimits, Conns};
@@ -47,7 +49,7 @@ use self::own::StoreState;
 use self::pulls::{PullId, Pulls, Want};
 use self::seeds::Resolver;
 use self::select::{Candidate, Fault, Penalties, RttTable};
-use self::wire::{IndexAsk, IndexReply, KeyHash, NodeId, Tagged, Update};
+use self::wire::{Head, HeadsReply, IndexAsk, IndexReply, KeyHash, NodeId, Tagged, Update};
 
 /// Knobs that tests turn (production uses `Default`).
 #[derive(Debug, Clone)]
@@ -118,6 +120,12 @@ pub struct PeerStats {
     pub snapshot_pages: AtomicU64,
     /// Snapshot pages refused (503) because `MAX_SNAPSHOT_READS` were being read.
     pub snapshots_refused: AtomicU64,
+    /// Anti-entropy rounds run (heads asked of a member), and those that failed.
+    pub heads_rounds: AtomicU64,
+    pub heads_failures: AtomicU64,
+    /// Heads (told by a member that pulls from us, or in a round's answer) that showed us behind
+    /// a member's stream: each wants a pull of it.
+    pub heads_behind: AtomicU64,
     /// Gossiped updates dropped because their node is not a live member.
     pub updates_from_strangers: AtomicU64,
     /// Transfer connections refused (503, closed) at the listener's limits.
@@ -159,6 +167,8 @@ pub struct Peers {
     index: Mutex<Index>,
     /// The catch-up pulls running, one per node.
     pulls: Mutex<Pulls>,
+    /// When to compare stream heads with a random member (see [`anti_entropy`]).
+    anti_entropy: Mutex<AntiEntropy>,
     penalties: Mutex<Penalties>,
     rtt: Mutex<RttTable>,
     bytes_from: Mutex<HashMap<NodeId, u64>>,
@@ -323,6 +333,7 @@ impl Peers {
             )),
             index: Mutex::new(Index::new(id)),
             pulls: Mutex::new(Pulls::default()),
+            anti_entropy: Mutex::new(AntiEntropy::default()),
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
             bytes_from: Mutex::new(HashMap::new()),
@@ -340,6 +351,7 @@ impl Peers {
             }
         }));
         tokio::spawn(events_loop(Arc::downgrade(&peers), events));
+        tokio::spawn(anti_entropy_loop(Arc::downgrade(&peers)));
         if !unresolved.is_empty() {
             tokio::spawn(seeds::keep_resolving(
                 Arc::downgrade(&peers),
@@ -437,9 +449,64 @@ impl Peers {
     /// The answer to an index pull that the journal covers (no store read), if it does.
     pub fn index_updates(&self, ask: &IndexAsk) -> Option<IndexReply> {
         match ask {
-            IndexAsk::Since { epoch, since } => lock(&self.journal).updates_since(*epoch, *since),
+            IndexAsk::Since { epoch, since, .. } => {
+                lock(&self.journal).updates_since(*epoch, *since)
+            }
             IndexAsk::Page { .. } => None,
         }
+    }
+
+    /// Member `node` pulls from us and says where its own stream stands: when we lag behind it
+    /// (an update of its that we missed, say while the two of us could not reach each other,
+    /// and that no later one of its showed as a gap), we pull from it in turn.
+    pub fn heard_head(self: &Arc<Self>, node: NodeId, head: Head) {
+        if self.addr_of(node).is_none() {
+            return;
+        }
+        if lock(&self.index).heard(node, head.epoch, head.seq) {
+            self.stats.heads_behind.fetch_add(1, Relaxed);
+            self.pull(node);
+        }
+    }
+
+    /// Where our stream and every stream we applied stand (`GET /peer/v1/heads`).
+    pub fn heads(&self) -> HeadsReply {
+        let own = lock(&self.journal).head();
+        let mut heads = vec![(self.id, own)];
+        heads.extend(lock(&self.index).heads());
+        heads
+    }
+
+    /// An anti-entropy round: asks `node` where the streams it applied stand, and pulls from
+    /// each member it is ahead of us on (at most [`index::MAX_NODES`] heads are read).
+    async fn compare_heads(self: &Arc<Self>, node: NodeId) {
+        let Some((addr, _)) = self.addr_of(node) else {
+            return;
+        };
+        self.stats.heads_rounds.fetch_add(1, Relaxed);
+        match self.client.heads(node, addr).await {
+            Ok(heads) => {
+                for (n, head) in heads.into_iter().take(index::MAX_NODES + 1) {
+                    if n != self.id {
+                        self.heard_head(n, head);
+                    }
+                }
+            }
+            Err(e) => {
+                self.stats.heads_failures.fetch_add(1, Relaxed);
+                tracing::debug!(%node, "anti-entropy round failed: {e}");
+            }
+        }
+    }
+
+    /// The active members' ids.
+    fn active_members(&self) -> Vec<NodeId> {
+        self.membership
+            .members()
+            .into_iter()
+            .filter(|m| m.state.is_active())
+            .map(|m| m.id)
+            .collect()
     }
 
     /// One page of a snapshot for `ask`: the first page of a new snapshot, or the page after the
@@ -642,6 +709,9 @@ impl Peers {
             "index_pull_failures": self.stats.index_pull_failures.load(Relaxed),
             "snapshot_pages": self.stats.snapshot_pages.load(Relaxed),
             "snapshots_refused": self.stats.snapshots_refused.load(Relaxed),
+            "heads_rounds": self.stats.heads_rounds.load(Relaxed),
+            "heads_failures": self.stats.heads_failures.load(Relaxed),
+            "heads_behind": self.stats.heads_behind.load(Relaxed),
             "discovery": self.discovery_stats.as_ref().map(|d| d.to_json()),
         })
     }
@@ -696,8 +766,8 @@ impl Drop for Pull {
 }
 
 impl Pull {
-    /// Rounds until the node's index shows no gap (or no progress), with back-off on failure;
-    /// ends when the node leaves.
+    /// Rounds until the node's index shows no gap (or no progress), with back-off on failure
+    /// (see [`pulls::retry_after`]); ends when the node leaves.
     async fn run(self) {
         let (peers, node) = (&self.peers, self.node);
         let mut failures = 0;
@@ -714,7 +784,8 @@ impl Pull {
                 Err(e) => {
                     peers.stats.index_pull_failures.fetch_add(1, Relaxed);
                     tracing::debug!(%node, failures, "index pull failed: {e}");
-                    let Some(wait) = pulls::retry_after(failures) else {
+                    let behind = lock(&peers.index).behind(node);
+                    let Some(wait) = pulls::retry_after(failures, behind, rand::random()) else {
                         return;
                     };
                     failures += 1;
@@ -729,14 +800,17 @@ impl Peers {
     /// One pull round: asks `node` for what follows what we applied, gathers a paged snapshot
     /// page by page, and applies the whole. Returns how many updates or entries took effect.
     async fn catch_up(&self, node: NodeId, addr: SocketAddr) -> Result<usize, Error> {
+        let head = Some(lock(&self.journal).head());
         let ask = match lock(&self.index).applied(node) {
             Some((epoch, since)) => IndexAsk::Since {
                 epoch: Some(epoch),
                 since,
+                head,
             },
             None => IndexAsk::Since {
                 epoch: None,
                 since: 0,
+                head,
             },
         };
         let changed = || {
@@ -812,6 +886,25 @@ impl Drop for Claim {
 /// The group's id for a stored key string (already normalised): its blake3, as
 /// `CacheKey::hash` computes it.
 pub use crate::cache::key::key_hash;
+
+/// Runs the anti-entropy rounds with random members (see [`anti_entropy`]), one at a time,
+/// until the node shuts down.
+async fn anti_entropy_loop(peers: Weak<Peers>) {
+    let start = tokio::time::Instant::now();
+    loop {
+        let due = match peers.upgrade() {
+            Some(p) => lock(&p.anti_entropy).due(p.active_members().len()),
+            None => return,
+        };
+        tokio::time::sleep_until(start + due).await;
+        let Some(p) = peers.upgrade() else { return };
+        let members = p.active_members();
+        if lock(&p.anti_entropy).start(start.elapsed(), members.len()) && !members.is_empty() {
+            let node = members[rand::random_range(0..members.len())];
+            p.compare_heads(node).await;
+        }
+    }
+}
 
 /// Feeds membership events into the index until the node shuts down.
 async fn events_loop(peers: Weak<Peers>, mut events: mpsc::Receiver<Event>) {

@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use super::wire::NodeId;
 
-/// Waits before retrying a failed (or refused: the node is busy serving snapshots) pull; after
-/// the last the pull gives up until the next gap or the node's next `Up`.
-pub const RETRIES: [Duration; 6] = [
-    Duration::from_millis(100),
-    Duration::from_millis(250),
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-];
+/// Failed (or refused: the node is busy serving snapshots) rounds a pull retries before it
+/// gives up, unless we are behind the node (see [`retry_after`]).
+pub const RETRIES: u32 = 6;
+
+/// The first wait before retrying a failed round; each further one doubles, up to
+/// [`MAX_RETRY_WAIT`].
+pub const FIRST_RETRY_WAIT: Duration = Duration::from_millis(100);
+
+/// The longest wait between two rounds of a pull that keeps failing.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 /// Rounds one pull may run back to back (each one only after the last made progress or a new
 /// gap arrived meanwhile); then it ends, and the next gap starts a new one.
@@ -108,9 +108,22 @@ impl Pulls {
     }
 }
 
-/// The wait before retry `attempt` (0-based) of a failed pull; `None` once they are spent.
-pub fn retry_after(attempt: usize) -> Option<Duration> {
-    RETRIES.get(attempt).copied()
+/// The wait before retry `attempt` (0-based) of a failed pull, or `None` to give up.
+///
+/// The waits double from [`FIRST_RETRY_WAIT`] up to [`MAX_RETRY_WAIT`], each cut by up to half
+/// by `jitter` (0.0..1.0, drawn per retry) so that the many nodes that found one holder busy at
+/// the same moment (a partition heals, a node comes back) do not all come back together. After
+/// [`RETRIES`] failures the pull gives up unless `behind`: we track no stream of the node or know
+/// it has updates we lack ([`Index::behind`](super::index::Index::behind)). Nothing else would
+/// ever make us pull them (a quiet node gossips nothing that shows a gap), so such a pull goes on
+/// while the node stays a member: one pull per member, one round per [`MAX_RETRY_WAIT`] at most.
+pub fn retry_after(attempt: u32, behind: bool, jitter: f64) -> Option<Duration> {
+    if attempt >= RETRIES && !behind {
+        return None;
+    }
+    let doubled = FIRST_RETRY_WAIT.saturating_mul(1u32 << attempt.min(16));
+    let wait = doubled.min(MAX_RETRY_WAIT);
+    Some(wait.mul_f64(1.0 - jitter.clamp(0.0, 1.0) / 2.0))
 }
 
 #[cfg(test)]
@@ -211,9 +224,45 @@ mod tests {
         assert!(!p.round_done(n(1), new, false), "nothing more to pull");
         assert_eq!(p.running(), 0);
         p.end(n(9), new);
-        let waits: Vec<Duration> = (0..).map_while(retry_after).collect();
-        assert_eq!(waits, RETRIES);
-        assert!(waits.windows(2).all(|w| w[0] < w[1]), "backs off");
-        assert!(waits.iter().sum::<Duration>() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn failed_pulls_back_off_with_jitter_and_go_on_only_while_we_are_behind() {
+        let waits = |behind: bool, jitter: f64| -> Vec<Duration> {
+            (0..40)
+                .map_while(|a| retry_after(a, behind, jitter))
+                .collect()
+        };
+        let ms = Duration::from_millis;
+        // (behind, jitter, the waits)
+        let cases: &[(bool, f64, &[Duration])] = &[
+            (
+                false,
+                0.0,
+                &[ms(100), ms(200), ms(400), ms(800), ms(1600), ms(3200)],
+            ),
+            (
+                false,
+                1.0,
+                &[ms(50), ms(100), ms(200), ms(400), ms(800), ms(1600)],
+            ),
+        ];
+        for (behind, jitter, want) in cases {
+            assert_eq!(waits(*behind, *jitter), *want, "{behind} {jitter}");
+        }
+        assert!(waits(false, 0.0).iter().sum::<Duration>() < Duration::from_secs(10));
+        // Behind a member: on for ever, capped, never below half the cap once there.
+        let on = waits(true, 0.0);
+        assert_eq!(on.len(), 40);
+        assert_eq!(on[..6], *waits(false, 0.0));
+        assert_eq!(on[9..], [MAX_RETRY_WAIT; 31]);
+        assert_eq!(
+            retry_after(u32::MAX, true, 0.5),
+            Some(MAX_RETRY_WAIT * 3 / 4)
+        );
+        assert!((0..=10).all(|j| {
+            let w = retry_after(30, true, f64::from(j) / 10.0).unwrap_or_default();
+            w >= MAX_RETRY_WAIT / 2 && w <= MAX_RETRY_WAIT
+        }));
     }
 }

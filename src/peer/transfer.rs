@@ -1,4 +1,4 @@
-//! The peer transfer API on the peer port (TCP): index catch-up, stored response heads, bodies by
+//! The peer transfer API on the peer port (TCP): index catch-up and stream heads, stored response heads, bodies by
 //! content hash and in-flight fills by key. Authenticated members only; it serves what this node
 //! already has or is downloading and never fetches anything on a caller's behalf.
 
@@ -184,7 +184,11 @@ async fn handle(
     let (kind, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     tracing::debug!(%caller, %path, "peer request");
     match kind {
-        "index" => index(peers, req.uri().query().unwrap_or("")),
+        "index" => index(peers, caller, req.uri().query().unwrap_or("")),
+        "heads" => {
+            let reply = postcard::to_stdvec(&peers.heads()).ok();
+            later(async move { reply })
+        }
         "entries" => match parse_hex32(arg) {
             Some(k) => with_uploads(peers, entries(peers, &k)),
             None => status(StatusCode::BAD_REQUEST, "bad key hash"),
@@ -232,8 +236,14 @@ where
 
 /// `GET /peer/v1/index`: the journal's updates when it covers the asker, else a snapshot page
 /// (at most `MAX_SNAPSHOT_READS` read at once; past that, 503 and the asker retries later).
-fn index(peers: &Arc<Peers>, query: &str) -> Response<Body> {
+fn index(peers: &Arc<Peers>, caller: NodeId, query: &str) -> Response<Body> {
     let ask = IndexAsk::parse(query);
+    if let IndexAsk::Since {
+        head: Some(head), ..
+    } = ask
+    {
+        peers.heard_head(caller, head);
+    }
     if let Some(updates) = peers.index_updates(&ask) {
         return later(async move { postcard::to_stdvec(&updates).ok() });
     }

@@ -127,12 +127,31 @@ pub enum IndexReply {
     },
 }
 
+/// Where a node's update stream stands: its epoch and the last seq it assigned (or, in a
+/// [`HeadsReply`], the last one the answering node applied).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// Answer to `GET /peer/v1/heads`: the answering node's own head first, then the head of each
+/// other node's stream it has applied (see `peer::anti_entropy`).
+pub type HeadsReply = Vec<(NodeId, Head)>;
+
 /// What a catch-up pull asks for: the query of `GET /peer/v1/index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexAsk {
-    /// `?since=N[&epoch=E]`: the updates after N (the last seq the asker applied in epoch E),
-    /// or the first page of a snapshot when the journal no longer covers N+1.
-    Since { epoch: Option<u64>, since: u64 },
+    /// `?since=N[&epoch=E][&head_epoch=H&head_seq=S]`: the updates after N (the last seq the
+    /// asker applied in epoch E), or the first page of a snapshot when the journal no longer
+    /// covers N+1. `head`: the asker's own [`Head`], so that a node the asker pulls from learns
+    /// that it lags behind the asker (an update it missed while the two could not reach each
+    /// other) and pulls in turn; nodes that do not know the field ignore it.
+    Since {
+        epoch: Option<u64>,
+        since: u64,
+        head: Option<Head>,
+    },
     /// `?epoch=E&snapshot=S&after=K`: the page after key K of the snapshot stamped S. A node
     /// in another epoch answers with the first page of a new snapshot.
     Page {
@@ -146,11 +165,16 @@ impl IndexAsk {
     /// The query string (without `?`).
     pub fn to_query(&self) -> String {
         match self {
-            IndexAsk::Since {
-                epoch: Some(e),
-                since,
-            } => format!("since={since}&epoch={e}"),
-            IndexAsk::Since { epoch: None, since } => format!("since={since}"),
+            IndexAsk::Since { epoch, since, head } => {
+                let mut q = format!("since={since}");
+                if let Some(e) = epoch {
+                    q += &format!("&epoch={e}");
+                }
+                if let Some(h) = head {
+                    q += &format!("&head_epoch={}&head_seq={}", h.epoch, h.seq);
+                }
+                q
+            }
             IndexAsk::Page {
                 epoch,
                 snapshot,
@@ -163,10 +187,13 @@ impl IndexAsk {
     /// malformed numbers read as absent (an asker that gets more than it asked for is fine).
     pub fn parse(query: &str) -> IndexAsk {
         let (mut since, mut epoch, mut snapshot, mut after) = (0, None, None, None);
+        let (mut head_epoch, mut head_seq) = (None, None);
         for pair in query.split('&') {
             match pair.split_once('=') {
                 Some(("since", v)) => since = v.parse().unwrap_or(0),
                 Some(("epoch", v)) => epoch = v.parse().ok(),
+                Some(("head_epoch", v)) => head_epoch = v.parse().ok(),
+                Some(("head_seq", v)) => head_seq = v.parse().ok(),
                 Some(("snapshot", v)) => snapshot = v.parse().ok(),
                 Some(("after", v)) => after = parse_hex32(v),
                 _ => {}
@@ -178,7 +205,13 @@ impl IndexAsk {
                 snapshot,
                 after,
             },
-            _ => IndexAsk::Since { epoch, since },
+            _ => IndexAsk::Since {
+                epoch,
+                since,
+                head: head_epoch
+                    .zip(head_seq)
+                    .map(|(epoch, seq)| Head { epoch, seq }),
+            },
         }
     }
 }
@@ -309,10 +342,20 @@ mod tests {
             IndexAsk::Since {
                 epoch: None,
                 since: 0,
+                head: None,
             },
             IndexAsk::Since {
                 epoch: Some(1_700_000_000_000),
                 since: 42,
+                head: None,
+            },
+            IndexAsk::Since {
+                epoch: None,
+                since: 0,
+                head: Some(Head {
+                    epoch: 1_700_000_000_001,
+                    seq: 9,
+                }),
             },
             IndexAsk::Page {
                 epoch: 7,
@@ -327,6 +370,7 @@ mod tests {
         let since0 = IndexAsk::Since {
             epoch: None,
             since: 0,
+            head: None,
         };
         for q in [
             "",
@@ -336,10 +380,19 @@ mod tests {
             "after=é",
             &format!("epoch=1&snapshot=2&after={}", "é".repeat(32)),
             "&&=&since",
+            "head_epoch=1",
+            "head_seq=2&head_epoch=x",
         ] {
             let ask = IndexAsk::parse(q);
             assert!(
-                matches!(ask, IndexAsk::Since { since: 0, .. }),
+                matches!(
+                    ask,
+                    IndexAsk::Since {
+                        since: 0,
+                        head: None,
+                        ..
+                    }
+                ),
                 "{q}: {ask:?}"
             );
         }

@@ -61,11 +61,8 @@ pub(crate) fn holder(node: NodeId, state: HolderState) -> Holder {
 }
 
 /// The whole observable state: every key's holders.
-pub(crate) fn dump(ix: &Index) -> BTreeMap<KeyHash, Vec<Holder>> {
-    ix.all_keys()
-        .into_iter()
-        .map(|key| (key, ix.holders(&key)))
-        .collect()
+pub(crate) fn dump(ix: &Index) -> BTreeMap<KeyId, Vec<Holder>> {
+    ix.dump()
 }
 
 #[test]

@@ -17,6 +17,7 @@ use foca::Timer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::anti_entropy::AntiEntropy;
 use super::auth::Sealer;
 use super::identity::PeerIdentity;
 use super::index::{Applied, Index};
@@ -24,7 +25,7 @@ use super::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
 use super::membership::swim::{Step, Swim};
 use super::membership::{Counters, Event, Timings};
 use super::pulls::{self, PullId, Pulls, Want};
-use super::wire::{IndexReply, NodeId, Tagged, Update};
+use super::wire::{HeadsReply, IndexReply, NodeId, Tagged, Update};
 use super::{DEFAULT_INDEX_PAGE, MAX_SNAPSHOT_READS};
 
 pub use net::Network;
@@ -85,9 +86,11 @@ struct Node {
     link_free: Duration,
     /// When each snapshot-read slot is free again.
     reads: [Duration; MAX_SNAPSHOT_READS],
-    failures: HashMap<NodeId, usize>,
+    failures: HashMap<NodeId, u32>,
     /// When this node first saw each other node Down (and dropped its entries).
     downs: HashMap<NodeId, Duration>,
+    /// Its anti-entropy schedule (times: the simulation's).
+    anti_entropy: AntiEntropy,
 }
 
 enum Ev {
@@ -119,6 +122,17 @@ enum Ev {
     Retry {
         node: usize,
         of: usize,
+    },
+    /// An anti-entropy round of `node` may be due.
+    AntiEntropy(usize),
+    /// `from` asks `to` for its heads (`GET /peer/v1/heads`).
+    HeadsAsk {
+        from: usize,
+        to: usize,
+    },
+    HeadsReply {
+        to: usize,
+        heads: HeadsReply,
     },
 }
 
@@ -184,6 +198,9 @@ pub struct Totals {
     pub pull_failures: u64,
     /// Catch-up reply bytes (TCP).
     pub pull_bytes: u64,
+    /// Anti-entropy rounds answered, and their reply bytes (TCP).
+    pub heads_rounds: u64,
+    pub heads_bytes: u64,
     /// Events processed.
     pub events: u64,
 }
@@ -294,6 +311,7 @@ impl Sim {
             reads: [Duration::ZERO; MAX_SNAPSHOT_READS],
             failures: HashMap::new(),
             downs: HashMap::new(),
+            anti_entropy: AntiEntropy::default(),
         });
         self.by_addr.insert(addr, i);
         self.by_id.insert(id, i);
@@ -376,6 +394,9 @@ impl Sim {
                 if !self.nodes[node].alive {
                     return;
                 }
+                // The first check; each one schedules the next.
+                let due = self.nodes[node].anti_entropy.due(0);
+                self.schedule(self.now.max(due), Ev::AntiEntropy(node));
                 if known {
                     // A settled group: the members are known and the indexes in sync.
                     let mut step = std::mem::take(&mut self.step);
@@ -416,6 +437,69 @@ impl Sim {
             Ev::Ask { from, to } => self.on_ask(from, to),
             Ev::Reply { to, from, reply } => self.on_reply(to, from, reply),
             Ev::Retry { node, of } => self.ask(node, of),
+            Ev::AntiEntropy(node) => self.anti_entropy(node),
+            Ev::HeadsAsk { from, to } => self.on_heads_ask(from, to),
+            Ev::HeadsReply { to, heads } => self.on_heads(to, heads),
+        }
+    }
+
+    /// `anti_entropy_loop`: a round with a random member if one is due, then the next one.
+    fn anti_entropy(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        if !n.alive {
+            return;
+        }
+        let members = n.live.len();
+        let started = n.anti_entropy.start(self.now, members);
+        let next = n.anti_entropy.due(members);
+        self.schedule(next, Ev::AntiEntropy(node));
+        if !started {
+            return;
+        }
+        let mut live: Vec<usize> = self.nodes[node].live.values().copied().collect();
+        if live.is_empty() {
+            return;
+        }
+        live.sort_unstable();
+        let to = live[self.rng.random_range(0..live.len())];
+        if self.nodes[to].alive && self.sides.connected(node, to) {
+            // SYN, SYN-ACK, then the request.
+            let at = self.now
+                + self.net.delay(&mut self.rng)
+                + self.net.delay(&mut self.rng)
+                + self.net.delay(&mut self.rng);
+            self.schedule(at, Ev::HeadsAsk { from: node, to });
+        }
+    }
+
+    /// The member answers with its heads (`Peers::heads`).
+    fn on_heads_ask(&mut self, from: usize, to: usize) {
+        let holder = &self.nodes[to];
+        if !holder.alive {
+            return;
+        }
+        let mut heads = vec![(holder.id, holder.journal.head())];
+        heads.extend(holder.index.heads());
+        let bytes = postcard::to_stdvec(&heads).map_or(0, |b| b.len());
+        self.totals.heads_rounds += 1;
+        self.totals.heads_bytes += bytes as u64;
+        let ready = self.now + self.net.delay(&mut self.rng);
+        let link = &mut self.nodes[from].link_free;
+        let done = ready.max(*link) + self.net.transfer(bytes);
+        *link = done;
+        self.schedule(done, Ev::HeadsReply { to: from, heads });
+    }
+
+    /// `Peers::compare_heads`: pulls from each member whose head is past ours.
+    fn on_heads(&mut self, node: usize, heads: HeadsReply) {
+        if !self.nodes[node].alive {
+            return;
+        }
+        for (id, head) in heads {
+            let n = &mut self.nodes[node];
+            if id != n.id && n.live.contains_key(&id) && n.index.heard(id, head.epoch, head.seq) {
+                self.pull(node, id);
+            }
         }
     }
 
@@ -535,10 +619,10 @@ impl Sim {
         );
     }
 
-    /// The holder answers (`Peers::index_updates` / `index_page`).
+    /// The holder answers (`Peers::index_updates` / `index_page`), and learns where the
+    /// asker's stream stands (`Peers::heard_head`).
     fn on_ask(&mut self, from: usize, to: usize) {
-        let asker = self.nodes[to].id;
-        let applied = self.nodes[from].index.applied(asker);
+        let applied = self.nodes[from].index.applied(self.nodes[to].id);
         let one_way = self.net.delay(&mut self.rng);
         if !self.nodes[to].alive {
             let at = self.now + self.cfg.connect_timeout;
@@ -551,6 +635,11 @@ impl Sim {
                 },
             );
             return;
+        }
+        let (asker, head) = (self.nodes[from].id, self.nodes[from].journal.head());
+        let holder = &mut self.nodes[to];
+        if holder.live.contains_key(&asker) && holder.index.heard(asker, head.epoch, head.seq) {
+            self.pull(to, asker);
         }
         let holder = &mut self.nodes[to];
         let (epoch, since) = match applied {
@@ -632,8 +721,9 @@ impl Sim {
             }
             None => {
                 self.totals.pull_failures += 1;
+                let behind = n.index.behind(of);
                 let failures = n.failures.entry(of).or_insert(0);
-                match pulls::retry_after(*failures) {
+                match pulls::retry_after(*failures, behind, self.rng.random()) {
                     Some(wait) if n.live.contains_key(&of) => {
                         *failures += 1;
                         let at = self.now + wait;
@@ -824,6 +914,11 @@ impl Sim {
                         .iter()
                         .all(|&o| o == i || !self.nodes[o].alive || self.in_sync(i, o)))
         })
+    }
+
+    /// Whether `node` sees `other` as an active member.
+    pub fn sees(&self, node: usize, other: usize) -> bool {
+        self.nodes[node].live.contains_key(&self.nodes[other].id)
     }
 
     /// Members `node` sees as active.

@@ -121,3 +121,66 @@ fn a_new_node_learns_every_member_and_pulls_every_entry() {
     );
     assert!(sim.totals().pulls >= 60);
 }
+
+#[test]
+fn a_quiet_node_that_advertised_during_a_partition_is_caught_up_after_the_heal() {
+    // A site of 5 nodes is cut off for longer than the suspicion timeout; each side advertises
+    // once, early, then falls quiet. The big side declares every node of the site Down, but
+    // the site, probing only 5 members a second, has not declared each big-side node Down by
+    // the heal: those it still counts as members show it no Up and gossip nothing more, so
+    // only their heads (told in pulls) bring their updates over.
+    let mut sim = lan(40, 4);
+    sim.run_for(Duration::from_secs(2));
+    sim.partition(|i| u8::from(i >= 35));
+    sim.run_for(Duration::from_millis(200));
+    let origins = [3, 8, 13, 21, 29, 37];
+    for (i, &o) in origins.iter().enumerate() {
+        sim.advertise(o, have(10 + i as u8, 1));
+    }
+    let t = Timings::lan();
+    sim.run_for(t.suspect_to_down_after + t.probe_period * 2);
+    let missed = origins[..5]
+        .iter()
+        .filter(|&&o| (35..40).any(|i| !sim.in_sync(i, o) && sim.sees(i, o)))
+        .count();
+    assert!(
+        missed > 0,
+        "the site saw every origin go Down: no quiet member to test"
+    );
+    assert!(!sim.converged(&origins));
+    sim.heal();
+    let deadline = sim.now() + Duration::from_secs(20);
+    assert!(
+        sim.run_until_every(deadline, Duration::from_millis(500), |s| s
+            .converged(&origins)),
+        "{} origins still missing at the site",
+        origins
+            .iter()
+            .filter(|&&o| (35..40).any(|i| i != o && !sim.in_sync(i, o)))
+            .count()
+    );
+    assert!((0..40).all(|i| sim.index_entries(i) == 6 - usize::from(origins.contains(&i))));
+}
+
+#[test]
+fn an_update_lost_to_a_short_partition_arrives_through_anti_entropy() {
+    // Cut off for less than the suspicion timeout: nobody is declared Down, so no `Up` and no
+    // pull follows the heal, and each side's update was gossiped only on its own side. Only
+    // the periodic comparison of heads with random members brings them over.
+    let mut sim = lan(12, 6);
+    sim.run_for(Duration::from_secs(2));
+    sim.partition(|i| u8::from(i >= 6));
+    sim.advertise(2, have(1, 1));
+    sim.advertise(8, have(2, 2));
+    sim.run_for(Duration::from_secs(2));
+    sim.heal();
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        (0..12).all(|i| sim.members(i) == 11),
+        "nobody was declared Down"
+    );
+    assert!(!sim.in_sync(9, 2) && !sim.in_sync(3, 8));
+    let deadline = sim.now() + crate::peer::anti_entropy::every(11) * 6;
+    assert!(sim.run_until_every(deadline, Duration::from_secs(1), |s| s.converged(&[2, 8])));
+    assert!(sim.totals().heads_rounds > 0);
+}
