@@ -124,7 +124,8 @@ pub struct PeerStats {
     pub heads_rounds: AtomicU64,
     pub heads_failures: AtomicU64,
     /// Heads (told by a member that pulls from us, or in a round's answer) that showed us behind
-    /// a member's stream: each wants a pull of it.
+    /// a member's stream we hold: each wants a pull of it (untracked streams are pulled too,
+    /// uncounted: that is what a member's `Up` does anyway).
     pub heads_behind: AtomicU64,
     /// Gossiped updates dropped because their node is not a live member.
     pub updates_from_strangers: AtomicU64,
@@ -463,8 +464,15 @@ impl Peers {
         if self.addr_of(node).is_none() {
             return;
         }
-        if lock(&self.index).heard(node, head.epoch, head.seq) {
-            self.stats.heads_behind.fetch_add(1, Relaxed);
+        let (tracked, behind) = {
+            let mut index = lock(&self.index);
+            let tracked = index.applied(node).is_some();
+            (tracked, index.heard(node, head.epoch, head.seq))
+        };
+        if behind {
+            if tracked {
+                self.stats.heads_behind.fetch_add(1, Relaxed);
+            }
             self.pull(node);
         }
     }

@@ -657,3 +657,26 @@ async fn a_clients_no_store_is_honoured_on_the_peer_path_too() {
     assert_eq!(get(nodes[1].addr(), &url).await.x_cache(), "PEER");
     assert_eq!(origin.hits("/ns"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_tells_where_each_index_stream_it_applied_stands() {
+    // What an anti-entropy round reads (`GET /peer/v1/heads`): the node's own head first, then
+    // the head of each stream it applied, here B's, as far as B advertised it.
+    let origin = Origin::start().await;
+    origin.route("/h", Reply::ok("h").header("cache-control", "max-age=600"));
+    let (nodes, _key) = cluster(2).await;
+    let (a, b) = (nodes[0].peers().clone(), nodes[1].peers().clone());
+    let url = origin.url("/h");
+    assert_eq!(get(nodes[1].addr(), &url).await.x_cache(), "MISS");
+    wait_holders(&nodes[0], &url, 1).await;
+    let heads = b.client.heads(a.id, a.membership_addr()).await.unwrap();
+    assert_eq!(heads[0], a.heads()[0], "A's own head first");
+    let b_own = b.heads()[0];
+    assert_eq!(b_own.0, b.id);
+    assert!(b_own.1.seq >= 2, "B advertised its claim and its copy");
+    assert!(
+        heads[1..].contains(&b_own),
+        "A applied all of B's: {heads:?}"
+    );
+    assert_eq!(a.status_json()["heads_behind"], 0, "nobody lags");
+}
