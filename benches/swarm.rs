@@ -321,10 +321,21 @@ fn real(n: usize, seed: u64, rate: u64) {
         "## {n} real processes on loopback beside the simulation of {n} nodes (LAN timings)\n"
     );
     println!(
-        "Real group formed in {:.1} s; its status pages were polled every {:.0} ms on average \
-         (the resolution of the real propagation times).\n",
+        "Real group formed in {:.1} s; its status pages were polled every {:.0} ms on average, \
+         the slowest poll of all {n} taking {} (the resolution of the real propagation times: a \
+         node counts from the end of the poll that found the entry).\n",
         r.ready.as_secs_f64(),
-        r.poll.as_secs_f64() * 1000.0
+        r.poll.as_secs_f64() * 1000.0,
+        secs(Some(r.slowest_poll)),
+    );
+    let sums: Vec<String> = r
+        .counters
+        .iter()
+        .map(|(k, a, b)| format!("{k} {a} → {b}"))
+        .collect();
+    println!(
+        "Real counters summed over the nodes, at rest → once the entries spread: {}.\n",
+        sums.join(", ")
     );
     println!("| figure | real ({n} processes) | simulated ({n} nodes) |");
     println!("|---|---|---|");

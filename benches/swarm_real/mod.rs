@@ -19,6 +19,42 @@ pub struct Real {
     pub reach: Vec<(Option<Duration>, Option<Duration>, Option<Duration>)>,
     pub down: (Option<Duration>, Option<Duration>),
     pub poll: Duration,
+    /// The slowest status poll of the whole group while entries spread.
+    pub slowest_poll: Duration,
+    /// Counters of the peer status pages summed over the nodes (name, total) at rest before the
+    /// entries are advertised, and after they spread: how updates arrived other than by gossip,
+    /// and what was refused or dropped.
+    pub counters: Vec<(&'static str, u64, u64)>,
+}
+
+/// The status page counters [`Real::counters`] sums.
+const COUNTERS: [&str; 9] = [
+    "index_pulls",
+    "index_pull_failures",
+    "snapshots_refused",
+    "connections_refused",
+    "heads_rounds",
+    "heads_behind",
+    "gossip_events_dropped",
+    "gossip_broadcasts_dropped",
+    "updates_from_strangers",
+];
+
+/// [`COUNTERS`] summed over `nodes`.
+async fn counters(nodes: &[Node]) -> Vec<(&'static str, u64)> {
+    let mut sums = vec![0u64; COUNTERS.len()];
+    for n in nodes {
+        if let Some(s) = status(n.proxy).await {
+            let p = &s["peers"];
+            for (sum, name) in sums.iter_mut().zip(COUNTERS) {
+                *sum += p[name]
+                    .as_u64()
+                    .or_else(|| p["index"][name].as_u64())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    COUNTERS.into_iter().zip(sums).collect()
 }
 
 struct Node {
@@ -153,10 +189,13 @@ pub async fn run(n: usize, dir: &Path) -> Real {
     let after = sent(&poll(&nodes).await);
     let rest = (after - before) as f64 / n as f64 / t.elapsed().as_secs_f64();
 
+    let at_rest = counters(&nodes).await;
+
     // Entries advertised one at a time: a claim, then a Have, from node k·7 mod n.
     let mut reach = Vec::new();
     let mut own = vec![0usize; n];
     let mut polls = 0u32;
+    let mut slowest_poll = Duration::ZERO;
     let poll_start = Instant::now();
     for k in 0..10usize {
         let from = k * 7 % n;
@@ -175,7 +214,9 @@ pub async fn run(n: usize, dir: &Path) -> Real {
         seen[from] = Some(Duration::ZERO);
         let deadline = t + Duration::from_secs(10);
         while seen.iter().any(Option::is_none) && Instant::now() < deadline {
+            let asked = Instant::now();
             let s = poll(&nodes).await;
+            slowest_poll = slowest_poll.max(asked.elapsed());
             polls += 1;
             let now = t.elapsed();
             for (i, st) in s.iter().enumerate() {
@@ -199,6 +240,11 @@ pub async fn run(n: usize, dir: &Path) -> Real {
         reach.push((at(0.5), at(0.99), at(1.0)));
     }
     let poll_every = poll_start.elapsed() / polls.max(1);
+    let counters: Vec<(&str, u64, u64)> = at_rest
+        .into_iter()
+        .zip(counters(&nodes).await)
+        .map(|((k, a), (_, b))| (k, a, b))
+        .collect();
 
     // A node dies (it advertised an entry).
     let victim = n - 1;
@@ -244,5 +290,7 @@ pub async fn run(n: usize, dir: &Path) -> Real {
         reach,
         down,
         poll: poll_every,
+        slowest_poll,
+        counters,
     }
 }

@@ -2,7 +2,7 @@
 //! with a short connect deadline so that a dead peer costs little.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,13 +60,19 @@ fn refused(status: StatusCode, detail: String) -> Error {
 }
 
 impl PeerClient {
+    /// A client whose connections leave from `local` when given (the peer port's address when
+    /// it names one: members then count our connections against our address, not against
+    /// whichever address the host would pick, which on a host with several addresses — or
+    /// nodes on 127.0.0.2, .3… — is one shared by all).
     pub fn new(
         signer: Arc<RequestSigner>,
         own: NodeId,
+        local: Option<IpAddr>,
         connect_timeout: Duration,
         reply_timeout: Duration,
     ) -> Self {
         let mut http = HttpConnector::new();
+        http.set_local_address(local);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())

@@ -74,9 +74,16 @@ pub struct PeerTuning {
 /// transaction.
 pub const DEFAULT_INDEX_PAGE: usize = 8192;
 
-/// Snapshot pages read at the same time; an index pull past this is answered 503 (counted as
-/// `snapshots_refused`) and retried by the puller after a back-off.
+/// Snapshot pages read at the same time; an index pull past this waits for a read up to
+/// [`SNAPSHOT_QUEUE_WAIT`], then is answered 503 (counted as `snapshots_refused`) and retried by
+/// the puller after a back-off.
 pub const MAX_SNAPSHOT_READS: usize = 2;
+
+/// How long an index pull that needs a snapshot page waits for a read slot. A group that forms
+/// (or heals) has every member ask every other for a snapshot at once; pages of a small store
+/// take well under a millisecond, so they queue for a moment instead of being turned away by
+/// the dozen and coming back seconds later. Far below the asker's `client::ANSWER_WAIT`.
+pub const SNAPSHOT_QUEUE_WAIT: Duration = Duration::from_millis(500);
 
 impl Default for PeerTuning {
     fn default() -> Self {
@@ -316,7 +323,13 @@ impl Peers {
             inflight,
             signer: signer.clone(),
             replay: ReplayCache::new(REPLAY_CAPACITY, now_ms()),
-            client: PeerClient::new(signer, id, pc.connect_timeout, config.upstream.read_timeout),
+            client: PeerClient::new(
+                signer,
+                id,
+                Some(transfer_addr.ip()).filter(|ip| !ip.is_unspecified()),
+                pc.connect_timeout,
+                config.upstream.read_timeout,
+            ),
             uploads: Arc::new(Semaphore::new(pc.max_uploads)),
             max_uploads: pc.max_uploads,
             head_wait: config.upstream.read_timeout,

@@ -22,7 +22,7 @@ use crate::cache::head::{Entry, FillHead, HeadRecord};
 use crate::cache::inflight::Fill;
 use crate::peer::auth::{AuthError, Covered, AUTH_HEADER, TRANSFER_FIELDS};
 use crate::peer::wire::{parse_hex32, IndexAsk, KeyHash, NodeId};
-use crate::peer::{pieces, Peers};
+use crate::peer::{pieces, Peers, SNAPSHOT_QUEUE_WAIT};
 use crate::sendfile::{self, SendfileIo, Slot};
 
 /// Response header telling the caller how many uploads this node is serving.
@@ -184,7 +184,7 @@ async fn handle(
     let (kind, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     tracing::debug!(%caller, %path, "peer request");
     match kind {
-        "index" => index(peers, caller, req.uri().query().unwrap_or("")),
+        "index" => index(peers, caller, req.uri().query().unwrap_or("")).await,
         "heads" => {
             let reply = postcard::to_stdvec(&peers.heads()).ok();
             later(async move { reply })
@@ -235,8 +235,9 @@ where
 }
 
 /// `GET /peer/v1/index`: the journal's updates when it covers the asker, else a snapshot page
-/// (at most `MAX_SNAPSHOT_READS` read at once; past that, 503 and the asker retries later).
-fn index(peers: &Arc<Peers>, caller: NodeId, query: &str) -> Response<Body> {
+/// (at most `MAX_SNAPSHOT_READS` read at once; past that the ask waits up to
+/// `SNAPSHOT_QUEUE_WAIT` for a slot, then gets 503 and retries later).
+async fn index(peers: &Arc<Peers>, caller: NodeId, query: &str) -> Response<Body> {
     let ask = IndexAsk::parse(query);
     if let IndexAsk::Since {
         head: Some(head), ..
@@ -247,7 +248,8 @@ fn index(peers: &Arc<Peers>, caller: NodeId, query: &str) -> Response<Body> {
     if let Some(updates) = peers.index_updates(&ask) {
         return later(async move { postcard::to_stdvec(&updates).ok() });
     }
-    let Ok(permit) = peers.snapshot_reads.clone().try_acquire_owned() else {
+    let slot = peers.snapshot_reads.clone().acquire_owned();
+    let Ok(Ok(permit)) = tokio::time::timeout(SNAPSHOT_QUEUE_WAIT, slot).await else {
         peers.stats.snapshots_refused.fetch_add(1, Relaxed);
         return status(StatusCode::SERVICE_UNAVAILABLE, "too many snapshots");
     };

@@ -26,7 +26,7 @@ use super::membership::swim::{Step, Swim};
 use super::membership::{Counters, Event, Timings};
 use super::pulls::{self, PullId, Pulls, Want};
 use super::wire::{HeadsReply, IndexReply, NodeId, Tagged, Update};
-use super::{DEFAULT_INDEX_PAGE, MAX_SNAPSHOT_READS};
+use super::{DEFAULT_INDEX_PAGE, MAX_SNAPSHOT_READS, SNAPSHOT_QUEUE_WAIT};
 
 pub use net::Network;
 use net::Sides;
@@ -646,26 +646,34 @@ impl Sim {
             Some((e, s)) => (Some(e), s),
             None => (None, 0),
         };
-        let (reply, pages) = match holder.journal.updates_since(epoch, since) {
-            Some(updates) => (Some(updates), 0u32),
+        // When the holder starts reading: at once for the journal, else when a snapshot read
+        // slot is free, if that is within `SNAPSHOT_QUEUE_WAIT` (503 after that wait if not).
+        let now = self.now;
+        let (reply, pages, start) = match holder.journal.updates_since(epoch, since) {
+            Some(updates) => (Some(updates), 0u32, now),
             None => {
-                let now = self.now;
-                match holder.reads.iter_mut().find(|free| **free <= now) {
-                    None => (None, 0), // 503: busy serving snapshots
+                let slot = holder
+                    .reads
+                    .iter_mut()
+                    .min()
+                    .filter(|free| **free <= now + SNAPSHOT_QUEUE_WAIT);
+                match slot {
+                    None => (None, 0, now + SNAPSHOT_QUEUE_WAIT),
                     Some(slot) => {
+                        let start = now.max(*slot);
                         let entries: Vec<Update> =
                             holder.journal.state().values().cloned().collect();
                         let pages = entries.len().div_ceil(DEFAULT_INDEX_PAGE).max(1);
                         let pages = u32::try_from(pages).unwrap_or(u32::MAX);
-                        *slot = now + self.net.page_cost * pages;
-                        (Some(holder.journal.snapshot_at().of(entries)), pages)
+                        *slot = start + self.net.page_cost * pages;
+                        (Some(holder.journal.snapshot_at().of(entries)), pages, start)
                     }
                 }
             }
         };
         let Some(reply) = reply else {
             self.schedule(
-                self.now + one_way,
+                start + one_way,
                 Ev::Reply {
                     to: from,
                     from: to,
@@ -679,7 +687,7 @@ impl Sim {
         // Each further page is one more round trip and store read.
         let paging = (one_way * 2 + self.net.page_cost) * pages.saturating_sub(1)
             + self.net.page_cost * pages.min(1);
-        let ready = self.now + one_way + paging;
+        let ready = start + one_way + paging;
         let link = &mut self.nodes[from].link_free;
         let done = ready.max(*link) + self.net.transfer(bytes);
         *link = done;
