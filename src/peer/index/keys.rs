@@ -107,18 +107,23 @@ impl Keys {
     /// Sets `hold.node`'s hold on `key`; returns the one it replaces, if any.
     pub(super) fn set(&mut self, key: &KeyHash, hold: Hold) -> Option<Hold> {
         let id = key_id(key);
-        let Some(at) = self.position(&id) else {
-            let at = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
-            self.records.push(KeyHolders {
-                key: id,
-                first: hold,
-                more: NO_MORE,
-            });
-            let (records, hasher) = (&self.records, &self.hasher);
-            self.table.insert_unique(hasher.hash_one(id), at, |&i| {
-                hasher.hash_one(records[i as usize].key)
-            });
-            return None;
+        let (records, hasher) = (&self.records, &self.hasher);
+        let entry = self.table.entry(
+            hasher.hash_one(id),
+            |&at| records[at as usize].key == id,
+            |&at| hasher.hash_one(records[at as usize].key),
+        );
+        let at = match entry {
+            hashbrown::hash_table::Entry::Occupied(found) => *found.get() as usize,
+            hashbrown::hash_table::Entry::Vacant(room) => {
+                room.insert(u32::try_from(self.records.len()).unwrap_or(u32::MAX));
+                self.records.push(KeyHolders {
+                    key: id,
+                    first: hold,
+                    more: NO_MORE,
+                });
+                return None;
+            }
         };
         let record = &mut self.records[at];
         if record.first.node == hold.node {
