@@ -12,6 +12,7 @@ pub mod membership;
 pub mod own;
 pub mod pieces;
 pub mod pulls;
+pub mod schedule;
 pub mod seeds;
 pub mod select;
 pub mod sim;
