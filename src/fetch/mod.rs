@@ -5,6 +5,7 @@
 //! and the peer source choice live beside it. Never answers a client itself.
 
 pub mod connect;
+pub mod holders;
 mod lead;
 pub mod miss;
 pub mod origin;

@@ -123,6 +123,16 @@ pub struct PeerStats {
     pub updates_from_strangers: AtomicU64,
     /// Transfer connections refused (503, closed) at the listener's limits.
     pub connections_refused: AtomicU64,
+    /// Copies fetched from several holders at once (`fetch::holders`).
+    pub multi_copies: AtomicU64,
+    /// Pieces (or their rest) given to another holder after theirs failed.
+    pub pieces_reassigned: AtomicU64,
+    /// Pieces raced by a second, faster holder (the first to finish wins).
+    pub pieces_raced: AtomicU64,
+    /// Times a holder waited because the next piece lay past the reorder window.
+    pub window_waits: AtomicU64,
+    /// Bytes held right now by copies, arrived ahead of the bytes handed on.
+    pub reorder_bytes: AtomicU64,
 }
 
 /// A holder of a key, resolved to an address, in the order to ask them.

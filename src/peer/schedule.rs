@@ -23,6 +23,8 @@ pub const SLOW_START_MS: u64 = 250;
 const FASTER: u128 = 2;
 /// Fetches of one piece at a time (its fetcher and one racer).
 const MAX_FETCHERS: usize = 2;
+/// How often an idle holder looks again for a piece worth racing.
+pub const RECHECK_MS: u64 = 50;
 
 /// Why a holder was given a span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,7 +288,8 @@ impl Plan {
     }
 
     /// Verified bytes of fetch `fetch`, following what it brought before. Returns the fetches
-    /// to cancel: the other fetchers of a piece this completed. Bytes of a fetch the plan no
+    /// to cancel: the other fetchers of a piece this completed (a fetcher that brought nothing
+    /// of it, silent or hung, is out for the rest of the copy). Bytes of a fetch the plan no
     /// longer knows (cancelled, failed) are ignored.
     pub fn arrived(&mut self, fetch: FetchId, data: Bytes, now_ms: u64) -> Vec<FetchId> {
         let Some(fi) = self.fetches.iter().position(|f| f.id == fetch) else {
@@ -313,14 +316,20 @@ impl Plan {
         if p.have < p.end {
             return Vec::new();
         }
-        // Complete: every fetch of this piece ends; the others are cancelled.
+        // Complete: every fetch of this piece ends; the others are cancelled, and a holder that
+        // brought nothing of it while another fetched it is left out of this copy.
         let piece = f.piece;
         let mut cancel = Vec::new();
         let mut i = 0;
         while i < self.fetches.len() {
             if self.fetches[i].piece == piece {
                 let f = self.fetches.swap_remove(i);
-                self.end_fetch(&f, now_ms, State::Idle);
+                let next = if f.bytes == 0 {
+                    State::Out
+                } else {
+                    State::Idle
+                };
+                self.end_fetch(&f, now_ms, next);
                 if f.id != fetch {
                     cancel.push(f.id);
                 }
@@ -332,9 +341,12 @@ impl Plan {
         cancel
     }
 
-    /// The body of fetch `fetch` ended: before the end of its piece it is a cut.
-    pub fn ended(&mut self, fetch: FetchId, now_ms: u64) {
+    /// The body of fetch `fetch` ended. Before the end of its piece it is a cut, and `true`
+    /// (a fetch that reached its end is over already).
+    pub fn ended(&mut self, fetch: FetchId, now_ms: u64) -> bool {
+        let cut = self.fetches.iter().any(|f| f.id == fetch);
         self.failed(fetch, Failure::Bad, now_ms);
+        cut
     }
 
     /// Fetch `fetch` failed: its piece keeps what arrived, the rest goes to another holder;
@@ -410,14 +422,19 @@ impl Plan {
         !self.done() && self.holders.iter().all(|h| h.state == State::Out)
     }
 
-    /// When the first resting holder may be asked again.
-    pub fn next_wake(&self) -> Option<u64> {
+    /// When to ask the plan again without news: when the first resting holder may be asked
+    /// again, and every [`RECHECK_MS`] while a holder is idle and others fetch (speeds change
+    /// as time passes: a race may become worth it).
+    pub fn next_wake(&self, now_ms: u64) -> Option<u64> {
+        let idle = self.holders.iter().any(|h| h.state == State::Idle);
+        let recheck = (idle && !self.fetches.is_empty()).then_some(now_ms + RECHECK_MS);
         self.holders
             .iter()
             .filter_map(|h| match h.state {
                 State::Resting { until_ms } => Some(until_ms),
                 _ => None,
             })
+            .chain(recheck)
             .min()
     }
 

@@ -135,7 +135,7 @@ fn the_rest_of_a_failed_holders_piece_goes_to_the_next_idle_holder() {
             "{how:?}"
         );
         assert_eq!(plan.counts().orphans, 1);
-        assert_eq!(plan.next_wake(), back_at, "{how:?}");
+        assert_eq!(plan.next_wake(10), back_at, "{how:?}");
         if let Some(at) = back_at {
             assert_eq!(plan.assign(at - 1), vec![]);
             assert_eq!(spans(&plan.assign(at)), vec![(0, 200, 300, Why::Next)]);
@@ -152,12 +152,12 @@ fn a_busy_holder_is_asked_again_after_each_back_off_then_left_out() {
         let a = plan.assign(now);
         assert_eq!(a.len(), 1, "asked at {now}");
         plan.failed(a[0].fetch, Failure::Busy, now);
-        assert_eq!(plan.next_wake(), Some(now + wait.as_millis() as u64));
+        assert_eq!(plan.next_wake(now), Some(now + wait.as_millis() as u64));
         now += wait.as_millis() as u64;
     }
     let a = plan.assign(now);
     plan.failed(a[0].fetch, Failure::Busy, now);
-    assert_eq!(plan.next_wake(), None);
+    assert_eq!(plan.next_wake(now), None);
     assert!(plan.stuck(), "no holder left");
 }
 
@@ -168,7 +168,9 @@ fn stale_bytes_and_failures_of_ended_fetches_change_nothing() {
     plan.failed(of(&a, 0), Failure::Bad, 1);
     assert_eq!(plan.arrived(of(&a, 0), bytes(50, 9), 2), NONE);
     plan.failed(of(&a, 0), Failure::Busy, 2);
-    assert_eq!((plan.buffered(), plan.next_wake()), (0, None));
+    assert_eq!(plan.buffered(), 0);
+    // Holder 1 fetches, holder 0 is out: nobody to wake for.
+    assert_eq!(plan.next_wake(2), None);
     assert_eq!(plan.arrived(77, bytes(50, 9), 2), NONE);
 }
 
@@ -244,8 +246,13 @@ fn who_races_whom() {
             plan.arrived(of(&a, 0), bytes(b0, 0), t0);
         }
         plan.arrived(of(&a, 1), bytes(b1, 1), t1);
-        let got = plan.assign(now.max(t0).max(t1));
+        let t = now.max(t0).max(t1);
+        let got = plan.assign(t);
         assert_eq!(got.len() == 1, races, "{name}: {got:?}");
+        if !races {
+            // Holder 1 waits idle: the plan wants to look again soon.
+            assert_eq!(plan.next_wake(t), Some(t + RECHECK_MS), "{name}");
+        }
         if races {
             assert_eq!((got[0].from, got[0].why), (b0, Why::Race), "{name}");
         }
@@ -266,6 +273,36 @@ fn a_piece_is_raced_by_one_holder_at_most() {
 }
 
 #[test]
+fn a_silent_holder_that_loses_the_race_is_left_out_a_slow_one_is_not() {
+    let k = 1024;
+    // (holder 0's bytes of piece 0 before the race, who fetches the last piece)
+    for (before, last) in [(0, 1), (64 * k, 0)] {
+        let mut plan = Plan::new(400 * k, 100 * k, 300 * k, 2);
+        let a = plan.assign(0);
+        if before > 0 {
+            plan.arrived(of(&a, 0), bytes(before, 0), 1);
+        }
+        plan.arrived(of(&a, 1), bytes(100 * k, 1), 1);
+        let b = plan.assign(1);
+        plan.arrived(of(&b, 1), bytes(100 * k, 2), 2);
+        let c = plan.assign(3000);
+        assert_eq!(spans(&c), vec![(1, before, 100 * k, Why::Race)]);
+        plan.arrived(of(&c, 1), bytes(100 * k - before, 0), 3001);
+        assert_eq!(drain(&mut plan).len() as u64, 300 * k);
+        let d = plan.assign(3002);
+        assert_eq!(
+            spans(&d)[0],
+            (last, 300 * k, 400 * k, Why::Next),
+            "{before} bytes before the race"
+        );
+        if last == 0 {
+            // Holder 0 is known to be slow: the idle holder races it at once.
+            assert_eq!(spans(&d)[1], (1, 300 * k, 400 * k, Why::Race));
+        }
+    }
+}
+
+#[test]
 fn when_every_holder_is_out_the_copy_is_stuck_at_the_bytes_handed_on() {
     let mut plan = Plan::new(300, P, 3 * P, 2);
     let a = plan.assign(0);
@@ -279,7 +316,8 @@ fn when_every_holder_is_out_the_copy_is_stuck_at_the_bytes_handed_on() {
     let b = plan.assign(1);
     plan.failed(of(&b, 0), Failure::Gone, 2);
     assert!(!plan.stuck(), "holder 1 is still fetching");
-    plan.ended(of(&a, 1), 3);
+    assert!(plan.ended(of(&a, 1), 3), "a cut");
+    assert!(!plan.ended(of(&a, 0), 3), "long over");
     assert!(plan.stuck());
     assert_eq!(plan.released(), 150);
     assert_eq!(plan.assign(4), vec![]);
@@ -331,7 +369,7 @@ fn random_runs_hand_on_the_body_in_order_within_the_bound() {
             if running.is_empty() {
                 // Resting holders, or a full window the reader has to open.
                 out.extend(drain(&mut plan));
-                if let Some(w) = plan.next_wake() {
+                if let Some(w) = plan.next_wake(now) {
                     now = now.max(w);
                 }
                 continue;
