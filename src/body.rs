@@ -1,8 +1,9 @@
 //! Response body types: fixed bodies, channel bodies fed by a task (file tails, pass-through), a
-//! body with a frame already read put back in front, and a wrapper that reports the bytes sent
-//! when the body ends. An `Err` frame aborts the response, so a client sees a cut connection
+//! body with a frame already read put back in front, a wrapper that reports the bytes sent
+//! when the body ends, and one that holds frames back to a rate. An `Err` frame aborts the response, so a client sees a cut connection
 //! instead of a short body that looks complete.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -179,6 +180,78 @@ impl Drop for Observed {
     }
 }
 
+/// `inner`, each data frame held back until the instant `reserve(its length)` names (a rate
+/// cap: the caller's link decides when a frame may go).
+pub fn paced<F>(inner: Body, reserve: F) -> Body
+where
+    F: FnMut(u64) -> tokio::time::Instant + Send + Sync + Unpin + 'static,
+{
+    Paced {
+        inner,
+        reserve,
+        held: None,
+    }
+    .boxed()
+}
+
+/// See [`paced`].
+struct Paced<F> {
+    inner: Body,
+    reserve: F,
+    /// A frame waiting for its turn, and the wait.
+    held: Option<(Frame<Bytes>, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl<F> HttpBody for Paced<F>
+where
+    F: FnMut(u64) -> tokio::time::Instant + Send + Sync + Unpin + 'static,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some((_, wait)) = self.held.as_mut() {
+            std::task::ready!(wait.as_mut().poll(cx));
+            return Poll::Ready(self.held.take().map(|(frame, _)| Ok(frame)));
+        }
+        let frame = match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            other => return Poll::Ready(other),
+        };
+        let Some(n) = frame.data_ref().map(|d| d.len() as u64) else {
+            return Poll::Ready(Some(Ok(frame)));
+        };
+        let at = (self.reserve)(n);
+        if at <= tokio::time::Instant::now() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        self.held = Some((frame, Box::pin(tokio::time::sleep_until(at))));
+        self.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.held.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        let held = self
+            .held
+            .as_ref()
+            .and_then(|(f, _)| f.data_ref())
+            .map_or(0, |d| d.len() as u64);
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint.set_lower(inner.lower() + held);
+        hint
+    }
+}
+
 /// `first`, a frame already read from `rest`, then the rest of that body.
 pub fn prefixed(first: Frame<Bytes>, rest: Body) -> Body {
     Prefixed {
@@ -234,6 +307,37 @@ mod tests {
             tx.send(Err("cut".into())).await.ok();
         });
         assert!(body.collect().await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_body_lets_each_frame_go_at_the_instant_reserved_for_it() {
+        let (tx, inner) = channel(Some(9));
+        tokio::spawn(async move {
+            for part in [&b"abc"[..], b"def", b"ghi"] {
+                tx.send(Ok(Bytes::from_static(part))).await.ok();
+            }
+        });
+        let t0 = tokio::time::Instant::now();
+        // 100 ms of link per byte, frames back to back.
+        let mut next = t0;
+        let mut body = paced(inner, move |n| {
+            let at = next;
+            next += std::time::Duration::from_millis(100 * n);
+            at
+        });
+        let mut seen = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            seen.push((data, t0.elapsed().as_millis()));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (Bytes::from_static(b"abc"), 0),
+                (Bytes::from_static(b"def"), 300),
+                (Bytes::from_static(b"ghi"), 600),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -31,6 +31,16 @@ pub use units::{parse_duration, parse_size};
 
 /// Longest `peers.site` label, in bytes: it rides in every gossip packet header.
 pub const MAX_SITE_LEN: usize = 64;
+/// Most holders one copy is fetched from at once (`peers.parallel_holders`).
+pub const MAX_PARALLEL_HOLDERS: usize = 64;
+/// Bounds of `peers.piece_size`: whole verified chunk groups (16 KiB), at most 64 MiB (a copy
+/// holds up to two pieces per holder in memory).
+pub const PIECE_SIZE_MIN: u64 = 64 * 1024;
+pub const PIECE_SIZE_MAX: u64 = 64 * 1024 * 1024;
+pub const PIECE_ALIGN: u64 = 16 * 1024;
+/// Least non-zero `peers.upload_rate`, bytes per second: 16 uploads of 64 KiB frames each
+/// still move within a second, well inside the stall limit of the requesters.
+pub const UPLOAD_RATE_MIN: u64 = 1024 * 1024;
 
 /// The documented defaults. Every key a user's file leaves out takes its value from here.
 pub const DEFAULT_TOML: &str = include_str!("../../config/peercache.toml");
@@ -194,6 +204,16 @@ pub struct Peers {
     pub connect_timeout: Duration,
     /// How members are found besides `seeds`.
     pub discover: Discover,
+    /// Most holders a large body is copied from at once; 1..=[`MAX_PARALLEL_HOLDERS`] (1: one
+    /// holder at a time).
+    pub parallel_holders: usize,
+    /// Piece of a copy from several holders, bytes: a multiple of [`PIECE_ALIGN`] within
+    /// [`PIECE_SIZE_MIN`]..=[`PIECE_SIZE_MAX`]. A body shorter than two pieces comes from
+    /// one holder.
+    pub piece_size: u64,
+    /// Cap on this node's uploads to peers, bytes per second, all uploads together; 0: none,
+    /// else at least [`UPLOAD_RATE_MIN`].
+    pub upload_rate: u64,
 }
 
 /// `peers.discover`: zero-config discovery of group members on the LAN.

@@ -53,6 +53,9 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.peers_max_uploads.take("peers.max_uploads", p),
         raw.peers_connect_timeout.take("peers.connect_timeout", p),
         raw.peers_discover.take("peers.discover", p),
+        raw.peers_parallel_holders.take("peers.parallel_holders", p),
+        raw.peers_piece_size.take("peers.piece_size", p),
+        raw.peers_upload_rate.take("peers.upload_rate", p),
     );
     let intercept = (
         raw.intercept_hosts.take("intercept.hosts", p),
@@ -105,6 +108,9 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             max_uploads: peers.6?,
             connect_timeout: peers.7?,
             discover: peers.8?,
+            parallel_holders: peers.9?,
+            piece_size: peers.10?,
+            upload_rate: peers.11?,
         },
         intercept: Intercept {
             hosts: intercept.0?,

@@ -10,9 +10,11 @@ use toml_edit::{TableLike, Value};
 use super::addr::{check_port, parse_advertise, parse_parent_proxy, parse_seed, parse_socket_addr};
 use super::direct::parse_pac_direct;
 use super::reader::{Field, Reader, Slot};
-use super::units::{parse_duration, parse_size};
+use super::units::{parse_duration, parse_size, show_size};
 use super::{
-    Discover, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset, Rule, MAX_SITE_LEN,
+    Discover, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset, Rule,
+    MAX_PARALLEL_HOLDERS, MAX_SITE_LEN, PIECE_ALIGN, PIECE_SIZE_MAX, PIECE_SIZE_MIN,
+    UPLOAD_RATE_MIN,
 };
 use crate::http::acl::{self, Acl};
 
@@ -57,6 +59,9 @@ pub(super) const PEERS_KEYS: &[&str] = &[
     "max_uploads",
     "connect_timeout",
     "discover",
+    "parallel_holders",
+    "piece_size",
+    "upload_rate",
 ];
 pub(super) const INTERCEPT_KEYS: &[&str] = &["hosts", "ca_cert", "ca_key"];
 pub(super) const RULES_KEYS: &[&str] = &["presets"];
@@ -97,6 +102,9 @@ pub(super) struct Raw<'a> {
     pub(super) intercept_ca_cert: Slot<'a, Option<PathBuf>>,
     pub(super) intercept_ca_key: Slot<'a, Option<PathBuf>>,
     pub(super) peers_discover: Slot<'a, Discover>,
+    pub(super) peers_parallel_holders: Slot<'a, usize>,
+    pub(super) peers_piece_size: Slot<'a, u64>,
+    pub(super) peers_upload_rate: Slot<'a, u64>,
     pub(super) rules_presets: Slot<'a, Vec<Preset>>,
     pub(super) rules: Slot<'a, Vec<Rule>>,
     pub(super) log_level: Slot<'a, String>,
@@ -257,6 +265,53 @@ impl<'a, 'p> Reader<'a, 'p> {
                     self.check(f, discover)
                 });
                 raw.peers_discover.put(discover, loc);
+            }
+            "parallel_holders" => {
+                let n = self.integer(f).and_then(|n| {
+                    let n = match usize::try_from(n) {
+                        Ok(n) if (1..=MAX_PARALLEL_HOLDERS).contains(&n) => Ok(n),
+                        _ => Err(format!("must be 1..={MAX_PARALLEL_HOLDERS}, got {n}")),
+                    };
+                    self.check(f, n)
+                });
+                raw.peers_parallel_holders.put(n, loc);
+            }
+            "piece_size" => {
+                let size = self.size(f).and_then(|n| {
+                    let size = if !(PIECE_SIZE_MIN..=PIECE_SIZE_MAX).contains(&n) {
+                        Err(format!(
+                            "{} is out of range: use {}..={}",
+                            show_size(n),
+                            show_size(PIECE_SIZE_MIN),
+                            show_size(PIECE_SIZE_MAX)
+                        ))
+                    } else if n % PIECE_ALIGN != 0 {
+                        Err(format!(
+                            "{} is not a multiple of {} (the verified chunk group)",
+                            show_size(n),
+                            show_size(PIECE_ALIGN)
+                        ))
+                    } else {
+                        Ok(n)
+                    };
+                    self.check(f, size)
+                });
+                raw.peers_piece_size.put(size, loc);
+            }
+            "upload_rate" => {
+                let rate = self.size(f).and_then(|n| {
+                    let rate = if n == 0 || n >= UPLOAD_RATE_MIN {
+                        Ok(n)
+                    } else {
+                        Err(format!(
+                            "{} per second is too slow: 0 (no cap) or at least {}",
+                            show_size(n),
+                            show_size(UPLOAD_RATE_MIN)
+                        ))
+                    };
+                    self.check(f, rate)
+                });
+                raw.peers_upload_rate.put(rate, loc);
             }
             _ => return false,
         }

@@ -66,6 +66,9 @@ fn documented() -> Config {
             max_uploads: 16,
             connect_timeout: Duration::from_millis(250),
             discover: Discover::None,
+            parallel_holders: 4,
+            piece_size: 1024 * 1024,
+            upload_rate: 0,
         },
         intercept: Intercept {
             hosts: HostPatterns::default(),
@@ -284,6 +287,22 @@ fn valid_values() {
                     && c.peers.connect_timeout == Duration::from_secs(1)
             },
         ),
+        (
+            "[peers]\nparallel_holders = 1\npiece_size = \"64KiB\"\nupload_rate = \"12MiB\"",
+            |c| {
+                c.peers.parallel_holders == 1
+                    && c.peers.piece_size == 64 * 1024
+                    && c.peers.upload_rate == 12 * 1024 * 1024
+            },
+        ),
+        (
+            "[peers]\nparallel_holders = 64\npiece_size = 67108864\nupload_rate = 0",
+            |c| {
+                c.peers.parallel_holders == 64
+                    && c.peers.piece_size == 64 * 1024 * 1024
+                    && c.peers.upload_rate == 0
+            },
+        ),
         // Disabled peering is not checked for an advertise address.
         ("[peers]\nenabled = false\nadvertise = \"\"", |c| {
             !c.peers.enabled
@@ -495,6 +514,15 @@ fn each_bad_value_names_its_line_and_key() {
         ("[peers]\nmax_uploads = -3", 2, "peers.max_uploads", "must be at least 1, got -3"),
         ("[peers]\nmax_uploads = \"16\"", 2, "peers.max_uploads", "expected an integer, found string"),
         ("[peers]\nconnect_timeout = \"0ms\"", 2, "peers.connect_timeout", "must be greater than 0"),
+        ("[peers]\nparallel_holders = 0", 2, "peers.parallel_holders", "must be 1..=64, got 0"),
+        ("[peers]\nparallel_holders = 65", 2, "peers.parallel_holders", "must be 1..=64, got 65"),
+        ("[peers]\nparallel_holders = \"4\"", 2, "peers.parallel_holders", "expected an integer, found string"),
+        ("[peers]\npiece_size = \"32KiB\"", 2, "peers.piece_size", "32KiB is out of range: use 64KiB..=64MiB"),
+        ("[peers]\npiece_size = \"128MiB\"", 2, "peers.piece_size", "128MiB is out of range"),
+        ("[peers]\npiece_size = \"1MB\"", 2, "peers.piece_size", "1MB is not a multiple of 16KiB (the verified chunk group)"),
+        ("[peers]\npiece_size = true", 2, "peers.piece_size", "expected a size"),
+        ("[peers]\nupload_rate = \"100KiB\"", 2, "peers.upload_rate", "100KiB per second is too slow: 0 (no cap) or at least 1MiB"),
+        ("[peers]\nupload_rate = \"fast\"", 2, "peers.upload_rate", "invalid size \"fast\""),
         // Peering on the default wildcard listen address without advertise: blamed on
         // the line the user wrote.
         ("[peers]\nenabled = true", 2, "peers.advertise", "required when peers.enabled = true and peers.listen (0.0.0.0:3129) is a wildcard address"),
@@ -616,7 +644,7 @@ redirect = true
             "peercache.toml:3: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct, max_connections)".into(),
             "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size, sendfile, targeted, max_fills)".into(),
             "peercache.toml:7: upstream.parent: unknown key (expected one of: proxy, connect_timeout, read_timeout, ca_file)".into(),
-            "peercache.toml:9: peers.enable: unknown key (expected one of: enabled, listen, advertise, seeds, site, key_file, max_uploads, connect_timeout, discover)".into(),
+            "peercache.toml:9: peers.enable: unknown key (expected one of: enabled, listen, advertise, seeds, site, key_file, max_uploads, connect_timeout, discover, parallel_holders, piece_size, upload_rate)".into(),
             "peercache.toml:11: log.levle: unknown key (expected one of: level, access)".into(),
             format!("peercache.toml:12: logging: unknown table (expected one of: {all})"),
             format!("peercache.toml:14: mirrors: unknown table (expected one of: {all})"),

@@ -10,6 +10,7 @@ pub mod index;
 pub mod journal;
 pub mod membership;
 pub mod own;
+pub mod pace;
 pub mod pieces;
 pub mod pulls;
 pub mod schedule;
@@ -30,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::body::{self, Body};
 use crate::cache::head::Entry;
 use crate::cache::inflight::Inflight;
 use crate::cache::rules::Rules;
@@ -181,6 +183,14 @@ pub struct Peers {
     pub sendfile: bool,
     /// What mDNS discovery found, when it runs.
     discovery_stats: Option<Arc<discovery::DiscoveryStats>>,
+    /// `peers.parallel_holders`: most holders one copy is fetched from at once.
+    pub parallel_holders: usize,
+    /// `peers.piece_size`: the piece of such a copy.
+    pub piece_size: u64,
+    /// `peers.upload_rate`: the link every upload frame reserves, when capped.
+    upload_link: Option<Mutex<pace::Link>>,
+    /// The zero of the upload link's clock.
+    started: tokio::time::Instant,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -341,6 +351,10 @@ impl Peers {
             rules,
             sendfile: config.cache.sendfile,
             discovery_stats: discovery.as_ref().map(|d| d.stats.clone()),
+            parallel_holders: pc.parallel_holders,
+            piece_size: pc.piece_size,
+            upload_link: (pc.upload_rate > 0).then(|| Mutex::new(pace::Link::new(pc.upload_rate))),
+            started: tokio::time::Instant::now(),
         });
         // What we already hold needs no updates: members pull a snapshot (read from the store)
         // when they see us come up.
@@ -576,6 +590,29 @@ impl Peers {
         if self.addr_of(node).is_some() {
             *lock(&self.bytes_from).entry(node).or_insert(0) += n;
         }
+    }
+
+    /// The upload body `b`, held to `peers.upload_rate` with every other upload when capped.
+    pub fn paced(self: &Arc<Self>, b: Body) -> Body {
+        if self.upload_link.is_none() {
+            return b;
+        }
+        let peers = self.clone();
+        body::paced(b, move |n| peers.reserve_upload(n))
+    }
+
+    /// Whether uploads are capped (`peers.upload_rate`).
+    pub fn upload_capped(&self) -> bool {
+        self.upload_link.is_some()
+    }
+
+    /// When an upload frame of `n` bytes may go.
+    fn reserve_upload(&self, n: u64) -> tokio::time::Instant {
+        let Some(link) = &self.upload_link else {
+            return tokio::time::Instant::now();
+        };
+        let at = lock(link).reserve(n, self.started.elapsed());
+        self.started + at
     }
 
     /// An upload of `n` body bytes to `to`; per-member bytes are kept for live members only (a

@@ -74,7 +74,12 @@ pub struct Counts {
 enum State {
     Idle,
     Fetching,
-    Resting { until_ms: u64 },
+    /// Its fetch brought the end of its piece; it is idle once that fetch's body ends (the
+    /// holder then let go of its upload slot, so a next request is not refused as busy).
+    Finishing(FetchId),
+    Resting {
+        until_ms: u64,
+    },
     Out,
 }
 
@@ -111,6 +116,25 @@ struct Fetch {
     at: u64,
     started_ms: u64,
     bytes: u64,
+}
+
+/// How many holders a body of `len` bytes is copied from at once: at most `max` and the
+/// `holders` there are, no more than it has pieces of `piece` bytes, and one for a body shorter
+/// than two pieces.
+pub fn width(len: u64, piece: u64, max: usize, holders: usize) -> usize {
+    let piece = piece.max(1);
+    if len / 2 < piece {
+        return 1;
+    }
+    let pieces = usize::try_from(len.div_ceil(piece)).unwrap_or(usize::MAX);
+    max.min(holders).min(pieces).max(1)
+}
+
+/// The reorder bound of a copy from `width` holders in pieces of `piece` bytes: two pieces per
+/// holder, so that a holder that finished its piece early takes the next one while the head
+/// piece is still coming.
+pub fn window(width: usize, piece: u64) -> u64 {
+    2 * width as u64 * piece
 }
 
 /// The schedule of one copy.
@@ -316,15 +340,18 @@ impl Plan {
         if p.have < p.end {
             return Vec::new();
         }
-        // Complete: every fetch of this piece ends; the others are cancelled, and a holder that
-        // brought nothing of it while another fetched it is left out of this copy.
+        // Complete: every fetch of this piece ends; this one's holder finishes its body, the
+        // others are cancelled, and a holder that brought nothing of it while another fetched it
+        // is left out of this copy.
         let piece = f.piece;
         let mut cancel = Vec::new();
         let mut i = 0;
         while i < self.fetches.len() {
             if self.fetches[i].piece == piece {
                 let f = self.fetches.swap_remove(i);
-                let next = if f.bytes == 0 {
+                let next = if f.id == fetch {
+                    State::Finishing(fetch)
+                } else if f.bytes == 0 {
                     State::Out
                 } else {
                     State::Idle
@@ -341,18 +368,36 @@ impl Plan {
         cancel
     }
 
-    /// The body of fetch `fetch` ended. Before the end of its piece it is a cut, and `true`
-    /// (a fetch that reached its end is over already).
+    /// The body of fetch `fetch` ended: after the end of its piece its holder is free again;
+    /// before, it is a cut, and `true`.
     pub fn ended(&mut self, fetch: FetchId, now_ms: u64) -> bool {
+        if let Some(h) = self.finishing(fetch) {
+            self.holders[h].state = State::Idle;
+            return false;
+        }
         let cut = self.fetches.iter().any(|f| f.id == fetch);
         self.failed(fetch, Failure::Bad, now_ms);
         cut
     }
 
+    /// The holder whose fetch `fetch` brought its piece's end and has yet to end.
+    fn finishing(&self, fetch: FetchId) -> Option<usize> {
+        self.holders
+            .iter()
+            .position(|h| h.state == State::Finishing(fetch))
+    }
+
     /// Fetch `fetch` failed: its piece keeps what arrived, the rest goes to another holder;
-    /// its holder rests (busy) or is out for the rest of the copy.
+    /// its holder rests (busy) or is out for the rest of the copy (also when the failure came
+    /// after the end of its piece).
     pub fn failed(&mut self, fetch: FetchId, how: Failure, now_ms: u64) {
         let Some(fi) = self.fetches.iter().position(|f| f.id == fetch) else {
+            if let Some(h) = self.finishing(fetch) {
+                self.holders[h].state = self.after(h, how, now_ms);
+                if how == Failure::Busy {
+                    self.holders[h].busy_answers += 1;
+                }
+            }
             return;
         };
         let f = self.fetches.swap_remove(fi);
@@ -361,19 +406,24 @@ impl Plan {
         if p.fetchers == 0 {
             p.orphaned = true;
         }
-        let next = match how {
-            Failure::Busy => match BUSY_RETRIES.get(self.holders[f.holder].busy_answers) {
+        let next = self.after(f.holder, how, now_ms);
+        if how == Failure::Busy {
+            self.holders[f.holder].busy_answers += 1;
+        }
+        self.end_fetch(&f, now_ms, next);
+    }
+
+    /// What holder `h` becomes after failing this way.
+    fn after(&self, h: usize, how: Failure, now_ms: u64) -> State {
+        match how {
+            Failure::Busy => match BUSY_RETRIES.get(self.holders[h].busy_answers) {
                 Some(wait) => State::Resting {
                     until_ms: now_ms + wait.as_millis() as u64,
                 },
                 None => State::Out,
             },
             Failure::Gone | Failure::Bad => State::Out,
-        };
-        if how == Failure::Busy {
-            self.holders[f.holder].busy_answers += 1;
         }
-        self.end_fetch(&f, now_ms, next);
     }
 
     fn end_fetch(&mut self, f: &Fetch, now_ms: u64, next: State) {

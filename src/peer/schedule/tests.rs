@@ -31,6 +31,29 @@ fn of(assigned: &[Assign], holder: usize) -> FetchId {
 }
 
 #[test]
+fn how_many_holders_a_copy_uses() {
+    // (len, piece, max, holders, width)
+    let cases = [
+        (0, 100, 4, 3, 1),
+        (199, 100, 4, 3, 1),
+        (200, 100, 4, 3, 2),
+        (201, 100, 4, 3, 3),
+        (10_000, 100, 4, 3, 3),
+        (10_000, 100, 4, 9, 4),
+        (10_000, 100, 1, 9, 1),
+        (10_000, 100, 4, 0, 1),
+        (u64::MAX, 1, 64, 100, 64),
+    ];
+    for (len, piece, max, holders, want) in cases {
+        assert_eq!(
+            width(len, piece, max, holders),
+            want,
+            "{len} {piece} {max} {holders}"
+        );
+    }
+}
+
+#[test]
 fn holders_start_on_consecutive_pieces_in_their_order() {
     // (len, holders, window in pieces, expected spans)
     let cases: Vec<(u64, usize, u64, Vec<Span>)> = vec![
@@ -92,6 +115,17 @@ fn bytes_that_arrive_out_of_order_are_handed_on_in_order() {
 }
 
 #[test]
+fn a_holder_is_asked_again_once_the_body_of_its_finished_piece_ended() {
+    let mut plan = Plan::new(1000, P, 10 * P, 1);
+    let a = plan.assign(0);
+    plan.arrived(a[0].fetch, bytes(100, 0), 1);
+    // Its last byte is in, but the holder may still hold its upload slot for that request.
+    assert_eq!(plan.assign(2), vec![]);
+    assert!(!plan.ended(a[0].fetch, 3), "not a cut");
+    assert_eq!(spans(&plan.assign(3)), vec![(0, 100, 200, Why::Next)]);
+}
+
+#[test]
 fn the_window_bounds_what_is_held_and_idle_holders_wait_for_it() {
     let mut plan = Plan::new(1000, P, 2 * P, 3);
     let a = plan.assign(0);
@@ -99,11 +133,13 @@ fn the_window_bounds_what_is_held_and_idle_holders_wait_for_it() {
     // Holder 1 finishes piece 1; piece 2 lies past the window: holder 1 and 2 wait, counted
     // once each however often the plan is asked.
     plan.arrived(of(&a, 1), bytes(100, 1), 5);
+    plan.ended(of(&a, 1), 5);
     assert_eq!(plan.assign(5), vec![]);
     assert_eq!(plan.assign(6), vec![]);
     assert_eq!(plan.counts().window_waits, 2);
     // The head piece arrives but is not handed on yet: still no room.
     plan.arrived(of(&a, 0), bytes(100, 0), 7);
+    plan.ended(of(&a, 0), 7);
     assert_eq!(plan.assign(7), vec![]);
     assert_eq!(plan.buffered(), 200);
     // Handing it on opens the window by two pieces.
@@ -127,6 +163,7 @@ fn the_rest_of_a_failed_holders_piece_goes_to_the_next_idle_holder() {
         let a = plan.assign(0);
         plan.arrived(of(&a, 0), bytes(40, 0), 5);
         plan.arrived(of(&a, 1), bytes(100, 1), 6);
+        plan.ended(of(&a, 1), 6);
         plan.failed(of(&a, 0), how, 10);
         // Holder 1 is idle: it takes the rest of piece 0 before piece 2.
         assert_eq!(
@@ -181,10 +218,12 @@ fn an_idle_holder_races_a_much_slower_one_and_the_first_to_finish_wins() {
     let mut plan = Plan::new(300 * k, 100 * k, 300 * k, 2);
     let a = plan.assign(0);
     plan.arrived(of(&a, 1), bytes(100 * k, 1), 1024);
+    plan.ended(of(&a, 1), 1024);
     let b = plan.assign(1024);
     assert_eq!(spans(&b), vec![(1, 200 * k, 300 * k, Why::Next)]);
     plan.arrived(of(&a, 0), bytes(70 * k, 0), 2000);
     plan.arrived(of(&b, 1), bytes(100 * k, 2), 2048);
+    plan.ended(of(&b, 1), 2048);
     // Holder 1 is idle with nothing new to fetch: it takes what remains of holder 0's piece.
     let c = plan.assign(2048);
     assert_eq!(spans(&c), vec![(1, 70 * k, 100 * k, Why::Race)]);
@@ -246,6 +285,7 @@ fn who_races_whom() {
             plan.arrived(of(&a, 0), bytes(b0, 0), t0);
         }
         plan.arrived(of(&a, 1), bytes(b1, 1), t1);
+        plan.ended(of(&a, 1), t1);
         let t = now.max(t0).max(t1);
         let got = plan.assign(t);
         assert_eq!(got.len() == 1, races, "{name}: {got:?}");
@@ -267,6 +307,7 @@ fn a_piece_is_raced_by_one_holder_at_most() {
     // Holders 1..3 finish at once; holder 0 has sent nothing for the slow start.
     for h in 1..4 {
         plan.arrived(of(&a, h), bytes(100 * k, h as u8), 10);
+        plan.ended(of(&a, h), 10);
     }
     let b = plan.assign(SLOW_START_MS);
     assert_eq!(spans(&b), vec![(1, 0, 100 * k, Why::Race)]);
@@ -283,11 +324,14 @@ fn a_silent_holder_that_loses_the_race_is_left_out_a_slow_one_is_not() {
             plan.arrived(of(&a, 0), bytes(before, 0), 1);
         }
         plan.arrived(of(&a, 1), bytes(100 * k, 1), 1);
+        plan.ended(of(&a, 1), 1);
         let b = plan.assign(1);
         plan.arrived(of(&b, 1), bytes(100 * k, 2), 2);
+        plan.ended(of(&b, 1), 2);
         let c = plan.assign(3000);
         assert_eq!(spans(&c), vec![(1, before, 100 * k, Why::Race)]);
         plan.arrived(of(&c, 1), bytes(100 * k - before, 0), 3001);
+        plan.ended(of(&c, 1), 3001);
         assert_eq!(drain(&mut plan).len() as u64, 300 * k);
         let d = plan.assign(3002);
         assert_eq!(
@@ -307,6 +351,7 @@ fn when_every_holder_is_out_the_copy_is_stuck_at_the_bytes_handed_on() {
     let mut plan = Plan::new(300, P, 3 * P, 2);
     let a = plan.assign(0);
     plan.arrived(of(&a, 0), bytes(100, 0), 1);
+    plan.ended(of(&a, 0), 1);
     plan.arrived(of(&a, 1), bytes(50, 1), 1);
     assert_eq!(
         drain(&mut plan).len(),
@@ -356,6 +401,7 @@ fn random_runs_hand_on_the_body_in_order_within_the_bound() {
         let speed: Vec<u64> = (0..holders).map(|_| 1 + rng.below(60)).collect();
         let mut plan = Plan::new(len, piece, window, holders);
         let mut running: Vec<(Assign, u64)> = Vec::new(); // (request, next byte)
+        let mut finishing: Vec<FetchId> = Vec::new(); // brought their end, body not ended yet
         let mut out = Vec::new();
         let mut now = 0;
         let mut steps = 0;
@@ -363,6 +409,9 @@ fn random_runs_hand_on_the_body_in_order_within_the_bound() {
             steps += 1;
             assert!(steps < 100_000, "seed {seed}: no progress");
             now += 1 + rng.below(20);
+            for fetch in finishing.drain(..) {
+                plan.ended(fetch, now);
+            }
             for a in plan.assign(now) {
                 running.push((a, a.from));
             }
@@ -394,6 +443,14 @@ fn random_runs_hand_on_the_body_in_order_within_the_bound() {
                     let data = Bytes::copy_from_slice(&body[at as usize..(at + n) as usize]);
                     let cancelled = plan.arrived(a.fetch, data, now);
                     running[i].1 += n;
+                    if running[i].1 == a.to {
+                        // Its body ends after the last byte, now or a little later.
+                        if rng.below(2) == 0 {
+                            plan.ended(a.fetch, now);
+                        } else {
+                            finishing.push(a.fetch);
+                        }
+                    }
                     running.retain(|(r, at)| !cancelled.contains(&r.fetch) && *at < r.to);
                 }
             }
