@@ -14,6 +14,7 @@ mod intercept;
 mod layers;
 mod membership;
 mod mirrors;
+mod multiholder;
 mod origin_faults;
 mod packaging;
 mod peer_faults;

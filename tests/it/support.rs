@@ -732,6 +732,17 @@ fn ranged(req: &http::request::Parts, reply: &Reply) -> Option<Response<Body>> {
     Some(r)
 }
 
+/// `body` at `path`, fresh for 10 minutes with the strong ETag `"v1"` (a fill can resume it
+/// from the origin with `Range` and `If-Range`).
+pub fn served(origin: &Origin, path: &str, body: &Bytes) {
+    origin.route(
+        path,
+        Reply::ok(body.clone())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"v1\""),
+    );
+}
+
 /// One node of a test peer group (in-process).
 pub struct Node {
     pub proxy: Running,
@@ -881,6 +892,11 @@ pub fn blobs_under(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// Flips the byte at `at` of the stored body `hash` in `node`'s store, behind its back.
 pub fn corrupt_blob(node: &Node, hash: &blake3::Hash, at: usize) {
+    corrupt_blob_at(node, hash, [at]);
+}
+
+/// Flips the byte at each of `offsets` of the stored body `hash` in `node`'s store.
+pub fn corrupt_blob_at(node: &Node, hash: &blake3::Hash, offsets: impl IntoIterator<Item = usize>) {
     let hex = hash.to_hex();
     let path = node
         .dir
@@ -889,8 +905,52 @@ pub fn corrupt_blob(node: &Node, hash: &blake3::Hash, at: usize) {
         .join(&hex[..2])
         .join(&hex[2..]);
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[at] ^= 0x20;
+    for at in offsets {
+        bytes[at] ^= 0x20;
+    }
     std::fs::write(&path, bytes).unwrap();
+}
+
+/// Body bytes `node` counts as downloaded from the member `id` (its status page).
+pub fn bytes_from(node: &Node, id: peercache::peer::wire::NodeId) -> u64 {
+    member_counter(&node.peers().status_json(), id, "bytes_from")
+}
+
+/// Body bytes `node` counts as uploaded to the member `id`.
+pub fn bytes_to(node: &Node, id: peercache::peer::wire::NodeId) -> u64 {
+    member_counter(&node.peers().status_json(), id, "bytes_to")
+}
+
+/// A per-member counter of a node's peer status (0 when the member is not listed).
+pub fn member_counter(
+    peers: &serde_json::Value,
+    id: peercache::peer::wire::NodeId,
+    name: &str,
+) -> u64 {
+    peers["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id.to_string())
+        .map(|m| m[name].as_u64().unwrap())
+        .unwrap_or(0)
+}
+
+/// A member of a test group as a real `peercache` process on 127.0.0.2 (which a test can kill
+/// or stop), with the cluster key `key` and `peers_keys` added to its `[peers]` table; returns
+/// it and its peer address (the seed for in-process nodes).
+pub async fn real_peer(dir: &Path, key: &Path, peers_keys: &str) -> (Proc, SocketAddr) {
+    let peer: SocketAddr = format!("127.0.0.2:{}", free_port_on("127.0.0.2"))
+        .parse()
+        .unwrap();
+    let proxy: SocketAddr = format!("127.0.0.2:{}", free_port_on("127.0.0.2"))
+        .parse()
+        .unwrap();
+    let extra = format!(
+        "[log]\naccess = false\nlevel = \"warn\"\n[peers]\nenabled = true\nlisten = \"{peer}\"\nkey_file = \"{}\"\n{peers_keys}\n",
+        key.display()
+    );
+    (Proc::start_with(dir, proxy, &extra).await, peer)
 }
 
 /// What a [`RawOrigin`] does with one request.
