@@ -6,7 +6,10 @@
 //! - `alone`: node 0 alone fetches the object: T1, the link-limited baseline;
 //! - `simultaneous`: every node requests it at once (one origin fetch expected, the rest PEER);
 //! - `sequential`: node 0, then 1, … each after the previous one finished;
-//! - `peering off`: fresh nodes without peering, all at once (N origin fetches expected).
+//! - `peering off`: fresh nodes without peering, all at once (N origin fetches expected);
+//! - `multi-holder`: a fresh group whose nodes cap their uploads (`GROUP_UPLOAD_MBIT`, default
+//!   200): `GROUP_HOLDERS` (default 7) nodes get the object one after the other, then a node
+//!   copies it one holder at a time and another from all of them at once.
 //!
 //! Every body is checked byte for byte against the expected content. Prints a markdown table of
 //! origin bytes ÷ object size and the time until the last node has the whole body.
@@ -304,8 +307,15 @@ impl Drop for Group {
 }
 
 impl Group {
-    /// Starts `count` nodes in `dir`/`tag`-i, with peering when `key` is given.
-    fn start(dir: &Path, tag: &str, count: usize, key: Option<&Path>) -> Group {
+    /// Starts `count` nodes in `dir`/`tag`-i, with peering when `key` is given; node i's
+    /// `[peers]` table gets the keys `peers_keys(i)` too.
+    fn start(
+        dir: &Path,
+        tag: &str,
+        count: usize,
+        key: Option<&Path>,
+        peers_keys: &dyn Fn(usize) -> String,
+    ) -> Group {
         let mut group = Group::default();
         let mut seed_addr = None;
         for i in 0..count {
@@ -329,8 +339,9 @@ impl Group {
                 };
                 conf.push_str(&format!(
                     "[peers]\nenabled = true\nlisten = \"{ip}:{q}\"\nseeds = [{seeds}]\n\
-                     key_file = \"{}\"\n",
-                    key.display()
+                     key_file = \"{}\"\n{}\n",
+                    key.display(),
+                    peers_keys(i)
                 ));
             }
             let conf_path = home.join("peercache.toml");
@@ -712,6 +723,158 @@ async fn print_status(tag: &str, nodes: &[SocketAddr]) {
     }
 }
 
+/// What the multi-holder round measured.
+struct Multi {
+    holders: usize,
+    cap_mbit: u64,
+    /// The copy by a node asking one holder at a time, then by one asking all at once.
+    one: Fetched,
+    all: Fetched,
+    /// MiB the second requester got from each holder.
+    spread: Vec<f64>,
+    /// Its counters: copies from several holders, pieces raced, reassigned, window waits.
+    counters: [u64; 4],
+}
+
+impl Multi {
+    fn print(&self, len: u64) {
+        let mib = len as f64 / 1048576.0;
+        let rate = |f: &Fetched| mib / f.took.as_secs_f64().max(1e-9);
+        println!();
+        println!(
+            "| copy of one {mib:.0} MiB object held by {} nodes, each uploading at most {} Mbit/s | time (s) | MiB/s | X-Cache |",
+            self.holders, self.cap_mbit
+        );
+        println!("|---|---:|---:|---|");
+        println!(
+            "| one holder at a time (`parallel_holders = 1`) | {:.2} | {:.0} | {} |",
+            self.one.took.as_secs_f64(),
+            rate(&self.one),
+            self.one.x_cache
+        );
+        println!(
+            "| {} holders at once (`parallel_holders = {}`) | {:.2} | {:.0} | {} |",
+            self.holders,
+            self.holders,
+            self.all.took.as_secs_f64(),
+            rate(&self.all),
+            self.all.x_cache
+        );
+        println!();
+        println!(
+            "multi-holder copy: MiB from each holder {}; multi_copies {}, pieces_raced {}, \
+             pieces_reassigned {}, window_waits {}",
+            self.spread
+                .iter()
+                .map(|m| format!("{m:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.counters[0],
+            self.counters[1],
+            self.counters[2],
+            self.counters[3],
+        );
+    }
+}
+
+/// The multi-holder round: a fresh group whose nodes each cap their uploads at
+/// `GROUP_UPLOAD_MBIT` (default 200; machines on a LAN, each held back by its own link).
+/// `GROUP_HOLDERS` nodes (default 7) get one object one after the other; then one requester
+/// copies it one holder at a time (`parallel_holders = 1`) and another from all of them at once.
+async fn multi_round(bench: &mut Bench, dir: &Path, key: &Path) -> Option<Multi> {
+    let holders = knob("GROUP_HOLDERS", 7).min(60) as usize;
+    let cap_mbit = knob("GROUP_UPLOAD_MBIT", 200).max(9);
+    let cap = cap_mbit * 1_000_000 / 8;
+    let keys = move |i: usize| {
+        let parallel = if i == holders { 1 } else { holders };
+        format!("upload_rate = {cap}\nparallel_holders = {parallel}\n")
+    };
+    let mut group = Group::start(dir, "multi", holders + 2, Some(key), &keys);
+    group
+        .wait_ready(
+            true,
+            Duration::from_secs(30).max(Duration::from_secs(holders as u64 * 3)),
+        )
+        .await;
+    let proxies: Vec<SocketAddr> = group.nodes.iter().map(|n| n.proxy).collect();
+    println!("  multi-holder group: {holders} holders capped at {cap_mbit} Mbit/s, 2 requesters");
+    bench.round(&proxies[..holders], "multi", false).await;
+    // Both requesters know every holder before they ask.
+    let t0 = Instant::now();
+    loop {
+        let mut known = Vec::new();
+        for &p in &proxies[holders..] {
+            known.push(
+                status(p)
+                    .await
+                    .map_or(0, |s| s["peers"]["index"]["entries"].as_u64().unwrap_or(0)),
+            );
+        }
+        if known.iter().all(|&k| k >= holders as u64) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            bench.problems.push(format!(
+                "multi: requesters know {known:?} holders, want {holders}"
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (url, seed) = (bench.url("multi"), Content::seed("multi"));
+    // The one asking all holders goes first, so that both find the same holders.
+    let mut copies = Vec::new();
+    for &p in [proxies[holders + 1], proxies[holders]].iter() {
+        let f = fetch(
+            p,
+            &url,
+            &bench.content,
+            seed,
+            bench.len,
+            Instant::now(),
+            bench.limit,
+        )
+        .await;
+        if let Some(e) = &f.problem {
+            bench.problems.push(format!("multi: requester {p}: {e}"));
+        }
+        copies.push(f);
+    }
+    let st = status(proxies[holders + 1]).await.unwrap_or_default();
+    let p = &st["peers"];
+    let spread = p["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m["bytes_from"].as_u64())
+                .filter(|&b| b > 0)
+                .map(|b| b as f64 / 1048576.0)
+                .collect()
+        })
+        .unwrap_or_default();
+    let counter = |name: &str| p[name].as_u64().unwrap_or(0);
+    let counters = [
+        counter("multi_copies"),
+        counter("pieces_raced"),
+        counter("pieces_reassigned"),
+        counter("window_waits"),
+    ];
+    print_status("multi", &proxies).await;
+    group.print_logs("multi");
+    group.stop();
+    drop(group);
+    let one = copies.pop()?;
+    let all = copies.pop()?;
+    Some(Multi {
+        holders,
+        cap_mbit,
+        one,
+        all,
+        spread,
+        counters,
+    })
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches` compatibility
@@ -765,7 +928,7 @@ fn main() {
         let mut rows = Vec::new();
         let mut seq_times = Vec::new();
 
-        let mut group = Group::start(dir.path(), "peer", count, Some(&key));
+        let mut group = Group::start(dir.path(), "peer", count, Some(&key), &|_| String::new());
         let joined = group
             .wait_ready(true, Duration::from_secs(30).max(Duration::from_secs(count as u64 * 3)))
             .await;
@@ -798,7 +961,7 @@ fn main() {
             let _ = std::fs::remove_dir_all(dir.path().join(format!("peer-{i}")));
         }
 
-        let mut group = Group::start(dir.path(), "solo", count, None);
+        let mut group = Group::start(dir.path(), "solo", count, None, &|_| String::new());
         group.wait_ready(false, Duration::from_secs(30)).await;
         let proxies: Vec<SocketAddr> = group.nodes.iter().map(|n| n.proxy).collect();
         let r = bench.round(&proxies, "off", true).await;
@@ -807,6 +970,8 @@ fn main() {
         group.print_logs("no-peering");
         group.stop();
         drop(group);
+
+        let multi = multi_round(&mut bench, dir.path(), &key).await;
 
         println!();
         println!(
@@ -837,6 +1002,9 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if let Some(m) = &multi {
+            m.print(len);
+        }
         for row in &rows[1..3] {
             if row.origin_ratio > 1.05 {
                 // A performance finding, not a failure: the group fetched the object more than once.
