@@ -313,7 +313,7 @@ impl Plan {
 
     /// Verified bytes of fetch `fetch`, following what it brought before. Returns the fetches
     /// to cancel: the other fetchers of a piece this completed (a fetcher that brought nothing
-    /// of it, silent or hung, is out for the rest of the copy). Bytes of a fetch the plan no
+    /// of it in [`SLOW_START_MS`] or more, silent or hung, is out for the rest of the copy). Bytes of a fetch the plan no
     /// longer knows (cancelled, failed) are ignored.
     pub fn arrived(&mut self, fetch: FetchId, data: Bytes, now_ms: u64) -> Vec<FetchId> {
         let Some(fi) = self.fetches.iter().position(|f| f.id == fetch) else {
@@ -341,17 +341,18 @@ impl Plan {
             return Vec::new();
         }
         // Complete: every fetch of this piece ends; this one's holder finishes its body, the
-        // others are cancelled, and a holder that brought nothing of it while another fetched it
-        // is left out of this copy.
+        // others are cancelled, and a holder that brought nothing of it for the slow start
+        // while another fetched it is left out of this copy.
         let piece = f.piece;
         let mut cancel = Vec::new();
         let mut i = 0;
         while i < self.fetches.len() {
             if self.fetches[i].piece == piece {
                 let f = self.fetches.swap_remove(i);
+                let silent = f.bytes == 0 && now_ms.saturating_sub(f.started_ms) >= SLOW_START_MS;
                 let next = if f.id == fetch {
                     State::Finishing(fetch)
-                } else if f.bytes == 0 {
+                } else if silent {
                     State::Out
                 } else {
                     State::Idle

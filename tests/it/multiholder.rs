@@ -66,20 +66,17 @@ async fn a_holder_whose_copy_goes_bad_mid_object_sends_one_wrong_piece_that_no_c
         d.body.unwrap() == body,
         "byte-exact: no wrong piece reached the client"
     );
-    assert_eq!(
-        origin.hits("/dvd.iso"),
-        1,
-        "every piece came from the group"
-    );
     let st = nodes[3].peers().status_json();
+    let ranges: Vec<_> = origin
+        .seen("/dvd.iso")
+        .iter()
+        .map(|s| s.headers.get("range").cloned())
+        .collect();
+    assert_eq!(ranges, vec![None], "every piece came from the group: {st}");
     assert_eq!(st["multi_copies"], 1, "{st}");
     assert_eq!(
         st["bad_hashes"], 1,
         "A sent one wrong piece, then nothing more"
-    );
-    assert!(
-        st["pieces_reassigned"].as_u64().unwrap() >= 1,
-        "its piece went to another holder: {st}"
     );
     assert_eq!(st["failovers"], 0, "the copy never needed a resume");
     for (name, id) in [("A", a), ("B", b), ("C", c)] {
@@ -159,17 +156,7 @@ async fn a_holder_killed_mid_copy_loses_its_pieces_to_the_others() {
         c.peers.piece_size = 256 * 1024;
         nodes.push(start_node(c, dir).await);
     }
-    let all: Vec<_> = nodes.iter().map(|n| n.peers().clone()).collect();
-    assert!(
-        wait_until(Duration::from_secs(10), || all.iter().all(|p| p
-            .members()
-            .iter()
-            .filter(|m| m.state.is_active())
-            .count()
-            == 3))
-        .await,
-        "the group did not form"
-    );
+    wait_formed(&nodes, 3).await;
     let url = origin.url("/update.bin");
     assert_eq!(get(a.addr, &url).await.x_cache(), "MISS");
     for (i, n) in nodes.iter().enumerate().take(2) {
@@ -188,17 +175,7 @@ async fn a_holder_killed_mid_copy_loses_its_pieces_to_the_others() {
 
     let mut resp = send_head(d.addr(), "GET", &url, &[]).await;
     assert_eq!(resp.headers()["x-cache"], "PEER");
-    let mut got = Vec::new();
-    while got.len() < MIB {
-        let frame = tokio::time::timeout(Duration::from_secs(5), resp.body_mut().frame())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Ok(data) = frame.into_data() {
-            got.extend_from_slice(&data);
-        }
-    }
+    let mut got = read_at_least(&mut resp, MIB).await;
     assert!(bytes_from(d, a_id) > 0, "A was sending pieces");
     a.kill9(); // mid-copy: the client has 1 MiB of 6
     let rest = tokio::time::timeout(Duration::from_secs(20), resp.into_body().collect())
@@ -210,11 +187,11 @@ async fn a_holder_killed_mid_copy_loses_its_pieces_to_the_others() {
     assert!(got == body, "one correct body ({} bytes)", got.len());
     assert_eq!(origin.hits("/update.bin"), 1);
     let st = d.peers().status_json();
-    assert!(
-        st["pieces_reassigned"].as_u64().unwrap() >= 1,
-        "A's piece went to the others: {st}"
-    );
-    assert_eq!(st["failovers"], 0, "the copy itself carried on");
+    // A's request failed (or the next one to it did) and the rest of its piece went to B or C,
+    // unless one of them was racing A for it already.
+    let moved = st["pieces_reassigned"].as_u64().unwrap() + st["pieces_raced"].as_u64().unwrap();
+    assert!(moved >= 1, "A's piece went to the others: {st}");
+    assert_eq!(st["failovers"], 0, "the copy itself carried on, no resume");
     for n in &nodes[..2] {
         assert!(bytes_from(d, n.peers().id) > 0);
     }

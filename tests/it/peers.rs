@@ -408,17 +408,7 @@ async fn a_peer_killed_mid_transfer_is_replaced_and_the_client_sees_no_gap() {
     );
     let mut resp = send_head(b.addr(), "GET", &url, &[]).await;
     assert_eq!(resp.headers()["x-cache"], "PEER");
-    let mut got = Vec::new();
-    while got.len() < 100_000 {
-        let frame = tokio::time::timeout(Duration::from_secs(5), resp.body_mut().frame())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Ok(d) = frame.into_data() {
-            got.extend_from_slice(&d);
-        }
-    }
+    let mut got = read_at_least(&mut resp, 100_000).await;
     a.kill9(); // mid-transfer: A had 250 kB of 600 kB
     open.send(true).unwrap();
     let rest = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())

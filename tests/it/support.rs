@@ -855,6 +855,12 @@ pub async fn cluster_tuned(
         tune(i, &mut c, &mut tuning);
         nodes.push(start_node_tuned(c, dir, tuning).await);
     }
+    wait_formed(&nodes, n - 1).await;
+    (nodes, keydir)
+}
+
+/// Waits until each of `nodes` sees `members` active members.
+pub async fn wait_formed(nodes: &[Node], members: usize) {
     let all = nodes.iter().map(|n| n.peers().clone()).collect::<Vec<_>>();
     assert!(
         wait_until(Duration::from_secs(10), || all.iter().all(|p| p
@@ -862,11 +868,26 @@ pub async fn cluster_tuned(
             .iter()
             .filter(|m| m.state.is_active())
             .count()
-            == n - 1))
+            == members))
         .await,
         "the group did not form"
     );
-    (nodes, keydir)
+}
+
+/// Reads `resp`'s body until at least `n` bytes came (each frame within 5 s), and returns them.
+pub async fn read_at_least(resp: &mut Response<Incoming>, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = tokio::time::timeout(Duration::from_secs(5), resp.body_mut().frame())
+            .await
+            .expect("a frame within 5 s")
+            .expect("more body")
+            .expect("not cut");
+        if let Ok(d) = frame.into_data() {
+            got.extend_from_slice(&d);
+        }
+    }
+    got
 }
 
 /// Every file below `dir`, recursively.

@@ -347,6 +347,40 @@ fn a_silent_holder_that_loses_the_race_is_left_out_a_slow_one_is_not() {
 }
 
 #[test]
+fn a_holder_raced_at_once_stays_in_the_copy() {
+    let k = 1024;
+    // Holder 1 is known to be slow; holder 0 races its next piece at once and wins before
+    // holder 1 brought a byte of it: holder 1 was not silent for the slow start, so it stays.
+    // (The window of four pieces leaves holder 0 nothing new to fetch.)
+    let mut plan = Plan::new(600 * k, 100 * k, 400 * k, 2);
+    let a = plan.assign(0);
+    plan.arrived(of(&a, 0), bytes(100 * k, 0), 10);
+    plan.ended(of(&a, 0), 10);
+    plan.arrived(of(&a, 1), bytes(100 * k, 1), 1000);
+    plan.ended(of(&a, 1), 1000);
+    let b = plan.assign(1000);
+    assert_eq!(
+        spans(&b),
+        vec![
+            (0, 200 * k, 300 * k, Why::Next),
+            (1, 300 * k, 400 * k, Why::Next)
+        ]
+    );
+    plan.arrived(of(&b, 0), bytes(100 * k, 2), 1010);
+    plan.ended(of(&b, 0), 1010);
+    let c = plan.assign(1010);
+    assert_eq!(spans(&c), vec![(0, 300 * k, 400 * k, Why::Race)]);
+    assert_eq!(
+        plan.arrived(of(&c, 0), bytes(100 * k, 3), 1020),
+        vec![of(&b, 1)]
+    );
+    plan.ended(of(&c, 0), 1020);
+    assert_eq!(drain(&mut plan).len() as u64, 400 * k);
+    let d = plan.assign(1020);
+    assert_eq!(d.len(), 2, "both holders get a piece: {d:?}");
+}
+
+#[test]
 fn when_every_holder_is_out_the_copy_is_stuck_at_the_bytes_handed_on() {
     let mut plan = Plan::new(300, P, 3 * P, 2);
     let a = plan.assign(0);
