@@ -154,7 +154,8 @@ impl<S: Spans> Copy<S> {
             if self.plan.done() {
                 return;
             }
-            if self.plan.stuck() {
+            // What arrived in order goes on first; then the rest is the fallbacks' business.
+            if self.plan.stuck() && !self.plan.ready() {
                 let offset = self.plan.released();
                 tracing::warn!(offset, "no holder left to finish the copy");
                 let cut = PieceError::Failed {
