@@ -67,6 +67,10 @@ pub fn copy<S: Spans>(spans: Arc<S>, holders: usize, len: u64, cut: Cut) -> Body
     body::observed(body, move |_, _| task.abort())
 }
 
+/// Bytes handed on per frame at most (about): chunks that arrived are joined up to it, so the
+/// fill's writer makes few large writes rather than one per verified group.
+const FRAME: usize = 256 * 1024;
+
 /// Events queued from the requests to the copy (each at most one verified chunk group).
 const EVENTS: usize = 32;
 
@@ -170,7 +174,7 @@ impl<S: Spans> Copy<S> {
                 .next_wake(self.now_ms())
                 .map(|ms| self.started + Duration::from_millis(ms));
             tokio::select! {
-                permit = out.reserve(), if self.plan.ready() => match (permit, self.plan.take()) {
+                permit = out.reserve(), if self.plan.ready() => match (permit, self.plan.take(FRAME)) {
                     (Ok(permit), Some(data)) => permit.send(Ok(data)),
                     (Err(_), _) => return,
                     (Ok(_), None) => {}

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::select::BUSY_RETRIES;
 
@@ -434,8 +434,27 @@ impl Plan {
         h.waiting = false;
     }
 
-    /// The next bytes in order, if they arrived.
-    pub fn take(&mut self) -> Option<Bytes> {
+    /// The next bytes in order, if they arrived: what arrived of them at once, up to about
+    /// `max` bytes (the chunks that arrived, each a verified group or less, joined until they
+    /// reach `max`), so that the reader handles few large frames.
+    pub fn take(&mut self, max: usize) -> Option<Bytes> {
+        let first = self.pop()?;
+        if first.len() >= max || !self.ready() {
+            return Some(first);
+        }
+        let mut joined = BytesMut::with_capacity(max.min(first.len() + self.buffered as usize));
+        joined.extend_from_slice(&first);
+        while joined.len() < max {
+            let Some(next) = self.pop() else {
+                break;
+            };
+            joined.extend_from_slice(&next);
+        }
+        Some(joined.freeze())
+    }
+
+    /// The next chunk in order, if it arrived.
+    fn pop(&mut self) -> Option<Bytes> {
         let p = self.pieces.get_mut(self.head)?;
         let data = p.buf.pop_front()?;
         self.released += data.len() as u64;

@@ -19,7 +19,7 @@ fn bytes(n: u64, fill: u8) -> Bytes {
 /// Everything `take` gives now, concatenated.
 fn drain(plan: &mut Plan) -> Vec<u8> {
     let mut out = Vec::new();
-    while let Some(b) = plan.take() {
+    while let Some(b) = plan.take(usize::MAX) {
         out.extend_from_slice(&b);
     }
     out
@@ -123,6 +123,31 @@ fn a_holder_is_asked_again_once_the_body_of_its_finished_piece_ended() {
     assert_eq!(plan.assign(2), vec![]);
     assert!(!plan.ended(a[0].fetch, 3), "not a cut");
     assert_eq!(spans(&plan.assign(3)), vec![(0, 100, 200, Why::Next)]);
+}
+
+#[test]
+fn chunks_that_arrived_are_handed_on_joined_up_to_the_frame_size() {
+    let mut plan = Plan::new(300, P, 3 * P, 2);
+    let a = plan.assign(0);
+    for n in [10, 20, 30, 40] {
+        plan.arrived(of(&a, 0), bytes(n, 0), 1);
+    }
+    plan.ended(of(&a, 0), 1);
+    plan.arrived(of(&a, 1), bytes(60, 1), 1);
+    // With a 50-byte maximum: 10+20+30 reach it; then 40, joined with piece 1's 60 (in order).
+    let lens: Vec<usize> = std::iter::from_fn(|| plan.take(50))
+        .map(|b| b.len())
+        .collect();
+    assert_eq!(lens, vec![60, 100]);
+    let b = plan.assign(2);
+    assert_eq!(spans(&b), vec![(0, 200, 300, Why::Next)]);
+    plan.arrived(of(&a, 1), bytes(40, 1), 2);
+    assert_eq!(plan.take(50).map(|b| b.len()), Some(40), "what there is");
+    // A chunk at least as large as the maximum goes as it is.
+    plan.arrived(of(&b, 0), bytes(100, 2), 3);
+    assert_eq!(plan.take(50).map(|b| b.len()), Some(100));
+    assert_eq!(plan.take(50), None);
+    assert!(plan.done());
 }
 
 #[test]
