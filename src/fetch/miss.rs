@@ -192,6 +192,15 @@ impl Fetcher {
                 status: CacheStatus::Miss,
                 peer: None,
             },
+            Led::Fetched(Fetched::Redirected { head, node }) => Got::Fill {
+                fill,
+                head,
+                status: CacheStatus::Peer,
+                peer: Some(PeerCopy {
+                    node,
+                    revalidated: false,
+                }),
+            },
             Led::Fetched(Fetched::Freshened(entry)) => Got::Stored {
                 entry,
                 status: CacheStatus::Revalidated,

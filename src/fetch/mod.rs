@@ -5,10 +5,12 @@
 //! and the peer source choice live beside it. Never answers a client itself.
 
 pub mod connect;
+pub mod hosts;
 mod lead;
 pub mod miss;
 pub mod origin;
 pub mod peer;
+mod redirect;
 pub mod writer;
 
 use std::sync::Arc;
@@ -54,6 +56,8 @@ pub struct Fetcher {
     pub peers: Option<Arc<crate::peer::Peers>>,
     /// What to assume where origins say nothing (the same rules on every path).
     pub rules: Arc<Rules>,
+    /// Recent addresses of origin hosts (is a fill going to a member's address?).
+    pub hosts: Arc<hosts::HostAddrs>,
 }
 
 impl Fetcher {

@@ -302,11 +302,23 @@ fn decode(h: &EntryHead) -> Result<Head, Error> {
 }
 
 /// The rest of a complete copy from another holder, in verified pieces.
-struct PeerResume {
+pub(super) struct PeerResume {
     peers: Arc<Peers>,
     src: Source,
     hash: blake3::Hash,
     len: u64,
+}
+
+impl PeerResume {
+    /// The rest of the body `hash` of `len` bytes from `src`.
+    pub(super) fn new(peers: &Arc<Peers>, src: &Source, hash: blake3::Hash, len: u64) -> Self {
+        PeerResume {
+            peers: peers.clone(),
+            src: src.clone(),
+            hash,
+            len,
+        }
+    }
 }
 
 impl Resume for PeerResume {
@@ -328,15 +340,18 @@ impl Resume for PeerResume {
 
 /// The rest of the body from the origin: `Range: bytes=N-` with `If-Range`, accepted only as a
 /// 206 starting at N (RFC 9110 §14.2, §13.1.5).
-struct OriginResume {
+pub(super) struct OriginResume {
     fetcher: Fetcher,
     uri: Uri,
     headers: HeaderMap,
     version: http::Version,
+    /// The origin is a content server whose holder failed: the request goes back to it proved
+    /// (`fetch::redirect`).
+    to_server: bool,
 }
 
 impl OriginResume {
-    fn new(fetcher: &Fetcher, want: &Want<'_>, stored: &HeaderMap) -> Option<Self> {
+    pub(super) fn new(fetcher: &Fetcher, want: &Want<'_>, stored: &HeaderMap) -> Option<Self> {
         let strong_etag = stored
             .get(header::ETAG)
             .filter(|v| !v.as_bytes().starts_with(b"W/"));
@@ -351,7 +366,16 @@ impl OriginResume {
             uri: want.uri.clone(),
             headers,
             version: want.version,
+            to_server: false,
         })
+    }
+
+    /// The same, back to the content server that redirected us.
+    pub(super) fn into_fallback(self) -> Self {
+        OriginResume {
+            to_server: true,
+            ..self
+        }
     }
 }
 
@@ -366,13 +390,16 @@ impl Resume for OriginResume {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes={offset}-")) {
                 h.insert(header::RANGE, v);
             }
-            let req = self.fetcher.upstream_request(
+            let mut req = self.fetcher.upstream_request(
                 Method::GET,
                 &self.uri,
                 &h,
                 self.version,
                 body::empty(),
             )?;
+            if self.to_server {
+                self.fetcher.back_to_server(&mut req).await;
+            }
             crate::metrics::Metrics::inc(&self.fetcher.metrics.origin_requests);
             let resp = self.fetcher.origin.send(req).await?;
             let starts_at = resp

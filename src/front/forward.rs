@@ -24,6 +24,7 @@ use crate::fetch::{Got, Miss};
 use crate::front::answer;
 use crate::front::cache_status::{CacheStatusField, Fwd};
 use crate::front::interim::Interim;
+use crate::front::redirect::{self, Asker};
 use crate::front::relink::Relink;
 use crate::front::Proxy;
 use crate::metrics::{CacheStatus, Source};
@@ -43,6 +44,8 @@ pub struct Ask<'a> {
     pub sendfile: Option<&'a crate::sendfile::Slot>,
     /// A mirror request's link rewriting, when its answer may be an index page.
     pub relink: Option<&'a Relink>,
+    /// The group member that proved itself, on a mirror with `redirect_to_peers`.
+    pub asker: Option<&'a Asker>,
 }
 
 impl<'a> Ask<'a> {
@@ -111,6 +114,7 @@ async fn proxied(
     if let Some(r) = relink {
         r.ask(&mut parts.headers);
     }
+    let asker = parts.extensions.get::<Asker>().copied();
     let ask = Ask {
         method: &parts.method,
         target: &target,
@@ -119,6 +123,7 @@ async fn proxied(
         treat: app.rules.treat(key.as_str()),
         sendfile,
         relink,
+        asker: asker.as_ref(),
     };
     let (resp, status) = cached(app, &ask, key.as_str(), &mut trace).await?;
     let resp = match relink {
@@ -173,7 +178,14 @@ async fn cached(
             let headers = entry.headers();
             let stored = entry.stored(&headers);
             trace.ttl = Some(ttl(&stored, now, h));
-            match policy::reuse(&stored, &req_cc, now, h) {
+            let reuse = policy::reuse(&stored, &req_cc, now, h);
+            if reuse == Reuse::Fresh {
+                // A content server sends a member to the members that hold it.
+                if let Some(a) = redirect::offer(app, ask, &entry, &headers, trace) {
+                    return Ok(a);
+                }
+            }
+            match reuse {
                 Reuse::Fresh | Reuse::StaleAllowed => {
                     if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
                         trace.hit = true;

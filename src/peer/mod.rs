@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod conns;
 pub mod discovery;
+pub mod holders;
 pub mod identity;
 pub mod index;
 pub mod journal;
@@ -12,6 +13,7 @@ pub mod membership;
 pub mod own;
 pub mod pieces;
 pub mod pulls;
+pub mod redirect;
 pub mod seeds;
 pub mod select;
 pub mod sim;
@@ -321,7 +323,11 @@ impl Peers {
                 DEFAULT_JOURNAL_CAPACITY,
                 StoreState::new(store.clone(), rules.clone()),
             )),
-            index: Mutex::new(Index::new(id)),
+            // A content server finds holders by body (`peer::holders`).
+            index: Mutex::new(
+                Index::new(id)
+                    .with_body_holders(config.mirrors.iter().any(|m| m.redirect_to_peers)),
+            ),
             pulls: Mutex::new(Pulls::default()),
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
