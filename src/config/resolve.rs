@@ -13,6 +13,7 @@ use super::{Cache, Config, Intercept, Log, Peers, Proxy, Rules, Upstream};
 pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Option<Config> {
     check_sizes(&raw, problems);
     check_peers(&raw, problems);
+    check_redirects(&raw, problems);
     check_ca_paths(&raw, problems);
     let p = problems;
     let proxy = (
@@ -197,6 +198,24 @@ fn check_peers<'a>(raw: &Raw<'a>, problems: &mut Vec<Problem<'a>>) {
                 message: format!("{listen} collides with proxy.listen ({proxy}): use another port"),
             });
         }
+    }
+}
+
+/// `redirect_to_peers = true` sends members of the peer group elsewhere: with peering off there
+/// is no group, and the key would claim what the node cannot do.
+fn check_redirects<'a>(raw: &Raw<'a>, problems: &mut Vec<Problem<'a>>) {
+    if !matches!(raw.peers_enabled.get(), Some((false, _))) {
+        return;
+    }
+    for (i, loc) in &raw.mirror_redirects {
+        problems.push(Problem {
+            loc: *loc,
+            key: format!("mirror[{i}].redirect_to_peers"),
+            message: "needs peers.enabled = true: a content server sends the members of its \
+                      peer group to the members that hold an object, and without a group it \
+                      serves every request itself (enable peering, or remove this key)"
+                .into(),
+        });
     }
 }
 

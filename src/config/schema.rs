@@ -9,7 +9,7 @@ use toml_edit::{TableLike, Value};
 
 use super::addr::{check_port, parse_advertise, parse_parent_proxy, parse_seed, parse_socket_addr};
 use super::direct::parse_pac_direct;
-use super::reader::{Field, Reader, Slot};
+use super::reader::{Field, Loc, Reader, Slot};
 use super::units::{parse_duration, parse_size};
 use super::{
     Discover, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset, Rule, MAX_SITE_LEN,
@@ -85,6 +85,9 @@ pub(super) struct Raw<'a> {
     pub(super) upstream_read_timeout: Slot<'a, Duration>,
     pub(super) upstream_ca_file: Slot<'a, Option<PathBuf>>,
     pub(super) mirrors: Slot<'a, Vec<Mirror>>,
+    /// Where each valid mirror of the last `mirror` read says `redirect_to_peers = true`
+    /// (index, location): that needs peering, checked once every key is read.
+    pub(super) mirror_redirects: Vec<(usize, Loc<'a>)>,
     pub(super) peers_enabled: Slot<'a, bool>,
     pub(super) peers_listen: Slot<'a, SocketAddr>,
     pub(super) peers_advertise: Slot<'a, Option<SocketAddr>>,
@@ -116,7 +119,12 @@ impl<'a, 'p> Reader<'a, 'p> {
                 "proxy" => self.read_table(&f, PROXY_KEYS, raw, Self::proxy_key),
                 "cache" => self.read_table(&f, CACHE_KEYS, raw, Self::cache_key),
                 "upstream" => self.read_table(&f, UPSTREAM_KEYS, raw, Self::upstream_key),
-                "mirror" => raw.mirrors.put(self.mirrors(&f), f.value_loc),
+                "mirror" => {
+                    let mut redirects = Vec::new();
+                    raw.mirrors
+                        .put(self.mirrors(&f, &mut redirects), f.value_loc);
+                    raw.mirror_redirects = redirects;
+                }
                 "peers" => self.read_table(&f, PEERS_KEYS, raw, Self::peers_key),
                 "intercept" => self.read_table(&f, INTERCEPT_KEYS, raw, Self::intercept_key),
                 "rules" => self.read_table(&f, RULES_KEYS, raw, Self::rules_key),

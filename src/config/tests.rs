@@ -297,7 +297,8 @@ fn valid_values() {
         }),
         ("log.level = \"warn\"", |c| c.log.level == "warn"),
         (
-            "[[mirror]]\nprefix = \"/debian/\"\nupstream = \"http://deb.debian.org/debian/\"\n\
+            "[peers]\nenabled = true\nlisten = \"192.168.1.10:3129\"\n\
+             [[mirror]]\nprefix = \"/debian/\"\nupstream = \"http://deb.debian.org/debian/\"\n\
              [[mirror]]\nprefix = \"/pypi/\"\nupstream = \"https://files.pythonhosted.org/\"\n\
              redirect_to_peers = true",
             |c| {
@@ -637,6 +638,10 @@ fn odd_key_names_are_quoted() {
     );
 }
 
+const REDIRECT_WITHOUT_PEERS: &str = "needs peers.enabled = true: a content server sends the \
+    members of its peer group to the members that hold an object, and without a group it serves \
+    every request itself (enable peering, or remove this key)";
+
 /// Mirror entries: (file text, expected error lines).
 #[test]
 fn mirror_validation() {
@@ -676,6 +681,13 @@ fn mirror_validation() {
             "2: mirror[0].upstream: missing (every [[mirror]] needs prefix and upstream)".into(),
         ]),
         (format!("{}redirect_to_peers = \"yes\"\n", m("/d/", up)), vec!["4: mirror[0].redirect_to_peers: expected a boolean (true or false), found string".into()]),
+        // A content server needs a group to send members to: named at the key's line.
+        (format!("{}redirect_to_peers = false\n{}redirect_to_peers = true\n", m("/a/", up), m("/b/", up)), vec![
+            format!("8: mirror[1].redirect_to_peers: {REDIRECT_WITHOUT_PEERS}"),
+        ]),
+        (format!("[peers]\nenabled = false\n{}redirect_to_peers = true\n", m("/a/", up)), vec![
+            format!("6: mirror[0].redirect_to_peers: {REDIRECT_WITHOUT_PEERS}"),
+        ]),
         (format!("{}[[mirror]]\nprefix = 7\nupstream = {up:?}\n", m("/d/", up)), vec!["5: mirror[1].prefix: expected a string, found integer".into()]),
         ("[mirror]\nprefix = \"/d/\"\n".into(), vec!["1: mirror: expected [[mirror]] tables (an array of tables), found table".into()]),
         ("mirror = [1]\n".into(), vec!["1: mirror[0]: expected a table, found integer".into()]),

@@ -612,6 +612,27 @@ impl Proc {
         Proc { child, addr }
     }
 
+    /// Starts `peercache run` as a member of a peer group on `ip` (proxy and peer port free
+    /// ones there), cache under `dir`, cluster key `key`, joining through `seed` when given;
+    /// returns it and its peer address.
+    pub async fn start_peer(
+        dir: &Path,
+        ip: &str,
+        key: &Path,
+        seed: Option<SocketAddr>,
+    ) -> (Proc, SocketAddr) {
+        let peer: SocketAddr = format!("{ip}:{}", free_port_on(ip)).parse().unwrap();
+        let proxy: SocketAddr = format!("{ip}:{}", free_port_on(ip)).parse().unwrap();
+        let seeds = seed
+            .map(|s| format!("seeds = [\"{s}\"]\n"))
+            .unwrap_or_default();
+        let extra = format!(
+            "[log]\naccess = false\nlevel = \"warn\"\n[peers]\nenabled = true\nlisten = \"{peer}\"\nkey_file = \"{}\"\n{seeds}",
+            key.display()
+        );
+        (Proc::start_with(dir, proxy, &extra).await, peer)
+    }
+
     /// Sends a signal by name (`STOP`, `CONT`…) with kill(1).
     pub fn signal(&self, name: &str) {
         let ok = Command::new("kill")
