@@ -15,7 +15,7 @@ use crate::front::forward::{Answer, Ask};
 use crate::front::Proxy;
 use crate::metrics::Metrics;
 use crate::peer::auth::AUTH_HEADER;
-use crate::peer::redirect::{self, Facts, Proof, NO_REDIRECT};
+use crate::peer::redirect::{self, Facts, Proof, Serve, NO_REDIRECT};
 use crate::peer::select::Fault;
 use crate::peer::transfer::EntryHead;
 use crate::peer::wire::NodeId;
@@ -95,20 +95,28 @@ pub fn offer(
         shareable: entry.shareable,
         rewritten,
     };
-    let holders = redirect::eligible(&facts)
-        .map(|()| peers.body_sources(&entry.hash, entry.len, asker.node))
-        .unwrap_or_else(|why| {
-            tracing::debug!(key = %entry.key, member = %asker.node, "served, not redirected: {}", why.as_str());
-            Vec::new()
-        });
+    let holders = match redirect::eligible(&facts) {
+        Ok(()) => peers.body_sources(&entry.hash, entry.len, asker.node),
+        Err(why) => return served(entry, asker, why),
+    };
+    let Some(first) = holders.first() else {
+        return served(entry, asker, Serve::NoHolder);
+    };
     let addrs: Vec<SocketAddr> = holders.iter().map(|s| s.addr).collect();
     let (headers, bytes) = redirect::offer(&EntryHead::of_entry(entry), &addrs)?;
     let mut resp = Response::new(body::full(bytes));
     *resp.status_mut() = StatusCode::FOUND;
     *resp.headers_mut() = headers;
     Metrics::inc(&app.metrics.redirects_sent);
-    tracing::info!(key = %entry.key, member = %asker.node, holder = %holders[0].node, "redirected to a holder");
+    tracing::info!(key = %entry.key, member = %asker.node, holder = %first.node, "redirected to a holder");
     trace.hit = true;
     trace.detail = Some("redirected");
     Some((resp, None))
+}
+
+/// A member's request served here after all (logged at debug level, with why).
+fn served(entry: &Entry, asker: &Asker, why: Serve) -> Option<Answer> {
+    let why = why.as_str();
+    tracing::debug!(key = %entry.key, member = %asker.node, why, "served, not redirected");
+    None
 }

@@ -45,6 +45,20 @@ async fn content_origin() -> Origin {
     origin
 }
 
+/// An address on C's IP for its proxy.
+fn c_proxy_addr() -> String {
+    format!("127.0.0.2:{}", free_port_on("127.0.0.2"))
+}
+
+/// C (proxy on `c_proxy`), A and B in front of `origin`, B reaching C through `b_via`.
+async fn content_group(
+    origin: &Origin,
+    c_proxy: &str,
+    b_via: &str,
+) -> (Vec<Node>, tempfile::TempDir) {
+    cluster_tuned(3, |i, c, _| tune(i, c, origin, c_proxy, b_via)).await
+}
+
 /// Node `i`'s config as [`cluster_tuned`] makes them: node 0 is the content server C (proxy on
 /// `c_proxy`), node 2 is B, whose own mirror `/debian/` leads to C's `/alias/` through
 /// `b_upstream` (C's proxy, or a relay in front of it).
@@ -78,8 +92,8 @@ async fn wait_body_holder(c: &Node, url: &str, holder: NodeId) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_asking_under_its_own_url_is_sent_to_the_member_that_holds_it() {
     let origin = content_origin().await;
-    let c_proxy = format!("127.0.0.2:{}", free_port_on("127.0.0.2"));
-    let (nodes, _key) = cluster_tuned(3, |i, c, _| tune(i, c, &origin, &c_proxy, &c_proxy)).await;
+    let c_proxy = c_proxy_addr();
+    let (nodes, _key) = content_group(&origin, &c_proxy, &c_proxy).await;
     let (c, a, b) = (&nodes[0], &nodes[1], &nodes[2]);
     let (cm, bm) = (&c.proxy.app.metrics, &b.proxy.app.metrics);
     let body = noise(SIZE, 1);
@@ -179,7 +193,7 @@ async fn a_holder_that_died_sends_the_member_back_to_the_content_server_once() {
     let keydir = tempdir();
     let key = keydir.path().join("cluster.key");
     write_key(&key, 5);
-    let c_proxy = format!("127.0.0.2:{}", free_port_on("127.0.0.2"));
+    let c_proxy = c_proxy_addr();
     // Slow to call a silent member down: A is still a member to C and B when B asks.
     let tuning = || PeerTuning {
         timings: Timings {
@@ -248,8 +262,8 @@ async fn a_holder_that_died_sends_the_member_back_to_the_content_server_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_lying_about_the_bytes_is_caught_and_the_content_server_finishes_the_body() {
     let origin = content_origin().await;
-    let c_proxy = format!("127.0.0.2:{}", free_port_on("127.0.0.2"));
-    let (nodes, _key) = cluster_tuned(3, |i, c, _| tune(i, c, &origin, &c_proxy, &c_proxy)).await;
+    let c_proxy = c_proxy_addr();
+    let (nodes, _key) = content_group(&origin, &c_proxy, &c_proxy).await;
     let (c, a, b) = (&nodes[0], &nodes[1], &nodes[2]);
     let a_url = format!("http://{c_proxy}/files/tool.deb");
     assert_eq!(get(a.addr(), &a_url).await.x_cache(), "MISS");
@@ -296,11 +310,10 @@ fn request_with(c_proxy: &str, proof: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_or_stale_membership_proof_gets_no_redirect() {
     let origin = content_origin().await;
-    let c_proxy = format!("127.0.0.2:{}", free_port_on("127.0.0.2"));
+    let c_proxy = c_proxy_addr();
     // B reaches C through a relay on C's address that records what B sends.
     let relay = Recorder::start("127.0.0.2", c_proxy.parse().unwrap()).await;
-    let via_relay = relay.addr.to_string();
-    let (nodes, _key) = cluster_tuned(3, |i, c, _| tune(i, c, &origin, &c_proxy, &via_relay)).await;
+    let (nodes, _key) = content_group(&origin, &c_proxy, &relay.addr.to_string()).await;
     let (c, a, b) = (&nodes[0], &nodes[1], &nodes[2]);
     assert_eq!(
         get(a.addr(), &format!("http://{c_proxy}/files/tool.deb"))
