@@ -50,9 +50,8 @@ impl Peers {
     /// Live members whose advertised address is one of `ips`, in node-id order, at most
     /// [`MAX_PROOFS`]: who a request to those addresses may be reaching.
     pub fn members_at(&self, ips: &[IpAddr]) -> Vec<NodeId> {
-        let mut out: Vec<NodeId> = self
-            .members()
-            .into_iter()
+        let view = self.membership.subscribe();
+        let mut out: Vec<NodeId> = (view.borrow().iter())
             .filter(|m| m.state.is_active() && ips.contains(&m.addr.ip()))
             .map(|m| m.id)
             .collect();
@@ -65,15 +64,15 @@ impl Peers {
     /// `hash` of `len` bytes; `None` for an address no member has, ourselves, or a member our
     /// penalties leave out for now.
     pub fn source_at(&self, addr: SocketAddr, hash: &blake3::Hash, len: u64) -> Option<Source> {
-        let m = self
-            .members()
-            .into_iter()
-            .find(|m| m.addr == addr && m.state.is_active())?;
-        if lock(&self.penalties).is_penalised(m.id, now_ms()) {
+        let view = self.membership.subscribe();
+        let node = (view.borrow().iter())
+            .find(|m| m.addr == addr && m.state.is_active())
+            .map(|m| m.id)?;
+        if lock(&self.penalties).is_penalised(node, now_ms()) {
             return None;
         }
         Some(Source {
-            node: m.id,
+            node,
             addr,
             complete: Some((*hash.as_bytes(), len)),
         })
