@@ -163,7 +163,8 @@ impl ParentProxy {
 pub struct Mirror {
     pub prefix: String,
     pub upstream: Uri,
-    /// Answer group members with a 302 to a member holding the object (default false).
+    /// Answer a group member's request for an object other live members hold with a 302 to
+    /// them (a content server's route; default false; needs `peers.enabled`).
     pub redirect_to_peers: bool,
     /// Also route npm tarball paths that arrive without any mirror prefix
     /// (`/{name}/-/{file}.tgz`, `/@{scope}/{name}/-/{file}.tgz`: npm's `replace-registry-host`

@@ -1,7 +1,7 @@
 //! Recent addresses of origin hosts by name, so that telling whether a fill goes to a group
 //! member's address (a content server) costs no second DNS lookup per fill: each name is looked
 //! up at most once per [`HOST_TTL`]; at most [`MAX_HOSTS`] names are kept, all forgotten at once
-//! (and counted) when a new one finds them full. Never connects anywhere.
+//! (and counted) when a new one finds them full. Looks names up only; never connects.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
