@@ -313,7 +313,7 @@ async fn a_replayed_or_stale_membership_proof_gets_no_redirect() {
     let c_proxy = c_proxy_addr();
     // B reaches C through a relay on C's address that records what B sends.
     let relay = Recorder::start("127.0.0.2", c_proxy.parse().unwrap()).await;
-    let (nodes, _key) = content_group(&origin, &c_proxy, &relay.addr.to_string()).await;
+    let (nodes, keydir) = content_group(&origin, &c_proxy, &relay.addr.to_string()).await;
     let (c, a, b) = (&nodes[0], &nodes[1], &nodes[2]);
     assert_eq!(
         get(a.addr(), &format!("http://{c_proxy}/files/tool.deb"))
@@ -342,7 +342,8 @@ async fn a_replayed_or_stale_membership_proof_gets_no_redirect() {
 
     // A proof B could have made (the cluster key, B's id, for C) but stamped outside its
     // window; then the same made now, which is redirected.
-    let signer = RequestSigner::new(&ClusterKey::from_bytes([7; 32]));
+    let key = ClusterKey::load(&keydir.path().join("cluster.key")).unwrap();
+    let signer = RequestSigner::new(&key);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
