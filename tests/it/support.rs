@@ -790,11 +790,18 @@ pub fn peer_config(dir: &Path, i: usize, key: &Path, seed: Option<SocketAddr>) -
     c
 }
 
-/// The peer knobs of test nodes: fast gossip timings and a 100 ms claim window.
+/// The peer knobs of test nodes: fast gossip timings (on the WAN preset's base for nodes given
+/// a site label) and a 100 ms claim window (200 ms while the group spans sites).
 pub fn fast_tuning() -> peercache::peer::PeerTuning {
+    use peercache::peer::membership::{Profile, Timings};
     peercache::peer::PeerTuning {
-        timings: peercache::peer::membership::Timings::fast(),
+        timings: Timings::fast(),
+        wan_timings: Timings {
+            profile: Profile::Wan,
+            ..Timings::fast()
+        },
         claim_window: Duration::from_millis(100),
+        wan_claim_window: Duration::from_millis(200),
         ..Default::default()
     }
 }

@@ -130,6 +130,16 @@ pub enum Profile {
     Wan,
 }
 
+impl Profile {
+    /// `lan` or `wan`, as `peers.profile` names them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Lan => "lan",
+            Profile::Wan => "wan",
+        }
+    }
+}
+
 /// SWIM timings. [`Timings::lan`] is the production default (foca's LAN config);
 /// [`Timings::fast`] suits tests on loopback.
 #[derive(Clone, Debug, PartialEq, Eq)]
