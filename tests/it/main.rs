@@ -22,5 +22,6 @@ mod pieces;
 mod restart;
 mod rfc;
 mod rules;
+mod sites;
 mod startup;
 mod zerocopy;
