@@ -247,3 +247,95 @@ impl West {
         assert_eq!(deltas, [0, len], "one west node crossed, the other did not");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_behind_a_parent_proxy_fetches_through_it_once_and_shares_the_copy() {
+    let origin = Origin::start().await;
+    let parent = Parent::start().await;
+    let body = pattern(300_000, 25);
+    let (open, gate) = watch::channel(false);
+    gated_object(&origin, "/tool.tar", &body, gate);
+    let (nodes, _key) = cluster_tuned(3, |_, c, _| {
+        c.peers.site = "branch".into();
+        c.upstream.proxy = Some(parent.config());
+    })
+    .await;
+    let url = origin.url("/tool.tar");
+
+    // Two nodes at once, then the third: the parent is asked once for the whole group.
+    let got = at_once(&nodes, &[0, 1], &url, &open).await;
+    assert!(got.iter().all(|(_, _, b)| *b == body));
+    let mut results: Vec<String> = got.into_iter().map(|(_, x, _)| x).collect();
+    wait_holders(&nodes[2], &url, 2).await;
+    let later = get(nodes[2].addr(), &url).await;
+    assert!(later.body.as_ref().unwrap() == &body);
+    results.push(later.x_cache().to_owned());
+    results.sort();
+    assert_eq!(results, ["MISS", "PEER", "PEER"]);
+    assert_eq!(parent.hits(&url), 1, "one request through the parent");
+    assert_eq!(origin.hits("/tool.tar"), 1);
+    // The other two copies came from the group, not through the parent.
+    let uploaded: u64 = nodes
+        .iter()
+        .map(|n| n.peers().status_json()["bytes_uploaded"].as_u64().unwrap())
+        .sum();
+    assert_eq!(uploaded, 600_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_each_members_site_and_what_crossed_between_sites() {
+    let origin = Origin::start().await;
+    let body = pattern(200_000, 26);
+    origin.route(
+        "/doc.pdf",
+        Reply::ok(body.clone()).header("cache-control", "max-age=600"),
+    );
+    let (nodes, _key) = two_sites().await;
+    let url = origin.url("/doc.pdf");
+    get(nodes[0].addr(), &url).await;
+    wait_holders(&nodes[2], &url, 1).await;
+    assert_eq!(get(nodes[2].addr(), &url).await.x_cache(), "PEER");
+
+    // JSON: our site, the gossip preset a site label picks, each member's site.
+    let v = status_json(nodes[2].addr()).await;
+    let p = &v["peers"];
+    assert_eq!(
+        (p["site"].as_str(), p["gossip_profile"].as_str()),
+        (Some("west"), Some("wan"))
+    );
+    assert_eq!(p["cross_site"]["bytes_received"], 200_000);
+    for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != 2) {
+        let id = n.peers().id.to_string();
+        let m = p["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id.as_str())
+            .expect("every node is listed");
+        assert_eq!(m["site"], site(i), "node {i}");
+    }
+    // The summary for people (`peercache status`) says the same.
+    let out = peercache(&["status", "--proxy", &format!("http://{}", nodes[2].addr())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("at site \"west\" (wan gossip), 3 active members"),
+        "{text}"
+    );
+    assert!(
+        text.contains("across sites: received 195.3 KiB  sent 0 B"),
+        "{text}"
+    );
+    for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != 2) {
+        let short = &n.peers().id.to_string()[..8];
+        let line = text
+            .lines()
+            .find(|l| l.contains(short))
+            .expect("a line per member");
+        assert!(line.contains(&format!("site \"{}\"", site(i))), "{line}");
+    }
+}
