@@ -42,6 +42,27 @@ pub struct SimConfig {
     pub network: Network,
     /// How long a catch-up pull waits to connect to an unreachable node (`peers.connect_timeout`).
     pub connect_timeout: Duration,
+    /// Two sites joined by a WAN, or one site (`None`).
+    pub sites: Option<TwoSites>,
+}
+
+/// Two sites: nodes `0..first` are on site "a", the others on site "b" (their `peers.site`
+/// labels); gossip packets between the sites cross `wan` instead of `network` (catch-up pulls
+/// are modelled on `network` alone).
+#[derive(Clone, Debug)]
+pub struct TwoSites {
+    pub first: usize,
+    pub wan: Network,
+}
+
+impl TwoSites {
+    fn site(&self, node: usize) -> &'static str {
+        if node < self.first {
+            "a"
+        } else {
+            "b"
+        }
+    }
 }
 
 impl SimConfig {
@@ -53,6 +74,7 @@ impl SimConfig {
             timings,
             network,
             connect_timeout: Duration::from_millis(250),
+            sites: None,
         }
     }
 }
@@ -186,6 +208,8 @@ pub struct Totals {
     pub pull_bytes: u64,
     /// Events processed.
     pub events: u64,
+    /// Times a node saw another go Down (a flap, when the other was alive all along).
+    pub downs: u64,
 }
 
 /// A simulated peer group.
@@ -267,7 +291,8 @@ impl Sim {
         let i = self.nodes.len();
         let addr = addr_of(i);
         let id = NodeId(self.rng.random());
-        let identity = PeerIdentity::new(id, addr, "default".into(), 1_700_000_000_000, 0);
+        let site = self.cfg.sites.as_ref().map_or("default", |s| s.site(i));
+        let identity = PeerIdentity::new(id, addr, site.into(), 1_700_000_000_000, 0);
         let rng = StdRng::seed_from_u64(self.rng.random());
         let swim = Swim::new(
             identity,
@@ -433,10 +458,14 @@ impl Sim {
             let Some(&to) = self.by_addr.get(&dst) else {
                 continue;
             };
-            if self.net.lost(&mut self.rng) || !self.sides.connected(node, to) {
+            let net = match &self.cfg.sites {
+                Some(s) if s.site(node) != s.site(to) => &s.wan,
+                _ => &self.net,
+            };
+            if net.lost(&mut self.rng) || !self.sides.connected(node, to) {
                 continue;
             }
-            let at = self.now + self.net.delay(&mut self.rng);
+            let at = self.now + net.delay(&mut self.rng);
             self.schedule(at, Ev::Packet { to, data });
         }
         for (after, timer) in step.timers.drain(..) {
@@ -454,6 +483,7 @@ impl Sim {
                     }
                 }
                 Event::Down(id) => {
+                    self.totals.downs += 1;
                     let now = self.now;
                     let n = &mut self.nodes[node];
                     n.live.remove(&id);

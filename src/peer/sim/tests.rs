@@ -1,5 +1,5 @@
 //! The simulator at small scale: determinism, propagation, failure detection, partitions,
-//! joins.
+//! joins, and gossip timings across a slow or lossy WAN between two sites.
 
 use std::time::Duration;
 
@@ -120,4 +120,37 @@ fn a_new_node_learns_every_member_and_pulls_every_entry() {
         })
     );
     assert!(sim.totals().pulls >= 60);
+}
+
+/// Down events seen in a group of 4 + 4 nodes in two sites whose WAN link delays packets by
+/// `one_way_ms` (+ ~50 ms) and loses `loss` of them, over `secs` of virtual time. Nobody dies:
+/// every Down is a flap.
+fn flaps(timings: Timings, one_way_ms: u64, loss: f64, secs: u64, seed: u64) -> u64 {
+    let wan = Network {
+        base: Duration::from_millis(one_way_ms),
+        jitter: Duration::from_millis(50),
+        max: Duration::from_millis(one_way_ms * 3),
+        ..Network::wan().with_loss(loss)
+    };
+    let mut sim = Sim::new(SimConfig {
+        seed,
+        sites: Some(TwoSites { first: 4, wan }),
+        ..SimConfig::new(8, timings, Network::lan())
+    });
+    sim.run_for(Duration::from_secs(secs));
+    sim.totals().downs
+}
+
+/// `peers.profile = "wan"` (and "auto" with site labels): members across a slow link (1 s one
+/// way, twice the LAN preset's probe period as a round trip) or a lossy one (40 % of packets
+/// lost) stay members for ten minutes; on the LAN preset the lossy link flaps them within a
+/// minute.
+#[test]
+fn wan_timings_do_not_flap_members_behind_a_slow_or_lossy_link() {
+    assert_eq!(flaps(Timings::wan(), 1000, 0.05, 600, 4), 0, "slow link");
+    assert_eq!(flaps(Timings::wan(), 200, 0.4, 600, 5), 0, "lossy link");
+    assert!(
+        flaps(Timings::lan(), 200, 0.4, 60, 5) > 0,
+        "the LAN preset flaps"
+    );
 }
