@@ -194,31 +194,14 @@ pub struct Peers {
     pub connect_timeout: Duration,
     /// How members are found besides `seeds`.
     pub discover: Discover,
-    /// `peers.profile`: which of foca's timing presets the gossip uses (see [`Peers::wan_gossip`]).
+    /// `peers.profile`: which of foca's timing presets the gossip uses.
     pub profile: GossipProfile,
-}
-
-/// The label `peers.site` has when the user leaves it out.
-pub const DEFAULT_SITE: &str = "default";
-
-impl Peers {
-    /// Whether gossip runs on foca's WAN timings (probe every 5 s with 3 s to answer, Down after
-    /// ~45 s of unrefuted suspicion) rather than its LAN ones: `wan` always, `lan` never, `auto`
-    /// when a site label is set — the labels exist for groups that span sites, whose probes
-    /// cross a WAN. foca fixes its probe period at start, so the choice is made once, here.
-    pub fn wan_gossip(&self) -> bool {
-        match self.profile {
-            GossipProfile::Auto => self.site != DEFAULT_SITE,
-            GossipProfile::Lan => false,
-            GossipProfile::Wan => true,
-        }
-    }
 }
 
 /// `peers.profile`: the gossip timing preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GossipProfile {
-    /// WAN when `peers.site` is set to something other than `"default"`, else LAN.
+    /// LAN until an active member with another `peers.site` label shows up, WAN from then on.
     Auto,
     /// foca's LAN preset: probe every 1 s (500 ms to answer), Down after ~6 s of suspicion.
     Lan,

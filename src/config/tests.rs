@@ -207,15 +207,8 @@ fn valid_values() {
         ("[peers]\ndiscover = \"mdns\"", |c| {
             c.peers.discover == Discover::Mdns
         }),
-        // Site labels are for groups that span sites: their gossip crosses a WAN.
-        ("[peers]\nsite = \"paris\"", |c| {
-            c.peers.profile == GossipProfile::Auto && c.peers.wan_gossip()
-        }),
-        ("[peers]\nprofile = \"auto\"", |c| !c.peers.wan_gossip()),
-        ("[peers]\nsite = \"paris\"\nprofile = \"lan\"", |c| !c.peers.wan_gossip()),
-        ("[peers]\nprofile = \"wan\"", |c| {
-            c.peers.profile == GossipProfile::Wan && c.peers.wan_gossip()
-        }),
+        ("[peers]\nprofile = \"lan\"", |c| c.peers.profile == GossipProfile::Lan),
+        ("[peers]\nprofile = \"wan\"", |c| c.peers.profile == GossipProfile::Wan),
         ("[peers]\nsite = \"ssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\"", |c| {
             c.peers.site.len() == MAX_SITE_LEN
         }),

@@ -34,7 +34,7 @@ use crate::cache::head::Entry;
 use crate::cache::inflight::Inflight;
 use crate::cache::rules::Rules;
 use crate::cache::store::Store;
-use crate::config::{Config, Discover};
+use crate::config::{Config, Discover, GossipProfile};
 use crate::error::Error;
 use crate::port_owner::Proto;
 
@@ -43,9 +43,7 @@ use self::client::PeerClient;
 use self::conns::{ConnLimits, Conns};
 use self::index::{HolderState, Index};
 use self::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
-use self::membership::{
-    Event, MemberInfo, MemberState, Membership, MembershipConfig, Profile, Timings,
-};
+use self::membership::{Event, MemberInfo, MemberState, Membership, MembershipConfig, Timings};
 use self::own::StoreState;
 use self::pulls::{PullId, Pulls, Want};
 use self::seeds::Resolver;
@@ -55,9 +53,10 @@ use self::wire::{IndexAsk, IndexReply, KeyHash, NodeId, Tagged, Update};
 /// Knobs that tests turn (production uses `Default`).
 #[derive(Debug, Clone)]
 pub struct PeerTuning {
-    /// Gossip timings on one site (`peers.profile` "lan").
+    /// Gossip timings on one site (`peers.profile` "lan", and "auto" at first).
     pub timings: Timings,
-    /// Gossip timings across sites (`peers.profile` "wan").
+    /// Gossip timings across sites (`peers.profile` "wan", and "auto" once a member of another
+    /// site is up).
     pub wan_timings: Timings,
     /// How long a node that claims a cold object waits for competing claims (a little more
     /// than the gossip delay), so that only one node of the group goes to the origin.
@@ -170,8 +169,6 @@ pub struct Peers {
     /// The claim window on one site; across sites see [`Peers::cold_claim_window`].
     pub claim_window: Duration,
     pub wan_claim_window: Duration,
-    /// The gossip timing preset this node runs.
-    pub profile: Profile,
     /// Stored keys per snapshot page we serve.
     pub index_page: usize,
     /// Snapshot page reads allowed at once ([`MAX_SNAPSHOT_READS`]).
@@ -291,10 +288,13 @@ impl Peers {
         let advertise = pc.advertise.unwrap_or(transfer_addr);
         let (seeds, unresolved) = seeds::resolve_all(&pc.seeds, &tuning.resolver).await;
         let (tx, events) = Membership::events();
-        let timings = if pc.wan_gossip() {
-            tuning.wan_timings.clone()
-        } else {
-            tuning.timings.clone()
+        let timings = match pc.profile {
+            GossipProfile::Lan => tuning.timings.clone(),
+            GossipProfile::Wan => tuning.wan_timings.clone(),
+            GossipProfile::Auto => Timings {
+                across_sites: Some(Box::new(tuning.wan_timings.clone())),
+                ..tuning.timings.clone()
+            },
         };
         let membership = Membership::start_on(
             udp,
@@ -341,7 +341,6 @@ impl Peers {
             head_wait: config.upstream.read_timeout,
             claim_window: tuning.claim_window,
             wan_claim_window: tuning.wan_claim_window,
-            profile: timings.profile,
             index_page: tuning.index_page.max(1),
             snapshot_reads: Arc::new(Semaphore::new(MAX_SNAPSHOT_READS)),
             conns: Conns::new(tuning.connections),
@@ -658,7 +657,7 @@ impl Peers {
             "id": self.id.to_string(),
             "addr": self.membership_addr().to_string(),
             "site": self.site,
-            "gossip_profile": self.profile.as_str(),
+            "gossip_profile": self.membership.profile().as_str(),
             "members": members,
             // Body bytes exchanged with members of other sites (what crossed between sites).
             "cross_site": {

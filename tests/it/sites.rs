@@ -37,22 +37,17 @@ fn received_by_site(node: &Node) -> [u64; 2] {
 /// other site (per peer), checked against the nodes' own cross-site totals.
 fn crossed(nodes: &[Node]) -> u64 {
     let per_peer: u64 = nodes.iter().map(|n| received_by_site(n)[1]).sum();
-    let totals: u64 = nodes
-        .iter()
-        .map(|n| {
-            n.peers().status_json()["cross_site"]["bytes_received"]
-                .as_u64()
-                .unwrap()
-        })
-        .sum();
-    let sent: u64 = nodes
-        .iter()
-        .map(|n| {
-            n.peers().status_json()["cross_site"]["bytes_sent"]
-                .as_u64()
-                .unwrap()
-        })
-        .sum();
+    let total = |field: &str| -> u64 {
+        nodes
+            .iter()
+            .map(|n| {
+                n.peers().status_json()["cross_site"][field]
+                    .as_u64()
+                    .unwrap()
+            })
+            .sum()
+    };
+    let (totals, sent) = (total("bytes_received"), total("bytes_sent"));
     assert_eq!(per_peer, totals, "per-peer counters and totals agree");
     assert_eq!(sent, totals, "what one site sent, the other received");
     per_peer
