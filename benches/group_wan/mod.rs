@@ -53,7 +53,7 @@ pub struct Wan {
     /// Gossip bytes (UDP payloads) that crossed, both directions.
     pub gossip: AtomicU64,
     /// The site of each node id (hex), learnt once the nodes are up; an unknown caller's
-    /// traffic passes unpaced and uncounted (only while the group forms).
+    /// traffic passes unpaced and uncounted (only before `learn`, while the group forms).
     ids: Mutex<HashMap<String, u8>>,
     /// The site of each node's IP address (its gossip socket's).
     ips: HashMap<IpAddr, u8>,
@@ -122,14 +122,20 @@ impl Wan {
             }
             head.extend_from_slice(&buf[..n]);
         }
-        let caller = caller_id(&head).and_then(|id| lock(&self.ids).get(&id).copied());
+        // A connection carries one caller's requests; its site is looked up per chunk, since
+        // connections opened while the group formed predate `learn`.
+        let caller = caller_id(&head);
         let mut outbound = TcpStream::connect(target).await?;
         outbound.set_nodelay(true)?;
         outbound.write_all(&head).await?;
         let (mut in_read, mut in_write) = inbound.into_split();
         let (mut out_read, mut out_write) = outbound.into_split();
         let requests = tokio::io::copy(&mut in_read, &mut out_write);
-        let over = caller.filter(|c| *c != site).map(|_| usize::from(site));
+        let over = || {
+            let id = caller.as_ref()?;
+            let theirs = lock(&self.ids).get(id).copied()?;
+            (theirs != site).then_some(usize::from(site))
+        };
         let responses = async {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -137,7 +143,7 @@ impl Wan {
                 if n == 0 {
                     return Ok::<_, std::io::Error>(());
                 }
-                if let Some(dir) = over {
+                if let Some(dir) = over() {
                     tokio::time::sleep_until(self.links[dir].reserve(n)).await;
                     self.crossed[dir].fetch_add(n as u64, Relaxed);
                 }
