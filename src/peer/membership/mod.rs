@@ -551,6 +551,20 @@ mod tests {
             ..Timings::fast()
         };
         assert!(zero.check().is_err());
+        assert!(Timings::auto().check().is_ok());
+        let twice = Timings {
+            across_sites: Some(Box::new(Timings::auto())),
+            ..Timings::lan()
+        };
+        assert!(twice.check().is_err(), "one switch only");
+        let bad_wan = Timings {
+            across_sites: Some(Box::new(slow_rtt.clone())),
+            ..Timings::lan()
+        };
+        assert!(
+            bad_wan.check().is_err(),
+            "the timings switched to are checked too"
+        );
     }
 
     #[test]
