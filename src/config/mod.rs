@@ -195,6 +195,19 @@ pub struct Peers {
     pub connect_timeout: Duration,
     /// How members are found besides `seeds`.
     pub discover: Discover,
+    /// `peers.profile`: which of foca's timing presets the gossip uses.
+    pub profile: GossipProfile,
+}
+
+/// `peers.profile`: the gossip timing preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GossipProfile {
+    /// LAN until an active member with another `peers.site` label shows up, WAN from then on.
+    Auto,
+    /// foca's LAN preset: probe every 1 s (500 ms to answer), Down after ~6 s of suspicion.
+    Lan,
+    /// foca's WAN preset: probe every 5 s (3 s to answer), Down after ~45 s of suspicion.
+    Wan,
 }
 
 /// `peers.discover`: zero-config discovery of group members on the LAN.

@@ -54,6 +54,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.peers_max_uploads.take("peers.max_uploads", p),
         raw.peers_connect_timeout.take("peers.connect_timeout", p),
         raw.peers_discover.take("peers.discover", p),
+        raw.peers_profile.take("peers.profile", p),
     );
     let intercept = (
         raw.intercept_hosts.take("intercept.hosts", p),
@@ -106,6 +107,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             max_uploads: peers.6?,
             connect_timeout: peers.7?,
             discover: peers.8?,
+            profile: peers.9?,
         },
         intercept: Intercept {
             hosts: intercept.0?,

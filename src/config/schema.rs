@@ -12,7 +12,8 @@ use super::direct::parse_pac_direct;
 use super::reader::{Field, Loc, Reader, Slot};
 use super::units::{parse_duration, parse_size};
 use super::{
-    Discover, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset, Rule, MAX_SITE_LEN,
+    Discover, GossipProfile, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset,
+    Rule, MAX_SITE_LEN,
 };
 use crate::http::acl::{self, Acl};
 
@@ -57,6 +58,7 @@ pub(super) const PEERS_KEYS: &[&str] = &[
     "max_uploads",
     "connect_timeout",
     "discover",
+    "profile",
 ];
 pub(super) const INTERCEPT_KEYS: &[&str] = &["hosts", "ca_cert", "ca_key"];
 pub(super) const RULES_KEYS: &[&str] = &["presets"];
@@ -64,6 +66,11 @@ pub(super) const RULE_KEYS: &[&str] = &["pattern", "fresh", "immutable", "key_fi
 pub(super) const LOG_KEYS: &[&str] = &["level", "access"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 const DISCOVER: &[(&str, Discover)] = &[("none", Discover::None), ("mdns", Discover::Mdns)];
+const PROFILES: &[(&str, GossipProfile)] = &[
+    ("auto", GossipProfile::Auto),
+    ("lan", GossipProfile::Lan),
+    ("wan", GossipProfile::Wan),
+];
 
 /// Every key, as read so far (defaults first, then the user's file on top).
 #[derive(Default)]
@@ -100,6 +107,7 @@ pub(super) struct Raw<'a> {
     pub(super) intercept_ca_cert: Slot<'a, Option<PathBuf>>,
     pub(super) intercept_ca_key: Slot<'a, Option<PathBuf>>,
     pub(super) peers_discover: Slot<'a, Discover>,
+    pub(super) peers_profile: Slot<'a, GossipProfile>,
     pub(super) rules_presets: Slot<'a, Vec<Preset>>,
     pub(super) rules: Slot<'a, Vec<Rule>>,
     pub(super) log_level: Slot<'a, String>,
@@ -252,20 +260,8 @@ impl<'a, 'p> Reader<'a, 'p> {
             "key_file" => raw.peers_key_file.put(self.path(f), loc),
             "max_uploads" => raw.peers_max_uploads.put(self.at_least_one(f), loc),
             "connect_timeout" => raw.peers_connect_timeout.put(self.timeout(f), loc),
-            "discover" => {
-                let discover = self.string(f).and_then(|s| {
-                    let found = DISCOVER.iter().find(|(name, _)| *name == s);
-                    let discover = found.map(|(_, d)| *d).ok_or_else(|| {
-                        let names: Vec<&str> = DISCOVER.iter().map(|(n, _)| *n).collect();
-                        format!(
-                            "invalid value {s:?} (expected one of: {})",
-                            names.join(", ")
-                        )
-                    });
-                    self.check(f, discover)
-                });
-                raw.peers_discover.put(discover, loc);
-            }
+            "discover" => raw.peers_discover.put(self.choice(f, DISCOVER), loc),
+            "profile" => raw.peers_profile.put(self.choice(f, PROFILES), loc),
             _ => return false,
         }
         true
@@ -318,6 +314,20 @@ impl<'a, 'p> Reader<'a, 'p> {
             _ => return false,
         }
         true
+    }
+
+    /// One of the names in `choices` (a string), as its value.
+    fn choice<T: Copy>(&mut self, f: &Field<'a, '_>, choices: &[(&str, T)]) -> Option<T> {
+        let s = self.string(f)?;
+        let found = choices.iter().find(|(name, _)| *name == s);
+        let value = found.map(|(_, v)| *v).ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            format!(
+                "invalid value {s:?} (expected one of: {})",
+                names.join(", ")
+            )
+        });
+        self.check(f, value)
     }
 
     /// An optional file path: `""` means none (a default applies).

@@ -66,6 +66,7 @@ fn documented() -> Config {
             max_uploads: 16,
             connect_timeout: Duration::from_millis(250),
             discover: Discover::None,
+            profile: GossipProfile::Auto,
         },
         intercept: Intercept {
             hosts: HostPatterns::default(),
@@ -206,6 +207,8 @@ fn valid_values() {
         ("[peers]\ndiscover = \"mdns\"", |c| {
             c.peers.discover == Discover::Mdns
         }),
+        ("[peers]\nprofile = \"lan\"", |c| c.peers.profile == GossipProfile::Lan),
+        ("[peers]\nprofile = \"wan\"", |c| c.peers.profile == GossipProfile::Wan),
         ("[peers]\nsite = \"ssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\"", |c| {
             c.peers.site.len() == MAX_SITE_LEN
         }),
@@ -491,6 +494,8 @@ fn each_bad_value_names_its_line_and_key() {
         ("[peers]\nsite = \"sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\"", 2, "peers.site", "too long: 65 bytes, the limit is 64"),
         ("[peers]\ndiscover = \"avahi\"", 2, "peers.discover", "invalid value \"avahi\" (expected one of: none, mdns)"),
         ("[peers]\ndiscover = true", 2, "peers.discover", "expected a string, found boolean"),
+        ("[peers]\nprofile = \"satellite\"", 2, "peers.profile", "invalid value \"satellite\" (expected one of: auto, lan, wan)"),
+        ("[peers]\nprofile = 5", 2, "peers.profile", "expected a string, found integer"),
         ("[peers]\nkey_file = \"\"", 2, "peers.key_file", "must not be empty"),
         ("[peers]\nmax_uploads = 0", 2, "peers.max_uploads", "must be at least 1, got 0"),
         ("[peers]\nmax_uploads = -3", 2, "peers.max_uploads", "must be at least 1, got -3"),
@@ -617,7 +622,7 @@ redirect = true
             "peercache.toml:3: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct, max_connections)".into(),
             "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size, sendfile, targeted, max_fills)".into(),
             "peercache.toml:7: upstream.parent: unknown key (expected one of: proxy, connect_timeout, read_timeout, ca_file)".into(),
-            "peercache.toml:9: peers.enable: unknown key (expected one of: enabled, listen, advertise, seeds, site, key_file, max_uploads, connect_timeout, discover)".into(),
+            "peercache.toml:9: peers.enable: unknown key (expected one of: enabled, listen, advertise, seeds, site, key_file, max_uploads, connect_timeout, discover, profile)".into(),
             "peercache.toml:11: log.levle: unknown key (expected one of: level, access)".into(),
             format!("peercache.toml:12: logging: unknown table (expected one of: {all})"),
             format!("peercache.toml:14: mirrors: unknown table (expected one of: {all})"),

@@ -4,6 +4,7 @@
 //! (`lead`); the origin client, the writer that drains sources into fills and resumes them,
 //! and the peer source choice live beside it. Never answers a client itself.
 
+mod claim;
 pub mod connect;
 pub mod hosts;
 mod lead;

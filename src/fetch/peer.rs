@@ -70,17 +70,12 @@ impl Fetcher {
             return Ok(FromPeers::NotHere(permit));
         }
         let kh = key_hash(want.key);
-        let mut sources = peers.sources(&kh, None);
+        // Cold, or held by other sites only: claimed first (see `fetch::claim`).
+        let mut sources = self
+            .claimed_sources(&peers, &mut permit, want.key, &kh)
+            .await;
         if sources.is_empty() {
-            // Cold: claim it, and follow a competing claim from a lower id seen meanwhile. The
-            // permit holds the claim: it is withdrawn when the fill ends, or now if this request
-            // is cancelled during the window.
-            permit.hold(peers.claim(want.key));
-            tokio::time::sleep(peers.claim_window).await;
-            sources = peers.sources(&kh, Some(peers.id));
-            if sources.is_empty() {
-                return Ok(FromPeers::NotHere(permit));
-            }
+            return Ok(FromPeers::NotHere(permit));
         }
         let mut permit = Some(permit);
         // Holders that no longer have it: skipped for the rest of this request.

@@ -23,5 +23,6 @@ mod redirect;
 mod restart;
 mod rfc;
 mod rules;
+mod sites;
 mod startup;
 mod zerocopy;

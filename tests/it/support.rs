@@ -331,6 +331,90 @@ impl Origin {
     }
 }
 
+/// A parent proxy on 127.0.0.1 (what `upstream.proxy` names): it forwards absolute-form
+/// `http://` requests to their origin and counts them by target URL.
+#[derive(Clone)]
+pub struct Parent {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Parent {
+    pub async fn start() -> Parent {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let parent = Parent {
+            addr: listener.local_addr().unwrap(),
+            seen: Arc::default(),
+        };
+        let p = parent.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let p = p.clone();
+                        async move { Ok::<_, std::convert::Infallible>(p.forward(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        parent
+    }
+
+    /// Requests forwarded for `url` (the absolute target, as `Origin::url` spells it).
+    pub fn hits(&self, url: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|u| *u == url)
+            .count()
+    }
+
+    /// The `upstream.proxy` value for this parent.
+    pub fn config(&self) -> peercache::config::ParentProxy {
+        peercache::config::ParentProxy {
+            host: "127.0.0.1".into(),
+            port: self.addr.port(),
+        }
+    }
+
+    async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
+        let failed = |why: String| {
+            let mut r = Response::new(body::full(why));
+            *r.status_mut() = StatusCode::BAD_GATEWAY;
+            r
+        };
+        self.seen.lock().unwrap().push(req.uri().to_string());
+        let Some(authority) = req.uri().authority().map(|a| a.to_string()) else {
+            return failed("not an absolute-form target".into());
+        };
+        let (mut parts, incoming) = req.into_parts();
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .unwrap();
+        let tcp = match TcpStream::connect(&authority).await {
+            Ok(t) => t,
+            Err(e) => return failed(e.to_string()),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::from_parts(parts, incoming);
+        match sender.send_request(req).await {
+            Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed()),
+            Err(e) => failed(e.to_string()),
+        }
+    }
+}
+
 /// A config for a test proxy: loopback, port 0, cache in `dir`, no access log.
 pub fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::default_config();
@@ -811,11 +895,18 @@ pub fn peer_config(dir: &Path, i: usize, key: &Path, seed: Option<SocketAddr>) -
     c
 }
 
-/// The peer knobs of test nodes: fast gossip timings and a 100 ms claim window.
+/// The peer knobs of test nodes: fast gossip timings (on the WAN preset's base for nodes given
+/// a site label) and a 100 ms claim window (200 ms while the group spans sites).
 pub fn fast_tuning() -> peercache::peer::PeerTuning {
+    use peercache::peer::membership::{Profile, Timings};
     peercache::peer::PeerTuning {
-        timings: peercache::peer::membership::Timings::fast(),
+        timings: Timings::fast(),
+        wan_timings: Timings {
+            profile: Profile::Wan,
+            ..Timings::fast()
+        },
         claim_window: Duration::from_millis(100),
+        wan_claim_window: Duration::from_millis(200),
         ..Default::default()
     }
 }
