@@ -36,6 +36,7 @@ impl Peers {
             found.push(Source {
                 node,
                 addr: m.addr,
+                same_site: m.site == self.site,
                 complete: Some((*hash.as_bytes(), len)),
             });
         }
@@ -65,15 +66,16 @@ impl Peers {
     /// penalties leave out for now.
     pub fn source_at(&self, addr: SocketAddr, hash: &blake3::Hash, len: u64) -> Option<Source> {
         let view = self.membership.subscribe();
-        let node = (view.borrow().iter())
+        let (node, same_site) = (view.borrow().iter())
             .find(|m| m.addr == addr && m.state.is_active())
-            .map(|m| m.id)?;
+            .map(|m| (m.id, m.site == self.site))?;
         if lock(&self.penalties).is_penalised(node, now_ms()) {
             return None;
         }
         Some(Source {
             node,
             addr,
+            same_site,
             complete: Some((*hash.as_bytes(), len)),
         })
     }
