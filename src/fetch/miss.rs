@@ -65,11 +65,13 @@ pub enum Got {
         entry: Arc<Entry>,
         status: CacheStatus,
     },
-    /// An answer that is not stored (`why`: a `NotStorable` reason, `too-big`, `max-fills`…):
-    /// relay it.
+    /// An answer that is not stored (`why`: a `NotStorable` reason, `too-big`, `max-fills`,
+    /// `range-not-filled`…): relay it. `passed`: the client's request went upstream as it was
+    /// (its Range and preconditions with it), not a fill's request.
     Direct {
         resp: Response<Incoming>,
         why: &'static str,
+        passed: bool,
     },
 }
 
@@ -101,8 +103,12 @@ impl Wanted {
 impl Fetcher {
     /// The miss path: join the fill of `miss.key`, or lead one (peers first, unless a stale
     /// entry is revalidated), or — with `cache.max_fills` fills running — fetch it for this
-    /// client alone, unstored (counted).
+    /// client alone, unstored (counted). A range that `cache.range_fill` lets start no fill
+    /// goes upstream as asked, unless a fill of the key runs (see `ranges`).
     pub async fn fill(&self, miss: &Miss<'_>) -> Result<Got, Error> {
+        if let Some(got) = self.unfilled_range(miss).await {
+            return got;
+        }
         for _ in 0..MAX_JOINS {
             match self.inflight.join(miss.key) {
                 Join::Leader(permit) => {
@@ -196,7 +202,11 @@ impl Fetcher {
                 entry,
                 status: CacheStatus::Revalidated,
             },
-            Led::Fetched(Fetched::Direct { resp, why }) => Got::Direct { resp, why },
+            Led::Fetched(Fetched::Direct { resp, why }) => Got::Direct {
+                resp,
+                why,
+                passed: false,
+            },
         })
     }
 
@@ -267,6 +277,7 @@ impl Fetcher {
         Ok(Got::Direct {
             resp,
             why: "max-fills",
+            passed: true,
         })
     }
 }

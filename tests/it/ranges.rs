@@ -1,0 +1,222 @@
+//! Ranges on objects not stored yet: a range far into a cold object is answered from a ranged
+//! request of its own while the whole object is filled in the background (`cache.range_fill`
+//! says whether), tied to the fill's representation; a range of a fill in progress is read
+//! from the fill when the fill holds it, fetched ahead when it is far.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use peercache::config::RangeFill;
+use tokio::sync::watch;
+
+use crate::support::*;
+
+const MIB: usize = 1024 * 1024;
+/// The debug-build stand-in for a large video: big enough that the download reaching 90 % would
+/// show, small enough to keep the suite fast.
+const LEN: usize = 16 * MIB;
+/// What the slow origin sends of the whole body before it holds the rest behind a gate.
+const FIRST: usize = 2 * MIB;
+
+/// Routes `path` to a cacheable 200 of `body` with ETag `"m1"` whose whole-body answer stops
+/// after [`FIRST`] bytes until the returned gate opens; ranged requests are answered at once.
+fn slow_movie(origin: &Origin, path: &str, body: &Bytes) -> watch::Sender<bool> {
+    let (gate, rx) = watch::channel(false);
+    let reply = Reply::gated(body.slice(..FIRST), body.slice(FIRST..), rx).header("etag", "\"m1\"");
+    origin.route(path, reply);
+    gate
+}
+
+/// The origin's requests for `path` without Range: whole-body downloads.
+fn whole_requests(origin: &Origin, path: &str) -> usize {
+    let seen = origin.seen(path);
+    seen.iter()
+        .filter(|s| !s.headers.contains_key("range"))
+        .count()
+}
+
+fn range(start: usize, last: usize) -> String {
+    format!("bytes={start}-{last}")
+}
+
+async fn ranged(proxy: std::net::SocketAddr, url: &str, start: usize, last: usize) -> Got {
+    send(proxy, "GET", url, &[("range", &range(start, last))]).await
+}
+
+/// Waits until `url` is stored on `proxy`.
+async fn wait_stored(proxy: &peercache::app::Running, url: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stored(proxy, url).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} stored in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_far_into_a_cold_object_comes_before_the_download_reaches_it_and_the_object_is_stored(
+) {
+    let origin = Origin::start().await;
+    let body = noise(LEN, 1);
+    let gate = slow_movie(&origin, "/movie.mp4", &body);
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    let url = origin.url("/movie.mp4");
+
+    // A player seeks to 90 % of the cold object. The origin holds the whole body after FIRST
+    // bytes until the gate opens, and the gate opens only after the client got its range: the
+    // bytes cannot have come from the download.
+    let at = LEN * 9 / 10;
+    let last = at + 256 * 1024 - 1;
+    let part = ranged(proxy.addr, &url, at, last).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(
+        part.header("content-range"),
+        format!("bytes {at}-{last}/{LEN}")
+    );
+    assert_eq!(part.header("etag"), "\"m1\"");
+    assert!(
+        part.body.unwrap() == body.slice(at..=last),
+        "the range's bytes"
+    );
+    // One whole-body download (the background fill) and one ranged request tied to it.
+    let seen = origin.seen("/movie.mp4");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(whole_requests(&origin, "/movie.mp4"), 1);
+    let asked = seen
+        .iter()
+        .find(|s| s.headers.contains_key("range"))
+        .unwrap();
+    assert_eq!(asked.headers["range"], range(at, last).as_str());
+    assert_eq!(asked.headers["if-range"], "\"m1\"");
+    let s = status_json(proxy.addr).await;
+    assert_eq!(s["counters"]["ranges"]["ahead"], 1);
+    assert!(s["fills"][0]["written"].as_u64().unwrap() <= FIRST as u64);
+
+    // The fill goes on in the background; the object is complete and stored afterwards.
+    gate.send(true).unwrap();
+    wait_stored(&proxy, &url).await;
+    let whole = get(proxy.addr, &url).await;
+    assert_eq!(whole.x_cache(), "HIT");
+    assert!(whole.body.unwrap() == body);
+    // A later range is a hit too; the origin sent the whole body once.
+    let again = ranged(proxy.addr, &url, 1000, 1999).await;
+    assert_eq!((again.status, again.x_cache()), (206, "HIT"));
+    assert!(again.body.unwrap() == body.slice(1000..2000));
+    assert_eq!(whole_requests(&origin, "/movie.mp4"), 1);
+    assert_eq!(origin.hits("/movie.mp4"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_inside_a_fill_is_read_from_it_and_one_far_ahead_of_it_is_fetched_ahead() {
+    let origin = Origin::start().await;
+    let body = noise(LEN, 2);
+    let gate = slow_movie(&origin, "/show.mkv", &body);
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    let url = origin.url("/show.mkv");
+
+    // A client downloads the whole object; the fill gets FIRST bytes, then waits on the gate.
+    let first = send_head(proxy.addr, "GET", &url, &[]).await;
+    assert_eq!(first.status(), 200);
+    let s = wait_for_status(proxy.addr, Duration::from_secs(10), |s| {
+        s["fills"][0]["written"] == FIRST as u64
+    })
+    .await;
+    assert_eq!(s["fills"][0]["written"], FIRST as u64);
+
+    // A range the fill holds is read from it: no request upstream.
+    let inside = ranged(proxy.addr, &url, 1000, 100_999).await;
+    assert_eq!((inside.status, inside.x_cache()), (206, "COLLAPSED"));
+    assert!(inside.body.unwrap() == body.slice(1000..101_000));
+    assert_eq!(origin.hits("/show.mkv"), 1);
+
+    // A range far ahead of the fill is fetched ahead, before the fill gets there.
+    let at = LEN / 2;
+    let last = at + 99_999;
+    let ahead = ranged(proxy.addr, &url, at, last).await;
+    assert_eq!((ahead.status, ahead.x_cache()), (206, "COLLAPSED"));
+    assert!(ahead.body.unwrap() == body.slice(at..=last));
+    assert_eq!(origin.hits("/show.mkv"), 2);
+    assert_eq!(whole_requests(&origin, "/show.mkv"), 1);
+
+    gate.send(true).unwrap();
+    let whole = Got::read(first).await;
+    assert!(whole.body.unwrap() == body);
+    wait_stored(&proxy, &url).await;
+    assert_eq!(get(proxy.addr, &url).await.x_cache(), "HIT");
+    assert_eq!(whole_requests(&origin, "/show.mkv"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_fill_none_or_a_limit_starts_no_download_for_a_range_beyond_it() {
+    let origin = Origin::start().await;
+    let body = noise(4 * MIB, 3);
+    for path in ["/a.iso", "/b.iso"] {
+        origin.route(
+            path,
+            Reply::ok(body.clone())
+                .header("cache-control", "max-age=600")
+                .header("etag", "\"i1\""),
+        );
+    }
+    let (a, b) = (origin.url("/a.iso"), origin.url("/b.iso"));
+    let at = 3 * MIB;
+
+    // "none": the range goes upstream as asked; nothing is filled, nothing stored.
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.cache.range_fill = RangeFill::None;
+    let proxy = start_proxy(c).await;
+    let part = ranged(proxy.addr, &a, at, at + 9).await;
+    assert_eq!((part.status, part.x_cache()), (206, "MISS"));
+    assert_eq!(
+        part.header("content-range"),
+        format!("bytes {at}-{}/{}", at + 9, 4 * MIB)
+    );
+    assert!(part.body.as_ref().unwrap() == &body.slice(at..at + 10));
+    assert_eq!(
+        our_cache_status(&part).unwrap(),
+        ["fwd=uri-miss", "detail=range-not-filled"]
+    );
+    assert_eq!(
+        (origin.hits("/a.iso"), whole_requests(&origin, "/a.iso")),
+        (1, 0)
+    );
+    // Even a range at byte 0 starts no fill under "none"; a plain GET does.
+    assert_eq!(ranged(proxy.addr, &a, 0, 9).await.status, 206);
+    assert_eq!(whole_requests(&origin, "/a.iso"), 0);
+    assert!(stored(&proxy, &a).await.is_none(), "a 206 is never stored");
+    assert_eq!(
+        status_json(proxy.addr).await["counters"]["ranges"]["unfilled"],
+        2
+    );
+    let full = get(proxy.addr, &a).await;
+    assert_eq!(full.x_cache(), "MISS");
+    assert!(full.body.unwrap() == body);
+    assert_eq!(whole_requests(&origin, "/a.iso"), 1);
+
+    // A byte limit: a range beyond it starts nothing, one within it starts the whole fill.
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.cache.range_fill = RangeFill::UpTo(MIB as u64);
+    let proxy = start_proxy(c).await;
+    assert_eq!(ranged(proxy.addr, &b, at, at + 9).await.status, 206);
+    assert_eq!(whole_requests(&origin, "/b.iso"), 0);
+    assert_eq!(
+        send(proxy.addr, "GET", &b, &[("range", "bytes=-10")])
+            .await
+            .status,
+        206,
+        "a suffix range begins near the end: beyond the limit"
+    );
+    assert_eq!(whole_requests(&origin, "/b.iso"), 0);
+    let within = ranged(proxy.addr, &b, MIB, MIB + 9).await;
+    assert_eq!((within.status, within.x_cache()), (206, "MISS"));
+    assert!(within.body.unwrap() == body.slice(MIB..MIB + 10));
+    wait_stored(&proxy, &b).await;
+    assert_eq!(whole_requests(&origin, "/b.iso"), 1);
+    assert_eq!(get(proxy.addr, &b).await.x_cache(), "HIT");
+}
