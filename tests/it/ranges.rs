@@ -220,3 +220,209 @@ async fn range_fill_none_or_a_limit_starts_no_download_for_a_range_beyond_it() {
     assert_eq!(whole_requests(&origin, "/b.iso"), 1);
     assert_eq!(get(proxy.addr, &b).await.x_cache(), "HIT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ranged_answer_of_another_representation_or_a_200_is_never_served_the_fill_serves_it() {
+    let origin = Origin::start().await;
+    let body = noise(LEN, 4);
+    let other = noise(LEN, 5);
+    let at = LEN * 9 / 10;
+    let last = at + 65_535;
+    // "/changed": the object changed between the fill's request and the ranged one, and the
+    // origin ignores If-Range: its 206 carries another ETag and other bytes.
+    let (changed_gate, rx) = watch::channel(false);
+    let whole = Reply::gated(body.slice(..FIRST), body.slice(FIRST..), rx).header("etag", "\"v1\"");
+    let changed_part = Reply {
+        status: 206,
+        headers: vec![
+            ("etag".into(), "\"v2\"".into()),
+            ("content-range".into(), format!("bytes {at}-{last}/{LEN}")),
+        ],
+        payload: Payload::Bytes(other.slice(at..=last)),
+    };
+    origin.route_fn("/changed", move |req| {
+        if req.headers.contains_key("range") {
+            changed_part.clone()
+        } else {
+            whole.clone()
+        }
+    });
+    // "/whole": an origin that does not do ranges sends the whole body (held at its gate) again.
+    let (gate, rx) = watch::channel(false);
+    origin.route(
+        "/whole",
+        Reply::gated(body.slice(..FIRST), body.slice(FIRST..), rx)
+            .header("etag", "\"m1\"")
+            .header("accept-ranges", "none"),
+    );
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+
+    for (n, (path, gate)) in [("/changed", changed_gate), ("/whole", gate)]
+        .into_iter()
+        .enumerate()
+    {
+        let url = origin.url(path);
+        let client = tokio::spawn(async move { ranged(proxy.addr, &url, at, last).await });
+        // The ranged request was answered and refused…
+        let s = wait_for_status(proxy.addr, Duration::from_secs(10), |s| {
+            s["counters"]["ranges"]["refused"] == n as u64 + 1
+        })
+        .await;
+        assert_eq!(s["counters"]["ranges"]["refused"], n as u64 + 1, "{path}");
+        assert_eq!(s["counters"]["ranges"]["ahead"], 0, "{path}");
+        assert_eq!(origin.hits(path), 2, "{path}");
+        // …so the range waits for the fill, which brings the representation the client was
+        // promised (the fill's head, ETag included), byte-exact.
+        gate.send(true).unwrap();
+        let got = client.await.unwrap();
+        assert_eq!(got.status, 206, "{path}");
+        assert_eq!(
+            got.header("content-range"),
+            format!("bytes {at}-{last}/{LEN}")
+        );
+        assert!(
+            got.body.unwrap() == body.slice(at..=last),
+            "{path}: the fill's bytes"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_range_and_several_ranges_on_a_cold_object() {
+    let origin = Origin::start().await;
+    let body = noise(4 * MIB, 6);
+    for path in ["/a", "/b", "/d", "/e"] {
+        let mut reply = Reply::ok(body.clone())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"e1\"");
+        if path == "/e" {
+            reply = reply.header("accept-ranges", "none");
+        }
+        origin.route(path, reply);
+    }
+    let at = 3 * MIB;
+    let tail = format!("bytes={at}-");
+
+    // With the fill (the default): an If-Range that does not match, or several ranges, get the
+    // whole body (RFC 9110 §13.1.5, §14.2), from the fill; nothing is fetched ahead.
+    let dir = tempdir();
+    let proxy = start_proxy(config(dir.path())).await;
+    let stale = [("range", tail.as_str()), ("if-range", "\"e0\"")];
+    let whole = send(proxy.addr, "GET", &origin.url("/a"), &stale).await;
+    assert_eq!(whole.status, 200);
+    assert!(whole.body.unwrap() == body);
+    let several = [("range", "bytes=0-9,3145728-3145737")];
+    let whole = send(proxy.addr, "GET", &origin.url("/b"), &several).await;
+    assert_eq!(whole.status, 200);
+    assert!(whole.body.unwrap() == body);
+    assert_eq!(
+        origin.hits("/a") + origin.hits("/b"),
+        2,
+        "no ranged requests"
+    );
+    // An If-Range that matches the fill's ETag: the range, fetched ahead of the slow fill.
+    let movie = noise(LEN, 6);
+    let gate = slow_movie(&origin, "/c", &movie);
+    let far = LEN - MIB;
+    let from_far = format!("bytes={far}-");
+    let matching = [("range", from_far.as_str()), ("if-range", "\"m1\"")];
+    let part = send(proxy.addr, "GET", &origin.url("/c"), &matching).await;
+    assert_eq!(part.status, 206);
+    assert!(part.body.unwrap() == movie.slice(far..));
+    assert_eq!(origin.seen("/c")[1].headers["if-range"], "\"m1\"");
+    gate.send(true).unwrap();
+    let current = [("range", tail.as_str()), ("if-range", "\"e1\"")];
+
+    // Without the fill the client's Range and If-Range go upstream as they are; a 200 is cut
+    // here by the same rules.
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.cache.range_fill = RangeFill::None;
+    let proxy = start_proxy(c).await;
+    let whole = send(proxy.addr, "GET", &origin.url("/d"), &stale).await;
+    assert_eq!(whole.status, 200, "If-Range false: the origin's whole 200");
+    assert!(whole.body.unwrap() == body);
+    assert_eq!(origin.seen("/d")[0].headers["if-range"], "\"e0\"");
+    // An origin that ignores Range sends 200: the client still gets its range.
+    let part = send(proxy.addr, "GET", &origin.url("/e"), &current).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(
+        part.header("content-range"),
+        format!("bytes {at}-{}/{}", 4 * MIB - 1, 4 * MIB)
+    );
+    assert!(part.body.unwrap() == body.slice(at..));
+    let part = send(proxy.addr, "GET", &origin.url("/e"), &stale).await;
+    assert_eq!(
+        part.status, 200,
+        "cut by If-Range rules: the tag does not match"
+    );
+    assert!(part.body.unwrap() == body);
+    assert!(stored(&proxy, &origin.url("/e")).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_of_an_object_too_big_to_store_is_asked_for_with_range() {
+    let origin = Origin::start().await;
+    let body = noise(4 * MIB, 7);
+    origin.route(
+        "/huge",
+        Reply::ok(body.clone())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"h1\""),
+    );
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.cache.max_object_size = MIB as u64;
+    let proxy = start_proxy(c).await;
+    let url = origin.url("/huge");
+    let at = 3 * MIB;
+
+    // The fill's answer is too big to store: a range far into it is asked for on its own.
+    let part = ranged(proxy.addr, &url, at, at + 99).await;
+    assert_eq!(part.status, 206);
+    assert!(part.body.as_ref().unwrap() == &body.slice(at..at + 100));
+    assert!(our_cache_status(&part)
+        .unwrap()
+        .contains(&"detail=too-big".to_owned()));
+    let seen = origin.seen("/huge");
+    assert_eq!(seen.len(), 2);
+    assert!(!seen[0].headers.contains_key("range"));
+    assert_eq!(seen[1].headers["range"], range(at, at + 99).as_str());
+    // A range near the start is cut out of that answer.
+    let near = ranged(proxy.addr, &url, 10, 19).await;
+    assert_eq!(near.status, 206);
+    assert!(near.body.unwrap() == body.slice(10..20));
+    assert_eq!(origin.hits("/huge"), 3);
+    assert!(stored(&proxy, &url).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_of_a_cold_object_comes_from_a_peers_copy_not_the_origin() {
+    let origin = Origin::start().await;
+    let body = noise(LEN, 8);
+    origin.route(
+        "/film.mp4",
+        Reply::ok(body.clone())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"f1\""),
+    );
+    let (nodes, _key) = cluster(2).await;
+    let url = origin.url("/film.mp4");
+    assert_eq!(get(nodes[0].addr(), &url).await.x_cache(), "MISS");
+    wait_holders(&nodes[1], &url, 1).await;
+
+    // B has it neither stored nor in flight: its fill comes from A, and so does the range,
+    // as verified pieces of A's copy, fetched ahead of the fill.
+    let at = LEN * 9 / 10;
+    let last = at + 99_999;
+    let part = ranged(nodes[1].addr(), &url, at, last).await;
+    assert_eq!((part.status, part.x_cache()), (206, "PEER"));
+    assert!(part.body.unwrap() == body.slice(at..=last));
+    assert_eq!(origin.hits("/film.mp4"), 1, "the WAN is crossed once");
+    let s = status_json(nodes[1].addr()).await;
+    assert_eq!(s["counters"]["ranges"]["ahead"], 1);
+    assert_eq!(nodes[0].peers().status_json()["uploads"], 2);
+    wait_stored(&nodes[1].proxy, &url).await;
+    assert_eq!(get(nodes[1].addr(), &url).await.x_cache(), "HIT");
+}
