@@ -65,6 +65,8 @@ pub enum Got {
         entry: Arc<Entry>,
         status: CacheStatus,
     },
+    /// A range that starts no fill, answered from a peer's stored copy (verified pieces).
+    Span(super::ranges::PeerSpan),
     /// An answer that is not stored (`why`: a `NotStorable` reason, `too-big`, `max-fills`,
     /// `range-not-filled`…): relay it. `passed`: the client's request went upstream as it was
     /// (its Range and preconditions with it), not a fill's request.

@@ -273,6 +273,13 @@ pub fn from_fill(
     with_head(status, headers, body)
 }
 
+/// A 206 of bytes `start..=end` of a representation of `len` bytes with the fields `headers`
+/// (Age included), whose `body` holds exactly those bytes.
+pub fn partial(headers: HeaderMap, start: u64, end: u64, len: u64, body: Body) -> Response<Body> {
+    let headers = partial_head(headers, start, end, len);
+    with_head(StatusCode::PARTIAL_CONTENT, headers, body)
+}
+
 /// Answers from a whole response that is not stored (its `status` and hop-by-hop-free
 /// `headers`, a `body` of `len` bytes on its way from upstream): preconditions and Range judged
 /// against it as for a stored one, a range cut out of the body as it streams.

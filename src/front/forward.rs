@@ -377,6 +377,13 @@ async fn fetch(
                     return Err(Error::storage("the stored entry is unreadable"));
                 }
             }
+            Got::Span(span) => {
+                trace.fwd_status = Some(span.head.status);
+                trace.ttl = Some(ttl_of(&span.head, h));
+                trace.peer = Some(span.node.to_string());
+                trace.detail = Some("range-not-filled");
+                return Ok((ranged::from_peer(span), Some(CacheStatus::Peer)));
+            }
             Got::Direct { resp, why, passed } => {
                 let (resp, upstream) = ranged::unstored(app, ask, resp, passed).await?;
                 trace.fwd_status = Some(upstream);

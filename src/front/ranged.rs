@@ -1,12 +1,14 @@
 //! A range request answered from an upstream answer that is not stored: a 206 of the client's
 //! own request is relayed, a whole 200 is cut to the client's range here (If-Range and the
 //! preconditions judged against it), and a fill's unstorable answer to a range far into the
-//! body is dropped for a ranged request of the client's own. The rules are
-//! `fetch::ranges::plan::unstored`'s.
+//! body is dropped for a ranged request of the client's own; a member's stored copy answers
+//! like a stored entry would. The rules are `fetch::ranges::plan`'s.
 
 use std::sync::Arc;
 
-use http::{Method, Response, StatusCode};
+use std::time::SystemTime;
+
+use http::{header, HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::{self, Body};
@@ -14,6 +16,7 @@ use crate::cache::conditional;
 use crate::error::Error;
 use crate::fetch::content_length;
 use crate::fetch::ranges::plan::{self, Unstored};
+use crate::fetch::ranges::PeerSpan;
 use crate::front::answer;
 use crate::front::forward::{relay, Ask};
 use crate::front::Proxy;
@@ -49,6 +52,14 @@ pub async fn unstored(
     };
     let status = resp.status();
     Ok((relay(app, ask.method, resp), status))
+}
+
+/// The client's range from a member's stored copy, as if this cache held it (with its Age).
+pub fn from_peer(span: PeerSpan) -> Response<Body> {
+    let mut headers = span.head.headers();
+    let age = span.head.timing.current_age(SystemTime::now());
+    headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    answer::partial(headers, span.start, span.end, span.len, span.body)
 }
 
 /// The client's range of a whole 200, relayed as it streams (a 200 of unknown length is relayed

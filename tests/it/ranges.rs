@@ -426,3 +426,39 @@ async fn a_range_of_a_cold_object_comes_from_a_peers_copy_not_the_origin() {
     wait_stored(&nodes[1].proxy, &url).await;
     assert_eq!(get(nodes[1].addr(), &url).await.x_cache(), "HIT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_range_fill_none_a_range_still_comes_from_a_peers_copy_and_nothing_is_stored() {
+    let origin = Origin::start().await;
+    let body = noise(4 * MIB, 9);
+    origin.route(
+        "/song.flac",
+        Reply::ok(body.clone())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"s1\""),
+    );
+    let (nodes, _key) = cluster_with(2, |c| c.cache.range_fill = RangeFill::None).await;
+    let url = origin.url("/song.flac");
+    assert_eq!(get(nodes[0].addr(), &url).await.x_cache(), "MISS");
+    wait_holders(&nodes[1], &url, 1).await;
+
+    let at = 3 * MIB + 5;
+    let part = ranged(nodes[1].addr(), &url, at, at + 999).await;
+    assert_eq!((part.status, part.x_cache()), (206, "PEER"));
+    assert_eq!(
+        part.header("content-range"),
+        format!("bytes {at}-{}/{}", at + 999, 4 * MIB)
+    );
+    assert_eq!(part.header("etag"), "\"s1\"");
+    assert!(!part.header("age").is_empty());
+    let params = our_cache_status(&part).unwrap();
+    let peer = format!("peercache-peer=\"{}\"", nodes[0].peers().id);
+    for p in ["fwd=uri-miss", "detail=range-not-filled", peer.as_str()] {
+        assert!(params.iter().any(|x| x == p), "{p} in {params:?}");
+    }
+    assert!(part.body.unwrap() == body.slice(at..at + 1000));
+    assert_eq!(origin.hits("/song.flac"), 1);
+    assert_eq!(nodes[0].peers().status_json()["uploads"], 1);
+    assert!(stored(&nodes[1].proxy, &url).await.is_none());
+    assert_eq!(status_json(nodes[1].addr()).await["fills_running"], 0);
+}

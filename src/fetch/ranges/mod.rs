@@ -11,15 +11,21 @@ pub mod plan;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::time::SystemTime;
+
 use http::{header, HeaderMap, HeaderValue, Method, Uri};
 use http_body_util::BodyExt;
 
 use crate::body::{self, Body};
+use crate::cache::cache_control::CacheControl;
 use crate::cache::conditional;
-use crate::cache::head::FillHead;
+use crate::cache::head::{FillHead, Head};
 use crate::cache::inflight::Fill;
+use crate::cache::key::Variant;
+use crate::cache::policy;
 use crate::error::Error;
 use crate::metrics::{Metrics, Source};
+use crate::peer::wire::NodeId;
 use crate::peer::{key_hash, pieces, Peers};
 
 use super::miss::{Got, Miss};
@@ -305,12 +311,88 @@ impl Job {
     }
 }
 
+/// A range answered from a member's stored copy: its head, the whole length, the bytes
+/// `start..=end` (verified against the copy's blake3 as they come), and the member.
+pub struct PeerSpan {
+    pub head: Head,
+    pub len: u64,
+    pub start: u64,
+    pub end: u64,
+    pub body: Body,
+    pub node: NodeId,
+}
+
 impl Fetcher {
+    /// The client's range from the best member whose stored copy may answer it as if this cache
+    /// held it (fresh enough for the request, its variant, its preconditions holding): up to
+    /// [`PEER_TRIES`] holders, the first verified piece in hand before it is used.
+    async fn peer_span(&self, miss: &Miss<'_>) -> Option<PeerSpan> {
+        let peers = self.peers.as_ref().filter(|p| p.has_members())?;
+        let kh = key_hash(miss.key);
+        let req_cc = CacheControl::from_request(miss.headers);
+        let holders = peers
+            .sources(&kh, None)
+            .into_iter()
+            .filter_map(|src| src.complete.map(|c| (src, c)));
+        for (src, (hash, len)) in holders.take(PEER_TRIES) {
+            let span = async {
+                let reply = peers.client.entries(src.node, src.addr, &kh).await?;
+                let head = reply
+                    .complete
+                    .iter()
+                    .find(|h| h.hash == Some(hash))
+                    .and_then(|h| h.head.head(true));
+                let Some(head) = head else {
+                    return Ok(None);
+                };
+                let headers = head.headers();
+                let variant = Variant::of_request(&miss.treat.vary(&headers), miss.headers);
+                let reuse = policy::reuse(
+                    &head.stored(&headers),
+                    &req_cc,
+                    SystemTime::now(),
+                    miss.treat.heuristic,
+                );
+                let span = plan::span_of_copy(miss.headers, head.status, reuse, &headers, len);
+                let (Some((start, end)), true) = (span, variant.as_ref() == Some(&head.variant))
+                else {
+                    return Ok(None);
+                };
+                let hash = blake3::Hash::from_bytes(hash);
+                let body = pieces::fetch(peers, &src, hash, len, start).await?;
+                let body = pieces::checked_start(body, PEER_STALL).await?;
+                let metrics = self.metrics.clone();
+                let body = body::observed(body::window(body, 0, end + 1 - start), move |n, _| {
+                    metrics.bytes_from(Source::Peer, n)
+                });
+                let node = src.node;
+                Ok::<_, Error>(Some(PeerSpan {
+                    head,
+                    len,
+                    start,
+                    end,
+                    body,
+                    node,
+                }))
+            };
+            match span.await {
+                Ok(Some(span)) => return Some(span),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::info!(node = %src.node, key = miss.key, "peer range not used: {e}");
+                    peers.failed(src.node, &e);
+                }
+            }
+        }
+        None
+    }
+
     /// A range request for an object that is neither stored nor being fetched, whose range
     /// `cache.range_fill` lets start no fill: `None` when it may (or the request holds no single
-    /// range, or it revalidates a stored entry). Otherwise the request goes to the origin as it
-    /// is — Range, If-Range and preconditions with it — and its answer is relayed unstored;
-    /// counted in `ranges_unfilled`.
+    /// range, or it revalidates a stored entry). Otherwise a member's stored copy that may
+    /// answer it ([`plan::span_of_copy`]) sends the range as verified pieces; else the request
+    /// goes to the origin as it is — Range, If-Range and preconditions with it — and its answer
+    /// is relayed unstored. Counted in `ranges_unfilled`.
     pub(super) async fn unfilled_range(&self, miss: &Miss<'_>) -> Option<Result<Got, Error>> {
         // A miss without a stale entry is a GET (HEAD goes upstream as HEAD, unstored).
         let first = conditional::first_byte(&Method::GET, miss.headers)?;
@@ -321,6 +403,9 @@ impl Fetcher {
             return None;
         }
         Metrics::inc(&self.metrics.ranges_unfilled);
+        if let Some(span) = self.peer_span(miss).await {
+            return Some(Ok(Got::Span(span)));
+        }
         let resp = self
             .pass(
                 Method::GET,

@@ -4,10 +4,11 @@
 //! that is not stored. Pure: no I/O, no clock.
 
 use http::header::{CONTENT_ENCODING, CONTENT_RANGE, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
-use crate::cache::conditional::{validator_holds, FirstByte};
+use crate::cache::conditional::{self, validator_holds, FirstByte, Precondition, RangeAnswer};
 use crate::cache::inflight::{FillState, Outcome};
+use crate::cache::policy::Reuse;
 use crate::config::RangeFill;
 
 /// How far ahead of a fill's written bytes a range may begin and still wait for the fill: the
@@ -175,6 +176,27 @@ pub fn content_range(value: &[u8]) -> Option<(u64, u64, Option<u64>)> {
     };
     let fits = last >= first && complete.is_none_or(|c| last < c);
     fits.then_some((first, last, complete))
+}
+
+/// The bytes `start..=end` a peer's stored copy (`status`, fields `stored`, `len` bytes; `reuse`
+/// as RFC 9111 judged it for this request) can answer a range that starts no fill with, as if
+/// this cache held it: only a 200 that may be served without the origin, whose preconditions
+/// all hold, and which the request's Range (If-Range judged against it) cuts to one range.
+/// `None` sends the request upstream as asked.
+pub fn span_of_copy(
+    req: &HeaderMap,
+    status: StatusCode,
+    reuse: Reuse,
+    stored: &HeaderMap,
+    len: u64,
+) -> Option<(u64, u64)> {
+    let usable = status == StatusCode::OK
+        && matches!(reuse, Reuse::Fresh | Reuse::StaleAllowed)
+        && conditional::evaluate(&Method::GET, req, stored) == Precondition::Proceed;
+    match conditional::range(&Method::GET, req, stored, len) {
+        RangeAnswer::Partial { start, end } if usable => Some((start, end)),
+        _ => None,
+    }
 }
 
 /// What becomes of an answer that is not stored, to a request for one range.
@@ -458,6 +480,106 @@ mod tests {
             check(&by_date, partial, &dated("Sun, 06 Nov 1994 08:49:38 GMT")),
             Err(Refused::Validator)
         );
+    }
+
+    #[test]
+    fn which_peer_copies_answer_a_range_that_starts_no_fill() {
+        let stored = map(&[("etag", "\"p1\"")]);
+        let ok = StatusCode::OK;
+        // (case, request, status, reuse, span)
+        type Row = (
+            &'static str,
+            Vec<(&'static str, &'static str)>,
+            StatusCode,
+            Reuse,
+            Option<(u64, u64)>,
+        );
+        let cases: Vec<Row> = vec![
+            (
+                "fresh",
+                vec![("range", "bytes=900-")],
+                ok,
+                Reuse::Fresh,
+                Some((900, 999)),
+            ),
+            (
+                "stale allowed",
+                vec![("range", "bytes=-10")],
+                ok,
+                Reuse::StaleAllowed,
+                Some((990, 999)),
+            ),
+            (
+                "stale",
+                vec![("range", "bytes=900-")],
+                ok,
+                Reuse::Revalidate,
+                None,
+            ),
+            (
+                "swr",
+                vec![("range", "bytes=900-")],
+                ok,
+                Reuse::StaleWhileRevalidate,
+                None,
+            ),
+            (
+                "a 404",
+                vec![("range", "bytes=900-")],
+                StatusCode::NOT_FOUND,
+                Reuse::Fresh,
+                None,
+            ),
+            (
+                "if-range holds",
+                vec![("range", "bytes=1-2"), ("if-range", "\"p1\"")],
+                ok,
+                Reuse::Fresh,
+                Some((1, 2)),
+            ),
+            (
+                "if-range fails",
+                vec![("range", "bytes=1-2"), ("if-range", "\"p0\"")],
+                ok,
+                Reuse::Fresh,
+                None,
+            ),
+            (
+                "if-none-match",
+                vec![("range", "bytes=1-2"), ("if-none-match", "\"p1\"")],
+                ok,
+                Reuse::Fresh,
+                None,
+            ),
+            (
+                "if-match fails",
+                vec![("range", "bytes=1-2"), ("if-match", "\"p0\"")],
+                ok,
+                Reuse::Fresh,
+                None,
+            ),
+            (
+                "beyond the end",
+                vec![("range", "bytes=1000-")],
+                ok,
+                Reuse::Fresh,
+                None,
+            ),
+            (
+                "several ranges",
+                vec![("range", "bytes=1-2,5-6")],
+                ok,
+                Reuse::Fresh,
+                None,
+            ),
+        ];
+        for (name, req, status, reuse, want) in cases {
+            assert_eq!(
+                span_of_copy(&map(&req), status, reuse, &stored, 1000),
+                want,
+                "{name}"
+            );
+        }
     }
 
     #[test]
