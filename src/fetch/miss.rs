@@ -267,6 +267,12 @@ impl Fetcher {
     /// A miss fetched for its client alone and not stored: `cache.max_fills` fills are running.
     async fn unstored(&self, miss: &Miss<'_>) -> Result<Got, Error> {
         Metrics::inc(&self.metrics.fills_passed_unstored);
+        self.passed(miss, "max-fills").await
+    }
+
+    /// The client's GET sent upstream as it is (Range and preconditions with it), its answer
+    /// not stored, for the reason `why`.
+    pub(super) async fn passed(&self, miss: &Miss<'_>, why: &'static str) -> Result<Got, Error> {
         let resp = self
             .pass(
                 Method::GET,
@@ -278,7 +284,7 @@ impl Fetcher {
             .await?;
         Ok(Got::Direct {
             resp,
-            why: "max-fills",
+            why,
             passed: true,
         })
     }

@@ -155,12 +155,7 @@ async fn range_fill_none_or_a_limit_starts_no_download_for_a_range_beyond_it() {
     let origin = Origin::start().await;
     let body = noise(4 * MIB, 3);
     for path in ["/a.iso", "/b.iso"] {
-        origin.route(
-            path,
-            Reply::ok(body.clone())
-                .header("cache-control", "max-age=600")
-                .header("etag", "\"i1\""),
-        );
+        origin.route(path, Reply::cacheable(body.clone(), "\"i1\""));
     }
     let (a, b) = (origin.url("/a.iso"), origin.url("/b.iso"));
     let at = 3 * MIB;
@@ -293,9 +288,7 @@ async fn if_range_and_several_ranges_on_a_cold_object() {
     let origin = Origin::start().await;
     let body = noise(4 * MIB, 6);
     for path in ["/a", "/b", "/d", "/e"] {
-        let mut reply = Reply::ok(body.clone())
-            .header("cache-control", "max-age=600")
-            .header("etag", "\"e1\"");
+        let mut reply = Reply::cacheable(body.clone(), "\"e1\"");
         if path == "/e" {
             reply = reply.header("accept-ranges", "none");
         }
@@ -365,12 +358,7 @@ async fn if_range_and_several_ranges_on_a_cold_object() {
 async fn a_range_of_an_object_too_big_to_store_is_asked_for_with_range() {
     let origin = Origin::start().await;
     let body = noise(4 * MIB, 7);
-    origin.route(
-        "/huge",
-        Reply::ok(body.clone())
-            .header("cache-control", "max-age=600")
-            .header("etag", "\"h1\""),
-    );
+    origin.route("/huge", Reply::cacheable(body.clone(), "\"h1\""));
     let dir = tempdir();
     let mut c = config(dir.path());
     c.cache.max_object_size = MIB as u64;
@@ -401,12 +389,7 @@ async fn a_range_of_an_object_too_big_to_store_is_asked_for_with_range() {
 async fn a_range_of_a_cold_object_comes_from_a_peers_copy_not_the_origin() {
     let origin = Origin::start().await;
     let body = noise(LEN, 8);
-    origin.route(
-        "/film.mp4",
-        Reply::ok(body.clone())
-            .header("cache-control", "max-age=600")
-            .header("etag", "\"f1\""),
-    );
+    origin.route("/film.mp4", Reply::cacheable(body.clone(), "\"f1\""));
     let (nodes, _key) = cluster(2).await;
     let url = origin.url("/film.mp4");
     assert_eq!(get(nodes[0].addr(), &url).await.x_cache(), "MISS");
@@ -431,12 +414,7 @@ async fn a_range_of_a_cold_object_comes_from_a_peers_copy_not_the_origin() {
 async fn with_range_fill_none_a_range_still_comes_from_a_peers_copy_and_nothing_is_stored() {
     let origin = Origin::start().await;
     let body = noise(4 * MIB, 9);
-    origin.route(
-        "/song.flac",
-        Reply::ok(body.clone())
-            .header("cache-control", "max-age=600")
-            .header("etag", "\"s1\""),
-    );
+    origin.route("/song.flac", Reply::cacheable(body.clone(), "\"s1\""));
     let (nodes, _key) = cluster_with(2, |c| c.cache.range_fill = RangeFill::None).await;
     let url = origin.url("/song.flac");
     assert_eq!(get(nodes[0].addr(), &url).await.x_cache(), "MISS");

@@ -101,6 +101,12 @@ impl Reply {
         self.headers.push((k.to_owned(), v.to_owned()));
         self
     }
+    /// A 200 of `body` cacheable for 10 minutes, with the ETag `etag` (a quoted tag).
+    pub fn cacheable(body: impl Into<Bytes>, etag: &str) -> Reply {
+        Reply::ok(body)
+            .header("cache-control", "max-age=600")
+            .header("etag", etag)
+    }
 }
 
 /// A cacheable 200 of `len` bytes (`Content-Length` set) that sends `first`, then `rest` once

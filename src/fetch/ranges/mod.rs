@@ -26,7 +26,7 @@ use crate::cache::policy;
 use crate::error::Error;
 use crate::metrics::{Metrics, Source};
 use crate::peer::wire::NodeId;
-use crate::peer::{key_hash, pieces, Peers};
+use crate::peer::{key_hash, pieces, Peers, Source as PeerSource};
 
 use super::miss::{Got, Miss};
 use super::peer::PEER_STALL;
@@ -224,49 +224,20 @@ impl Job {
     /// the fill's): up to [`PEER_TRIES`] of them, best first. A holder that fails is charged as
     /// on any transfer; one whose copy is another representation is skipped.
     async fn peer_range(&self, peers: &Arc<Peers>) -> Option<Ranged> {
-        if !peers.has_members() {
-            return None;
-        }
-        let kh = key_hash(&self.key);
-        let holders = peers.sources(&kh, None).into_iter().filter_map(|src| {
-            let (hash, len) = src.complete?;
-            (len == self.len).then_some((src, hash))
-        });
-        for (src, hash) in holders.take(PEER_TRIES) {
-            let copy = async {
-                let reply = peers.client.entries(src.node, src.addr, &kh).await?;
-                let head = reply
-                    .complete
-                    .iter()
-                    .find(|h| h.hash == Some(hash))
-                    .and_then(|h| h.head.head(true));
-                let Some(head) = head else {
-                    return Ok(None);
-                };
-                if let Err(r) = plan::same_representation(&self.asked(), &head.headers()) {
-                    tracing::debug!(node = %src.node, key = self.key, "peer copy is another representation ({})", r.as_str());
-                    return Ok(None);
-                }
-                let hash = blake3::Hash::from_bytes(hash);
-                let body = pieces::fetch(peers, &src, hash, self.len, self.start).await?;
-                pieces::checked_start(body, PEER_STALL).await.map(Some)
-            };
-            match copy.await {
-                Ok(Some(body)) => {
-                    return Some(Ranged {
-                        body,
-                        read_timeout: PEER_STALL,
-                        from: Source::Peer,
-                    })
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::info!(node = %src.node, key = self.key, "peer range not used: {e}");
-                    peers.failed(src.node, &e);
-                }
+        let body = from_holders(peers, &self.key, |copy| async move {
+            let same = plan::same_representation(&self.asked(), &copy.head.headers());
+            if copy.len != self.len || same.is_err() {
+                return Ok(None);
             }
-        }
-        None
+            let body = pieces::fetch(peers, &copy.src, copy.hash, copy.len, self.start).await?;
+            pieces::checked_start(body, PEER_STALL).await.map(Some)
+        })
+        .await?;
+        Some(Ranged {
+            body,
+            read_timeout: PEER_STALL,
+            from: Source::Peer,
+        })
     }
 
     /// Sends the ranged answer's bytes until the range is complete, the client leaves, the
@@ -327,64 +298,41 @@ impl Fetcher {
     /// held it (fresh enough for the request, its variant, its preconditions holding): up to
     /// [`PEER_TRIES`] holders, the first verified piece in hand before it is used.
     async fn peer_span(&self, miss: &Miss<'_>) -> Option<PeerSpan> {
-        let peers = self.peers.as_ref().filter(|p| p.has_members())?;
-        let kh = key_hash(miss.key);
+        let peers = self.peers.as_ref()?;
         let req_cc = CacheControl::from_request(miss.headers);
-        let holders = peers
-            .sources(&kh, None)
-            .into_iter()
-            .filter_map(|src| src.complete.map(|c| (src, c)));
-        for (src, (hash, len)) in holders.take(PEER_TRIES) {
-            let span = async {
-                let reply = peers.client.entries(src.node, src.addr, &kh).await?;
-                let head = reply
-                    .complete
-                    .iter()
-                    .find(|h| h.hash == Some(hash))
-                    .and_then(|h| h.head.head(true));
-                let Some(head) = head else {
-                    return Ok(None);
-                };
-                let headers = head.headers();
-                let variant = Variant::of_request(&miss.treat.vary(&headers), miss.headers);
-                let reuse = policy::reuse(
-                    &head.stored(&headers),
-                    &req_cc,
-                    SystemTime::now(),
-                    miss.treat.heuristic,
-                );
-                let span = plan::span_of_copy(miss.headers, head.status, reuse, &headers, len);
-                let (Some((start, end)), true) = (span, variant.as_ref() == Some(&head.variant))
-                else {
-                    return Ok(None);
-                };
-                let hash = blake3::Hash::from_bytes(hash);
-                let body = pieces::fetch(peers, &src, hash, len, start).await?;
-                let body = pieces::checked_start(body, PEER_STALL).await?;
-                let metrics = self.metrics.clone();
-                let body = body::observed(body::window(body, 0, end + 1 - start), move |n, _| {
-                    metrics.bytes_from(Source::Peer, n)
-                });
-                let node = src.node;
-                Ok::<_, Error>(Some(PeerSpan {
-                    head,
-                    len,
-                    start,
-                    end,
-                    body,
-                    node,
-                }))
+        let req_cc = &req_cc;
+        from_holders(peers, miss.key, |copy| async move {
+            let Copy {
+                src,
+                hash,
+                len,
+                head,
+            } = copy;
+            let headers = head.headers();
+            let variant = Variant::of_request(&miss.treat.vary(&headers), miss.headers);
+            let (now, h) = (SystemTime::now(), miss.treat.heuristic);
+            let reuse = policy::reuse(&head.stored(&headers), req_cc, now, h);
+            let span = plan::span_of_copy(miss.headers, head.status, reuse, &headers, len);
+            let (Some((start, end)), true) = (span, variant.as_ref() == Some(&head.variant)) else {
+                return Ok(None);
             };
-            match span.await {
-                Ok(Some(span)) => return Some(span),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::info!(node = %src.node, key = miss.key, "peer range not used: {e}");
-                    peers.failed(src.node, &e);
-                }
-            }
-        }
-        None
+            let body = pieces::fetch(peers, &src, hash, len, start).await?;
+            let body = pieces::checked_start(body, PEER_STALL).await?;
+            let metrics = self.metrics.clone();
+            let body = body::observed(body::window(body, 0, end + 1 - start), move |n, _| {
+                metrics.bytes_from(Source::Peer, n)
+            });
+            let node = src.node;
+            Ok(Some(PeerSpan {
+                head,
+                len,
+                start,
+                end,
+                body,
+                node,
+            }))
+        })
+        .await
     }
 
     /// A range request for an object that is neither stored nor being fetched, whose range
@@ -403,22 +351,66 @@ impl Fetcher {
             return None;
         }
         Metrics::inc(&self.metrics.ranges_unfilled);
-        if let Some(span) = self.peer_span(miss).await {
-            return Some(Ok(Got::Span(span)));
-        }
-        let resp = self
-            .pass(
-                Method::GET,
-                miss.uri,
-                miss.headers,
-                miss.version,
-                body::empty(),
-            )
-            .await;
-        Some(resp.map(|resp| Got::Direct {
-            resp,
-            why: "range-not-filled",
-            passed: true,
-        }))
+        Some(match self.peer_span(miss).await {
+            Some(span) => Ok(Got::Span(span)),
+            None => self.passed(miss, "range-not-filled").await,
+        })
     }
+}
+
+/// A member's complete copy of a key: who holds it, its blake3 and length, its stored head.
+struct Copy {
+    src: PeerSource,
+    hash: blake3::Hash,
+    len: u64,
+    head: Head,
+}
+
+/// Hands the stored head of each member's complete copy of `key` (up to [`PEER_TRIES`]
+/// holders, best first) to `use_copy` until it makes something of one. A holder whose transfer
+/// fails is charged for it, as on any transfer; a copy `use_copy` declines costs nothing.
+async fn from_holders<T, F, Fut>(peers: &Arc<Peers>, key: &str, mut use_copy: F) -> Option<T>
+where
+    F: FnMut(Copy) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, Error>>,
+{
+    if !peers.has_members() {
+        return None;
+    }
+    let kh = key_hash(key);
+    let holders = peers
+        .sources(&kh, None)
+        .into_iter()
+        .filter_map(|src| src.complete.map(|c| (src, c)));
+    for (src, (hash, len)) in holders.take(PEER_TRIES) {
+        let node = src.node;
+        let tried = async {
+            let reply = peers.client.entries(src.node, src.addr, &kh).await?;
+            let head = reply
+                .complete
+                .iter()
+                .find(|h| h.hash == Some(hash))
+                .and_then(|h| h.head.head(true));
+            let Some(head) = head else {
+                return Ok(None);
+            };
+            let hash = blake3::Hash::from_bytes(hash);
+            use_copy(Copy {
+                src,
+                hash,
+                len,
+                head,
+            })
+            .await
+        };
+        match tried.await {
+            Ok(Some(made)) => return Some(made),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(%node, key, "peer copy not used for a range: {e}");
+                peers.failed(node, &e);
+            }
+        }
+    }
+    None
 }
