@@ -440,3 +440,38 @@ async fn with_range_fill_none_a_range_still_comes_from_a_peers_copy_and_nothing_
     assert!(stored(&nodes[1].proxy, &url).await.is_none());
     assert_eq!(status_json(nodes[1].addr()).await["fills_running"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_beyond_max_fills_starts_no_fill_and_is_counted() {
+    let origin = Origin::start().await;
+    let first = noise(LEN, 10);
+    let gate = slow_movie(&origin, "/one", &first);
+    let body = noise(4 * MIB, 11);
+    origin.route("/two", Reply::cacheable(body.clone(), "\"t1\""));
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.cache.max_fills = 1;
+    let proxy = start_proxy(c).await;
+
+    // One fill runs (held at the origin's gate): the bound is reached.
+    let one = send_head(proxy.addr, "GET", &origin.url("/one"), &[]).await;
+    assert_eq!(one.status(), 200);
+    // A range of another cold object goes upstream as asked, and is counted.
+    let at = 3 * MIB;
+    let part = ranged(proxy.addr, &origin.url("/two"), at, at + 9).await;
+    assert_eq!(part.status, 206);
+    assert!(our_cache_status(&part)
+        .unwrap()
+        .contains(&"detail=max-fills".to_owned()));
+    assert!(part.body.unwrap() == body.slice(at..at + 10));
+    assert_eq!(
+        origin.seen("/two")[0].headers["range"],
+        range(at, at + 9).as_str()
+    );
+    let s = status_json(proxy.addr).await;
+    assert_eq!(s["counters"]["limits"]["fills_passed_unstored"], 1);
+    assert_eq!(s["fills_running"], 1);
+    assert!(stored(&proxy, &origin.url("/two")).await.is_none());
+    gate.send(true).unwrap();
+    assert!(Got::read(one).await.body.unwrap() == first);
+}
