@@ -475,3 +475,60 @@ async fn a_range_beyond_max_fills_starts_no_fill_and_is_counted() {
     gate.send(true).unwrap();
     assert!(Got::read(one).await.body.unwrap() == first);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_download_takes_over_from_a_ranged_answer_it_overtakes() {
+    let origin = Origin::start().await;
+    let body = noise(LEN, 12);
+    let at = LEN * 9 / 10;
+    let last = at + 199_999;
+    let half = at + 100_000;
+    // The whole body waits at the first gate; the ranged answer sends half the range, then
+    // stalls for good (its gate never opens).
+    let (whole_gate, rx) = watch::channel(false);
+    let whole = Reply::gated(body.slice(..FIRST), body.slice(FIRST..), rx).header("etag", "\"m1\"");
+    let (_stalled, rx) = watch::channel(false);
+    let part = Reply {
+        status: 206,
+        headers: vec![
+            ("etag".into(), "\"m1\"".into()),
+            ("content-range".into(), format!("bytes {at}-{last}/{LEN}")),
+        ],
+        payload: Payload::Gated {
+            first: body.slice(at..half),
+            rest: Some(body.slice(half..=last)),
+            gate: rx,
+        },
+    };
+    origin.route_fn("/switch", move |req| {
+        if req.headers.contains_key("range") {
+            part.clone()
+        } else {
+            whole.clone()
+        }
+    });
+    let dir = tempdir();
+    let mut c = config(dir.path());
+    c.upstream.read_timeout = Duration::from_secs(120);
+    let proxy = start_proxy(c).await;
+    let url = origin.url("/switch");
+
+    let resp = send_head(proxy.addr, "GET", &url, &[("range", &range(at, last))]).await;
+    assert_eq!(resp.status(), 206);
+    wait_for_status(proxy.addr, Duration::from_secs(10), |s| {
+        s["counters"]["ranges"]["ahead"] == 1
+    })
+    .await;
+    // The download completes; the client's range finishes from it, long before the stalled
+    // ranged answer would time out.
+    whole_gate.send(true).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), Got::read(resp))
+        .await
+        .expect("the download took over");
+    assert!(got.body.unwrap() == body.slice(at..=last));
+    assert_eq!(origin.hits("/switch"), 2);
+    assert_eq!(
+        status_json(proxy.addr).await["counters"]["ranges"]["refused"],
+        0
+    );
+}

@@ -9,9 +9,7 @@
 pub mod plan;
 
 use std::sync::Arc;
-use std::time::Duration;
-
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, HeaderValue, Method, Uri};
 use http_body_util::BodyExt;
@@ -150,7 +148,11 @@ impl Job {
     async fn run(self, tx: body::Sender) {
         let metrics = self.fetcher.metrics.clone();
         let mut pos = self.start;
-        match self.source().await {
+        let source = tokio::select! {
+            source = self.source() => source,
+            () = tx.closed() => return, // the client left before the source answered
+        };
+        match source {
             Ok(ranged) => {
                 Metrics::inc(&metrics.ranges_ahead);
                 match self.stream(ranged, &tx).await {
@@ -168,7 +170,14 @@ impl Job {
             }
         }
         let mut rest = self.fill.body(pos, Some(self.end));
-        while let Some(frame) = rest.frame().await {
+        loop {
+            let frame = tokio::select! {
+                frame = rest.frame() => frame,
+                () = tx.closed() => return,
+            };
+            let Some(frame) = frame else {
+                return;
+            };
             let sent = match frame {
                 Ok(frame) => match frame.into_data() {
                     Ok(data) => tx.send(Ok(data)).await,
@@ -241,16 +250,20 @@ impl Job {
     }
 
     /// Sends the ranged answer's bytes until the range is complete, the client leaves, the
-    /// source fails or stalls, or the fill catches up with the client.
+    /// source fails or stalls, or the fill catches up with the client (whichever comes first:
+    /// a fill that overtakes a slow ranged answer takes over at once).
     async fn stream(&self, mut ranged: Ranged, tx: &body::Sender) -> Streamed {
-        let fill = self.fill.subscribe();
+        let mut fill = self.fill.subscribe();
         let metrics = &self.fetcher.metrics;
         let mut pos = self.start;
         loop {
-            if plan::caught_up(&fill.borrow(), pos) {
-                return Streamed::At(pos);
-            }
-            let frame = match tokio::time::timeout(ranged.read_timeout, ranged.body.frame()).await {
+            let next = tokio::time::timeout(ranged.read_timeout, ranged.body.frame());
+            let frame = tokio::select! {
+                biased;
+                _ = fill.wait_for(|s| plan::caught_up(s, pos)) => return Streamed::At(pos),
+                frame = next => frame,
+            };
+            let frame = match frame {
                 Ok(Some(Ok(frame))) => frame,
                 Ok(Some(Err(e))) => {
                     tracing::info!(key = self.key, pos, "ranged answer failed: {e}");
