@@ -83,12 +83,7 @@ async fn timed(addr: std::net::SocketAddr, url: &str, range: Option<(u64, u64)>)
         .await
         .expect("response");
     let status = resp.status().as_u16();
-    let x_cache = resp
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+    let x_cache = common::x_cache(resp.headers());
     let mut body = resp.into_body();
     let (mut first, mut bytes) = (None, 0u64);
     while let Some(frame) = body.frame().await {
