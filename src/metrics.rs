@@ -129,6 +129,13 @@ pub struct Metrics {
     /// Fills whose body outgrew `cache.max_object_size` while streaming: the rest went to their
     /// readers, nothing was stored.
     pub fills_over_size: AtomicU64,
+    /// Ranges of fills in progress answered from a ranged request of their own (a peer's copy
+    /// or the origin) ahead of the fill; ranged answers not used (refused: another
+    /// representation, a 200, other bytes; or the source failed), the fill serving instead;
+    /// range requests that started no fill (`cache.range_fill`), passed upstream as asked.
+    pub ranges_ahead: AtomicU64,
+    pub ranges_refused: AtomicU64,
+    pub ranges_unfilled: AtomicU64,
     /// Access log lines dropped because the writer fell behind by its whole queue.
     pub access_log_dropped: AtomicU64,
     /// Content-server redirects (`[[mirror]] redirect_to_peers`), on the content server: 302s
@@ -456,6 +463,11 @@ impl Metrics {
                 "fallbacks": Self::get(&self.redirect_fallbacks),
                 "hosts_forgotten": Self::get(&self.redirect_hosts_forgotten),
             },
+            "ranges": {
+                "ahead": Self::get(&self.ranges_ahead),
+                "refused": Self::get(&self.ranges_refused),
+                "unfilled": Self::get(&self.ranges_unfilled),
+            },
         })
     }
 
@@ -559,6 +571,16 @@ impl Metrics {
                 ("followed", &self.redirects_followed),
                 ("fallback", &self.redirect_fallbacks),
                 ("host-forgotten", &self.redirect_hosts_forgotten),
+            ],
+        );
+        family(
+            &mut out,
+            "peercache_ranges_total",
+            "outcome",
+            &[
+                ("ahead", &self.ranges_ahead),
+                ("refused", &self.ranges_refused),
+                ("unfilled", &self.ranges_unfilled),
             ],
         );
         out

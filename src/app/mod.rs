@@ -195,6 +195,7 @@ impl Server {
             inflight: inflight.clone(),
             metrics: metrics.clone(),
             max_object_size: config.cache.max_object_size,
+            range_fill: config.cache.range_fill,
             via,
             peers: peers.clone(),
             rules: rules.clone(),

@@ -113,6 +113,23 @@ pub struct Cache {
     /// Downloads into the cache at once (each holds a temporary file and an upstream
     /// connection); a miss beyond them is passed through unstored, and counted. >= 1.
     pub max_fills: usize,
+    /// How far into an object a range request may begin and still start the download of the
+    /// whole object in the background, when it is neither stored nor being fetched.
+    pub range_fill: RangeFill,
+}
+
+/// `cache.range_fill`: whether a range request on an object that is neither stored nor being
+/// fetched starts the download of the whole object in the background (its own bytes are
+/// fetched as asked either way). The offset rule of Squid's `range_offset_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeFill {
+    /// Every such range starts the whole fill (`"whole"`, the default).
+    Whole,
+    /// None does: the range is fetched as asked and nothing is stored (`"none"`).
+    None,
+    /// A range whose first byte is at most this offset does; one beyond it, or a suffix range
+    /// (`bytes=-N`, which begins near the end), is fetched as asked and nothing is stored.
+    UpTo(u64),
 }
 
 /// `[upstream]`: how origins are reached.

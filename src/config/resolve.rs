@@ -32,6 +32,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.cache_sendfile.take("cache.sendfile", p),
         raw.cache_targeted.take("cache.targeted", p),
         raw.cache_max_fills.take("cache.max_fills", p),
+        raw.cache_range_fill.take("cache.range_fill", p),
     );
     let upstream = (
         raw.upstream_proxy.take("upstream.proxy", p),
@@ -89,6 +90,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             sendfile: cache.3?,
             targeted: cache.4?,
             max_fills: cache.5?,
+            range_fill: cache.6?,
         },
         upstream: Upstream {
             proxy: upstream.0?,

@@ -13,7 +13,7 @@ use super::reader::{Field, Loc, Reader, Slot};
 use super::units::{parse_duration, parse_size};
 use super::{
     Discover, GossipProfile, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset,
-    Rule, MAX_SITE_LEN,
+    RangeFill, Rule, MAX_SITE_LEN,
 };
 use crate::http::acl::{self, Acl};
 
@@ -44,6 +44,7 @@ pub(super) const CACHE_KEYS: &[&str] = &[
     "sendfile",
     "targeted",
     "max_fills",
+    "range_fill",
 ];
 pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
 pub(super) const MIRROR_KEYS: &[&str] =
@@ -87,6 +88,7 @@ pub(super) struct Raw<'a> {
     pub(super) cache_sendfile: Slot<'a, bool>,
     pub(super) cache_targeted: Slot<'a, Vec<HeaderName>>,
     pub(super) cache_max_fills: Slot<'a, usize>,
+    pub(super) cache_range_fill: Slot<'a, RangeFill>,
     pub(super) upstream_proxy: Slot<'a, Option<ParentProxy>>,
     pub(super) upstream_connect_timeout: Slot<'a, Duration>,
     pub(super) upstream_read_timeout: Slot<'a, Duration>,
@@ -206,6 +208,7 @@ impl<'a, 'p> Reader<'a, 'p> {
                 raw.cache_targeted.put(names, loc);
             }
             "max_fills" => raw.cache_max_fills.put(self.at_least_one(f), loc),
+            "range_fill" => raw.cache_range_fill.put(self.range_fill(f), loc),
             _ => return false,
         }
         true
@@ -383,6 +386,26 @@ impl<'a, 'p> Reader<'a, 'p> {
         self.check(f, result)
     }
 
+    /// `cache.range_fill`: `"whole"`, `"none"`, or a size (the farthest first byte of a range
+    /// that still starts the whole fill).
+    fn range_fill(&mut self, f: &Field<'a, '_>) -> Option<RangeFill> {
+        let result = match f.node.value() {
+            Some(Value::String(s)) => parse_range_fill(s.value()),
+            Some(Value::Integer(n)) => {
+                let n = *n.value();
+                u64::try_from(n)
+                    .map(RangeFill::UpTo)
+                    .map_err(|_| format!("invalid size {n}: must not be negative"))
+            }
+            _ => {
+                let expected =
+                    "\"whole\", \"none\" or a size (integer bytes or a string like \"64MiB\")";
+                return self.wrong_type(f, expected);
+            }
+        };
+        self.check(f, result)
+    }
+
     /// A duration: an integer number of seconds or a string for [`parse_duration`].
     pub(super) fn duration(&mut self, f: &Field<'a, '_>) -> Option<Duration> {
         let result = match f.node.value() {
@@ -410,6 +433,17 @@ impl<'a, 'p> Reader<'a, 'p> {
             Ok(d)
         };
         self.check(f, result)
+    }
+}
+
+/// `"whole"`, `"none"`, or a size for [`parse_size`].
+fn parse_range_fill(s: &str) -> Result<RangeFill, String> {
+    match s {
+        "whole" => Ok(RangeFill::Whole),
+        "none" => Ok(RangeFill::None),
+        _ => parse_size(s).map(RangeFill::UpTo).map_err(|_| {
+            format!("invalid value {s:?} (expected \"whole\", \"none\" or a size like \"64MiB\")")
+        }),
     }
 }
 

@@ -48,6 +48,7 @@ fn documented() -> Config {
             sendfile: true,
             targeted: vec![HeaderName::from_static("cdn-cache-control")],
             max_fills: 128,
+            range_fill: RangeFill::Whole,
         },
         upstream: Upstream {
             proxy: None,
@@ -327,6 +328,12 @@ fn valid_values() {
         ("[proxy]\ntunnel_idle_timeout = \"90s\"", |c| {
             c.proxy.tunnel_idle_timeout == Duration::from_secs(90)
         }),
+        ("[cache]\nrange_fill = \"none\"", |c| c.cache.range_fill == RangeFill::None),
+        ("[cache]\nrange_fill = \"whole\"", |c| c.cache.range_fill == RangeFill::Whole),
+        ("[cache]\nrange_fill = \"64MiB\"", |c| {
+            c.cache.range_fill == RangeFill::UpTo(64 << 20)
+        }),
+        ("[cache]\nrange_fill = 0", |c| c.cache.range_fill == RangeFill::UpTo(0)),
         ("[proxy]\nmax_connections = 3\n[cache]\nmax_fills = 1", |c| {
             c.proxy.max_connections == 3 && c.cache.max_fills == 1
         }),
@@ -470,6 +477,10 @@ fn each_bad_value_names_its_line_and_key() {
         ("[proxy]\nmax_connections = 0", 2, "proxy.max_connections", "must be at least 1, got 0"),
         ("[cache]\nmax_fills = -1", 2, "cache.max_fills", "must be at least 1, got -1"),
         ("[cache]\nmax_fills = 1.5", 2, "cache.max_fills", "expected an integer, found float"),
+        ("[cache]\nrange_fill = \"all\"", 2, "cache.range_fill", "invalid value \"all\" (expected \"whole\", \"none\" or a size like \"64MiB\")"),
+        ("[cache]\nrange_fill = \"Whole\"", 2, "cache.range_fill", "invalid value \"Whole\""),
+        ("\n[cache]\nrange_fill = -1", 3, "cache.range_fill", "invalid size -1: must not be negative"),
+        ("[cache]\nrange_fill = true", 2, "cache.range_fill", "expected \"whole\", \"none\" or a size (integer bytes or a string like \"64MiB\"), found boolean"),
         // [intercept]
         ("[intercept]\nhosts = \"a.example\"", 2, "intercept.hosts", "expected an array of host patterns, found string"),
         ("[intercept]\nhosts = [\n  \"ok.example\",\n  \"*\",\n]", 4, "intercept.hosts[1]", "invalid host pattern \"*\""),
@@ -620,7 +631,7 @@ redirect = true
         [
             format!("peercache.toml:1: typo_at_root: unknown key (expected one of: {all})"),
             "peercache.toml:3: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct, max_connections)".into(),
-            "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size, sendfile, targeted, max_fills)".into(),
+            "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size, sendfile, targeted, max_fills, range_fill)".into(),
             "peercache.toml:7: upstream.parent: unknown key (expected one of: proxy, connect_timeout, read_timeout, ca_file)".into(),
             "peercache.toml:9: peers.enable: unknown key (expected one of: enabled, listen, advertise, seeds, site, key_file, max_uploads, connect_timeout, discover, profile)".into(),
             "peercache.toml:11: log.levle: unknown key (expected one of: level, access)".into(),

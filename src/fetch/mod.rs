@@ -2,7 +2,8 @@
 //! from — a fill already running here, a peer of the group, the origin (directly or through the
 //! parent proxy), or a revalidation of a stale entry — and starts the fill that stores it
 //! (`lead`); the origin client, the writer that drains sources into fills and resumes them,
-//! and the peer source choice live beside it. Never answers a client itself.
+//! and the peer source choice live beside it; ranges of objects not stored yet are fetched ahead
+//! of their fill (`ranges`). Never answers a client itself.
 
 mod claim;
 pub mod connect;
@@ -11,6 +12,7 @@ mod lead;
 pub mod miss;
 pub mod origin;
 pub mod peer;
+pub mod ranges;
 mod redirect;
 pub mod writer;
 
@@ -51,6 +53,9 @@ pub struct Fetcher {
     pub inflight: Arc<Inflight>,
     pub metrics: Arc<Metrics>,
     pub max_object_size: u64,
+    /// Whether a range request for an object not stored yet starts its whole fill
+    /// (`cache.range_fill`).
+    pub range_fill: crate::config::RangeFill,
     /// Our `Via` pseudonym.
     pub via: Arc<str>,
     /// The peer group, when peering is on.

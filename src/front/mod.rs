@@ -11,6 +11,7 @@ pub mod interim;
 pub mod links;
 pub mod meter;
 pub mod pac;
+pub mod ranged;
 pub mod redirect;
 pub mod relink;
 pub mod respond;

@@ -19,6 +19,7 @@ mod packaging;
 mod peer_faults;
 mod peers;
 mod pieces;
+mod ranges;
 mod redirect;
 mod restart;
 mod rfc;

@@ -101,6 +101,12 @@ impl Reply {
         self.headers.push((k.to_owned(), v.to_owned()));
         self
     }
+    /// A 200 of `body` cacheable for 10 minutes, with the ETag `etag` (a quoted tag).
+    pub fn cacheable(body: impl Into<Bytes>, etag: &str) -> Reply {
+        Reply::ok(body)
+            .header("cache-control", "max-age=600")
+            .header("etag", etag)
+    }
 }
 
 /// A cacheable 200 of `len` bytes (`Content-Length` set) that sends `first`, then `rest` once
@@ -785,15 +791,24 @@ pub fn free_port_on(ip: &str) -> u16 {
     }
 }
 
-/// `Range: bytes=N-` on a 200 with a strong ETag matching `If-Range` (when sent): a 206 of the
-/// whole representation from N (a gated payload counts as complete), as a resuming cache needs.
+/// The 206 a range-capable origin sends for `bytes=N-` or `bytes=N-M` of a 200 with an ETag
+/// (`If-Range` compared with it), its gated bytes included; `None` (the whole reply) for any
+/// other request, or a reply that says `Accept-Ranges: none`.
 fn ranged(req: &http::request::Parts, reply: &Reply) -> Option<Response<Body>> {
     let range = req.headers.get("range")?.to_str().ok()?;
-    let start: usize = range
-        .strip_prefix("bytes=")?
-        .strip_suffix('-')?
-        .parse()
-        .ok()?;
+    let (first, last) = range.strip_prefix("bytes=")?.split_once('-')?;
+    let start: usize = first.parse().ok()?;
+    let last: Option<usize> = match last {
+        "" => None,
+        n => Some(n.parse().ok()?),
+    };
+    let no_ranges = reply
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("accept-ranges") && v == "none");
+    if no_ranges {
+        return None;
+    }
     let etag = reply
         .headers
         .iter()
@@ -818,7 +833,8 @@ fn ranged(req: &http::request::Parts, reply: &Reply) -> Option<Response<Body>> {
     if reply.status != 200 || start >= whole.len() {
         return None;
     }
-    let mut r = Response::new(body::full(whole.slice(start..)));
+    let end = last.map_or(whole.len(), |l| (l + 1).min(whole.len()));
+    let mut r = Response::new(body::full(whole.slice(start..end)));
     *r.status_mut() = StatusCode::PARTIAL_CONTENT;
     for (k, v) in &reply.headers {
         if !k.eq_ignore_ascii_case("content-length") {
@@ -830,7 +846,7 @@ fn ranged(req: &http::request::Parts, reply: &Reply) -> Option<Response<Body>> {
     }
     r.headers_mut().insert(
         "content-range",
-        format!("bytes {start}-{}/{}", whole.len() - 1, whole.len())
+        format!("bytes {start}-{}/{}", end - 1, whole.len())
             .parse()
             .unwrap(),
     );
