@@ -1,6 +1,7 @@
 //! Response body types: fixed bodies, channel bodies fed by a task (file tails, pass-through), a
-//! body with a frame already read put back in front, a wrapper that reports the bytes sent
-//! when the body ends, and one that holds frames back to a rate. An `Err` frame aborts the response, so a client sees a cut connection
+//! body with a frame already read put back in front, a window onto a span of another body, a
+//! wrapper that reports the bytes sent when the body ends, and one that holds frames back to a
+//! rate. An `Err` frame aborts the response, so a client sees a cut connection
 //! instead of a short body that looks complete.
 
 use std::future::Future;
@@ -282,6 +283,75 @@ impl HttpBody for Prefixed {
     }
 }
 
+/// Bytes `[skip, skip + take)` of `inner`: the bytes before are read and dropped, the body ends
+/// after the last one (`inner` is dropped with it). An `inner` that ends or fails before the
+/// span is complete fails the window: a cut, never a short body.
+pub fn window(inner: Body, skip: u64, take: u64) -> Body {
+    Window {
+        inner,
+        skip,
+        left: take,
+    }
+    .boxed()
+}
+
+/// See [`window`].
+struct Window {
+    inner: Body,
+    skip: u64,
+    left: u64,
+}
+
+impl HttpBody for Window {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    return Poll::Ready(Some(Err("the body ended before the range did".into())))
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            let Ok(mut data) = frame.into_data() else {
+                continue; // trailers of a body cut short are not the span's
+            };
+            let n = data.len() as u64;
+            if self.skip >= n {
+                self.skip -= n;
+                continue;
+            }
+            let from = self.skip as usize; // < n
+            self.skip = 0;
+            let to = data
+                .len()
+                .min(from.saturating_add(usize::try_from(self.left).unwrap_or(usize::MAX)));
+            data = data.slice(from..to);
+            self.left -= data.len() as u64;
+            if !data.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +407,55 @@ mod tests {
                 (Bytes::from_static(b"def"), 300),
                 (Bytes::from_static(b"ghi"), 600),
             ]
+        );
+    }
+
+    /// A channel body sending `frames`, then failing when `fail`.
+    fn frames(frames: &[&'static [u8]], fail: bool) -> Body {
+        let (tx, body) = channel(None);
+        let frames: Vec<Bytes> = frames.iter().map(|f| Bytes::from_static(f)).collect();
+        tokio::spawn(async move {
+            for f in frames {
+                tx.send(Ok(f)).await.ok();
+            }
+            if fail {
+                tx.send(Err("cut".into())).await.ok();
+            }
+        });
+        body
+    }
+
+    #[tokio::test]
+    async fn a_window_is_its_span_or_a_cut() {
+        let parts: &[&[u8]] = &[b"abc", b"defg", b"", b"hij"];
+        // (skip, take, what the client gets)
+        let cases: &[(u64, u64, Option<&[u8]>)] = &[
+            (0, 10, Some(b"abcdefghij")),
+            (2, 3, Some(b"cde")),
+            (3, 4, Some(b"defg")),
+            (7, 3, Some(b"hij")),
+            (9, 1, Some(b"j")),
+            (0, 0, Some(b"")),
+            (8, 3, None),
+            (20, 1, None),
+        ];
+        for (skip, take, want) in cases {
+            let body = window(frames(parts, false), *skip, *take);
+            assert_eq!(body.size_hint().exact(), Some(*take));
+            let got = body.collect().await.map(|c| c.to_bytes()).ok();
+            assert_eq!(got.as_deref(), *want, "skip {skip} take {take}");
+        }
+        // A failure inside the span cuts it; one after it is never read.
+        assert!(window(frames(&[b"abc"], true), 1, 5)
+            .collect()
+            .await
+            .is_err());
+        let early = window(frames(&[b"abc", b"def"], true), 1, 4)
+            .collect()
+            .await;
+        assert_eq!(
+            early.map(|c| c.to_bytes()).ok().as_deref(),
+            Some(&b"bcde"[..])
         );
     }
 

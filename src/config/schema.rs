@@ -9,12 +9,12 @@ use toml_edit::{TableLike, Value};
 
 use super::addr::{check_port, parse_advertise, parse_parent_proxy, parse_seed, parse_socket_addr};
 use super::direct::parse_pac_direct;
-use super::reader::{Field, Reader, Slot};
+use super::reader::{Field, Loc, Reader, Slot};
 use super::units::{parse_duration, parse_size, show_size};
 use super::{
-    Discover, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset, Rule,
-    MAX_PARALLEL_HOLDERS, MAX_SITE_LEN, PIECE_ALIGN, PIECE_SIZE_MAX, PIECE_SIZE_MIN,
-    UPLOAD_RATE_MIN,
+    Discover, GossipProfile, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset,
+    RangeFill, Rule, MAX_PARALLEL_HOLDERS, MAX_SITE_LEN, PIECE_ALIGN, PIECE_SIZE_MAX,
+    PIECE_SIZE_MIN, UPLOAD_RATE_MIN,
 };
 use crate::http::acl::{self, Acl};
 
@@ -45,6 +45,7 @@ pub(super) const CACHE_KEYS: &[&str] = &[
     "sendfile",
     "targeted",
     "max_fills",
+    "range_fill",
 ];
 pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
 pub(super) const MIRROR_KEYS: &[&str] =
@@ -59,6 +60,7 @@ pub(super) const PEERS_KEYS: &[&str] = &[
     "max_uploads",
     "connect_timeout",
     "discover",
+    "profile",
     "parallel_holders",
     "piece_size",
     "upload_rate",
@@ -69,6 +71,11 @@ pub(super) const RULE_KEYS: &[&str] = &["pattern", "fresh", "immutable", "key_fi
 pub(super) const LOG_KEYS: &[&str] = &["level", "access"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 const DISCOVER: &[(&str, Discover)] = &[("none", Discover::None), ("mdns", Discover::Mdns)];
+const PROFILES: &[(&str, GossipProfile)] = &[
+    ("auto", GossipProfile::Auto),
+    ("lan", GossipProfile::Lan),
+    ("wan", GossipProfile::Wan),
+];
 
 /// Every key, as read so far (defaults first, then the user's file on top).
 #[derive(Default)]
@@ -85,11 +92,15 @@ pub(super) struct Raw<'a> {
     pub(super) cache_sendfile: Slot<'a, bool>,
     pub(super) cache_targeted: Slot<'a, Vec<HeaderName>>,
     pub(super) cache_max_fills: Slot<'a, usize>,
+    pub(super) cache_range_fill: Slot<'a, RangeFill>,
     pub(super) upstream_proxy: Slot<'a, Option<ParentProxy>>,
     pub(super) upstream_connect_timeout: Slot<'a, Duration>,
     pub(super) upstream_read_timeout: Slot<'a, Duration>,
     pub(super) upstream_ca_file: Slot<'a, Option<PathBuf>>,
     pub(super) mirrors: Slot<'a, Vec<Mirror>>,
+    /// Where each valid mirror of the last `mirror` read says `redirect_to_peers = true`
+    /// (index, location): that needs peering, checked once every key is read.
+    pub(super) mirror_redirects: Vec<(usize, Loc<'a>)>,
     pub(super) peers_enabled: Slot<'a, bool>,
     pub(super) peers_listen: Slot<'a, SocketAddr>,
     pub(super) peers_advertise: Slot<'a, Option<SocketAddr>>,
@@ -102,6 +113,7 @@ pub(super) struct Raw<'a> {
     pub(super) intercept_ca_cert: Slot<'a, Option<PathBuf>>,
     pub(super) intercept_ca_key: Slot<'a, Option<PathBuf>>,
     pub(super) peers_discover: Slot<'a, Discover>,
+    pub(super) peers_profile: Slot<'a, GossipProfile>,
     pub(super) peers_parallel_holders: Slot<'a, usize>,
     pub(super) peers_piece_size: Slot<'a, u64>,
     pub(super) peers_upload_rate: Slot<'a, u64>,
@@ -124,7 +136,12 @@ impl<'a, 'p> Reader<'a, 'p> {
                 "proxy" => self.read_table(&f, PROXY_KEYS, raw, Self::proxy_key),
                 "cache" => self.read_table(&f, CACHE_KEYS, raw, Self::cache_key),
                 "upstream" => self.read_table(&f, UPSTREAM_KEYS, raw, Self::upstream_key),
-                "mirror" => raw.mirrors.put(self.mirrors(&f), f.value_loc),
+                "mirror" => {
+                    let mut redirects = Vec::new();
+                    raw.mirrors
+                        .put(self.mirrors(&f, &mut redirects), f.value_loc);
+                    raw.mirror_redirects = redirects;
+                }
                 "peers" => self.read_table(&f, PEERS_KEYS, raw, Self::peers_key),
                 "intercept" => self.read_table(&f, INTERCEPT_KEYS, raw, Self::intercept_key),
                 "rules" => self.read_table(&f, RULES_KEYS, raw, Self::rules_key),
@@ -198,6 +215,7 @@ impl<'a, 'p> Reader<'a, 'p> {
                 raw.cache_targeted.put(names, loc);
             }
             "max_fills" => raw.cache_max_fills.put(self.at_least_one(f), loc),
+            "range_fill" => raw.cache_range_fill.put(self.range_fill(f), loc),
             _ => return false,
         }
         true
@@ -252,20 +270,8 @@ impl<'a, 'p> Reader<'a, 'p> {
             "key_file" => raw.peers_key_file.put(self.path(f), loc),
             "max_uploads" => raw.peers_max_uploads.put(self.at_least_one(f), loc),
             "connect_timeout" => raw.peers_connect_timeout.put(self.timeout(f), loc),
-            "discover" => {
-                let discover = self.string(f).and_then(|s| {
-                    let found = DISCOVER.iter().find(|(name, _)| *name == s);
-                    let discover = found.map(|(_, d)| *d).ok_or_else(|| {
-                        let names: Vec<&str> = DISCOVER.iter().map(|(n, _)| *n).collect();
-                        format!(
-                            "invalid value {s:?} (expected one of: {})",
-                            names.join(", ")
-                        )
-                    });
-                    self.check(f, discover)
-                });
-                raw.peers_discover.put(discover, loc);
-            }
+            "discover" => raw.peers_discover.put(self.choice(f, DISCOVER), loc),
+            "profile" => raw.peers_profile.put(self.choice(f, PROFILES), loc),
             "parallel_holders" => {
                 let n = self.integer(f).and_then(|n| {
                     let n = match usize::try_from(n) {
@@ -367,6 +373,20 @@ impl<'a, 'p> Reader<'a, 'p> {
         true
     }
 
+    /// One of the names in `choices` (a string), as its value.
+    fn choice<T: Copy>(&mut self, f: &Field<'a, '_>, choices: &[(&str, T)]) -> Option<T> {
+        let s = self.string(f)?;
+        let found = choices.iter().find(|(name, _)| *name == s);
+        let value = found.map(|(_, v)| *v).ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            format!(
+                "invalid value {s:?} (expected one of: {})",
+                names.join(", ")
+            )
+        });
+        self.check(f, value)
+    }
+
     /// An optional file path: `""` means none (a default applies).
     fn file(&mut self, f: &Field<'a, '_>) -> Option<Option<PathBuf>> {
         let s = self.string(f)?;
@@ -420,6 +440,26 @@ impl<'a, 'p> Reader<'a, 'p> {
         self.check(f, result)
     }
 
+    /// `cache.range_fill`: `"whole"`, `"none"`, or a size (the farthest first byte of a range
+    /// that still starts the whole fill).
+    fn range_fill(&mut self, f: &Field<'a, '_>) -> Option<RangeFill> {
+        let result = match f.node.value() {
+            Some(Value::String(s)) => parse_range_fill(s.value()),
+            Some(Value::Integer(n)) => {
+                let n = *n.value();
+                u64::try_from(n)
+                    .map(RangeFill::UpTo)
+                    .map_err(|_| format!("invalid size {n}: must not be negative"))
+            }
+            _ => {
+                let expected =
+                    "\"whole\", \"none\" or a size (integer bytes or a string like \"64MiB\")";
+                return self.wrong_type(f, expected);
+            }
+        };
+        self.check(f, result)
+    }
+
     /// A duration: an integer number of seconds or a string for [`parse_duration`].
     pub(super) fn duration(&mut self, f: &Field<'a, '_>) -> Option<Duration> {
         let result = match f.node.value() {
@@ -447,6 +487,17 @@ impl<'a, 'p> Reader<'a, 'p> {
             Ok(d)
         };
         self.check(f, result)
+    }
+}
+
+/// `"whole"`, `"none"`, or a size for [`parse_size`].
+fn parse_range_fill(s: &str) -> Result<RangeFill, String> {
+    match s {
+        "whole" => Ok(RangeFill::Whole),
+        "none" => Ok(RangeFill::None),
+        _ => parse_size(s).map(RangeFill::UpTo).map_err(|_| {
+            format!("invalid value {s:?} (expected \"whole\", \"none\" or a size like \"64MiB\")")
+        }),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::cache::key::Variant;
 use crate::cache::policy::{self, Reuse, Timing};
 use crate::cache::rules::Treatment;
 use crate::error::{Error, Kind, Side};
-use crate::fetch::holders;
+use crate::fetch::parallel;
 use crate::fetch::writer::{self, Feed, Feeder, Report, Resume, ResumeFuture};
 use crate::fetch::{Fetched, Fetcher, Start};
 use crate::http::headers;
@@ -75,17 +75,12 @@ impl Fetcher {
             return Ok(FromPeers::NotHere(permit));
         }
         let kh = key_hash(want.key);
-        let mut sources = peers.sources(&kh, None);
+        // Cold, or held by other sites only: claimed first (see `fetch::claim`).
+        let mut sources = self
+            .claimed_sources(&peers, &mut permit, want.key, &kh)
+            .await;
         if sources.is_empty() {
-            // Cold: claim it, and follow a competing claim from a lower id seen meanwhile. The
-            // permit holds the claim: it is withdrawn when the fill ends, or now if this request
-            // is cancelled during the window.
-            permit.hold(peers.claim(want.key));
-            tokio::time::sleep(peers.claim_window).await;
-            sources = peers.sources(&kh, Some(peers.id));
-            if sources.is_empty() {
-                return Ok(FromPeers::NotHere(permit));
-            }
+            return Ok(FromPeers::NotHere(permit));
         }
         let mut permit = Some(permit);
         // Holders that no longer have it: skipped for the rest of this request.
@@ -194,7 +189,7 @@ impl Fetcher {
         // before its chunk group matched the blake3 tree. A fill in flight on the peer has no
         // hash yet: it is only checked for length, and its holder releases its last byte only
         // once it stored it.
-        // A large one comes from several holders of the same body at once (`fetch::holders`);
+        // A large one comes from several holders of the same body at once (`fetch::parallel`);
         // the holders left over are fallbacks.
         let expected = copy.hash.filter(|_| complete).map(blake3::Hash::from_bytes);
         let same: Vec<Source> = match expected {
@@ -285,7 +280,7 @@ impl Fetcher {
 }
 
 /// A complete body of `len` bytes from `first` and `more` at once, in pieces (see
-/// `fetch::holders`), once its first bytes arrived. If none do within [`HOLDERS_STALL`], the
+/// `fetch::parallel`), once its first bytes arrived. If none do within [`HOLDERS_STALL`], the
 /// error is no one holder's: each was charged for what it did.
 async fn several(
     peers: &Arc<Peers>,
@@ -297,18 +292,18 @@ async fn several(
     let mut team = vec![first.clone()];
     team.extend_from_slice(more);
     let width = team.len();
-    let cut = holders::Cut {
+    let cut = parallel::Cut {
         piece: peers.piece_size,
         window: schedule::window(width, peers.piece_size),
         stall: PEER_STALL,
     };
-    let team = Arc::new(holders::Team {
+    let team = Arc::new(parallel::Team {
         peers: peers.clone(),
         holders: team,
         hash,
         len,
     });
-    let body = holders::copy(team, width, len, cut);
+    let body = parallel::copy(team, width, len, cut);
     pieces::checked_start(body, HOLDERS_STALL)
         .await
         .map_err(|e| {
@@ -363,11 +358,23 @@ fn decode(h: &EntryHead) -> Result<Head, Error> {
 }
 
 /// The rest of a complete copy from another holder, in verified pieces.
-struct PeerResume {
+pub(super) struct PeerResume {
     peers: Arc<Peers>,
     src: Source,
     hash: blake3::Hash,
     len: u64,
+}
+
+impl PeerResume {
+    /// The rest of the body `hash` of `len` bytes from `src`.
+    pub(super) fn new(peers: &Arc<Peers>, src: &Source, hash: blake3::Hash, len: u64) -> Self {
+        PeerResume {
+            peers: peers.clone(),
+            src: src.clone(),
+            hash,
+            len,
+        }
+    }
 }
 
 impl Resume for PeerResume {
@@ -389,15 +396,18 @@ impl Resume for PeerResume {
 
 /// The rest of the body from the origin: `Range: bytes=N-` with `If-Range`, accepted only as a
 /// 206 starting at N (RFC 9110 §14.2, §13.1.5).
-struct OriginResume {
+pub(super) struct OriginResume {
     fetcher: Fetcher,
     uri: Uri,
     headers: HeaderMap,
     version: http::Version,
+    /// The origin is a content server whose holder failed: the request goes back to it proved
+    /// (`fetch::redirect`).
+    to_server: bool,
 }
 
 impl OriginResume {
-    fn new(fetcher: &Fetcher, want: &Want<'_>, stored: &HeaderMap) -> Option<Self> {
+    pub(super) fn new(fetcher: &Fetcher, want: &Want<'_>, stored: &HeaderMap) -> Option<Self> {
         let strong_etag = stored
             .get(header::ETAG)
             .filter(|v| !v.as_bytes().starts_with(b"W/"));
@@ -412,7 +422,16 @@ impl OriginResume {
             uri: want.uri.clone(),
             headers,
             version: want.version,
+            to_server: false,
         })
+    }
+
+    /// The same, back to the content server that redirected us.
+    pub(super) fn into_fallback(self) -> Self {
+        OriginResume {
+            to_server: true,
+            ..self
+        }
     }
 }
 
@@ -427,13 +446,16 @@ impl Resume for OriginResume {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes={offset}-")) {
                 h.insert(header::RANGE, v);
             }
-            let req = self.fetcher.upstream_request(
+            let mut req = self.fetcher.upstream_request(
                 Method::GET,
                 &self.uri,
                 &h,
                 self.version,
                 body::empty(),
             )?;
+            if self.to_server {
+                self.fetcher.back_to_server(&mut req).await;
+            }
             crate::metrics::Metrics::inc(&self.fetcher.metrics.origin_requests);
             let resp = self.fetcher.origin.send(req).await?;
             let starts_at = resp

@@ -4,7 +4,7 @@
 //! rest of a failed holder's piece goes to the others, and an idle holder that is clearly faster
 //! than a piece's fetcher fetches that piece too (work stealing, the endgame): the first to reach
 //! its end wins and the other is cancelled. Pure: no I/O, no clocks (`now_ms` is passed in);
-//! `fetch::holders` makes the requests.
+//! `fetch::parallel` makes the requests.
 
 use std::collections::VecDeque;
 

@@ -147,7 +147,14 @@ async fn a_holder_killed_mid_copy_loses_its_pieces_to_the_others() {
     let adir = tempdir();
     let key = adir.path().join("cluster.key");
     write_key(&key, 5);
-    let (a, a_peer) = real_peer(adir.path(), &key, "upload_rate = \"4MiB\"").await;
+    let (a, a_peer) = Proc::start_peer_with(
+        adir.path(),
+        "127.0.0.2",
+        &key,
+        None,
+        "upload_rate = \"4MiB\"",
+    )
+    .await;
     let mut nodes = Vec::new();
     for i in 1..4 {
         let dir = tempdir();

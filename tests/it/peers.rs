@@ -332,7 +332,7 @@ async fn real_peer_and_node(
     let adir = tempdir();
     let key = adir.path().join("cluster.key");
     write_key(&key, 3);
-    let (a, a_peer) = real_peer(adir.path(), &key, "").await;
+    let (a, a_peer) = Proc::start_peer(adir.path(), "127.0.0.2", &key, None).await;
     let bdir = tempdir();
     let mut c = peer_config(bdir.path(), 1, &key, Some(a_peer));
     tune(&mut c);

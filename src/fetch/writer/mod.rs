@@ -30,7 +30,7 @@ pub enum Feeder {
     Origin,
     /// A member of the peer group.
     Peer(NodeId),
-    /// Several members at once (`fetch::holders`), each charged there for what it did.
+    /// Several members at once (`fetch::parallel`), each charged there for what it did.
     Holders,
 }
 
