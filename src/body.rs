@@ -1,7 +1,7 @@
 //! Response body types: fixed bodies, channel bodies fed by a task (file tails, pass-through), a
 //! body with a frame already read put back in front, a window onto a span of another body, a
-//! wrapper that reports the bytes sent when the body ends, and one that holds frames back to a
-//! rate. An `Err` frame aborts the response, so a client sees a cut connection
+//! wrapper that reports the bytes sent when the body ends, one that holds frames back to a rate
+//! and one that joins the frames ready at once. An `Err` frame aborts the response, so a client sees a cut connection
 //! instead of a short body that looks complete.
 
 use std::future::Future;
@@ -253,6 +253,80 @@ where
     }
 }
 
+/// `inner` with the data frames that are ready at once joined into one, up to about `max`
+/// bytes (frames already there are never held back to wait for more): fewer, larger frames for
+/// a reader that pays per frame. An end or error after joined bytes comes on the next poll.
+pub fn coalesced(inner: Body, max: usize) -> Body {
+    Coalesced {
+        inner,
+        max,
+        next: None,
+    }
+    .boxed()
+}
+
+/// See [`coalesced`].
+struct Coalesced {
+    inner: Body,
+    max: usize,
+    /// What the inner body gave after the bytes returned last: its end, an error or trailers.
+    next: Option<Option<Result<Frame<Bytes>, BoxError>>>,
+}
+
+impl HttpBody for Coalesced {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(next) = self.next.take() {
+            return Poll::Ready(next);
+        }
+        // One frame goes as it is; a second one starts a copy of both.
+        let mut single: Option<Bytes> = None;
+        let mut joined = bytes::BytesMut::new();
+        loop {
+            let len = single.as_ref().map_or(joined.len(), Bytes::len);
+            if len >= self.max {
+                break;
+            }
+            let other = match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending if len == 0 => return Poll::Pending,
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Some(first) = single.take() {
+                            joined.reserve(self.max.max(first.len() + data.len()));
+                            joined.extend_from_slice(&first);
+                            joined.extend_from_slice(&data);
+                        } else if joined.is_empty() {
+                            single = Some(data);
+                        } else {
+                            joined.extend_from_slice(&data);
+                        }
+                        continue;
+                    }
+                    Err(frame) => Some(Ok(frame)),
+                },
+                Poll::Ready(other) => other,
+            };
+            if len == 0 {
+                return Poll::Ready(other);
+            }
+            self.next = Some(other);
+            break;
+        }
+        let data = single.unwrap_or_else(|| joined.freeze());
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// `first`, a frame already read from `rest`, then the rest of that body.
 pub fn prefixed(first: Frame<Bytes>, rest: Body) -> Body {
     Prefixed {
@@ -457,6 +531,37 @@ mod tests {
             early.map(|c| c.to_bytes()).ok().as_deref(),
             Some(&b"bcde"[..])
         );
+    }
+
+    #[tokio::test]
+    async fn frames_ready_at_once_are_joined_up_to_the_maximum_and_an_error_follows_them() {
+        async fn next(body: &mut Body) -> Result<Bytes, String> {
+            match body.frame().await {
+                Some(Ok(f)) => Ok(f.into_data().unwrap_or_default()),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("end".into()),
+            }
+        }
+        let (tx, inner) = channel(None);
+        for part in [&b"ab"[..], b"cd", b"ef"] {
+            tx.send(Ok(Bytes::from_static(part))).await.unwrap();
+        }
+        let mut body = coalesced(inner, 4);
+        // "ab" and "cd" reach the maximum; "ef" is all that is ready after them.
+        assert_eq!(next(&mut body).await.as_deref(), Ok(&b"abcd"[..]));
+        assert_eq!(next(&mut body).await.as_deref(), Ok(&b"ef"[..]));
+        tx.send(Ok(Bytes::from_static(b"gh"))).await.unwrap();
+        tx.send(Err("cut".into())).await.unwrap();
+        drop(tx);
+        assert_eq!(next(&mut body).await.as_deref(), Ok(&b"gh"[..]));
+        assert_eq!(next(&mut body).await, Err("cut".into()));
+        // Nothing ready is never made to wait for more.
+        let (tx, inner) = channel(None);
+        let mut body = coalesced(inner, 1 << 20);
+        tx.send(Ok(Bytes::from_static(b"x"))).await.unwrap();
+        assert_eq!(next(&mut body).await.as_deref(), Ok(&b"x"[..]));
+        drop(tx);
+        assert_eq!(next(&mut body).await, Err("end".into()));
     }
 
     #[tokio::test]

@@ -71,8 +71,9 @@ pub fn copy<S: Spans>(spans: Arc<S>, holders: usize, len: u64, cut: Cut) -> Body
 /// fill's writer makes few large writes rather than one per verified group.
 const FRAME: usize = 256 * 1024;
 
-/// Events queued from the requests to the copy (each at most one verified chunk group).
-const EVENTS: usize = 32;
+/// Events queued from the requests to the copy, each at most the verified groups that were
+/// ready at once (`peer::pieces` joins them up to 256 KiB): at most 2 MiB in transit.
+const EVENTS: usize = 8;
 
 enum Event {
     Data(FetchId, Bytes),

@@ -33,6 +33,9 @@ use crate::peer::{Peers, Source};
 
 /// Bytes per frame the holder sends (a few chunk groups and their parents).
 const FRAME: usize = 64 * 1024;
+/// Verified groups that are ready at once go on joined up to this many bytes: the fill's
+/// writer pays per frame (a write on the blocking pool), not per byte.
+const JOINED: usize = 256 * 1024;
 
 /// Why a verified piece stream stopped before the end of its span. `offset` is the first byte
 /// not released: everything before it was verified and handed on, nothing after it was.
@@ -346,7 +349,7 @@ pub async fn fetch_span(
         bad_piece(&told, node, offset);
     });
     let encoded = resp.into_body().map_err(Into::into).boxed();
-    let verified = verify(encoded, hash, len, (start, end), on_bad);
+    let verified = body::coalesced(verify(encoded, hash, len, (start, end), on_bad), JOINED);
     Ok(body::observed(verified, move |n, _| {
         counter.count_download(node, n)
     }))
