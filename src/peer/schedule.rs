@@ -96,11 +96,11 @@ struct Holder {
 
 #[derive(Debug)]
 struct Piece {
-    start: u64,
     end: u64,
-    /// End of the verified prefix that arrived (from any fetch).
+    /// End of the verified prefix that arrived (from any fetch); the piece's start at first.
     have: u64,
-    /// The bytes `[max(start, released), have)`, not yet handed on.
+    /// The bytes from the piece's start (or the bytes handed on, if further) to `have`, not
+    /// yet handed on.
     buf: VecDeque<Bytes>,
     fetchers: usize,
     /// A fetch of it failed and none runs now.
@@ -111,7 +111,7 @@ struct Piece {
 struct Fetch {
     id: FetchId,
     holder: usize,
-    piece: usize,
+    piece: u64,
     /// The next byte this fetch brings.
     at: u64,
     started_ms: u64,
@@ -140,22 +140,27 @@ pub fn window(width: usize, piece: u64) -> u64 {
 /// The schedule of one copy.
 ///
 /// Invariants: a piece starts being fetched only while it starts less than `window` bytes past
-/// the bytes handed on, so the bytes held never exceed `window + piece`; every fetch covers the
-/// rest of one piece, from that piece's `have` when it started; bytes are handed on in order,
-/// each once.
+/// the bytes handed on, so the bytes held never exceed `window + piece`, and only the pieces
+/// from the first not handed on to the window's end are kept (whatever length a holder
+/// advertised); every fetch covers the rest of one piece, from that piece's `have` when it
+/// started; bytes are handed on in order, each once.
 #[derive(Debug)]
 pub struct Plan {
     len: u64,
+    piece: u64,
+    /// Pieces in the body.
+    count: u64,
     window: u64,
     /// Bytes after which a holder's speed is known.
     sample: u64,
-    pieces: Vec<Piece>,
+    /// Pieces `head..head + pieces.len()`, made as the window reaches them.
+    pieces: VecDeque<Piece>,
     holders: Vec<Holder>,
     fetches: Vec<Fetch>,
     next_id: FetchId,
     released: u64,
     /// The first piece not wholly handed on.
-    head: usize,
+    head: u64,
     buffered: u64,
     counts: Counts,
 }
@@ -166,19 +171,6 @@ impl Plan {
     /// of the bytes handed on.
     pub fn new(len: u64, piece: u64, window: u64, holders: usize) -> Plan {
         let piece = piece.max(1);
-        let pieces = (0..len.div_ceil(piece))
-            .map(|i| {
-                let start = i * piece;
-                Piece {
-                    start,
-                    end: (start + piece).min(len),
-                    have: start,
-                    buf: VecDeque::new(),
-                    fetchers: 0,
-                    orphaned: false,
-                }
-            })
-            .collect();
         let holders = (0..holders)
             .map(|_| Holder {
                 state: State::Idle,
@@ -190,9 +182,11 @@ impl Plan {
             .collect();
         Plan {
             len,
+            piece,
+            count: len.div_ceil(piece),
             window: window.max(piece),
             sample: SAMPLE.min(piece / 2).max(1),
-            pieces,
+            pieces: VecDeque::new(),
             holders,
             fetches: Vec::new(),
             next_id: 0,
@@ -216,11 +210,17 @@ impl Plan {
             if self.holders[h].state != State::Idle {
                 continue;
             }
-            let pick = self.next_piece().or_else(|| self.race_for(h, now_ms));
+            let pick = match self.next_piece() {
+                Some(next) => Some(next),
+                None => self.race_for(h, now_ms),
+            };
             let Some((piece, why)) = pick else {
-                let waits = self.pieces[self.head..]
-                    .iter()
-                    .any(|p| p.fetchers == 0 && p.have < p.end);
+                let made = self.head + self.pieces.len() as u64;
+                let waits = made < self.count
+                    || self
+                        .pieces
+                        .iter()
+                        .any(|p| p.fetchers == 0 && p.have < p.end);
                 if waits && !self.holders[h].waiting {
                     self.holders[h].waiting = true;
                     self.counts.window_waits += 1;
@@ -234,14 +234,15 @@ impl Plan {
             }
             let id = self.next_id;
             self.next_id += 1;
-            let p = &mut self.pieces[piece];
+            let p = self.at_mut(piece);
             p.fetchers += 1;
             p.orphaned = false;
+            let (from, to) = (p.have, p.end);
             self.fetches.push(Fetch {
                 id,
                 holder: h,
                 piece,
-                at: p.have,
+                at: from,
                 started_ms: now_ms,
                 bytes: 0,
             });
@@ -251,36 +252,57 @@ impl Plan {
             out.push(Assign {
                 fetch: id,
                 holder: h,
-                from: p.have,
-                to: p.end,
+                from,
+                to,
                 why,
             });
         }
         out
     }
 
-    /// The first piece inside the window that is incomplete and fetched by nobody.
-    fn next_piece(&self) -> Option<(usize, Why)> {
+    /// The first piece inside the window that is incomplete and fetched by nobody (made now
+    /// if the window just reached it).
+    fn next_piece(&mut self) -> Option<(u64, Why)> {
         let limit = self.released.saturating_add(self.window);
-        self.pieces[self.head..]
-            .iter()
-            .enumerate()
-            .take_while(|(_, p)| p.start < limit)
-            .find(|(_, p)| p.fetchers == 0 && p.have < p.end)
-            .map(|(i, p)| {
+        let mut i = self.head;
+        while i < self.count && i * self.piece < limit {
+            if i == self.head + self.pieces.len() as u64 {
+                let start = i * self.piece;
+                self.pieces.push_back(Piece {
+                    end: (start + self.piece).min(self.len),
+                    have: start,
+                    buf: VecDeque::new(),
+                    fetchers: 0,
+                    orphaned: false,
+                });
+            }
+            let p = self.at(i);
+            if p.fetchers == 0 && p.have < p.end {
                 let why = if p.orphaned { Why::Orphan } else { Why::Next };
-                (self.head + i, why)
-            })
+                return Some((i, why));
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// Piece `i`, which is kept (from the head to the last made).
+    fn at(&self, i: u64) -> &Piece {
+        &self.pieces[(i - self.head) as usize]
+    }
+
+    fn at_mut(&mut self, i: u64) -> &mut Piece {
+        &mut self.pieces[(i - self.head) as usize]
     }
 
     /// The first piece whose only fetcher `h` should race: it brought nothing for
     /// [`SLOW_START_MS`], or both speeds are known and `h` is [`FASTER`] times faster.
-    fn race_for(&self, h: usize, now_ms: u64) -> Option<(usize, Why)> {
+    fn race_for(&self, h: usize, now_ms: u64) -> Option<(u64, Why)> {
         let mine = self.speed(h, now_ms);
         self.fetches
             .iter()
             .filter(|f| {
-                let p = &self.pieces[f.piece];
+                let p = self.at(f.piece);
                 p.fetchers < MAX_FETCHERS && p.have < p.end
             })
             .filter(|f| {
@@ -313,14 +335,14 @@ impl Plan {
 
     /// Verified bytes of fetch `fetch`, following what it brought before. Returns the fetches
     /// to cancel: the other fetchers of a piece this completed (a fetcher that brought nothing
-    /// of it in [`SLOW_START_MS`] or more, silent or hung, is out for the rest of the copy). Bytes of a fetch the plan no
-    /// longer knows (cancelled, failed) are ignored.
+    /// of it in [`SLOW_START_MS`] or more, silent or hung, is out for the rest of the copy).
+    /// Bytes of a fetch the plan no longer knows (cancelled, failed) are ignored.
     pub fn arrived(&mut self, fetch: FetchId, data: Bytes, now_ms: u64) -> Vec<FetchId> {
         let Some(fi) = self.fetches.iter().position(|f| f.id == fetch) else {
             return Vec::new();
         };
         let f = &mut self.fetches[fi];
-        let p = &mut self.pieces[f.piece];
+        let p = &mut self.pieces[(f.piece - self.head) as usize];
         let at = f.at;
         let to = (at + data.len() as u64).min(p.end);
         if at > p.have || to <= at {
@@ -365,7 +387,7 @@ impl Plan {
                 i += 1;
             }
         }
-        self.pieces[piece].fetchers = 0;
+        self.at_mut(piece).fetchers = 0;
         cancel
     }
 
@@ -402,7 +424,7 @@ impl Plan {
             return;
         };
         let f = self.fetches.swap_remove(fi);
-        let p = &mut self.pieces[f.piece];
+        let p = self.at_mut(f.piece);
         p.fetchers -= 1;
         if p.fetchers == 0 {
             p.orphaned = true;
@@ -455,11 +477,12 @@ impl Plan {
 
     /// The next chunk in order, if it arrived.
     fn pop(&mut self) -> Option<Bytes> {
-        let p = self.pieces.get_mut(self.head)?;
+        let p = self.pieces.front_mut()?;
         let data = p.buf.pop_front()?;
         self.released += data.len() as u64;
         self.buffered -= data.len() as u64;
         if self.released == p.end {
+            self.pieces.pop_front();
             self.head += 1;
         }
         Some(data)
@@ -467,9 +490,7 @@ impl Plan {
 
     /// Whether [`take`](Self::take) has bytes to give.
     pub fn ready(&self) -> bool {
-        self.pieces
-            .get(self.head)
-            .is_some_and(|p| !p.buf.is_empty())
+        self.pieces.front().is_some_and(|p| !p.buf.is_empty())
     }
 
     /// Every byte was handed on.

@@ -95,6 +95,21 @@ fn holders_start_on_consecutive_pieces_in_their_order() {
 }
 
 #[test]
+fn only_the_pieces_inside_the_window_are_kept_whatever_the_length() {
+    // A holder may advertise any length: the plan keeps the pieces it may fetch, no more.
+    let mut plan = Plan::new(u64::MAX / 2, P, 4 * P, 3);
+    let a = plan.assign(0);
+    assert_eq!(a.len(), 3);
+    assert_eq!(plan.pieces.len(), 3);
+    plan.arrived(of(&a, 0), bytes(100, 0), 1);
+    plan.ended(of(&a, 0), 1);
+    assert_eq!(spans(&plan.assign(1)), vec![(0, 300, 400, Why::Next)]);
+    assert_eq!(plan.pieces.len(), 4, "the window's four pieces");
+    assert_eq!(drain(&mut plan).len(), 100);
+    assert_eq!(plan.pieces.len(), 3, "the piece handed on is dropped");
+}
+
+#[test]
 fn bytes_that_arrive_out_of_order_are_handed_on_in_order() {
     let mut plan = Plan::new(300, P, 3 * P, 3);
     let a = plan.assign(0);
@@ -517,6 +532,10 @@ fn random_runs_hand_on_the_body_in_order_within_the_bound() {
                 plan.buffered() <= window + piece,
                 "seed {seed}: {} held, window {window} piece {piece}",
                 plan.buffered()
+            );
+            assert!(
+                plan.pieces.len() as u64 <= window / piece + 1,
+                "seed {seed}"
             );
             if rng.below(3) == 0 {
                 out.extend(drain(&mut plan));
