@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +29,19 @@ impl Proxy {
 
     /// `start` with `proxy_keys` added to the `[proxy]` table (e.g. `connect_ports = [8443]`).
     pub async fn start_with(dir: &Path, proxy_keys: &str, extra: &str, prefix: &[&str]) -> Proxy {
+        let bin = Path::new(env!("CARGO_BIN_EXE_peercache"));
+        Self::start_bin(bin, dir, proxy_keys, extra, prefix).await
+    }
+
+    /// `start_with` of the binary `bin` (e.g. an older build, for a same-run comparison). Its
+    /// stdout (the access log, when on) goes to `dir/stdout.log`, a file as in production.
+    pub async fn start_bin(
+        bin: &Path,
+        dir: &Path,
+        proxy_keys: &str,
+        extra: &str,
+        prefix: &[&str],
+    ) -> Proxy {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -42,7 +55,7 @@ impl Proxy {
             ),
         )
         .expect("config");
-        let bin = env!("CARGO_BIN_EXE_peercache");
+        let stdout = std::fs::File::create(dir.join("stdout.log")).expect("stdout.log");
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -54,7 +67,7 @@ impl Proxy {
         let child = cmd
             .args(["run", "--config"])
             .arg(&conf)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .spawn()
             .expect("start peercache");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");

@@ -104,7 +104,7 @@ async fn proxied(
         } else {
             Fwd::Method
         });
-        let answer = pass_through(app, req, &target, &mut trace).await?;
+        let answer = Box::pin(pass_through(app, req, &target, &mut trace)).await?;
         return Ok(finish(app, answer, &trace));
     };
     let (mut parts, _body) = req.into_parts();
@@ -122,7 +122,7 @@ async fn proxied(
     };
     let (resp, status) = cached(app, &ask, key.as_str(), &mut trace).await?;
     let resp = match relink {
-        Some(r) => r.finish(ask.method, resp).await,
+        Some(r) => Box::pin(r.finish(ask.method, resp)).await,
         None => resp,
     };
     Ok(finish(app, (resp, status), &trace))
@@ -209,10 +209,11 @@ async fn cached(
             "only-if-cached: no usable stored response",
         ));
     }
+    // Misses and revalidations are boxed: a hit's future stays small.
     if ask.method == Method::HEAD && stale.is_none() {
-        return head_through(app, ask, trace).await;
+        return Box::pin(head_through(app, ask, trace)).await;
     }
-    let result = fetch(app, ask, key, stale.as_ref(), trace).await;
+    let result = Box::pin(fetch(app, ask, key, stale.as_ref(), trace)).await;
     let Some(entry) = stale else {
         return result;
     };

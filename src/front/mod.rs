@@ -356,17 +356,28 @@ async fn route(
                 let resp = intercept::open(app, req, host, port, client, arrived);
                 return Ok((resp, None));
             }
-            let resp = tunnel::open(app, req, host, port, client, arrived).await?;
+            // Boxed, like every path a cache hit does not take: the hit's future stays small
+            // (it is moved whole several times per request; see `forward::handle`).
+            let resp = Box::pin(tunnel::open(app, req, host, port, client, arrived)).await?;
             Ok((resp, None))
         }
-        Route::Forward { target } => {
-            let sendfile = client.slot.as_ref().filter(|_| app.config.cache.sendfile);
-            forward::handle(app, req, target, sendfile, None).await
-        }
-        Route::Mirror { target, .. } => {
-            let sendfile = client.slot.as_ref().filter(|_| app.config.cache.sendfile);
-            let relink = app.relinker.for_request(req.uri(), req.headers());
-            forward::handle(app, req, target, sendfile, relink.as_ref()).await
-        }
+        Route::Forward { target } => forward(app, req, target, client, false).await,
+        Route::Mirror { target, .. } => forward(app, req, target, client, true).await,
     }
+}
+
+/// A forward or (`mirror`) mirror request through the cache: one call site, so the request's
+/// future holds one `forward::handle` state, not one per route.
+async fn forward(
+    app: &Arc<Proxy>,
+    req: Request<Incoming>,
+    target: http::Uri,
+    client: &Client,
+    mirror: bool,
+) -> Result<forward::Answer, Error> {
+    let sendfile = client.slot.as_ref().filter(|_| app.config.cache.sendfile);
+    let relink = mirror
+        .then(|| app.relinker.for_request(req.uri(), req.headers()))
+        .flatten();
+    forward::handle(app, req, target, sendfile, relink.as_ref()).await
 }
