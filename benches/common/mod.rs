@@ -104,6 +104,21 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time a process used so far (user + system, all threads), from `/proc/PID/stat`; zero if
+/// unreadable. Clock-tick resolution (10 ms).
+pub fn cpu_time(pid: u32) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command (which may hold spaces): state is field 3, utime 14.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 /// Serves HTTP/1.1 on a fresh 127.0.0.1 port with `answer` for every request (a bench origin);
 /// returns its address. Runs until the runtime ends.
 pub async fn origin<F, Fut>(answer: F) -> SocketAddr

@@ -306,8 +306,8 @@ async fn handle(app: Arc<Proxy>, client: &Client, req: Request<Incoming>) -> Res
             result,
             status: code,
             bytes,
-            method: method.to_string(),
-            url,
+            method: method.as_str(),
+            url: &url,
             source,
             end: if end == BodyEnd::Complete {
                 "complete"
