@@ -28,6 +28,9 @@ use crate::front::relink::Relink;
 use crate::front::Proxy;
 use crate::metrics::{CacheStatus, Source};
 
+/// RFC 9211's field.
+const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
+
 /// An answer and how it was obtained (`None`: passed through or not a cache decision).
 pub type Answer = (Response<Body>, Option<CacheStatus>);
 
@@ -136,16 +139,21 @@ fn finish(app: &Proxy, (mut resp, status): Answer, trace: &CacheStatusField) -> 
     for name in app.rules.targets() {
         headers.remove(name);
     }
-    if let Ok(v) = HeaderValue::from_str(&trace.member(resp.status())) {
-        resp.headers_mut().append("cache-status", v);
+    if let Ok(v) = HeaderValue::try_from(trace.member(resp.status())) {
+        resp.headers_mut().append(CACHE_STATUS, v);
     }
     (resp, status)
 }
 
 /// Remaining freshness in whole seconds, negative when stale (RFC 9211 §2.4 `ttl`).
 fn ttl(stored: &Stored<'_>, now: SystemTime, h: Heuristic<'_>) -> i64 {
+    ttl_secs(stored.freshness(now, h))
+}
+
+/// `ttl` of a freshness already judged.
+fn ttl_secs(f: Freshness) -> i64 {
     let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    match stored.freshness(now, h) {
+    match f {
         Freshness::Fresh { ttl } => secs(ttl),
         Freshness::Stale { by } => -secs(by),
     }
@@ -172,8 +180,9 @@ async fn cached(
         Lookup::Found(entry) => {
             let headers = entry.headers();
             let stored = entry.stored(&headers);
-            trace.ttl = Some(ttl(&stored, now, h));
-            match policy::reuse(&stored, &req_cc, now, h) {
+            let (reuse, freshness) = policy::judge(&stored, &req_cc, now, h);
+            trace.ttl = Some(ttl_secs(freshness));
+            match reuse {
                 Reuse::Fresh | Reuse::StaleAllowed => {
                     if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
                         trace.hit = true;
@@ -192,7 +201,7 @@ async fn cached(
                 }
                 Reuse::Revalidate => {
                     // Fresh, and reusable but for the request's directives: `fwd=request`.
-                    let by_request = matches!(stored.freshness(now, h), Freshness::Fresh { .. })
+                    let by_request = matches!(freshness, Freshness::Fresh { .. })
                         && policy::reuse(&stored, &CacheControl::default(), now, h) == Reuse::Fresh;
                     trace.fwd = Some(if by_request { Fwd::Request } else { Fwd::Stale });
                     if policy::validators(&headers).is_empty() {

@@ -33,13 +33,15 @@ use tokio::task::JoinSet;
 use crate::accesslog::Record;
 use crate::body::{self, Body, BodyEnd};
 use crate::error::{Error, Kind};
-use crate::http::headers;
 use crate::metrics::{CacheStatus, ErrorRecord, Metrics};
 use crate::sendfile::{SendfileIo, Slot};
 
 use self::classify::{classify, Route, Routing};
 use self::interim::{Interim, InterimIo};
 pub use self::state::{Proxy, SHUTDOWN_GRACE};
+
+/// This cache's result field (`HIT`, `MISS`, …).
+const X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -238,9 +240,10 @@ async fn handle(app: Arc<Proxy>, client: &Client, req: Request<Incoming>) -> Res
                 format!("client {} is not allowed to use this proxy", peer.ip()),
             ))
         }
-        Ok(req) if headers::via_contains(req.headers(), &app.fetcher.via) => Err(
-            Error::downstream(Kind::LoopDetected, "request came back to this proxy (Via)"),
-        ),
+        Ok(req) if app.fetcher.via.is_in(req.headers()) => Err(Error::downstream(
+            Kind::LoopDetected,
+            "request came back to this proxy (Via)",
+        )),
         Ok(req) => route(&app, req, client, arrived).await,
     };
     let (mut resp, status, result) = match outcome {
@@ -275,7 +278,7 @@ async fn handle(app: Arc<Proxy>, client: &Client, req: Request<Incoming>) -> Res
         Some(s) => {
             app.metrics.request(s);
             resp.headers_mut()
-                .insert("x-cache", HeaderValue::from_static(s.as_str()));
+                .insert(X_CACHE, HeaderValue::from_static(s.as_str()));
         }
         None => Metrics::inc(&app.metrics.requests_other),
     }
@@ -283,7 +286,9 @@ async fn handle(app: Arc<Proxy>, client: &Client, req: Request<Incoming>) -> Res
         return resp; // an open tunnel: `meter::Tunnel` logs it when it ends
     }
     if method != Method::CONNECT {
-        headers::append_via(resp.headers_mut(), http::Version::HTTP_11, &app.fetcher.via);
+        app.fetcher
+            .via
+            .append(resp.headers_mut(), http::Version::HTTP_11);
     }
     let source = match status {
         Some(CacheStatus::Hit | CacheStatus::Revalidated | CacheStatus::Collapsed) => "cache",
