@@ -188,7 +188,8 @@ impl Server {
             _ => None,
         };
         let peers = peer_side.as_ref().map(|s| s.peers.clone());
-        let via: Arc<str> = format!("peercache-{:08x}", rand::random::<u32>()).into();
+        let via =
+            crate::http::headers::Via::new(&format!("peercache-{:08x}", rand::random::<u32>()));
         let fetcher = Fetcher {
             origin: Origin::new(&config.upstream, tls),
             store: store.clone(),

@@ -44,20 +44,22 @@ pub fn evaluate(method: &Method, req: &HeaderMap, stored: &HeaderMap) -> Precond
     if method != Method::GET && method != Method::HEAD {
         return Precondition::Proceed;
     }
-    let etag = stored_etag(stored);
-    let last_modified = single_date(stored, &LAST_MODIFIED);
+    // The stored validators are read only for a request that has a precondition (most have
+    // none: this runs for every cache hit).
+    let etag = || stored_etag(stored);
+    let last_modified = || single_date(stored, &LAST_MODIFIED);
 
     // Step 1 and 2: the state-protecting preconditions.
     if req.contains_key(IF_MATCH) {
         let holds = match tag_list(req, &IF_MATCH) {
             TagList::Any => true,
-            TagList::Tags(tags) => etag.is_some_and(|e| tags.iter().any(|t| t.strong_eq(&e))),
+            TagList::Tags(tags) => etag().is_some_and(|e| tags.iter().any(|t| t.strong_eq(&e))),
         };
         if !holds {
             return Precondition::Failed;
         }
-    } else if let (Some(since), Some(modified)) =
-        (single_date(req, &IF_UNMODIFIED_SINCE), last_modified)
+    } else if let Some((since, modified)) =
+        single_date(req, &IF_UNMODIFIED_SINCE).and_then(|s| Some((s, last_modified()?)))
     {
         if modified > since {
             return Precondition::Failed;
@@ -68,13 +70,13 @@ pub fn evaluate(method: &Method, req: &HeaderMap, stored: &HeaderMap) -> Precond
     if req.contains_key(IF_NONE_MATCH) {
         let any_matches = match tag_list(req, &IF_NONE_MATCH) {
             TagList::Any => true,
-            TagList::Tags(tags) => etag.is_some_and(|e| tags.iter().any(|t| t.weak_eq(&e))),
+            TagList::Tags(tags) => etag().is_some_and(|e| tags.iter().any(|t| t.weak_eq(&e))),
         };
         if any_matches {
             return Precondition::NotModified;
         }
     } else if let Some(since) = single_date(req, &IF_MODIFIED_SINCE) {
-        if let Some(modified) = last_modified.or_else(|| single_date(stored, &DATE)) {
+        if let Some(modified) = last_modified().or_else(|| single_date(stored, &DATE)) {
             if modified <= since {
                 return Precondition::NotModified;
             }

@@ -59,7 +59,7 @@ pub struct Fetcher {
     /// (`cache.range_fill`).
     pub range_fill: crate::config::RangeFill,
     /// Our `Via` pseudonym.
-    pub via: Arc<str>,
+    pub via: headers::Via,
     /// The peer group, when peering is on.
     pub peers: Option<Arc<crate::peer::Peers>>,
     /// What to assume where origins say nothing (the same rules on every path).
@@ -81,7 +81,7 @@ impl Fetcher {
     ) -> Result<Request<Body>, Error> {
         let mut h = client_headers.clone();
         headers::strip_hop_by_hop(&mut h);
-        headers::append_via(&mut h, version, &self.via);
+        self.via.append(&mut h, version);
         let authority = uri
             .authority()
             .ok_or_else(|| Error::downstream(Kind::BadRequest, "target has no host"))?;

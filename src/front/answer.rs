@@ -148,7 +148,7 @@ pub async fn from_entry(
     sendfile: Option<&sendfile::Slot>,
     relink: Option<&Relink>,
 ) -> Option<Response<Body>> {
-    let mut headers = stored.clone();
+    let mut headers = stored;
     headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
     let len = Some(entry.len);
     let (shape, judged) = judged_shape(method, req, entry.status, &headers, len, relink);

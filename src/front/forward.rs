@@ -30,6 +30,9 @@ use crate::front::Proxy;
 use crate::front::{answer, ranged};
 use crate::metrics::{CacheStatus, Source};
 
+/// RFC 9211's field.
+const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
+
 /// An answer and how it was obtained (`None`: passed through or not a cache decision).
 pub type Answer = (Response<Body>, Option<CacheStatus>);
 
@@ -108,7 +111,7 @@ async fn proxied(
         } else {
             Fwd::Method
         });
-        let answer = pass_through(app, req, &target, &mut trace).await?;
+        let answer = Box::pin(pass_through(app, req, &target, &mut trace)).await?;
         return Ok(finish(app, answer, &trace));
     };
     let (mut parts, _body) = req.into_parts();
@@ -128,7 +131,7 @@ async fn proxied(
     };
     let (resp, status) = cached(app, &ask, key.as_str(), &mut trace).await?;
     let resp = match relink {
-        Some(r) => r.finish(ask.method, resp).await,
+        Some(r) => Box::pin(r.finish(ask.method, resp)).await,
         None => resp,
     };
     Ok(finish(app, (resp, status), &trace))
@@ -142,16 +145,21 @@ fn finish(app: &Proxy, (mut resp, status): Answer, trace: &CacheStatusField) -> 
     for name in app.rules.targets() {
         headers.remove(name);
     }
-    if let Ok(v) = HeaderValue::from_str(&trace.member(resp.status())) {
-        resp.headers_mut().append("cache-status", v);
+    if let Ok(v) = HeaderValue::try_from(trace.member(resp.status())) {
+        resp.headers_mut().append(CACHE_STATUS, v);
     }
     (resp, status)
 }
 
 /// Remaining freshness in whole seconds, negative when stale (RFC 9211 §2.4 `ttl`).
 fn ttl(stored: &Stored<'_>, now: SystemTime, h: Heuristic<'_>) -> i64 {
+    ttl_secs(stored.freshness(now, h))
+}
+
+/// `ttl` of a freshness already judged.
+fn ttl_secs(f: Freshness) -> i64 {
     let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    match stored.freshness(now, h) {
+    match f {
         Freshness::Fresh { ttl } => secs(ttl),
         Freshness::Stale { by } => -secs(by),
     }
@@ -178,8 +186,8 @@ async fn cached(
         Lookup::Found(entry) => {
             let headers = entry.headers();
             let stored = entry.stored(&headers);
-            trace.ttl = Some(ttl(&stored, now, h));
-            let reuse = policy::reuse(&stored, &req_cc, now, h);
+            let (reuse, freshness) = policy::judge(&stored, &req_cc, now, h);
+            trace.ttl = Some(ttl_secs(freshness));
             if reuse == Reuse::Fresh {
                 // A content server sends a member to the members that hold it.
                 if let Some(a) = redirect::offer(app, ask, &entry, &headers, trace) {
@@ -205,7 +213,7 @@ async fn cached(
                 }
                 Reuse::Revalidate => {
                     // Fresh, and reusable but for the request's directives: `fwd=request`.
-                    let by_request = matches!(stored.freshness(now, h), Freshness::Fresh { .. })
+                    let by_request = matches!(freshness, Freshness::Fresh { .. })
                         && policy::reuse(&stored, &CacheControl::default(), now, h) == Reuse::Fresh;
                     trace.fwd = Some(if by_request { Fwd::Request } else { Fwd::Stale });
                     if policy::validators(&headers).is_empty() {
@@ -222,10 +230,11 @@ async fn cached(
             "only-if-cached: no usable stored response",
         ));
     }
+    // Misses and revalidations are boxed: a hit's future stays small.
     if ask.method == Method::HEAD && stale.is_none() {
-        return head_through(app, ask, trace).await;
+        return Box::pin(head_through(app, ask, trace)).await;
     }
-    let result = fetch(app, ask, key, stale.as_ref(), trace).await;
+    let result = Box::pin(fetch(app, ask, key, stale.as_ref(), trace)).await;
     let Some(entry) = stale else {
         return result;
     };
