@@ -6,6 +6,8 @@
 #   benches/compare.sh                 # origin squid nginx varnish trafficserver peercache, 1 round
 #   ROUNDS=3 benches/compare.sh        # several rounds, pooled (median, min–max) at the end
 #   KINDS="origin squid" benches/compare.sh
+#   PEERCACHE_ACCESS_LOG=false benches/compare.sh   # peercache with its access log off
+#                                      (the default, measured otherwise, logs every request)
 #
 # Prints one markdown table per round on stdout (progress on stderr); with ROUNDS>1, the pooled
 # table from aggregate.py follows. Everything runs on 127.0.0.1 and stops by itself.
@@ -27,7 +29,7 @@ listen = "127.0.0.1:$port"
 [cache]
 dir = "$work/cache"
 [log]
-access = false
+access = ${PEERCACHE_ACCESS_LOG:-true}
 level = "warn"
 CONF
 export FWD_NAME=peercache FWD_PORT=$port

@@ -1,10 +1,14 @@
 //! End-to-end load bench, no external tool: a real `peercache` process in front of an
 //! in-process origin. Measures (a) 1 KiB hits: req/s, p50, p99 over LOAD_CONNS keep-alive
-//! connections for LOAD_SECS; (b) LOAD_COLD concurrent requests for one cold object the origin
-//! answers after 200 ms: origin fetches and time until the last response beyond the origin's own
-//! 200 ms; (c) RSS with LOAD_ENTRIES cached entries. Run: `cargo bench --bench load`.
+//! connections, with the access log on (the default; lines go to a file) and off, in
+//! LOAD_ROUNDS alternating rounds of LOAD_SECS each, pooled, and the ratio of the two — plus a
+//! third process of an older binary when LOAD_BASELINE names one (same-run A/B of a change);
+//! (b) LOAD_COLD concurrent requests for one cold object the origin answers after 200 ms: origin
+//! fetches and time until the last response beyond the origin's own 200 ms; (c) RSS with
+//! LOAD_ENTRIES cached entries. Run: `cargo bench --bench load`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -42,12 +46,56 @@ async fn origin(slow_hits: Arc<AtomicUsize>) -> SocketAddr {
     .await
 }
 
+/// One hit phase: `conns` connections each sending GET `url` back to back for `secs`; the
+/// latencies of every answer (each checked: 200, 1 KiB).
+async fn hits(proxy: SocketAddr, url: &str, conns: usize, secs: u64) -> Vec<Duration> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut send = connect(proxy).await;
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let (status, n) = get(&mut send, &url).await;
+                assert_eq!((status, n), (200, 1024));
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("client task"));
+    }
+    lat
+}
+
+/// A proxy measured in the hit rounds: its name, config and binary.
+struct Variant {
+    name: &'static str,
+    extra: &'static str,
+    bin: PathBuf,
+}
+
+/// Pooled figures of one variant: req/s and sorted latencies.
+fn summary(lat: &mut [Duration], secs: f64) -> (f64, f64, f64) {
+    lat.sort();
+    (
+        lat.len() as f64 / secs,
+        percentile(lat, 0.50).as_secs_f64() * 1e3,
+        percentile(lat, 0.99).as_secs_f64() * 1e3,
+    )
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     let conns = knob("LOAD_CONNS", 50) as usize;
-    let secs = knob("LOAD_SECS", 10);
+    let secs = knob("LOAD_SECS", 5);
+    let rounds = knob("LOAD_ROUNDS", 2);
     let cold = knob("LOAD_COLD", 100) as usize;
     let entries = knob("LOAD_ENTRIES", 100_000) as usize;
     let rt = common::runtime();
@@ -78,43 +126,98 @@ fn main() {
                 key.display()
             );
         }
+        println!(
+            "load: {} cores, proxies run as {prefix:?}",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        );
+
+        // (a) 1 KiB hits: every variant in each round, in turn, each on its own process.
+        let here = PathBuf::from(env!("CARGO_BIN_EXE_peercache"));
+        let mut variants = vec![
+            Variant { name: "log on (default)", extra: "", bin: here.clone() },
+            Variant { name: "log off", extra: "[log]\naccess = false\n", bin: here },
+        ];
+        if let Ok(base) = std::env::var("LOAD_BASELINE") {
+            let bin = PathBuf::from(base);
+            variants.push(Variant { name: "LOAD_BASELINE, log on", extra: "", bin: bin.clone() });
+            variants.push(Variant { name: "LOAD_BASELINE, log off", extra: "[log]\naccess = false\n", bin });
+        }
+        let url = format!("http://{origin}/1k");
+        let mut procs = Vec::new();
+        for (i, v) in variants.iter().enumerate() {
+            let vdir = dir.path().join(format!("hits{i}"));
+            std::fs::create_dir_all(&vdir).expect("variant dir");
+            let p = common::Proxy::start_bin(&v.bin, &vdir, "", v.extra, &prefix).await;
+            let mut warm = connect(p.addr).await;
+            assert_eq!(get(&mut warm, &url).await, (200, 1024));
+            procs.push(p);
+        }
+        let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+        let mut cpu = vec![Duration::ZERO; variants.len()];
+        for round in 0..rounds {
+            for (i, p) in procs.iter().enumerate() {
+                let before = common::cpu_time(p.pid());
+                let got = hits(p.addr, &url, conns, secs).await;
+                let used = common::cpu_time(p.pid()).saturating_sub(before);
+                println!(
+                    "  round {}: {:<22} {:>7.0} req/s, proxy CPU {:.1} µs per hit",
+                    round + 1,
+                    variants[i].name,
+                    got.len() as f64 / secs as f64,
+                    used.as_secs_f64() * 1e6 / got.len().max(1) as f64
+                );
+                cpu[i] += used;
+                lat[i].extend(got);
+            }
+        }
+        let total = (rounds * secs) as f64;
+        let mut rps = Vec::new();
+        let mut per_hit = Vec::new();
+        for (i, v) in variants.iter().enumerate() {
+            let n = lat[i].len().max(1) as f64;
+            let (r, p50, p99) = summary(&mut lat[i], total);
+            let us = cpu[i].as_secs_f64() * 1e6 / n;
+            println!(
+                "  1 KiB hits, {:<22} {r:>7.0} req/s over {conns} connections, p50 {p50:.2} ms, p99 {p99:.2} ms, proxy CPU {us:.1} µs per hit, RSS {} MiB",
+                v.name,
+                common::status_kib(procs[i].pid(), "VmRSS") / 1024
+            );
+            rps.push(r);
+            per_hit.push(us);
+        }
+        // CPU per hit is what a busy, shared machine still measures well; req/s needs a quiet one.
+        println!(
+            "  log on ÷ log off: req/s {:.3}, CPU per hit {:.3} (the log costs {:.1} % of hit throughput by req/s, {:.1} % by CPU; {rounds} rounds × {secs} s, pooled)",
+            rps[0] / rps[1],
+            per_hit[0] / per_hit[1],
+            (1.0 - rps[0] / rps[1]) * 100.0,
+            (1.0 - per_hit[1] / per_hit[0]) * 100.0
+        );
+        for (i, log) in [(2, "on"), (3, "off")] {
+            if let (Some(base), Some(base_us)) = (rps.get(i), per_hit.get(i)) {
+                println!(
+                    "  this build ÷ LOAD_BASELINE (log {log}): req/s {:.3}, CPU per hit {:.3}",
+                    rps[i - 2] / base,
+                    per_hit[i - 2] / base_us
+                );
+            }
+        }
+        let log_lines = |i: usize| {
+            std::fs::read(dir.path().join(format!("hits{i}/stdout.log")))
+                .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+                .unwrap_or(0)
+        };
+        println!(
+            "  access-log lines written: {} (log on), {} (log off)",
+            log_lines(0),
+            log_lines(1)
+        );
+        drop(procs);
+
+        // (b) and (c) on one more process, the log off (and the peer side on with LOAD_PEERING).
         let proxy_proc = common::Proxy::start(dir.path(), &extra, &prefix).await;
         let pid = proxy_proc.pid();
         let proxy = proxy_proc.addr;
-        println!("load: peercache pid {pid}, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-
-        // (a) 1 KiB hits.
-        let url = format!("http://{origin}/1k");
-        let mut warm = connect(proxy).await;
-        assert_eq!(get(&mut warm, &url).await, (200, 1024));
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut tasks = Vec::new();
-        for _ in 0..conns {
-            let url = url.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut send = connect(proxy).await;
-                let mut lat = Vec::new();
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    let (status, n) = get(&mut send, &url).await;
-                    assert_eq!((status, n), (200, 1024));
-                    lat.push(t.elapsed());
-                }
-                lat
-            }));
-        }
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await.expect("client task"));
-        }
-        lat.sort();
-        println!(
-            "  1 KiB hits: {:.0} req/s over {conns} connections, p50 {:.2} ms, p99 {:.2} ms, proxy RSS {} MiB",
-            lat.len() as f64 / secs as f64,
-            percentile(&lat, 0.50).as_secs_f64() * 1e3,
-            percentile(&lat, 0.99).as_secs_f64() * 1e3,
-            common::status_kib(pid, "VmRSS") / 1024
-        );
 
         // (b) cold collapse.
         let url = format!("http://{origin}/slow/cold");

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +29,19 @@ impl Proxy {
 
     /// `start` with `proxy_keys` added to the `[proxy]` table (e.g. `connect_ports = [8443]`).
     pub async fn start_with(dir: &Path, proxy_keys: &str, extra: &str, prefix: &[&str]) -> Proxy {
+        let bin = Path::new(env!("CARGO_BIN_EXE_peercache"));
+        Self::start_bin(bin, dir, proxy_keys, extra, prefix).await
+    }
+
+    /// `start_with` of the binary `bin` (e.g. an older build, for a same-run comparison). Its
+    /// stdout (the access log, when on) goes to `dir/stdout.log`, a file as in production.
+    pub async fn start_bin(
+        bin: &Path,
+        dir: &Path,
+        proxy_keys: &str,
+        extra: &str,
+        prefix: &[&str],
+    ) -> Proxy {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -42,7 +55,7 @@ impl Proxy {
             ),
         )
         .expect("config");
-        let bin = env!("CARGO_BIN_EXE_peercache");
+        let stdout = std::fs::File::create(dir.join("stdout.log")).expect("stdout.log");
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -54,7 +67,7 @@ impl Proxy {
         let child = cmd
             .args(["run", "--config"])
             .arg(&conf)
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .spawn()
             .expect("start peercache");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
@@ -89,6 +102,21 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// CPU time a process used so far (user + system, all threads), from `/proc/PID/stat`; zero if
+/// unreadable. Clock-tick resolution (10 ms).
+pub fn cpu_time(pid: u32) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command (which may hold spaces): state is field 3, utime 14.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 /// Serves HTTP/1.1 on a fresh 127.0.0.1 port with `answer` for every request (a bench origin);
@@ -241,6 +269,14 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// A response's `X-Cache` value (`-` without one).
+pub fn x_cache(h: &http::HeaderMap) -> String {
+    h.get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned()
+}
+
 /// What a client got for one request.
 pub struct Got {
     pub status: u16,
@@ -261,12 +297,7 @@ pub async fn get_once(proxy: SocketAddr, url: &str, limit: Duration) -> Option<G
             .ok()?;
         let resp = send.send_request(req).await.ok()?;
         let status = resp.status().as_u16();
-        let x_cache = resp
-            .headers()
-            .get("x-cache")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned();
+        let x_cache = x_cache(resp.headers());
         let body = resp.into_body().collect().await.ok()?.to_bytes();
         Some(Got {
             status,

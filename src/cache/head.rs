@@ -5,6 +5,7 @@
 use std::ops::Deref;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -168,9 +169,10 @@ impl Deref for FillHead {
 
 /// Header fields packed into one allocation as `name:value\n` lines (a name never contains
 /// `:`, a value never contains `\n`). A head keeps its fields this way — a few hundred bytes
-/// instead of a `HeaderMap`'s kilobyte — and unpacks them when they are used.
+/// instead of a `HeaderMap`'s kilobyte — and unpacks them when they are used: the values of
+/// the map are slices of this one allocation, not copies (every cache hit unpacks its head).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PackedHeaders(Box<[u8]>);
+pub struct PackedHeaders(Bytes);
 
 impl PackedHeaders {
     pub fn pack(headers: &HeaderMap) -> Self {
@@ -186,21 +188,24 @@ impl PackedHeaders {
             out.extend_from_slice(value.as_bytes());
             out.push(b'\n');
         }
-        PackedHeaders(out.into_boxed_slice())
+        PackedHeaders(Bytes::from(out))
     }
 
     pub fn unpack(&self) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for line in self.0.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
-                continue;
-            };
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(&line[..colon]),
-                HeaderValue::from_bytes(&line[colon + 1..]),
-            ) {
-                h.append(n, v);
+        let packed = &self.0;
+        let mut h = HeaderMap::with_capacity(memchr::memchr_iter(b'\n', packed).count());
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', packed) {
+            let line = &packed[start..end];
+            if let Some(colon) = memchr::memchr(b':', line) {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(&line[..colon]),
+                    HeaderValue::from_maybe_shared(packed.slice(start + colon + 1..end)),
+                ) {
+                    h.append(n, v);
+                }
             }
+            start = end + 1;
         }
         h
     }
@@ -276,6 +281,33 @@ pub fn headers_from_pairs(pairs: &[(String, Vec<u8>)]) -> Option<HeaderMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_fields_unpack_in_order_with_repeats_and_odd_values() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("cache-control", "public, max-age=60"),
+            ("x-custom-field", "a:b:c"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("etag", ""),
+            ("x-bytes", "caf\u{e9}"),
+        ] {
+            h.append(
+                HeaderName::from_static(n),
+                HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+            );
+        }
+        let packed = PackedHeaders::pack(&h);
+        assert_eq!(packed.unpack(), h);
+        let order: Vec<_> = packed.unpack().iter().map(|(_, v)| v.clone()).collect();
+        let want: Vec<_> = h.iter().map(|(_, v)| v.clone()).collect();
+        assert_eq!(order, want);
+        assert_eq!(
+            PackedHeaders::pack(&HeaderMap::new()).unpack(),
+            HeaderMap::new()
+        );
+    }
 
     #[test]
     fn a_head_survives_its_record_and_rows_keep_their_old_layout() {

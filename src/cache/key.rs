@@ -26,11 +26,14 @@ impl CacheKey {
     /// The key of an absolute URI. None if the URI has no scheme or host, the scheme is not
     /// http/https, or the port is not a number in 0..=65535.
     pub fn from_uri(uri: &Uri) -> Option<Self> {
-        let scheme = uri.scheme_str()?.to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            _ => return None,
+        // Built with one allocation, the key itself: this runs for every request.
+        let scheme = uri.scheme_str()?;
+        let (scheme, default_port) = if scheme.eq_ignore_ascii_case("http") {
+            ("http", 80)
+        } else if scheme.eq_ignore_ascii_case("https") {
+            ("https", 443)
+        } else {
+            return None;
         };
         let authority = uri.authority()?.as_str();
         // Userinfo is not part of the target's identity (RFC 9110 §4.2.4 deprecates it).
@@ -46,13 +49,13 @@ impl CacheKey {
         let mut key = String::with_capacity(
             scheme.len() + authority.len() + uri.path().len() + uri.query().map_or(0, str::len) + 8,
         );
-        key.push_str(&scheme);
+        key.push_str(scheme);
         key.push_str("://");
-        key.push_str(&host.to_ascii_lowercase());
+        key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
         if let Some(port) = port {
             if port != default_port {
-                key.push(':');
-                key.push_str(&port.to_string());
+                use std::fmt::Write;
+                let _ = write!(key, ":{port}");
             }
         }
         let path = uri.path();

@@ -153,23 +153,24 @@ impl tower_service::Service<Uri> for Connector {
 pub type OnInterim = Arc<dyn Fn(http::StatusCode, &http::HeaderMap) + Send + Sync>;
 
 tokio::task_local! {
-    static ON_INTERIM: OnInterim;
+    static ON_INTERIM: Option<OnInterim>;
 }
 
 /// Runs `fut` with `hook` told the 1xx responses to the origin requests it sends itself: the
 /// hook is task-local, so requests sent from tasks it spawns (background revalidation, a
-/// fill's resumption) never reach it.
-pub async fn relaying_interim<F: Future>(hook: Option<OnInterim>, fut: F) -> F::Output {
-    match hook {
-        Some(hook) => ON_INTERIM.scope(hook, fut).await,
-        None => fut.await,
-    }
+/// fill's resumption) never reach it. The returned future holds `fut` once (an `async fn`
+/// awaiting it in one of two arms held it, and so the whole request's state, twice over).
+pub fn relaying_interim<F: Future>(
+    hook: Option<OnInterim>,
+    fut: F,
+) -> impl Future<Output = F::Output> {
+    ON_INTERIM.scope(hook, fut)
 }
 
 /// The hook of the [`relaying_interim`] this task runs in, if any: for a task spawned to send a
 /// request on this one's behalf (a fill's leader), so that its 1xx still reach the client.
 pub fn interim_hook() -> Option<OnInterim> {
-    ON_INTERIM.try_with(Arc::clone).ok()
+    ON_INTERIM.try_with(Option::clone).ok().flatten()
 }
 
 /// The client all upstream requests go through.
@@ -178,6 +179,8 @@ pub struct Origin {
     client: Client<Connector, Body>,
     connect_timeout: Duration,
     read_timeout: Duration,
+    /// Requests go through `upstream.proxy`.
+    parent: bool,
 }
 
 impl Origin {
@@ -197,7 +200,13 @@ impl Origin {
             client,
             connect_timeout: cfg.connect_timeout,
             read_timeout: cfg.read_timeout,
+            parent: cfg.proxy.is_some(),
         }
+    }
+
+    /// Whether requests go through the parent proxy rather than straight to the origin.
+    pub fn through_parent(&self) -> bool {
+        self.parent
     }
 
     /// How long to wait between two body frames before the source counts as stalled.
@@ -208,7 +217,7 @@ impl Origin {
     /// Sends `req` (absolute URI, end-to-end headers, `Host` set) and waits for the response head;
     /// its 1xx responses go to the hook of [`relaying_interim`], if any.
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, Error> {
-        if let Ok(hook) = ON_INTERIM.try_with(Arc::clone) {
+        if let Some(hook) = interim_hook() {
             hyper::ext::on_informational(&mut req, move |r| hook(r.status(), r.headers()));
         }
         let target = req.uri().to_string();

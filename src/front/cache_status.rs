@@ -75,14 +75,16 @@ impl CacheStatusField {
     /// The member, for a response sent with status `sent`: e.g. `peercache; hit; ttl=376`,
     /// `peercache; fwd=stale; fwd-status=304; ttl=60`, `peercache; fwd=uri-miss; detail=private`.
     pub fn member(&self, sent: StatusCode) -> String {
-        let mut out = String::from(NAME);
+        use std::fmt::Write;
+        let mut out = String::with_capacity(64);
+        out.push_str(NAME);
         if self.hit {
             out.push_str("; hit");
         } else if let Some(fwd) = self.fwd {
             out.push_str("; fwd=");
             out.push_str(fwd.as_str());
             if let Some(s) = self.fwd_status.filter(|s| *s != sent) {
-                out.push_str(&format!("; fwd-status={}", s.as_u16()));
+                let _ = write!(out, "; fwd-status={}", s.as_u16());
             }
             if self.stored {
                 out.push_str("; stored");
@@ -92,7 +94,7 @@ impl CacheStatusField {
             }
         }
         if let Some(ttl) = self.ttl {
-            out.push_str(&format!("; ttl={ttl}"));
+            let _ = write!(out, "; ttl={ttl}");
         }
         if let Some(peer) = &self.peer {
             out.push_str("; peercache-peer=");

@@ -116,15 +116,31 @@ fn check_authority(uri: &Uri) -> Result<(), &'static str> {
 }
 
 /// The target as logs show it: without userinfo, which is refused and never written down.
+/// Otherwise as `Uri` displays it, built without `core::fmt` (it runs for every request).
 pub fn loggable(uri: &Uri) -> String {
-    let text = uri.to_string();
-    match uri.authority().map(|a| a.as_str()) {
-        Some(a) if a.contains('@') => {
-            let host = &a[a.rfind('@').map_or(0, |at| at + 1)..];
-            text.replacen(a, host, 1)
-        }
-        _ => text,
+    let authority = uri.authority().map_or("", |a| {
+        let a = a.as_str();
+        &a[a.rfind('@').map_or(0, |at| at + 1)..]
+    });
+    let scheme = uri.scheme_str();
+    let (path, query) = (uri.path(), uri.query());
+    let mut out = String::with_capacity(
+        scheme.map_or(0, |s| s.len() + 3)
+            + authority.len()
+            + path.len()
+            + query.map_or(0, |q| q.len() + 1),
+    );
+    if let Some(s) = scheme {
+        out.push_str(s);
+        out.push_str("://");
     }
+    out.push_str(authority);
+    out.push_str(path);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
 }
 
 fn reject(why: &str) -> Route {
@@ -515,8 +531,22 @@ mod tests {
     fn logs_never_show_userinfo() {
         let uri: Uri = "http://user:secret@example.com:8080/a?b".parse().unwrap();
         assert_eq!(loggable(&uri), "http://example.com:8080/a?b");
-        let uri: Uri = "http://example.com/a".parse().unwrap();
-        assert_eq!(loggable(&uri), "http://example.com/a");
+        // Without userinfo, as the target displays.
+        for t in [
+            "http://example.com/a",
+            "http://example.com",
+            "https://[::1]:8443/a/b?c=d&e",
+            "example.com:443",
+            "/_peercache/status?x",
+            "*",
+        ] {
+            let uri: Uri = t.parse().unwrap();
+            assert_eq!(loggable(&uri), uri.to_string(), "{t}");
+        }
+        assert_eq!(
+            loggable(&"http://example.com".parse().unwrap()),
+            "http://example.com/"
+        );
     }
 
     #[test]

@@ -20,13 +20,18 @@ use crate::cache::policy::{self, Failure, Freshness, Heuristic, NotStorable, Reu
 use crate::cache::rules::Treatment;
 use crate::error::{Error, Kind, Side};
 use crate::fetch::origin::relaying_interim;
+use crate::fetch::ranges::Ahead;
 use crate::fetch::{Got, Miss};
-use crate::front::answer;
 use crate::front::cache_status::{CacheStatusField, Fwd};
 use crate::front::interim::Interim;
+use crate::front::redirect::{self, Asker};
 use crate::front::relink::Relink;
 use crate::front::Proxy;
+use crate::front::{answer, ranged};
 use crate::metrics::{CacheStatus, Source};
+
+/// RFC 9211's field.
+const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
 
 /// An answer and how it was obtained (`None`: passed through or not a cache decision).
 pub type Answer = (Response<Body>, Option<CacheStatus>);
@@ -43,6 +48,8 @@ pub struct Ask<'a> {
     pub sendfile: Option<&'a crate::sendfile::Slot>,
     /// A mirror request's link rewriting, when its answer may be an index page.
     pub relink: Option<&'a Relink>,
+    /// The group member that proved itself, on a mirror with `redirect_to_peers`.
+    pub asker: Option<&'a Asker>,
 }
 
 impl<'a> Ask<'a> {
@@ -104,13 +111,14 @@ async fn proxied(
         } else {
             Fwd::Method
         });
-        let answer = pass_through(app, req, &target, &mut trace).await?;
+        let answer = Box::pin(pass_through(app, req, &target, &mut trace)).await?;
         return Ok(finish(app, answer, &trace));
     };
     let (mut parts, _body) = req.into_parts();
     if let Some(r) = relink {
         r.ask(&mut parts.headers);
     }
+    let asker = parts.extensions.get::<Asker>().copied();
     let ask = Ask {
         method: &parts.method,
         target: &target,
@@ -119,10 +127,11 @@ async fn proxied(
         treat: app.rules.treat(key.as_str()),
         sendfile,
         relink,
+        asker: asker.as_ref(),
     };
     let (resp, status) = cached(app, &ask, key.as_str(), &mut trace).await?;
     let resp = match relink {
-        Some(r) => r.finish(ask.method, resp).await,
+        Some(r) => Box::pin(r.finish(ask.method, resp)).await,
         None => resp,
     };
     Ok(finish(app, (resp, status), &trace))
@@ -136,16 +145,21 @@ fn finish(app: &Proxy, (mut resp, status): Answer, trace: &CacheStatusField) -> 
     for name in app.rules.targets() {
         headers.remove(name);
     }
-    if let Ok(v) = HeaderValue::from_str(&trace.member(resp.status())) {
-        resp.headers_mut().append("cache-status", v);
+    if let Ok(v) = HeaderValue::try_from(trace.member(resp.status())) {
+        resp.headers_mut().append(CACHE_STATUS, v);
     }
     (resp, status)
 }
 
 /// Remaining freshness in whole seconds, negative when stale (RFC 9211 §2.4 `ttl`).
 fn ttl(stored: &Stored<'_>, now: SystemTime, h: Heuristic<'_>) -> i64 {
+    ttl_secs(stored.freshness(now, h))
+}
+
+/// `ttl` of a freshness already judged.
+fn ttl_secs(f: Freshness) -> i64 {
     let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    match stored.freshness(now, h) {
+    match f {
         Freshness::Fresh { ttl } => secs(ttl),
         Freshness::Stale { by } => -secs(by),
     }
@@ -172,8 +186,15 @@ async fn cached(
         Lookup::Found(entry) => {
             let headers = entry.headers();
             let stored = entry.stored(&headers);
-            trace.ttl = Some(ttl(&stored, now, h));
-            match policy::reuse(&stored, &req_cc, now, h) {
+            let (reuse, freshness) = policy::judge(&stored, &req_cc, now, h);
+            trace.ttl = Some(ttl_secs(freshness));
+            if reuse == Reuse::Fresh {
+                // A content server sends a member to the members that hold it.
+                if let Some(a) = redirect::offer(app, ask, &entry, &headers, trace) {
+                    return Ok(a);
+                }
+            }
+            match reuse {
                 Reuse::Fresh | Reuse::StaleAllowed => {
                     if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
                         trace.hit = true;
@@ -192,7 +213,7 @@ async fn cached(
                 }
                 Reuse::Revalidate => {
                     // Fresh, and reusable but for the request's directives: `fwd=request`.
-                    let by_request = matches!(stored.freshness(now, h), Freshness::Fresh { .. })
+                    let by_request = matches!(freshness, Freshness::Fresh { .. })
                         && policy::reuse(&stored, &CacheControl::default(), now, h) == Reuse::Fresh;
                     trace.fwd = Some(if by_request { Fwd::Request } else { Fwd::Stale });
                     if policy::validators(&headers).is_empty() {
@@ -209,10 +230,11 @@ async fn cached(
             "only-if-cached: no usable stored response",
         ));
     }
+    // Misses and revalidations are boxed: a hit's future stays small.
     if ask.method == Method::HEAD && stale.is_none() {
-        return head_through(app, ask, trace).await;
+        return Box::pin(head_through(app, ask, trace)).await;
     }
-    let result = fetch(app, ask, key, stale.as_ref(), trace).await;
+    let result = Box::pin(fetch(app, ask, key, stale.as_ref(), trace)).await;
     let Some(entry) = stale else {
         return result;
     };
@@ -334,8 +356,22 @@ async fn fetch(
                 // The origin made a MISS for this very request: no Age of ours (RFC 9111 §5.1).
                 let age = (status != CacheStatus::Miss)
                     .then(|| head.timing.current_age(SystemTime::now()));
-                let resp =
-                    answer::from_fill(ask.method, ask.headers, &fill, &head, age, ask.relink);
+                let ahead = (ask.method == Method::GET).then_some(Ahead {
+                    fetcher: &app.fetcher,
+                    key,
+                    uri: ask.target,
+                    headers: ask.headers,
+                    version: ask.version,
+                });
+                let resp = answer::from_fill(
+                    ask.method,
+                    ask.headers,
+                    &fill,
+                    &head,
+                    age,
+                    ask.relink,
+                    ahead.as_ref(),
+                );
                 return Ok((resp, Some(status)));
             }
             Got::Stored { entry, status } => {
@@ -362,11 +398,19 @@ async fn fetch(
                     return Err(Error::storage("the stored entry is unreadable"));
                 }
             }
-            Got::Direct { resp, why } => {
-                trace.fwd_status = Some(resp.status());
+            Got::Span(span) => {
+                trace.fwd_status = Some(span.head.status);
+                trace.ttl = Some(ttl_of(&span.head, h));
+                trace.peer = Some(span.node.to_string());
+                trace.detail = Some("range-not-filled");
+                return Ok((ranged::from_peer(span), Some(CacheStatus::Peer)));
+            }
+            Got::Direct { resp, why, passed } => {
+                let (resp, upstream) = ranged::unstored(app, ask, resp, passed).await?;
+                trace.fwd_status = Some(upstream);
                 trace.ttl = None;
                 trace.detail = Some(why);
-                return Ok((relay(app, ask.method, resp), Some(CacheStatus::Miss)));
+                return Ok((resp, Some(CacheStatus::Miss)));
             }
         }
     }
@@ -430,7 +474,7 @@ async fn pass_through(
 
 /// Relays an upstream response: hop-by-hop fields removed, body streamed with the read timeout.
 /// A HEAD client gets no body, even when the upstream request was a GET (a revalidation).
-fn relay(app: &Arc<Proxy>, method: &Method, resp: Response<Incoming>) -> Response<Body> {
+pub(super) fn relay(app: &Arc<Proxy>, method: &Method, resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
     crate::http::headers::strip_hop_by_hop(&mut parts.headers);
     let bodyless = method == Method::HEAD

@@ -11,6 +11,8 @@ pub mod interim;
 pub mod links;
 pub mod meter;
 pub mod pac;
+pub mod ranged;
+pub mod redirect;
 pub mod relink;
 pub mod respond;
 mod state;
@@ -33,13 +35,15 @@ use tokio::task::JoinSet;
 use crate::accesslog::Record;
 use crate::body::{self, Body, BodyEnd};
 use crate::error::{Error, Kind};
-use crate::http::headers;
 use crate::metrics::{CacheStatus, ErrorRecord, Metrics};
 use crate::sendfile::{SendfileIo, Slot};
 
 use self::classify::{classify, Route, Routing};
 use self::interim::{Interim, InterimIo};
 pub use self::state::{Proxy, SHUTDOWN_GRACE};
+
+/// This cache's result field (`HIT`, `MISS`, …).
+const X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -238,9 +242,10 @@ async fn handle(app: Arc<Proxy>, client: &Client, req: Request<Incoming>) -> Res
                 format!("client {} is not allowed to use this proxy", peer.ip()),
             ))
         }
-        Ok(req) if headers::via_contains(req.headers(), &app.fetcher.via) => Err(
-            Error::downstream(Kind::LoopDetected, "request came back to this proxy (Via)"),
-        ),
+        Ok(req) if app.fetcher.via.is_in(req.headers()) => Err(Error::downstream(
+            Kind::LoopDetected,
+            "request came back to this proxy (Via)",
+        )),
         Ok(req) => route(&app, req, client, arrived).await,
     };
     let (mut resp, status, result) = match outcome {
@@ -275,7 +280,7 @@ async fn handle(app: Arc<Proxy>, client: &Client, req: Request<Incoming>) -> Res
         Some(s) => {
             app.metrics.request(s);
             resp.headers_mut()
-                .insert("x-cache", HeaderValue::from_static(s.as_str()));
+                .insert(X_CACHE, HeaderValue::from_static(s.as_str()));
         }
         None => Metrics::inc(&app.metrics.requests_other),
     }
@@ -283,7 +288,9 @@ async fn handle(app: Arc<Proxy>, client: &Client, req: Request<Incoming>) -> Res
         return resp; // an open tunnel: `meter::Tunnel` logs it when it ends
     }
     if method != Method::CONNECT {
-        headers::append_via(resp.headers_mut(), http::Version::HTTP_11, &app.fetcher.via);
+        app.fetcher
+            .via
+            .append(resp.headers_mut(), http::Version::HTTP_11);
     }
     let source = match status {
         Some(CacheStatus::Hit | CacheStatus::Revalidated | CacheStatus::Collapsed) => "cache",
@@ -306,8 +313,8 @@ async fn handle(app: Arc<Proxy>, client: &Client, req: Request<Incoming>) -> Res
             result,
             status: code,
             bytes,
-            method: method.to_string(),
-            url,
+            method: method.as_str(),
+            url: &url,
             source,
             end: if end == BodyEnd::Complete {
                 "complete"
@@ -327,7 +334,7 @@ async fn handle(app: Arc<Proxy>, client: &Client, req: Request<Incoming>) -> Res
 
 async fn route(
     app: &Arc<Proxy>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     client: &Client,
     arrived: Arrived,
 ) -> Result<forward::Answer, Error> {
@@ -337,7 +344,17 @@ async fn route(
         mirrors: &app.config.mirrors,
         connect_ports: &app.config.proxy.connect_ports,
     };
-    match classify(req.method(), req.uri(), &routing) {
+    let route = classify(req.method(), req.uri(), &routing);
+    let redirects = match &route {
+        Route::Mirror { mirror, .. } => app
+            .config
+            .mirrors
+            .get(*mirror)
+            .is_some_and(|m| m.redirect_to_peers),
+        _ => false,
+    };
+    redirect::take(app, &mut req, redirects);
+    match route {
         Route::Reject(e) => Err(e),
         Route::Admin { page } => {
             let host = req
@@ -356,17 +373,28 @@ async fn route(
                 let resp = intercept::open(app, req, host, port, client, arrived);
                 return Ok((resp, None));
             }
-            let resp = tunnel::open(app, req, host, port, client, arrived).await?;
+            // Boxed, like every path a cache hit does not take: the hit's future stays small
+            // (it is moved whole several times per request; see `forward::handle`).
+            let resp = Box::pin(tunnel::open(app, req, host, port, client, arrived)).await?;
             Ok((resp, None))
         }
-        Route::Forward { target } => {
-            let sendfile = client.slot.as_ref().filter(|_| app.config.cache.sendfile);
-            forward::handle(app, req, target, sendfile, None).await
-        }
-        Route::Mirror { target, .. } => {
-            let sendfile = client.slot.as_ref().filter(|_| app.config.cache.sendfile);
-            let relink = app.relinker.for_request(req.uri(), req.headers());
-            forward::handle(app, req, target, sendfile, relink.as_ref()).await
-        }
+        Route::Forward { target } => forward(app, req, target, client, false).await,
+        Route::Mirror { target, .. } => forward(app, req, target, client, true).await,
     }
+}
+
+/// A forward or (`mirror`) mirror request through the cache: one call site, so the request's
+/// future holds one `forward::handle` state, not one per route.
+async fn forward(
+    app: &Arc<Proxy>,
+    req: Request<Incoming>,
+    target: http::Uri,
+    client: &Client,
+    mirror: bool,
+) -> Result<forward::Answer, Error> {
+    let sendfile = client.slot.as_ref().filter(|_| app.config.cache.sendfile);
+    let relink = mirror
+        .then(|| app.relinker.for_request(req.uri(), req.headers()))
+        .flatten();
+    forward::handle(app, req, target, sendfile, relink.as_ref()).await
 }

@@ -41,32 +41,66 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends one Via line `"<protocol-version> <pseudonym>"` (RFC 9110 §7.6.3), e.g.
-/// `1.1 peercache-ab12`; existing Via lines are kept. The version is `0.9`, `1.0`, `1.1`, `2` or
-/// `3` (the protocol name is omitted because it is HTTP).
+/// This proxy's `Via` identity (RFC 9110 §7.6.3): its pseudonym, made a token once, and the
+/// HTTP/1.1 line it appends to every response, encoded once. Cheap to clone.
 ///
 /// The pseudonym should be a token; each character that is not a tchar (RFC 9110 §5.6.2) is
-/// written as `-`, and an empty pseudonym as `-`. [`via_contains`] applies the same mapping, so
-/// after `append_via(h, v, p)`, `via_contains(h, p)` is always true.
-pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
-    let line = format!("{} {}", protocol_version(version), token_of(pseudonym));
-    // Only tchars, digits, '.' and one space: always a valid field value.
-    if let Ok(value) = HeaderValue::from_str(&line) {
-        headers.append(VIA, value);
+/// written as `-`, and an empty pseudonym as `-`. [`Via::is_in`] compares with the same
+/// token, so after `via.append(h, v)`, `via.is_in(h)` is always true.
+#[derive(Debug, Clone)]
+pub struct Via {
+    token: std::sync::Arc<str>,
+    /// `1.1 <token>`: only tchars, digits, '.' and one space, always a valid field value.
+    http11: HeaderValue,
+}
+
+impl Via {
+    pub fn new(pseudonym: &str) -> Via {
+        let token = token_of(pseudonym);
+        let http11 = HeaderValue::try_from(format!("1.1 {token}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("1.1 -"));
+        Via {
+            token: token.into(),
+            http11,
+        }
+    }
+
+    /// The pseudonym as it appears in `Via` lines.
+    pub fn as_str(&self) -> &str {
+        &self.token
+    }
+
+    /// Appends one Via line `"<protocol-version> <pseudonym>"`, e.g. `1.1 peercache-ab12`;
+    /// existing Via lines are kept. The version is `0.9`, `1.0`, `1.1`, `2` or `3` (the
+    /// protocol name is omitted because it is HTTP).
+    pub fn append(&self, headers: &mut HeaderMap, version: Version) {
+        if version == Version::HTTP_11 {
+            headers.append(VIA, self.http11.clone());
+            return;
+        }
+        let line = format!("{} {}", protocol_version(version), self.token);
+        if let Ok(value) = HeaderValue::from_str(&line) {
+            headers.append(VIA, value);
+        }
+    }
+
+    /// True if a Via member of any line names this pseudonym as its received-by (alone or with
+    /// a `:port`), compared ASCII case-insensitively: a forwarding loop, to be answered with
+    /// 508 (RFC 9110 §7.6.3). Comments are skipped, so a pseudonym that only appears inside a
+    /// comment does not count.
+    pub fn is_in(&self, headers: &HeaderMap) -> bool {
+        headers.get_all(VIA).iter().any(|line| {
+            split_members(line.as_bytes())
+                .into_iter()
+                .any(|member| received_by_matches(member, self.token.as_bytes()))
+        })
     }
 }
 
-/// True if a Via member of any line names `pseudonym` as its received-by (alone or with a
-/// `:port`), compared ASCII case-insensitively after the mapping of [`append_via`]: a forwarding
-/// loop, to be answered with 508 (RFC 9110 §7.6.3). Comments are skipped, so a pseudonym that only
-/// appears inside a comment does not count.
-pub fn via_contains(headers: &HeaderMap, pseudonym: &str) -> bool {
-    let wanted = token_of(pseudonym);
-    headers.get_all(VIA).iter().any(|line| {
-        split_members(line.as_bytes())
-            .into_iter()
-            .any(|member| received_by_matches(member, wanted.as_bytes()))
-    })
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.token)
+    }
 }
 
 fn protocol_version(version: Version) -> &'static str {
@@ -247,7 +281,7 @@ mod tests {
         ];
         for (version, want) in cases {
             let mut h = map(&[("via", "1.0 fred, 1.1 p.example.net")]);
-            append_via(&mut h, version, "peercache-ab12");
+            Via::new("peercache-ab12").append(&mut h, version);
             let lines: Vec<&str> = h
                 .get_all(VIA)
                 .iter()
@@ -271,9 +305,13 @@ mod tests {
         ];
         for (pseudonym, want) in cases {
             let mut h = HeaderMap::new();
-            append_via(&mut h, Version::HTTP_11, pseudonym);
+            let via = Via::new(pseudonym);
+            via.append(&mut h, Version::HTTP_11);
             assert_eq!(h.get(VIA).map(|v| v.as_bytes()), Some(want.as_bytes()));
-            assert!(via_contains(&h, pseudonym), "{pseudonym:?}");
+            assert!(via.is_in(&h), "{pseudonym:?}");
+            let mut h10 = HeaderMap::new();
+            via.append(&mut h10, Version::HTTP_10);
+            assert!(via.is_in(&h10), "{pseudonym:?}");
         }
     }
 
@@ -332,7 +370,7 @@ mod tests {
         ];
         for (name, lines, want) in cases {
             let pairs: Vec<(&str, &str)> = lines.iter().map(|l| ("via", *l)).collect();
-            assert_eq!(via_contains(&map(&pairs), me), want, "{name}");
+            assert_eq!(Via::new(me).is_in(&map(&pairs)), want, "{name}");
         }
     }
 
@@ -343,7 +381,7 @@ mod tests {
             VIA,
             HeaderValue::from_bytes(b"1.1 \xff\xfe, 1.1 x").expect("test value"),
         );
-        assert!(!via_contains(&h, "peercache"));
-        assert!(via_contains(&h, "x"));
+        assert!(!Via::new("peercache").is_in(&h));
+        assert!(Via::new("x").is_in(&h));
     }
 }

@@ -272,7 +272,8 @@ async fn a_parent_proxy_carries_http_and_tunnels_https() {
         .collect();
     let via = via.join(", ");
     assert!(
-        via.contains(&*child.app.fetcher.via) && via.contains(&*parent.app.fetcher.via),
+        via.contains(child.app.fetcher.via.as_str())
+            && via.contains(parent.app.fetcher.via.as_str()),
         "{via}"
     );
 

@@ -87,7 +87,24 @@ pub fn freshness_lifetime(
     response_time: SystemTime,
     h: Heuristic<'_>,
 ) -> Duration {
-    let d = Directives::of(resp, h.targets);
+    lifetime(
+        status,
+        resp,
+        &Directives::of(resp, h.targets),
+        response_time,
+        h,
+    )
+}
+
+/// [`freshness_lifetime`] with the response's directives already read (`d`, of `resp` and
+/// `h.targets`).
+pub(super) fn lifetime(
+    status: StatusCode,
+    resp: &HeaderMap,
+    d: &Directives,
+    response_time: SystemTime,
+    h: Heuristic<'_>,
+) -> Duration {
     let cc = &d.cc;
     if let Some(s) = cc.s_maxage.or(cc.max_age) {
         return Duration::from_secs(s);

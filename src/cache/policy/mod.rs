@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderName};
 pub use age::Timing;
 pub use freshness::{freshness, freshness_lifetime, Freshness, Heuristic, Lifetime, IMMUTABLE};
 pub use invalidate::invalidations;
-pub use reuse::{forbids_stale, reuse, serve_stale_on_error, Failure, Reuse, Stored};
+pub use reuse::{forbids_stale, judge, reuse, serve_stale_on_error, Failure, Reuse, Stored};
 pub use storable::{shareable, storability, NotStorable, Storability};
 pub use targeted::Directives;
 pub use validate::{merge_not_modified, validators};

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode};
 
 use super::age::Timing;
-use super::freshness::{freshness, freshness_lifetime, Freshness, Heuristic};
+use super::freshness::{freshness, freshness_lifetime, lifetime, Freshness, Heuristic};
 use super::targeted::Directives;
 use crate::cache::cache_control::{CacheControl, MaxStale};
 
@@ -60,21 +60,45 @@ pub fn reuse(
     now: SystemTime,
     h: Heuristic<'_>,
 ) -> Reuse {
-    let resp_cc = Directives::of(stored.headers, h.targets).cc;
+    judge(stored, req_cc, now, h).0
+}
+
+/// [`reuse`], and the stored response's freshness at `now` ([`Stored::freshness`]), its
+/// directives read once: a cache hit needs both (the second for `Cache-Status`'s `ttl`).
+pub fn judge(
+    stored: &Stored<'_>,
+    req_cc: &CacheControl,
+    now: SystemTime,
+    h: Heuristic<'_>,
+) -> (Reuse, Freshness) {
+    let d = Directives::of(stored.headers, h.targets);
+    let age = stored.timing.current_age(now);
+    let life = lifetime(
+        stored.status,
+        stored.headers,
+        &d,
+        stored.timing.response_time,
+        h,
+    );
+    let fresh = freshness(life, age);
+    (decide(&d.cc, req_cc, age, fresh), fresh)
+}
+
+/// The rules of [`reuse`], over the response's directives `resp_cc`, its `age` and freshness.
+fn decide(resp_cc: &CacheControl, req_cc: &CacheControl, age: Duration, fresh: Freshness) -> Reuse {
     if resp_cc.no_cache || req_cc.no_cache {
         return Reuse::Revalidate;
     }
-    let age = stored.timing.current_age(now);
     if req_cc.max_age.is_some_and(|n| age > Duration::from_secs(n)) {
         return Reuse::Revalidate;
     }
-    match stored.freshness(now, h) {
+    match fresh {
         Freshness::Fresh { ttl } => match req_cc.min_fresh {
             Some(n) if ttl < Duration::from_secs(n) => Reuse::Revalidate,
             _ => Reuse::Fresh,
         },
         Freshness::Stale { by } => {
-            if forbids_stale(&resp_cc) || req_cc.min_fresh.is_some() {
+            if forbids_stale(resp_cc) || req_cc.min_fresh.is_some() {
                 Reuse::Revalidate
             } else if within(by, resp_cc.stale_while_revalidate) {
                 Reuse::StaleWhileRevalidate
@@ -176,7 +200,11 @@ mod tests {
             timing: Timing::new(t(T0), t(T0), &h),
         };
         let req_cc = CacheControl::from_request(&hm(req));
-        reuse(&stored, &req_cc, t(T0 + age), Heuristic::default())
+        let (now, h) = (t(T0 + age), Heuristic::default());
+        let (reused, fresh) = judge(&stored, &req_cc, now, h);
+        // `judge` reads the directives once; its freshness is the stored response's own.
+        assert_eq!(fresh, stored.freshness(now, h));
+        reused
     }
 
     #[test]
@@ -332,8 +360,10 @@ mod tests {
                 timing: Timing::new(t(T0), t(T0), &h),
             };
             let req_cc = CacheControl::from_request(&hm(req));
+            let (reused, fresh) = judge(&stored, &req_cc, t(T0 + age), cdn());
+            assert_eq!(fresh, stored.freshness(t(T0 + age), cdn()));
             (
-                reuse(&stored, &req_cc, t(T0 + age), cdn()),
+                reused,
                 serve_stale_on_error(&stored, &req_cc, t(T0 + age), cdn(), Failure::ServerError),
             )
         };

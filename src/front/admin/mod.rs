@@ -85,7 +85,7 @@ pub fn status_json(app: &Arc<Proxy>) -> serde_json::Value {
     let summary = app.metrics.summary();
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "via": &*app.fetcher.via,
+        "via": app.fetcher.via.as_str(),
         "uptime_secs": app.started.elapsed().as_secs(),
         "listen": app.listen.to_string(),
         "cache": {
