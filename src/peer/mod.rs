@@ -427,7 +427,6 @@ impl Peers {
             }
         }));
         tokio::spawn(events_loop(Arc::downgrade(&peers), events));
-        tokio::spawn(anti_entropy_loop(Arc::downgrade(&peers)));
         if !unresolved.is_empty() {
             tokio::spawn(seeds::keep_resolving(
                 Arc::downgrade(&peers),
@@ -437,6 +436,7 @@ impl Peers {
             ));
         }
         let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(anti_entropy_loop(Arc::downgrade(&peers), stop_rx.clone()));
         let server = tokio::spawn(transfer::serve(listener, peers.clone(), stop_rx));
         tracing::info!(%id, %transfer_addr, "peer group: joined as {advertise}");
         Ok(Started {
@@ -1023,15 +1023,18 @@ impl Drop for Claim {
 pub use crate::cache::key::key_hash;
 
 /// Runs the anti-entropy rounds with random members (see [`anti_entropy`]), one at a time,
-/// until the node shuts down.
-async fn anti_entropy_loop(peers: Weak<Peers>) {
+/// until the node leaves the group (`stop`) or shuts down.
+async fn anti_entropy_loop(peers: Weak<Peers>, mut stop: watch::Receiver<bool>) {
     let start = tokio::time::Instant::now();
     loop {
         let due = match peers.upgrade() {
             Some(p) => lock(&p.anti_entropy).due(p.active_members().len()),
             None => return,
         };
-        tokio::time::sleep_until(start + due).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(start + due) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
         let Some(p) = peers.upgrade() else { return };
         let members = p.active_members();
         if lock(&p.anti_entropy).start(start.elapsed(), members.len()) && !members.is_empty() {
