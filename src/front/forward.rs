@@ -183,18 +183,14 @@ async fn cached(
             let (reuse, freshness) = policy::judge(&stored, &req_cc, now, h);
             trace.ttl = Some(ttl_secs(freshness));
             match reuse {
-                Reuse::Fresh | Reuse::StaleAllowed => {
+                // One call site for the answers from the store: one state in this future.
+                Reuse::Fresh | Reuse::StaleAllowed | Reuse::StaleWhileRevalidate => {
                     if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
                         trace.hit = true;
-                        return Ok(a);
-                    }
-                    *trace = unreadable();
-                }
-                Reuse::StaleWhileRevalidate => {
-                    if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
-                        trace.hit = true;
-                        trace.detail = Some("stale-while-revalidate");
-                        revalidate_in_background(app, ask, key, entry);
+                        if reuse == Reuse::StaleWhileRevalidate {
+                            trace.detail = Some("stale-while-revalidate");
+                            revalidate_in_background(app, ask, key, entry);
+                        }
                         return Ok(a);
                     }
                     *trace = unreadable();
@@ -254,7 +250,7 @@ async fn cached(
         ..CacheStatusField::default()
     };
     drop(result);
-    from_store(app, ask, &entry, headers, CacheStatus::Hit)
+    Box::pin(from_store(app, ask, &entry, headers, CacheStatus::Hit))
         .await
         .ok_or_else(|| {
             Error::upstream(
