@@ -68,20 +68,18 @@ impl<'a> Ask<'a> {
 /// bodies are transformed.
 ///
 /// An HTTP/1.1 client also gets the 1xx responses of the origin requests made for it (see
-/// `interim`): they are written before this returns its answer, or its error.
+/// `interim`; `interim` is its connection's queue): they are written before this returns its
+/// answer, or its error.
 pub async fn handle(
     app: &Arc<Proxy>,
     req: Request<Incoming>,
     target: Uri,
     sendfile: Option<&crate::sendfile::Slot>,
     relink: Option<&Relink>,
+    interim: Option<&Interim>,
 ) -> Result<Answer, Error> {
-    let interim = req
-        .extensions()
-        .get::<Interim>()
-        .filter(|_| req.version() == http::Version::HTTP_11)
-        .cloned();
-    let window = interim.as_ref().map(Interim::open);
+    let interim = interim.filter(|_| req.version() == http::Version::HTTP_11);
+    let window = interim.map(Interim::open);
     let hook = window.as_ref().map(|w| w.hook(app.metrics.clone()));
     let answer = relaying_interim(hook, proxied(app, req, target, sendfile, relink)).await;
     drop(window);
