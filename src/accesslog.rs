@@ -75,18 +75,8 @@ impl Record<'_> {
 }
 
 /// Decimal digits of `n`.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(crate::grammar::decimal(n, &mut [0; 20]));
 }
 
 /// An IPv4 address as four decimals; IPv6 as `Ipv6Addr` displays it (RFC 5952).
