@@ -55,12 +55,7 @@ async fn fetch(proxy: std::net::SocketAddr, url: &str) -> (u64, String, Duration
         .body(Full::new(Bytes::new()))
         .expect("request");
     let resp = send.send_request(req).await.expect("response");
-    let x_cache = resp
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+    let x_cache = common::x_cache(resp.headers());
     let mut body = resp.into_body();
     let mut n = 0u64;
     while let Some(frame) = body.frame().await {

@@ -6,14 +6,24 @@
 //! - `alone`: node 0 alone fetches the object: T1, the link-limited baseline;
 //! - `simultaneous`: every node requests it at once (one origin fetch expected, the rest PEER);
 //! - `sequential`: node 0, then 1, … each after the previous one finished;
-//! - `peering off`: fresh nodes without peering, all at once (N origin fetches expected).
+//! - `peering off`: fresh nodes without peering, all at once (N origin fetches expected);
+//! - two sites (`GROUP_SITE_NODES` + `GROUP_SITE_NODES` nodes, default 2 + 2, labelled "a" and
+//!   "b"): every node's peer port sits behind a gateway (`group_wan`) that paces what one site
+//!   sends the other to `GROUP_WAN_MBIT` Mbit/s each way (default twice the origin's rate, so the
+//!   origin stays the slower link) and counts it. Rounds: both sites at once; then one node of
+//!   site a, and after it every node of site b at once. Prints origin bytes ÷ size and inter-site
+//!   bytes ÷ size. `GROUP_SITES_ONLY=1` runs only these.
+//! - multi-holder: a fresh group whose nodes cap their uploads (`GROUP_UPLOAD_MBIT`, default
+//!   200): `GROUP_HOLDERS` (default 7) nodes get the object one after the other, then a node
+//!   copies it from all of them at once and another one holder at a time.
+//!   `GROUP_MULTI_ONLY=1` runs only this.
 //!
 //! Every body is checked byte for byte against the expected content. Prints a markdown table of
 //! origin bytes ÷ object size and the time until the last node has the whole body.
 //! Nodes listen on 127.0.0.2, 127.0.0.3, … (loopback only). Run: `cargo bench --bench group`.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -23,6 +33,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+
+mod group_wan;
+
+use group_wan::{Link, Wan};
 
 /// Pacing unit of the origin's link.
 const CHUNK: usize = 64 * 1024;
@@ -105,31 +119,17 @@ struct ObjStats {
     last_sent: Option<Instant>,
 }
 
-/// The origin: one shared link ("busy until" instant) paced at `secs_per_byte`.
+/// The origin: its upload is one shared, paced link.
 struct Origin {
     len: u64,
     content: Arc<Content>,
-    secs_per_byte: f64,
-    link: Mutex<tokio::time::Instant>,
+    link: Link,
     stats: Mutex<HashMap<String, ObjStats>>,
 }
 
 impl Origin {
     fn stats(&self, name: &str) -> ObjStats {
         lock(&self.stats).get(name).copied().unwrap_or_default()
-    }
-
-    /// Reserves the link for `n` bytes and returns when they have crossed it. A token bucket:
-    /// idle link time up to `BURST` ago still counts, so that timer lateness (tokio sleeps have
-    /// millisecond granularity) does not slow a lone transfer below the link rate.
-    fn reserve(&self, n: usize) -> tokio::time::Instant {
-        const BURST: Duration = Duration::from_millis(10);
-        let dur = Duration::from_secs_f64(n as f64 * self.secs_per_byte);
-        let mut busy = lock(&self.link);
-        let now = tokio::time::Instant::now();
-        let start = (*busy).max(now.checked_sub(BURST).unwrap_or(now));
-        *busy = start + dur;
-        *busy
     }
 }
 
@@ -227,7 +227,7 @@ fn handle(
         let mut pos = first;
         while pos < end {
             let n = (end - pos).min(CHUNK as u64) as usize;
-            tokio::time::sleep_until(o.reserve(n)).await;
+            tokio::time::sleep_until(o.link.reserve(n)).await;
             if tx.send(Ok(o.content.slice(seed, pos, n))).await.is_err() {
                 return;
             }
@@ -264,8 +264,8 @@ async fn start_origin(o: Arc<Origin>) -> SocketAddr {
     addr
 }
 
-/// A port free for both TCP and UDP on `ip`, other than `not`.
-fn free_port(ip: Ipv4Addr, not: u16) -> u16 {
+/// A port free for both TCP and UDP on `ip`, none of `not`.
+fn free_port(ip: Ipv4Addr, not: &[u16]) -> u16 {
     for _ in 0..200 {
         let Ok(tcp) = std::net::TcpListener::bind((ip, 0)) else {
             continue;
@@ -273,7 +273,7 @@ fn free_port(ip: Ipv4Addr, not: u16) -> u16 {
         let Ok(port) = tcp.local_addr().map(|a| a.port()) else {
             continue;
         };
-        if port != not && std::net::UdpSocket::bind((ip, port)).is_ok() {
+        if !not.contains(&port) && std::net::UdpSocket::bind((ip, port)).is_ok() {
             return port;
         }
     }
@@ -303,14 +303,34 @@ impl Drop for Group {
     }
 }
 
+/// Two sites joined by `wan`: nodes `0..first` on site "a", the rest on site "b".
+struct Sites<'a> {
+    wan: &'a Arc<Wan>,
+    first: usize,
+}
+
+/// The loopback address of node `i`.
+fn node_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 2 + i as u8)
+}
+
 impl Group {
-    /// Starts `count` nodes in `dir`/`tag`-i, with peering when `key` is given.
-    fn start(dir: &Path, tag: &str, count: usize, key: Option<&Path>) -> Group {
+    /// Starts `count` nodes in `dir`/`tag`-i, with peering when `key` is given; with `sites`,
+    /// each node is labelled with its site and advertises its gateway on the WAN. Node i's
+    /// `[peers]` table gets the keys `peers_keys(i)` too.
+    async fn start(
+        dir: &Path,
+        tag: &str,
+        count: usize,
+        key: Option<&Path>,
+        sites: Option<Sites<'_>>,
+        peers_keys: &dyn Fn(usize) -> String,
+    ) -> Group {
         let mut group = Group::default();
         let mut seed_addr = None;
         for i in 0..count {
-            let ip = Ipv4Addr::new(127, 0, 0, 2 + i as u8);
-            let p = free_port(ip, 0);
+            let ip = node_ip(i);
+            let p = free_port(ip, &[]);
             let home = dir.join(format!("{tag}-{i}"));
             std::fs::create_dir_all(&home).expect("node dir");
             let mut conf = format!(
@@ -319,18 +339,32 @@ impl Group {
                 home.join("cache").display()
             );
             if let Some(key) = key {
-                let q = free_port(ip, p);
+                let q = free_port(ip, &[p]);
+                let mut reach = SocketAddr::from((ip, q));
+                if let Some(sites) = &sites {
+                    let gateway = SocketAddr::from((ip, free_port(ip, &[p, q])));
+                    let site = u8::from(i >= sites.first);
+                    sites.wan.gateway(gateway, reach, site).await;
+                    reach = gateway;
+                    conf.push_str(&format!(
+                        "[peers]\nadvertise = \"{gateway}\"\nsite = \"{}\"\n",
+                        ["a", "b"][usize::from(site)]
+                    ));
+                } else {
+                    conf.push_str("[peers]\n");
+                }
                 let seeds = match seed_addr {
                     None => {
-                        seed_addr = Some(format!("{ip}:{q}"));
+                        seed_addr = Some(reach.to_string());
                         String::new()
                     }
                     Some(ref s) => format!("\"{s}\""),
                 };
                 conf.push_str(&format!(
-                    "[peers]\nenabled = true\nlisten = \"{ip}:{q}\"\nseeds = [{seeds}]\n\
-                     key_file = \"{}\"\n",
-                    key.display()
+                    "enabled = true\nlisten = \"{ip}:{q}\"\nseeds = [{seeds}]\n\
+                     key_file = \"{}\"\n{}\n",
+                    key.display(),
+                    peers_keys(i)
                 ));
             }
             let conf_path = home.join("peercache.toml");
@@ -565,6 +599,8 @@ async fn fetch(
 struct Row {
     round: &'static str,
     origin_ratio: f64,
+    /// Transfer bytes between the sites ÷ object size (two-site rounds).
+    crossed: Option<f64>,
     origin_requests: u64,
     ranged: u64,
     last: Duration,
@@ -672,6 +708,7 @@ impl Bench {
         Row {
             round,
             origin_ratio: s.bytes as f64 / self.len as f64,
+            crossed: None,
             origin_requests: s.requests,
             ranged: s.ranged,
             last: results.iter().map(|r| r.done_at).max().unwrap_or_default(),
@@ -712,6 +749,258 @@ async fn print_status(tag: &str, nodes: &[SocketAddr]) {
     }
 }
 
+/// The two-site rounds: `per_site` + `per_site` nodes whose sites are joined by a WAN of
+/// `wan_mbit` Mbit/s per direction (faster than the origin's link); prints origin bytes ÷ size
+/// and the transfer bytes that crossed between the sites ÷ size.
+async fn two_sites(bench: &mut Bench, dir: &Path, key: &Path, per_site: usize, wan_mbit: u64) {
+    let count = 2 * per_site;
+    let ips = (0..count)
+        .map(|i| (IpAddr::V4(node_ip(i)), u8::from(i >= per_site)))
+        .collect();
+    let wan = Wan::new(wan_mbit, ips);
+    let sites = Sites {
+        wan: &wan,
+        first: per_site,
+    };
+    let mut group = Group::start(dir, "site", count, Some(key), Some(sites), &|_| {
+        String::new()
+    })
+    .await;
+    let joined = group
+        .wait_ready(
+            true,
+            Duration::from_secs(30).max(Duration::from_secs(count as u64 * 3)),
+        )
+        .await;
+    println!(
+        "  two sites ({per_site} + {per_site} nodes, WAN {wan_mbit} Mbit/s each way) formed in \
+         {:.2} s",
+        joined.as_secs_f64()
+    );
+    for (i, n) in group.nodes.iter().enumerate() {
+        let s = status(n.proxy).await.expect("status of a ready node");
+        let id = s["peers"]["id"].as_str().expect("node id");
+        wan.learn(id, u8::from(i >= per_site));
+    }
+    let proxies: Vec<SocketAddr> = group.nodes.iter().map(|n| n.proxy).collect();
+    let mut rows = Vec::new();
+    let mut row = |bench: &Bench, round, name, r: &[Fetched], crossed: u64| {
+        let mut row = bench.row(round, name, r);
+        row.crossed = Some(crossed as f64 / bench.len as f64);
+        rows.push(row);
+    };
+
+    let before = wan.crossed();
+    let r = bench.round(&proxies, "sites", true).await;
+    row(
+        bench,
+        "both sites at once",
+        "sites",
+        &r,
+        wan.crossed() - before,
+    );
+
+    // Site a has it (one node fetched it); then every node of site b at once.
+    let before = wan.crossed();
+    bench.round(&proxies[..1], "relay", false).await;
+    let r = bench.round(&proxies[per_site..], "relay", true).await;
+    row(
+        bench,
+        "site b at once after site a",
+        "relay",
+        &r,
+        wan.crossed() - before,
+    );
+
+    print_status("sites", &proxies).await;
+    group.print_logs("sites");
+    group.stop();
+    drop(group);
+    println!();
+    println!(
+        "two sites: GROUP_SITE_NODES={per_site} GROUP_WAN_MBIT={wan_mbit}; gossip across the WAN \
+         {:.1} KiB in all",
+        wan.gossip.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+    );
+    println!();
+    println!("| round | origin bytes ÷ size | inter-site bytes ÷ size | origin requests (206) | time until the last node has it (s) | X-Cache |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for row in &rows {
+        println!(
+            "| {} | {:.2} | {:.2} | {} ({}) | {:.2} | {} |",
+            row.round,
+            row.origin_ratio,
+            row.crossed.unwrap_or(0.0),
+            row.origin_requests,
+            row.ranged,
+            row.last.as_secs_f64(),
+            row.x_cache
+        );
+    }
+    for row in &rows {
+        if row.origin_ratio > 1.05 || row.crossed.is_some_and(|c| c > 1.05) {
+            println!(
+                "NOTE: {}: origin sent {:.2}×, the WAN carried {:.2}× the object size (> 1.05)",
+                row.round,
+                row.origin_ratio,
+                row.crossed.unwrap_or(0.0)
+            );
+        }
+    }
+}
+
+/// What the multi-holder round measured.
+struct Multi {
+    holders: usize,
+    cap_mbit: u64,
+    /// The copy by a node asking one holder at a time, then by one asking all at once.
+    one: Fetched,
+    all: Fetched,
+    /// MiB the second requester got from each holder.
+    spread: Vec<f64>,
+    /// Its counters: copies from several holders, pieces raced, reassigned, window waits.
+    counters: [u64; 4],
+}
+
+impl Multi {
+    fn print(&self, len: u64) {
+        let mib = len as f64 / 1048576.0;
+        let rate = |f: &Fetched| mib / f.took.as_secs_f64().max(1e-9);
+        println!();
+        println!(
+            "| copy of one {mib:.0} MiB object held by {} nodes, each uploading at most {} Mbit/s | time (s) | MiB/s | X-Cache |",
+            self.holders, self.cap_mbit
+        );
+        println!("|---|---:|---:|---|");
+        println!(
+            "| one holder at a time (`parallel_holders = 1`) | {:.2} | {:.0} | {} |",
+            self.one.took.as_secs_f64(),
+            rate(&self.one),
+            self.one.x_cache
+        );
+        println!(
+            "| {} holders at once (`parallel_holders = {}`) | {:.2} | {:.0} | {} |",
+            self.holders,
+            self.holders,
+            self.all.took.as_secs_f64(),
+            rate(&self.all),
+            self.all.x_cache
+        );
+        println!();
+        println!(
+            "multi-holder copy: MiB from each holder {}; multi_copies {}, pieces_raced {}, \
+             pieces_reassigned {}, window_waits {}",
+            self.spread
+                .iter()
+                .map(|m| format!("{m:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.counters[0],
+            self.counters[1],
+            self.counters[2],
+            self.counters[3],
+        );
+    }
+}
+
+/// The multi-holder round: a fresh group whose nodes each cap their uploads at
+/// `GROUP_UPLOAD_MBIT` (default 200; machines on a LAN, each held back by its own link).
+/// `GROUP_HOLDERS` nodes (default 7) get one object one after the other; then one requester
+/// copies it one holder at a time (`parallel_holders = 1`) and another from all of them at once.
+async fn multi_round(bench: &mut Bench, dir: &Path, key: &Path) -> Option<Multi> {
+    let holders = knob("GROUP_HOLDERS", 7).min(60) as usize;
+    let cap_mbit = knob("GROUP_UPLOAD_MBIT", 200).max(9);
+    let cap = cap_mbit * 1_000_000 / 8;
+    let keys = move |i: usize| {
+        let parallel = if i == holders { 1 } else { holders };
+        format!("upload_rate = {cap}\nparallel_holders = {parallel}\n")
+    };
+    let mut group = Group::start(dir, "multi", holders + 2, Some(key), None, &keys).await;
+    group
+        .wait_ready(
+            true,
+            Duration::from_secs(30).max(Duration::from_secs(holders as u64 * 3)),
+        )
+        .await;
+    let proxies: Vec<SocketAddr> = group.nodes.iter().map(|n| n.proxy).collect();
+    println!("  multi-holder group: {holders} holders capped at {cap_mbit} Mbit/s, 2 requesters");
+    bench.round(&proxies[..holders], "multi", false).await;
+    // Both requesters know every holder before they ask.
+    let t0 = Instant::now();
+    loop {
+        let mut known = Vec::new();
+        for &p in &proxies[holders..] {
+            known.push(
+                status(p)
+                    .await
+                    .map_or(0, |s| s["peers"]["index"]["entries"].as_u64().unwrap_or(0)),
+            );
+        }
+        if known.iter().all(|&k| k >= holders as u64) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            bench.problems.push(format!(
+                "multi: requesters know {known:?} holders, want {holders}"
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (url, seed) = (bench.url("multi"), Content::seed("multi"));
+    // The one asking all holders goes first, so that both find the same holders.
+    let mut copies = Vec::new();
+    for &p in [proxies[holders + 1], proxies[holders]].iter() {
+        let f = fetch(
+            p,
+            &url,
+            &bench.content,
+            seed,
+            bench.len,
+            Instant::now(),
+            bench.limit,
+        )
+        .await;
+        if let Some(e) = &f.problem {
+            bench.problems.push(format!("multi: requester {p}: {e}"));
+        }
+        copies.push(f);
+    }
+    let st = status(proxies[holders + 1]).await.unwrap_or_default();
+    let p = &st["peers"];
+    let spread = p["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m["bytes_from"].as_u64())
+                .filter(|&b| b > 0)
+                .map(|b| b as f64 / 1048576.0)
+                .collect()
+        })
+        .unwrap_or_default();
+    let counter = |name: &str| p[name].as_u64().unwrap_or(0);
+    let counters = [
+        counter("multi_copies"),
+        counter("pieces_raced"),
+        counter("pieces_reassigned"),
+        counter("window_waits"),
+    ];
+    print_status("multi", &proxies).await;
+    group.print_logs("multi");
+    group.stop();
+    drop(group);
+    let one = copies.pop()?;
+    let all = copies.pop()?;
+    Some(Multi {
+        holders,
+        cap_mbit,
+        one,
+        all,
+        spread,
+        counters,
+    })
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches` compatibility
@@ -719,6 +1008,10 @@ fn main() {
     let mb = knob("GROUP_MB", 200);
     let count = knob("GROUP_NODES", 8).min(200) as usize;
     let mbit = knob("GROUP_MBIT", 100);
+    let per_site = knob("GROUP_SITE_NODES", 2).min(100) as usize;
+    let wan_mbit = knob("GROUP_WAN_MBIT", 2 * mbit);
+    let sites_only = knob("GROUP_SITES_ONLY", 0) == 1;
+    let multi_only = knob("GROUP_MULTI_ONLY", 0) == 1;
     let len = mb * 1024 * 1024;
     let link_secs = len as f64 * 8.0 / (mbit as f64 * 1e6);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -728,8 +1021,7 @@ fn main() {
         let origin = Arc::new(Origin {
             len,
             content: content.clone(),
-            secs_per_byte: 8.0 / (mbit as f64 * 1e6),
-            link: Mutex::new(tokio::time::Instant::now()),
+            link: Link::mbit(mbit),
             stats: Mutex::new(HashMap::new()),
         });
         let origin_addr = start_origin(origin.clone()).await;
@@ -758,92 +1050,102 @@ fn main() {
             let _ = std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600));
         }
 
-        println!(
-            "group: {count} nodes, {mb} MiB objects, origin link {mbit} Mbit/s \
-             (≈ {link_secs:.1} s per object), {cores} cores, origin {origin_addr}"
-        );
-        let mut rows = Vec::new();
-        let mut seq_times = Vec::new();
-
-        let mut group = Group::start(dir.path(), "peer", count, Some(&key));
-        let joined = group
-            .wait_ready(true, Duration::from_secs(30).max(Duration::from_secs(count as u64 * 3)))
-            .await;
-        println!("  peer group formed in {:.2} s", joined.as_secs_f64());
-        let proxies: Vec<SocketAddr> = group.nodes.iter().map(|n| n.proxy).collect();
-
-        let r = bench.round(&proxies[..1], "alone", false).await;
-        rows.push(bench.row("alone", "alone", &r));
-        let t1 = rows[0].last;
-
-        let r = bench.round(&proxies, "sim", true).await;
-        rows.push(bench.row("simultaneous", "sim", &r));
-        println!(
-            "  simultaneous, per node (s): {}",
-            r.iter()
-                .map(|f| format!("{:.2} {}", f.took.as_secs_f64(), f.x_cache))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-
-        let r = bench.round(&proxies, "seq", false).await;
-        rows.push(bench.row("sequential", "seq", &r));
-        seq_times.extend(r.iter().map(|f| (f.took, f.x_cache.clone())));
-
-        print_status("peering", &proxies).await;
-        group.print_logs("peering");
-        group.stop();
-        drop(group);
-        for i in 0..count {
-            let _ = std::fs::remove_dir_all(dir.path().join(format!("peer-{i}")));
-        }
-
-        let mut group = Group::start(dir.path(), "solo", count, None);
-        group.wait_ready(false, Duration::from_secs(30)).await;
-        let proxies: Vec<SocketAddr> = group.nodes.iter().map(|n| n.proxy).collect();
-        let r = bench.round(&proxies, "off", true).await;
-        rows.push(bench.row("peering off", "off", &r));
-        print_status("no-peering", &proxies).await;
-        group.print_logs("no-peering");
-        group.stop();
-        drop(group);
-
-        println!();
-        println!(
-            "machine: {cores} cores; GROUP_MB={mb} GROUP_NODES={count} GROUP_MBIT={mbit}; \
-             link time per object {link_secs:.2} s"
-        );
-        println!();
-        println!("| round | origin bytes ÷ size | origin requests (206) | time until the last node has it (s) | ratio to T1 | X-Cache |");
-        println!("|---|---:|---:|---:|---:|---|");
-        for row in &rows {
+        if !sites_only && !multi_only {
             println!(
-                "| {} | {:.2} | {} ({}) | {:.2} | {:.2} | {} |",
-                row.round,
-                row.origin_ratio,
-                row.origin_requests,
-                row.ranged,
-                row.last.as_secs_f64(),
-                row.last.as_secs_f64() / t1.as_secs_f64().max(1e-9),
-                row.x_cache
+                "group: {count} nodes, {mb} MiB objects, origin link {mbit} Mbit/s \
+                 (≈ {link_secs:.1} s per object), {cores} cores, origin {origin_addr}"
             );
-        }
-        println!();
-        println!(
-            "sequential, per node (s): {}",
-            seq_times
-                .iter()
-                .map(|(t, x)| format!("{:.2} {x}", t.as_secs_f64()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        for row in &rows[1..3] {
-            if row.origin_ratio > 1.05 {
-                // A performance finding, not a failure: the group fetched the object more than once.
+            let mut rows = Vec::new();
+            let mut seq_times = Vec::new();
+
+            let mut group = Group::start(dir.path(), "peer", count, Some(&key), None, &|_| String::new()).await;
+            let joined = group
+                .wait_ready(true, Duration::from_secs(30).max(Duration::from_secs(count as u64 * 3)))
+                .await;
+            println!("  peer group formed in {:.2} s", joined.as_secs_f64());
+            let proxies: Vec<SocketAddr> = group.nodes.iter().map(|n| n.proxy).collect();
+
+            let r = bench.round(&proxies[..1], "alone", false).await;
+            rows.push(bench.row("alone", "alone", &r));
+            let t1 = rows[0].last;
+
+            let r = bench.round(&proxies, "sim", true).await;
+            rows.push(bench.row("simultaneous", "sim", &r));
+            println!(
+                "  simultaneous, per node (s): {}",
+                r.iter()
+                    .map(|f| format!("{:.2} {}", f.took.as_secs_f64(), f.x_cache))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+
+            let r = bench.round(&proxies, "seq", false).await;
+            rows.push(bench.row("sequential", "seq", &r));
+            seq_times.extend(r.iter().map(|f| (f.took, f.x_cache.clone())));
+
+            print_status("peering", &proxies).await;
+            group.print_logs("peering");
+            group.stop();
+            drop(group);
+            for i in 0..count {
+                let _ = std::fs::remove_dir_all(dir.path().join(format!("peer-{i}")));
+            }
+
+            let mut group = Group::start(dir.path(), "solo", count, None, None, &|_| String::new()).await;
+            group.wait_ready(false, Duration::from_secs(30)).await;
+            let proxies: Vec<SocketAddr> = group.nodes.iter().map(|n| n.proxy).collect();
+            let r = bench.round(&proxies, "off", true).await;
+            rows.push(bench.row("peering off", "off", &r));
+            print_status("no-peering", &proxies).await;
+            group.print_logs("no-peering");
+            group.stop();
+            drop(group);
+
+            println!();
+            println!(
+                "machine: {cores} cores; GROUP_MB={mb} GROUP_NODES={count} GROUP_MBIT={mbit}; \
+                 link time per object {link_secs:.2} s"
+            );
+            println!();
+            println!("| round | origin bytes ÷ size | origin requests (206) | time until the last node has it (s) | ratio to T1 | X-Cache |");
+            println!("|---|---:|---:|---:|---:|---|");
+            for row in &rows {
                 println!(
-                    "NOTE: {}: origin sent {:.2}× the object size (> 1.05; peering should fetch it once)",
-                    row.round, row.origin_ratio
+                    "| {} | {:.2} | {} ({}) | {:.2} | {:.2} | {} |",
+                    row.round,
+                    row.origin_ratio,
+                    row.origin_requests,
+                    row.ranged,
+                    row.last.as_secs_f64(),
+                    row.last.as_secs_f64() / t1.as_secs_f64().max(1e-9),
+                    row.x_cache
                 );
+            }
+            println!();
+            println!(
+                "sequential, per node (s): {}",
+                seq_times
+                    .iter()
+                    .map(|(t, x)| format!("{:.2} {x}", t.as_secs_f64()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for row in &rows[1..3] {
+                if row.origin_ratio > 1.05 {
+                    // A performance finding, not a failure: the group fetched the object more than once.
+                    println!(
+                        "NOTE: {}: origin sent {:.2}× the object size (> 1.05; peering should fetch it once)",
+                        row.round, row.origin_ratio
+                    );
+                }
+            }
+        }
+        if !multi_only {
+            two_sites(&mut bench, dir.path(), &key, per_site, wan_mbit).await;
+        }
+        if !sites_only {
+            if let Some(m) = multi_round(&mut bench, dir.path(), &key).await {
+                m.print(len);
             }
         }
         for p in &bench.problems {

@@ -129,8 +129,27 @@ pub struct Metrics {
     /// Fills whose body outgrew `cache.max_object_size` while streaming: the rest went to their
     /// readers, nothing was stored.
     pub fills_over_size: AtomicU64,
+    /// Ranges of fills in progress answered from a ranged request of their own (a peer's copy
+    /// or the origin) ahead of the fill; ranged answers not used (refused: another
+    /// representation, a 200, other bytes; or the source failed), the fill serving instead;
+    /// range requests that started no fill (`cache.range_fill`), passed upstream as asked.
+    pub ranges_ahead: AtomicU64,
+    pub ranges_refused: AtomicU64,
+    pub ranges_unfilled: AtomicU64,
     /// Access log lines dropped because the writer fell behind by its whole queue.
     pub access_log_dropped: AtomicU64,
+    /// Content-server redirects (`[[mirror]] redirect_to_peers`), on the content server: 302s
+    /// that sent a member to holders, and proofs of membership refused (replayed, stale, made
+    /// with another key or for another node; the request was served as a non-member's).
+    pub redirects_sent: AtomicU64,
+    pub redirect_proofs_refused: AtomicU64,
+    /// On a member: redirects followed to a holder, and requests sent back to the content
+    /// server because the holder failed (at the start of the copy or in the middle).
+    pub redirects_followed: AtomicU64,
+    pub redirect_fallbacks: AtomicU64,
+    /// On a member: the remembered addresses of origin hosts forgotten at once because the
+    /// memory was full (each name is then looked up again).
+    pub redirect_hosts_forgotten: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -437,6 +456,18 @@ impl Metrics {
                 "relayed": Self::get(&self.interim_relayed),
                 "dropped": Self::get(&self.interim_dropped),
             },
+            "redirects": {
+                "sent": Self::get(&self.redirects_sent),
+                "proofs_refused": Self::get(&self.redirect_proofs_refused),
+                "followed": Self::get(&self.redirects_followed),
+                "fallbacks": Self::get(&self.redirect_fallbacks),
+                "hosts_forgotten": Self::get(&self.redirect_hosts_forgotten),
+            },
+            "ranges": {
+                "ahead": Self::get(&self.ranges_ahead),
+                "refused": Self::get(&self.ranges_refused),
+                "unfilled": Self::get(&self.ranges_unfilled),
+            },
         })
     }
 
@@ -528,6 +559,28 @@ impl Metrics {
             &[
                 ("relayed", &self.interim_relayed),
                 ("dropped", &self.interim_dropped),
+            ],
+        );
+        family(
+            &mut out,
+            "peercache_redirects_total",
+            "event",
+            &[
+                ("sent", &self.redirects_sent),
+                ("proof-refused", &self.redirect_proofs_refused),
+                ("followed", &self.redirects_followed),
+                ("fallback", &self.redirect_fallbacks),
+                ("host-forgotten", &self.redirect_hosts_forgotten),
+            ],
+        );
+        family(
+            &mut out,
+            "peercache_ranges_total",
+            "outcome",
+            &[
+                ("ahead", &self.ranges_ahead),
+                ("refused", &self.ranges_refused),
+                ("unfilled", &self.ranges_unfilled),
             ],
         );
         out

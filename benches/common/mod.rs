@@ -269,6 +269,14 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// A response's `X-Cache` value (`-` without one).
+pub fn x_cache(h: &http::HeaderMap) -> String {
+    h.get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned()
+}
+
 /// What a client got for one request.
 pub struct Got {
     pub status: u16,
@@ -289,12 +297,7 @@ pub async fn get_once(proxy: SocketAddr, url: &str, limit: Duration) -> Option<G
             .ok()?;
         let resp = send.send_request(req).await.ok()?;
         let status = resp.status().as_u16();
-        let x_cache = resp
-            .headers()
-            .get("x-cache")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned();
+        let x_cache = x_cache(resp.headers());
         let body = resp.into_body().collect().await.ok()?.to_bytes();
         Some(Got {
             status,

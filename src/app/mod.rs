@@ -16,7 +16,7 @@ use crate::cache::rules::Rules;
 use crate::cache::store::Store;
 use crate::config::Config;
 use crate::error::Error;
-use crate::fetch::{connect, origin::Origin, Fetcher};
+use crate::fetch::{connect, hosts::HostAddrs, origin::Origin, Fetcher};
 use crate::front::intercept::{ca, Interceptor};
 use crate::front::relink::Relinker;
 use crate::front::Proxy;
@@ -171,6 +171,7 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let intercept = Self::interceptor(&config, &metrics).await?;
         let inflight = Inflight::new(config.cache.max_fills);
+        let resolver = tuning.resolver.clone();
         let peer_side = match (key, peer_sockets) {
             (Some(key), Some(sockets)) => Some(
                 Peers::start(
@@ -195,9 +196,11 @@ impl Server {
             inflight: inflight.clone(),
             metrics: metrics.clone(),
             max_object_size: config.cache.max_object_size,
+            range_fill: config.cache.range_fill,
             via,
             peers: peers.clone(),
             rules: rules.clone(),
+            hosts: Arc::new(HostAddrs::new(resolver, metrics.clone())),
         };
         let access = if config.log.access {
             AccessLog::stdout(metrics.clone())

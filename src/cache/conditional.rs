@@ -160,11 +160,7 @@ pub fn range(method: &Method, req: &HeaderMap, stored: &HeaderMap, len: u64) -> 
     if method != Method::GET || len == 0 {
         return RangeAnswer::Full;
     }
-    let mut lines = req.get_all(RANGE).iter();
-    let (Some(value), None) = (lines.next(), lines.next()) else {
-        return RangeAnswer::Full;
-    };
-    let Some(spec) = parse_byte_range(value.as_bytes()) else {
+    let Some(spec) = single_range(req) else {
         return RangeAnswer::Full;
     };
     if req.contains_key(IF_RANGE) && !if_range_holds(req, stored) {
@@ -191,6 +187,77 @@ pub fn range(method: &Method, req: &HeaderMap, stored: &HeaderMap, len: u64) -> 
             let end = last.map_or(last_byte, |l| parse_saturating(l).min(last_byte));
             RangeAnswer::Partial { start, end }
         }
+    }
+}
+
+/// The one range-spec of a request's only `Range` line, if it is a valid `bytes` range.
+fn single_range(req: &HeaderMap) -> Option<ByteRange<'_>> {
+    let mut lines = req.get_all(RANGE).iter();
+    let (Some(value), None) = (lines.next(), lines.next()) else {
+        return None;
+    };
+    parse_byte_range(value.as_bytes())
+}
+
+/// Where a request's one byte range begins, judged before the representation's length is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstByte {
+    /// `first-` or `first-last`: at this offset.
+    At(u64),
+    /// `-suffix`: the last bytes, wherever they begin.
+    FromEnd,
+}
+
+/// The first byte a request's `Range` asks for, when [`range`] would treat it as one range:
+/// a GET with one `Range` line holding one valid `bytes` range-spec. `None` otherwise (no
+/// Range, several ranges, another unit, invalid syntax, not a GET): [`range`] answers those
+/// with the whole representation. If-Range is not judged here (it needs the representation).
+pub fn first_byte(method: &Method, req: &HeaderMap) -> Option<FirstByte> {
+    if method != Method::GET {
+        return None;
+    }
+    Some(match single_range(req)? {
+        ByteRange::From { first, .. } => FirstByte::At(parse_saturating(first)),
+        ByteRange::Suffix(_) => FirstByte::FromEnd,
+    })
+}
+
+/// The validator a cache sends in `If-Range` to tie a ranged request to the representation
+/// whose fields are `stored` (RFC 9110 §13.1.5): its strong entity-tag; with no entity-tag at
+/// all, its Last-Modified when that is a strong validator — at least one second before the
+/// same response's Date (§8.8.2.2). `None` otherwise (a weak tag, several or invalid lines, no
+/// validator): no ranged answer can be proved to be of this representation.
+pub fn if_range_validator(stored: &HeaderMap) -> Option<http::HeaderValue> {
+    if stored.contains_key(ETAG) {
+        stored_etag(stored).filter(|t| !t.weak)?;
+        return stored.get(ETAG).cloned();
+    }
+    let modified = single_date(stored, &LAST_MODIFIED)?;
+    let date = single_date(stored, &DATE)?;
+    let strong = date
+        .duration_since(modified)
+        .is_ok_and(|d| d >= std::time::Duration::from_secs(1));
+    stored.get(LAST_MODIFIED).filter(|_| strong).cloned()
+}
+
+/// Does `validator` (an If-Range value) hold for a response with the fields `answer`? The
+/// comparison of RFC 9110 §13.1.5: an entity-tag strongly equal to the answer's ETag, or a date
+/// equal to its Last-Modified. Anything else (a weak tag, an invalid value, a missing or
+/// repeated validator in the answer) is false.
+pub fn validator_holds(validator: &http::HeaderValue, answer: &HeaderMap) -> bool {
+    let value = trim_ows(validator.as_bytes());
+    if value.starts_with(b"\"") || value.starts_with(b"W/") {
+        return match (parse_single_tag(value), stored_etag(answer)) {
+            (Some(tag), Some(etag)) => tag.strong_eq(&etag),
+            _ => false,
+        };
+    }
+    let date = std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| httpdate::parse_http_date(s).ok());
+    match (date, single_date(answer, &LAST_MODIFIED)) {
+        (Some(date), Some(modified)) => date == modified,
+        _ => false,
     }
 }
 
@@ -336,21 +403,8 @@ fn single_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
 /// stored Last-Modified. Anything else (several lines, invalid value) is false.
 fn if_range_holds(req: &HeaderMap, stored: &HeaderMap) -> bool {
     let mut lines = req.get_all(IF_RANGE).iter();
-    let (Some(value), None) = (lines.next(), lines.next()) else {
-        return false;
-    };
-    let value = trim_ows(value.as_bytes());
-    if value.starts_with(b"\"") || value.starts_with(b"W/") {
-        return match (parse_single_tag(value), stored_etag(stored)) {
-            (Some(tag), Some(etag)) => tag.strong_eq(&etag),
-            _ => false,
-        };
-    }
-    let date = std::str::from_utf8(value)
-        .ok()
-        .and_then(|s| httpdate::parse_http_date(s).ok());
-    match (date, single_date(stored, &LAST_MODIFIED)) {
-        (Some(date), Some(modified)) => date == modified,
+    match (lines.next(), lines.next()) {
+        (Some(value), None) => validator_holds(value, stored),
         _ => false,
     }
 }
@@ -932,6 +986,117 @@ mod tests {
         let no_lm = map(&[("date", LM)]);
         let if_date = map(&[("range", "bytes=0-1"), ("if-range", LM)]);
         assert_eq!(range(&Method::GET, &if_date, &no_lm, 10), RangeAnswer::Full);
+    }
+
+    #[test]
+    fn first_bytes() {
+        use FirstByte::*;
+        let cases: Vec<(&str, Fields, Option<FirstByte>)> = vec![
+            ("no range", vec![], None),
+            ("first-last", vec![("range", "bytes=10-19")], Some(At(10))),
+            ("first-", vec![("range", "bytes=900-")], Some(At(900))),
+            ("suffix", vec![("range", "bytes=-5")], Some(FromEnd)),
+            (
+                "if-range not judged",
+                vec![("range", "bytes=3-"), ("if-range", "\"x\"")],
+                Some(At(3)),
+            ),
+            (
+                "huge",
+                vec![("range", "bytes=99999999999999999999999-")],
+                Some(At(u64::MAX)),
+            ),
+            ("several ranges", vec![("range", "bytes=0-1,5-6")], None),
+            (
+                "two lines",
+                vec![("range", "bytes=0-1"), ("range", "bytes=5-6")],
+                None,
+            ),
+            ("other unit", vec![("range", "items=0-1")], None),
+            ("invalid", vec![("range", "bytes=5-4")], None),
+        ];
+        for (name, req, want) in cases {
+            assert_eq!(first_byte(&Method::GET, &map(&req)), want, "{name}");
+        }
+        let req = map(&[("range", "bytes=0-1")]);
+        assert_eq!(first_byte(&Method::HEAD, &req), None, "HEAD");
+    }
+
+    #[test]
+    fn if_range_validators_and_what_they_hold_for() {
+        let one_sec_later = "Sun, 06 Nov 1994 08:49:38 GMT";
+        // (stored fields, validator sent)
+        type Row = (&'static str, Fields, Option<&'static str>);
+        let cases: Vec<Row> = vec![
+            (
+                "strong etag",
+                vec![("etag", "\"v1\""), ("last-modified", LM)],
+                Some("\"v1\""),
+            ),
+            (
+                "weak etag, no date fallback",
+                vec![("etag", "W/\"v1\""), ("last-modified", LM), ("date", AFTER)],
+                None,
+            ),
+            (
+                "two etags",
+                vec![("etag", "\"a\""), ("etag", "\"b\"")],
+                None,
+            ),
+            (
+                "invalid etag",
+                vec![("etag", "v1"), ("last-modified", LM), ("date", AFTER)],
+                None,
+            ),
+            (
+                "strong last-modified",
+                vec![("last-modified", LM), ("date", AFTER)],
+                Some(LM),
+            ),
+            (
+                "one second is enough",
+                vec![("last-modified", LM), ("date", one_sec_later)],
+                Some(LM),
+            ),
+            (
+                "same second is weak",
+                vec![("last-modified", LM), ("date", LM)],
+                None,
+            ),
+            (
+                "date before",
+                vec![("last-modified", LM), ("date", BEFORE)],
+                None,
+            ),
+            ("no date", vec![("last-modified", LM)], None),
+            ("nothing", vec![], None),
+        ];
+        for (name, stored, want) in cases {
+            let got = if_range_validator(&map(&stored));
+            assert_eq!(got.as_ref().and_then(|v| v.to_str().ok()), want, "{name}");
+        }
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        let holds: Vec<(&str, &str, Fields, bool)> = vec![
+            ("same tag", "\"v1\"", vec![("etag", "\"v1\"")], true),
+            ("other tag", "\"v1\"", vec![("etag", "\"v2\"")], false),
+            ("answer weak", "\"v1\"", vec![("etag", "W/\"v1\"")], false),
+            (
+                "answer has none",
+                "\"v1\"",
+                vec![("last-modified", LM)],
+                false,
+            ),
+            ("same date", LM, vec![("last-modified", LM)], true),
+            ("other date", LM, vec![("last-modified", AFTER)], false),
+            ("date vs tag only", LM, vec![("etag", "\"v1\"")], false),
+        ];
+        for (name, validator, answer, want) in holds {
+            assert_eq!(
+                validator_holds(&v(validator), &map(&answer)),
+                want,
+                "{name}"
+            );
+        }
     }
 
     #[test]

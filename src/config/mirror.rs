@@ -10,23 +10,34 @@ use super::Mirror;
 
 impl<'a, 'p> Reader<'a, 'p> {
     /// `[[mirror]]` tables (or `mirror = [{ ... }]`): each entry validated, prefixes unique.
-    pub(super) fn mirrors(&mut self, f: &Field<'a, '_>) -> Option<Vec<Mirror>> {
+    /// `redirects` gets the index and location of each valid entry's `redirect_to_peers = true`.
+    pub(super) fn mirrors(
+        &mut self,
+        f: &Field<'a, '_>,
+        redirects: &mut Vec<(usize, Loc<'a>)>,
+    ) -> Option<Vec<Mirror>> {
         let (entries, mut ok) = self.tables(f, "mirror")?;
         let mut seen = Vec::new();
         let mut npm = None;
         let mut mirrors = Vec::new();
         for (i, table, loc) in entries {
             match self.mirror(i, table, loc, &mut seen, &mut npm) {
-                Some(mirror) => mirrors.push(mirror),
+                Some((mirror, redirect_loc)) => {
+                    if mirror.redirect_to_peers {
+                        redirects.push((i, redirect_loc));
+                    }
+                    mirrors.push(mirror)
+                }
                 None => ok = false,
             }
         }
         ok.then_some(mirrors)
     }
 
-    /// One mirror entry, index `i`, starting at `loc`. `seen` holds the valid prefixes of the
-    /// entries before it (prefix, index, line), so a duplicate is reported even when the entry
-    /// has other problems. `npm` is the first entry with `npm_tarballs = true` (index, line).
+    /// One mirror entry, index `i`, starting at `loc`, and where its `redirect_to_peers` is
+    /// (`loc` when it takes the default). `seen` holds the valid prefixes of the entries before
+    /// it (prefix, index, line), so a duplicate is reported even when the entry has other
+    /// problems. `npm` is the first entry with `npm_tarballs = true` (index, line).
     pub(super) fn mirror(
         &mut self,
         i: usize,
@@ -34,7 +45,7 @@ impl<'a, 'p> Reader<'a, 'p> {
         loc: Loc<'a>,
         seen: &mut Vec<(String, usize, Option<usize>)>,
         npm: &mut Option<(usize, Option<usize>)>,
-    ) -> Option<Mirror> {
+    ) -> Option<(Mirror, Loc<'a>)> {
         let path = format!("mirror[{i}]");
         let mut prefix = Slot::Missing;
         let mut upstream = Slot::Missing;
@@ -79,14 +90,17 @@ impl<'a, 'p> Reader<'a, 'p> {
             (
                 Slot::Set(prefix, _),
                 Slot::Set(upstream, _),
-                Slot::Set(redirect, _),
+                Slot::Set(redirect, redirect_loc),
                 Slot::Set(npm_tarballs, _),
-            ) => Some(Mirror {
-                prefix,
-                upstream,
-                redirect_to_peers: redirect,
-                npm_tarballs,
-            }),
+            ) => Some((
+                Mirror {
+                    prefix,
+                    upstream,
+                    redirect_to_peers: redirect,
+                    npm_tarballs,
+                },
+                redirect_loc,
+            )),
             _ => None,
         }
     }

@@ -31,6 +31,16 @@ pub use units::{parse_duration, parse_size};
 
 /// Longest `peers.site` label, in bytes: it rides in every gossip packet header.
 pub const MAX_SITE_LEN: usize = 64;
+/// Most holders one copy is fetched from at once (`peers.parallel_holders`).
+pub const MAX_PARALLEL_HOLDERS: usize = 64;
+/// Bounds of `peers.piece_size`: whole verified chunk groups (16 KiB), at most 64 MiB (a copy
+/// holds up to two pieces per holder in memory).
+pub const PIECE_SIZE_MIN: u64 = 64 * 1024;
+pub const PIECE_SIZE_MAX: u64 = 64 * 1024 * 1024;
+pub const PIECE_ALIGN: u64 = 16 * 1024;
+/// Least non-zero `peers.upload_rate`, bytes per second: 16 uploads of 64 KiB frames each
+/// still move within a second, well inside the stall limit of the requesters.
+pub const UPLOAD_RATE_MIN: u64 = 1024 * 1024;
 
 /// The documented defaults. Every key a user's file leaves out takes its value from here.
 pub const DEFAULT_TOML: &str = include_str!("../../config/peercache.toml");
@@ -113,6 +123,23 @@ pub struct Cache {
     /// Downloads into the cache at once (each holds a temporary file and an upstream
     /// connection); a miss beyond them is passed through unstored, and counted. >= 1.
     pub max_fills: usize,
+    /// How far into an object a range request may begin and still start the download of the
+    /// whole object in the background, when it is neither stored nor being fetched.
+    pub range_fill: RangeFill,
+}
+
+/// `cache.range_fill`: whether a range request on an object that is neither stored nor being
+/// fetched starts the download of the whole object in the background (its own bytes are
+/// fetched as asked either way). The offset rule of Squid's `range_offset_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeFill {
+    /// Every such range starts the whole fill (`"whole"`, the default).
+    Whole,
+    /// None does: the range is fetched as asked and nothing is stored (`"none"`).
+    None,
+    /// A range whose first byte is at most this offset does; one beyond it, or a suffix range
+    /// (`bytes=-N`, which begins near the end), is fetched as asked and nothing is stored.
+    UpTo(u64),
 }
 
 /// `[upstream]`: how origins are reached.
@@ -163,7 +190,8 @@ impl ParentProxy {
 pub struct Mirror {
     pub prefix: String,
     pub upstream: Uri,
-    /// Answer group members with a 302 to a member holding the object (default false).
+    /// Answer a group member's request for an object other live members hold with a 302 to
+    /// them (a content server's route; default false; needs `peers.enabled`).
     pub redirect_to_peers: bool,
     /// Also route npm tarball paths that arrive without any mirror prefix
     /// (`/{name}/-/{file}.tgz`, `/@{scope}/{name}/-/{file}.tgz`: npm's `replace-registry-host`
@@ -194,6 +222,29 @@ pub struct Peers {
     pub connect_timeout: Duration,
     /// How members are found besides `seeds`.
     pub discover: Discover,
+    /// `peers.profile`: which of foca's timing presets the gossip uses.
+    pub profile: GossipProfile,
+    /// Most holders a large body is copied from at once; 1..=[`MAX_PARALLEL_HOLDERS`] (1: one
+    /// holder at a time).
+    pub parallel_holders: usize,
+    /// Piece of a copy from several holders, bytes: a multiple of [`PIECE_ALIGN`] within
+    /// [`PIECE_SIZE_MIN`]..=[`PIECE_SIZE_MAX`]. A body shorter than two pieces comes from
+    /// one holder.
+    pub piece_size: u64,
+    /// Cap on this node's uploads to peers, bytes per second, all uploads together; 0: none,
+    /// else at least [`UPLOAD_RATE_MIN`].
+    pub upload_rate: u64,
+}
+
+/// `peers.profile`: the gossip timing preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GossipProfile {
+    /// LAN until an active member with another `peers.site` label shows up, WAN from then on.
+    Auto,
+    /// foca's LAN preset: probe every 1 s (500 ms to answer), Down after ~6 s of suspicion.
+    Lan,
+    /// foca's WAN preset: probe every 5 s (3 s to answer), Down after ~45 s of suspicion.
+    Wan,
 }
 
 /// `peers.discover`: zero-config discovery of group members on the LAN.

@@ -13,6 +13,7 @@ use super::{Cache, Config, Intercept, Log, Peers, Proxy, Rules, Upstream};
 pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Option<Config> {
     check_sizes(&raw, problems);
     check_peers(&raw, problems);
+    check_redirects(&raw, problems);
     check_ca_paths(&raw, problems);
     let p = problems;
     let proxy = (
@@ -31,6 +32,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.cache_sendfile.take("cache.sendfile", p),
         raw.cache_targeted.take("cache.targeted", p),
         raw.cache_max_fills.take("cache.max_fills", p),
+        raw.cache_range_fill.take("cache.range_fill", p),
     );
     let upstream = (
         raw.upstream_proxy.take("upstream.proxy", p),
@@ -53,6 +55,10 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
         raw.peers_max_uploads.take("peers.max_uploads", p),
         raw.peers_connect_timeout.take("peers.connect_timeout", p),
         raw.peers_discover.take("peers.discover", p),
+        raw.peers_profile.take("peers.profile", p),
+        raw.peers_parallel_holders.take("peers.parallel_holders", p),
+        raw.peers_piece_size.take("peers.piece_size", p),
+        raw.peers_upload_rate.take("peers.upload_rate", p),
     );
     let intercept = (
         raw.intercept_hosts.take("intercept.hosts", p),
@@ -87,6 +93,7 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             sendfile: cache.3?,
             targeted: cache.4?,
             max_fills: cache.5?,
+            range_fill: cache.6?,
         },
         upstream: Upstream {
             proxy: upstream.0?,
@@ -105,6 +112,10 @@ pub(super) fn resolve<'a>(raw: Raw<'a>, problems: &mut Vec<Problem<'a>>) -> Opti
             max_uploads: peers.6?,
             connect_timeout: peers.7?,
             discover: peers.8?,
+            profile: peers.9?,
+            parallel_holders: peers.10?,
+            piece_size: peers.11?,
+            upload_rate: peers.12?,
         },
         intercept: Intercept {
             hosts: intercept.0?,
@@ -197,6 +208,24 @@ fn check_peers<'a>(raw: &Raw<'a>, problems: &mut Vec<Problem<'a>>) {
                 message: format!("{listen} collides with proxy.listen ({proxy}): use another port"),
             });
         }
+    }
+}
+
+/// `redirect_to_peers = true` sends members of the peer group elsewhere: with peering off there
+/// is no group, and the key would claim what the node cannot do.
+fn check_redirects<'a>(raw: &Raw<'a>, problems: &mut Vec<Problem<'a>>) {
+    if !matches!(raw.peers_enabled.get(), Some((false, _))) {
+        return;
+    }
+    for (i, loc) in &raw.mirror_redirects {
+        problems.push(Problem {
+            loc: *loc,
+            key: format!("mirror[{i}].redirect_to_peers"),
+            message: "needs peers.enabled = true: a content server sends the members of its \
+                      peer group to the members that hold an object, and without a group it \
+                      serves every request itself (enable peering, or remove this key)"
+                .into(),
+        });
     }
 }
 

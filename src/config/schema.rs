@@ -9,10 +9,12 @@ use toml_edit::{TableLike, Value};
 
 use super::addr::{check_port, parse_advertise, parse_parent_proxy, parse_seed, parse_socket_addr};
 use super::direct::parse_pac_direct;
-use super::reader::{Field, Reader, Slot};
-use super::units::{parse_duration, parse_size};
+use super::reader::{Field, Loc, Reader, Slot};
+use super::units::{parse_duration, parse_size, show_size};
 use super::{
-    Discover, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset, Rule, MAX_SITE_LEN,
+    Discover, GossipProfile, HostPattern, HostPatterns, Mirror, PacDirect, ParentProxy, Preset,
+    RangeFill, Rule, MAX_PARALLEL_HOLDERS, MAX_SITE_LEN, PIECE_ALIGN, PIECE_SIZE_MAX,
+    PIECE_SIZE_MIN, UPLOAD_RATE_MIN,
 };
 use crate::http::acl::{self, Acl};
 
@@ -43,6 +45,7 @@ pub(super) const CACHE_KEYS: &[&str] = &[
     "sendfile",
     "targeted",
     "max_fills",
+    "range_fill",
 ];
 pub(super) const UPSTREAM_KEYS: &[&str] = &["proxy", "connect_timeout", "read_timeout", "ca_file"];
 pub(super) const MIRROR_KEYS: &[&str] =
@@ -57,6 +60,10 @@ pub(super) const PEERS_KEYS: &[&str] = &[
     "max_uploads",
     "connect_timeout",
     "discover",
+    "profile",
+    "parallel_holders",
+    "piece_size",
+    "upload_rate",
 ];
 pub(super) const INTERCEPT_KEYS: &[&str] = &["hosts", "ca_cert", "ca_key"];
 pub(super) const RULES_KEYS: &[&str] = &["presets"];
@@ -64,6 +71,11 @@ pub(super) const RULE_KEYS: &[&str] = &["pattern", "fresh", "immutable", "key_fi
 pub(super) const LOG_KEYS: &[&str] = &["level", "access"];
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 const DISCOVER: &[(&str, Discover)] = &[("none", Discover::None), ("mdns", Discover::Mdns)];
+const PROFILES: &[(&str, GossipProfile)] = &[
+    ("auto", GossipProfile::Auto),
+    ("lan", GossipProfile::Lan),
+    ("wan", GossipProfile::Wan),
+];
 
 /// Every key, as read so far (defaults first, then the user's file on top).
 #[derive(Default)]
@@ -80,11 +92,15 @@ pub(super) struct Raw<'a> {
     pub(super) cache_sendfile: Slot<'a, bool>,
     pub(super) cache_targeted: Slot<'a, Vec<HeaderName>>,
     pub(super) cache_max_fills: Slot<'a, usize>,
+    pub(super) cache_range_fill: Slot<'a, RangeFill>,
     pub(super) upstream_proxy: Slot<'a, Option<ParentProxy>>,
     pub(super) upstream_connect_timeout: Slot<'a, Duration>,
     pub(super) upstream_read_timeout: Slot<'a, Duration>,
     pub(super) upstream_ca_file: Slot<'a, Option<PathBuf>>,
     pub(super) mirrors: Slot<'a, Vec<Mirror>>,
+    /// Where each valid mirror of the last `mirror` read says `redirect_to_peers = true`
+    /// (index, location): that needs peering, checked once every key is read.
+    pub(super) mirror_redirects: Vec<(usize, Loc<'a>)>,
     pub(super) peers_enabled: Slot<'a, bool>,
     pub(super) peers_listen: Slot<'a, SocketAddr>,
     pub(super) peers_advertise: Slot<'a, Option<SocketAddr>>,
@@ -97,6 +113,10 @@ pub(super) struct Raw<'a> {
     pub(super) intercept_ca_cert: Slot<'a, Option<PathBuf>>,
     pub(super) intercept_ca_key: Slot<'a, Option<PathBuf>>,
     pub(super) peers_discover: Slot<'a, Discover>,
+    pub(super) peers_profile: Slot<'a, GossipProfile>,
+    pub(super) peers_parallel_holders: Slot<'a, usize>,
+    pub(super) peers_piece_size: Slot<'a, u64>,
+    pub(super) peers_upload_rate: Slot<'a, u64>,
     pub(super) rules_presets: Slot<'a, Vec<Preset>>,
     pub(super) rules: Slot<'a, Vec<Rule>>,
     pub(super) log_level: Slot<'a, String>,
@@ -116,7 +136,12 @@ impl<'a, 'p> Reader<'a, 'p> {
                 "proxy" => self.read_table(&f, PROXY_KEYS, raw, Self::proxy_key),
                 "cache" => self.read_table(&f, CACHE_KEYS, raw, Self::cache_key),
                 "upstream" => self.read_table(&f, UPSTREAM_KEYS, raw, Self::upstream_key),
-                "mirror" => raw.mirrors.put(self.mirrors(&f), f.value_loc),
+                "mirror" => {
+                    let mut redirects = Vec::new();
+                    raw.mirrors
+                        .put(self.mirrors(&f, &mut redirects), f.value_loc);
+                    raw.mirror_redirects = redirects;
+                }
                 "peers" => self.read_table(&f, PEERS_KEYS, raw, Self::peers_key),
                 "intercept" => self.read_table(&f, INTERCEPT_KEYS, raw, Self::intercept_key),
                 "rules" => self.read_table(&f, RULES_KEYS, raw, Self::rules_key),
@@ -190,6 +215,7 @@ impl<'a, 'p> Reader<'a, 'p> {
                 raw.cache_targeted.put(names, loc);
             }
             "max_fills" => raw.cache_max_fills.put(self.at_least_one(f), loc),
+            "range_fill" => raw.cache_range_fill.put(self.range_fill(f), loc),
             _ => return false,
         }
         true
@@ -244,19 +270,54 @@ impl<'a, 'p> Reader<'a, 'p> {
             "key_file" => raw.peers_key_file.put(self.path(f), loc),
             "max_uploads" => raw.peers_max_uploads.put(self.at_least_one(f), loc),
             "connect_timeout" => raw.peers_connect_timeout.put(self.timeout(f), loc),
-            "discover" => {
-                let discover = self.string(f).and_then(|s| {
-                    let found = DISCOVER.iter().find(|(name, _)| *name == s);
-                    let discover = found.map(|(_, d)| *d).ok_or_else(|| {
-                        let names: Vec<&str> = DISCOVER.iter().map(|(n, _)| *n).collect();
-                        format!(
-                            "invalid value {s:?} (expected one of: {})",
-                            names.join(", ")
-                        )
-                    });
-                    self.check(f, discover)
+            "discover" => raw.peers_discover.put(self.choice(f, DISCOVER), loc),
+            "profile" => raw.peers_profile.put(self.choice(f, PROFILES), loc),
+            "parallel_holders" => {
+                let n = self.integer(f).and_then(|n| {
+                    let n = match usize::try_from(n) {
+                        Ok(n) if (1..=MAX_PARALLEL_HOLDERS).contains(&n) => Ok(n),
+                        _ => Err(format!("must be 1..={MAX_PARALLEL_HOLDERS}, got {n}")),
+                    };
+                    self.check(f, n)
                 });
-                raw.peers_discover.put(discover, loc);
+                raw.peers_parallel_holders.put(n, loc);
+            }
+            "piece_size" => {
+                let size = self.size(f).and_then(|n| {
+                    let size = if !(PIECE_SIZE_MIN..=PIECE_SIZE_MAX).contains(&n) {
+                        Err(format!(
+                            "{} is out of range: use {}..={}",
+                            show_size(n),
+                            show_size(PIECE_SIZE_MIN),
+                            show_size(PIECE_SIZE_MAX)
+                        ))
+                    } else if n % PIECE_ALIGN != 0 {
+                        Err(format!(
+                            "{} is not a multiple of {} (the verified chunk group)",
+                            show_size(n),
+                            show_size(PIECE_ALIGN)
+                        ))
+                    } else {
+                        Ok(n)
+                    };
+                    self.check(f, size)
+                });
+                raw.peers_piece_size.put(size, loc);
+            }
+            "upload_rate" => {
+                let rate = self.size(f).and_then(|n| {
+                    let rate = if n == 0 || n >= UPLOAD_RATE_MIN {
+                        Ok(n)
+                    } else {
+                        Err(format!(
+                            "{} per second is too slow: 0 (no cap) or at least {}",
+                            show_size(n),
+                            show_size(UPLOAD_RATE_MIN)
+                        ))
+                    };
+                    self.check(f, rate)
+                });
+                raw.peers_upload_rate.put(rate, loc);
             }
             _ => return false,
         }
@@ -312,6 +373,20 @@ impl<'a, 'p> Reader<'a, 'p> {
         true
     }
 
+    /// One of the names in `choices` (a string), as its value.
+    fn choice<T: Copy>(&mut self, f: &Field<'a, '_>, choices: &[(&str, T)]) -> Option<T> {
+        let s = self.string(f)?;
+        let found = choices.iter().find(|(name, _)| *name == s);
+        let value = found.map(|(_, v)| *v).ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            format!(
+                "invalid value {s:?} (expected one of: {})",
+                names.join(", ")
+            )
+        });
+        self.check(f, value)
+    }
+
     /// An optional file path: `""` means none (a default applies).
     fn file(&mut self, f: &Field<'a, '_>) -> Option<Option<PathBuf>> {
         let s = self.string(f)?;
@@ -365,6 +440,26 @@ impl<'a, 'p> Reader<'a, 'p> {
         self.check(f, result)
     }
 
+    /// `cache.range_fill`: `"whole"`, `"none"`, or a size (the farthest first byte of a range
+    /// that still starts the whole fill).
+    fn range_fill(&mut self, f: &Field<'a, '_>) -> Option<RangeFill> {
+        let result = match f.node.value() {
+            Some(Value::String(s)) => parse_range_fill(s.value()),
+            Some(Value::Integer(n)) => {
+                let n = *n.value();
+                u64::try_from(n)
+                    .map(RangeFill::UpTo)
+                    .map_err(|_| format!("invalid size {n}: must not be negative"))
+            }
+            _ => {
+                let expected =
+                    "\"whole\", \"none\" or a size (integer bytes or a string like \"64MiB\")";
+                return self.wrong_type(f, expected);
+            }
+        };
+        self.check(f, result)
+    }
+
     /// A duration: an integer number of seconds or a string for [`parse_duration`].
     pub(super) fn duration(&mut self, f: &Field<'a, '_>) -> Option<Duration> {
         let result = match f.node.value() {
@@ -392,6 +487,17 @@ impl<'a, 'p> Reader<'a, 'p> {
             Ok(d)
         };
         self.check(f, result)
+    }
+}
+
+/// `"whole"`, `"none"`, or a size for [`parse_size`].
+fn parse_range_fill(s: &str) -> Result<RangeFill, String> {
+    match s {
+        "whole" => Ok(RangeFill::Whole),
+        "none" => Ok(RangeFill::None),
+        _ => parse_size(s).map(RangeFill::UpTo).map_err(|_| {
+            format!("invalid value {s:?} (expected \"whole\", \"none\" or a size like \"64MiB\")")
+        }),
     }
 }
 

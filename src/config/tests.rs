@@ -48,6 +48,7 @@ fn documented() -> Config {
             sendfile: true,
             targeted: vec![HeaderName::from_static("cdn-cache-control")],
             max_fills: 128,
+            range_fill: RangeFill::Whole,
         },
         upstream: Upstream {
             proxy: None,
@@ -66,6 +67,10 @@ fn documented() -> Config {
             max_uploads: 16,
             connect_timeout: Duration::from_millis(250),
             discover: Discover::None,
+            profile: GossipProfile::Auto,
+            parallel_holders: 4,
+            piece_size: 1024 * 1024,
+            upload_rate: 0,
         },
         intercept: Intercept {
             hosts: HostPatterns::default(),
@@ -206,6 +211,8 @@ fn valid_values() {
         ("[peers]\ndiscover = \"mdns\"", |c| {
             c.peers.discover == Discover::Mdns
         }),
+        ("[peers]\nprofile = \"lan\"", |c| c.peers.profile == GossipProfile::Lan),
+        ("[peers]\nprofile = \"wan\"", |c| c.peers.profile == GossipProfile::Wan),
         ("[peers]\nsite = \"ssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\"", |c| {
             c.peers.site.len() == MAX_SITE_LEN
         }),
@@ -284,6 +291,22 @@ fn valid_values() {
                     && c.peers.connect_timeout == Duration::from_secs(1)
             },
         ),
+        (
+            "[peers]\nparallel_holders = 1\npiece_size = \"64KiB\"\nupload_rate = \"12MiB\"",
+            |c| {
+                c.peers.parallel_holders == 1
+                    && c.peers.piece_size == 64 * 1024
+                    && c.peers.upload_rate == 12 * 1024 * 1024
+            },
+        ),
+        (
+            "[peers]\nparallel_holders = 64\npiece_size = 67108864\nupload_rate = 0",
+            |c| {
+                c.peers.parallel_holders == 64
+                    && c.peers.piece_size == 64 * 1024 * 1024
+                    && c.peers.upload_rate == 0
+            },
+        ),
         // Disabled peering is not checked for an advertise address.
         ("[peers]\nenabled = false\nadvertise = \"\"", |c| {
             !c.peers.enabled
@@ -297,7 +320,8 @@ fn valid_values() {
         }),
         ("log.level = \"warn\"", |c| c.log.level == "warn"),
         (
-            "[[mirror]]\nprefix = \"/debian/\"\nupstream = \"http://deb.debian.org/debian/\"\n\
+            "[peers]\nenabled = true\nlisten = \"192.168.1.10:3129\"\n\
+             [[mirror]]\nprefix = \"/debian/\"\nupstream = \"http://deb.debian.org/debian/\"\n\
              [[mirror]]\nprefix = \"/pypi/\"\nupstream = \"https://files.pythonhosted.org/\"\n\
              redirect_to_peers = true",
             |c| {
@@ -323,6 +347,12 @@ fn valid_values() {
         ("[proxy]\ntunnel_idle_timeout = \"90s\"", |c| {
             c.proxy.tunnel_idle_timeout == Duration::from_secs(90)
         }),
+        ("[cache]\nrange_fill = \"none\"", |c| c.cache.range_fill == RangeFill::None),
+        ("[cache]\nrange_fill = \"whole\"", |c| c.cache.range_fill == RangeFill::Whole),
+        ("[cache]\nrange_fill = \"64MiB\"", |c| {
+            c.cache.range_fill == RangeFill::UpTo(64 << 20)
+        }),
+        ("[cache]\nrange_fill = 0", |c| c.cache.range_fill == RangeFill::UpTo(0)),
         ("[proxy]\nmax_connections = 3\n[cache]\nmax_fills = 1", |c| {
             c.proxy.max_connections == 3 && c.cache.max_fills == 1
         }),
@@ -466,6 +496,10 @@ fn each_bad_value_names_its_line_and_key() {
         ("[proxy]\nmax_connections = 0", 2, "proxy.max_connections", "must be at least 1, got 0"),
         ("[cache]\nmax_fills = -1", 2, "cache.max_fills", "must be at least 1, got -1"),
         ("[cache]\nmax_fills = 1.5", 2, "cache.max_fills", "expected an integer, found float"),
+        ("[cache]\nrange_fill = \"all\"", 2, "cache.range_fill", "invalid value \"all\" (expected \"whole\", \"none\" or a size like \"64MiB\")"),
+        ("[cache]\nrange_fill = \"Whole\"", 2, "cache.range_fill", "invalid value \"Whole\""),
+        ("\n[cache]\nrange_fill = -1", 3, "cache.range_fill", "invalid size -1: must not be negative"),
+        ("[cache]\nrange_fill = true", 2, "cache.range_fill", "expected \"whole\", \"none\" or a size (integer bytes or a string like \"64MiB\"), found boolean"),
         // [intercept]
         ("[intercept]\nhosts = \"a.example\"", 2, "intercept.hosts", "expected an array of host patterns, found string"),
         ("[intercept]\nhosts = [\n  \"ok.example\",\n  \"*\",\n]", 4, "intercept.hosts[1]", "invalid host pattern \"*\""),
@@ -490,11 +524,22 @@ fn each_bad_value_names_its_line_and_key() {
         ("[peers]\nsite = \"sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\"", 2, "peers.site", "too long: 65 bytes, the limit is 64"),
         ("[peers]\ndiscover = \"avahi\"", 2, "peers.discover", "invalid value \"avahi\" (expected one of: none, mdns)"),
         ("[peers]\ndiscover = true", 2, "peers.discover", "expected a string, found boolean"),
+        ("[peers]\nprofile = \"satellite\"", 2, "peers.profile", "invalid value \"satellite\" (expected one of: auto, lan, wan)"),
+        ("[peers]\nprofile = 5", 2, "peers.profile", "expected a string, found integer"),
         ("[peers]\nkey_file = \"\"", 2, "peers.key_file", "must not be empty"),
         ("[peers]\nmax_uploads = 0", 2, "peers.max_uploads", "must be at least 1, got 0"),
         ("[peers]\nmax_uploads = -3", 2, "peers.max_uploads", "must be at least 1, got -3"),
         ("[peers]\nmax_uploads = \"16\"", 2, "peers.max_uploads", "expected an integer, found string"),
         ("[peers]\nconnect_timeout = \"0ms\"", 2, "peers.connect_timeout", "must be greater than 0"),
+        ("[peers]\nparallel_holders = 0", 2, "peers.parallel_holders", "must be 1..=64, got 0"),
+        ("[peers]\nparallel_holders = 65", 2, "peers.parallel_holders", "must be 1..=64, got 65"),
+        ("[peers]\nparallel_holders = \"4\"", 2, "peers.parallel_holders", "expected an integer, found string"),
+        ("[peers]\npiece_size = \"32KiB\"", 2, "peers.piece_size", "32KiB is out of range: use 64KiB..=64MiB"),
+        ("[peers]\npiece_size = \"128MiB\"", 2, "peers.piece_size", "128MiB is out of range"),
+        ("[peers]\npiece_size = \"1MB\"", 2, "peers.piece_size", "1MB is not a multiple of 16KiB (the verified chunk group)"),
+        ("[peers]\npiece_size = true", 2, "peers.piece_size", "expected a size"),
+        ("[peers]\nupload_rate = \"100KiB\"", 2, "peers.upload_rate", "100KiB per second is too slow: 0 (no cap) or at least 1MiB"),
+        ("[peers]\nupload_rate = \"fast\"", 2, "peers.upload_rate", "invalid size \"fast\""),
         // Peering on the default wildcard listen address without advertise: blamed on
         // the line the user wrote.
         ("[peers]\nenabled = true", 2, "peers.advertise", "required when peers.enabled = true and peers.listen (0.0.0.0:3129) is a wildcard address"),
@@ -614,9 +659,9 @@ redirect = true
         [
             format!("peercache.toml:1: typo_at_root: unknown key (expected one of: {all})"),
             "peercache.toml:3: proxy.lisen: unknown key (expected one of: listen, allow, connect_ports, tunnel_idle_timeout, pac_direct, max_connections)".into(),
-            "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size, sendfile, targeted, max_fills)".into(),
+            "peercache.toml:5: cache.max_sise: unknown key (expected one of: dir, max_size, max_object_size, sendfile, targeted, max_fills, range_fill)".into(),
             "peercache.toml:7: upstream.parent: unknown key (expected one of: proxy, connect_timeout, read_timeout, ca_file)".into(),
-            "peercache.toml:9: peers.enable: unknown key (expected one of: enabled, listen, advertise, seeds, site, key_file, max_uploads, connect_timeout, discover)".into(),
+            "peercache.toml:9: peers.enable: unknown key (expected one of: enabled, listen, advertise, seeds, site, key_file, max_uploads, connect_timeout, discover, profile, parallel_holders, piece_size, upload_rate)".into(),
             "peercache.toml:11: log.levle: unknown key (expected one of: level, access)".into(),
             format!("peercache.toml:12: logging: unknown table (expected one of: {all})"),
             format!("peercache.toml:14: mirrors: unknown table (expected one of: {all})"),
@@ -636,6 +681,10 @@ fn odd_key_names_are_quoted() {
         ]
     );
 }
+
+const REDIRECT_WITHOUT_PEERS: &str = "needs peers.enabled = true: a content server sends the \
+    members of its peer group to the members that hold an object, and without a group it serves \
+    every request itself (enable peering, or remove this key)";
 
 /// Mirror entries: (file text, expected error lines).
 #[test]
@@ -676,6 +725,13 @@ fn mirror_validation() {
             "2: mirror[0].upstream: missing (every [[mirror]] needs prefix and upstream)".into(),
         ]),
         (format!("{}redirect_to_peers = \"yes\"\n", m("/d/", up)), vec!["4: mirror[0].redirect_to_peers: expected a boolean (true or false), found string".into()]),
+        // A content server needs a group to send members to: named at the key's line.
+        (format!("{}redirect_to_peers = false\n{}redirect_to_peers = true\n", m("/a/", up), m("/b/", up)), vec![
+            format!("8: mirror[1].redirect_to_peers: {REDIRECT_WITHOUT_PEERS}"),
+        ]),
+        (format!("[peers]\nenabled = false\n{}redirect_to_peers = true\n", m("/a/", up)), vec![
+            format!("6: mirror[0].redirect_to_peers: {REDIRECT_WITHOUT_PEERS}"),
+        ]),
         (format!("{}[[mirror]]\nprefix = 7\nupstream = {up:?}\n", m("/d/", up)), vec!["5: mirror[1].prefix: expected a string, found integer".into()]),
         ("[mirror]\nprefix = \"/d/\"\n".into(), vec!["1: mirror: expected [[mirror]] tables (an array of tables), found table".into()]),
         ("mirror = [1]\n".into(), vec!["1: mirror[0]: expected a table, found integer".into()]),

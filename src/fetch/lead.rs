@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{header, HeaderMap, Method, Response, StatusCode, Uri};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::body;
+use crate::body::{self, Body};
 use crate::cache::head::Entry;
 use crate::cache::head::{FillHead, Head};
 use crate::cache::inflight::{FillPermit, Outcome};
@@ -17,7 +17,10 @@ use crate::cache::key::Variant;
 use crate::cache::policy::{self, Storability, Timing};
 use crate::error::Error;
 use crate::http::headers;
+use crate::peer::redirect;
+use crate::peer::wire::NodeId;
 
+use super::peer::Want;
 use super::writer::{self, Feed, Feeder, FillJob, LogOnly, OnCommit, Report, Resume};
 use super::{content_length, Fetcher, FILL_DROPS};
 
@@ -27,6 +30,8 @@ pub enum Fetched {
     Filling(Arc<FillHead>),
     /// A 304 answered our conditional request: the stored entry is fresh again.
     Freshened(Arc<Entry>),
+    /// A content server sent us to the member `node`, whose copy is streaming into the fill.
+    Redirected { head: Arc<FillHead>, node: NodeId },
     /// A response that is not stored, and why (a `NotStorable` reason, `too-big`,
     /// `vary-unusable` or `no-temp-file`): pass it through.
     Direct {
@@ -59,25 +64,38 @@ impl Fetcher {
         stale: Option<&Arc<Entry>>,
     ) -> Result<Fetched, Error> {
         let stale_headers = stale.map(|e| e.headers());
-        let (resp, request_time) = match self
-            .ask_origin(uri, client_headers, version, stale_headers.as_ref())
-            .await
-        {
+        let asked = async {
+            let mut req =
+                self.fill_request(uri, client_headers, version, stale_headers.as_ref())?;
+            // A content server may send a member to the members that hold the object.
+            let server = match redirect::redirectable(req.method(), req.headers()) {
+                Ok(()) => self.prove(&mut req).await,
+                Err(_) => None,
+            };
+            let (resp, request_time) = self.send_fill(req).await?;
+            Ok::<_, Error>((resp, request_time, server))
+        };
+        let (resp, request_time, server) = match asked.await {
             Ok(r) => r,
             Err(e) => {
                 permit.finish(Outcome::Failed(e.clone()));
                 return Err(e);
             }
         };
+        if let Some(server) = server.filter(|_| redirect::is_offer(resp.status(), resp.headers())) {
+            let want = Want {
+                key,
+                uri,
+                headers: client_headers,
+                version,
+            };
+            return self.follow(permit, &want, resp, server).await;
+        }
         self.accept(permit, key, client_headers, resp, request_time, stale)
             .await
     }
 
-    /// The origin request of a fill: the client's end-to-end fields without Range and its
-    /// preconditions, plus the validators of `validators_of` (a stored head) when given. With
-    /// nothing stored to revalidate, the client's own `If-None-Match` and `If-Modified-Since`
-    /// go along: the origin's 304 answers the client (and is not stored), its 200 is stored as
-    /// usual.
+    /// The origin request of a fill, sent (see [`Fetcher::fill_request`]).
     pub async fn ask_origin(
         &self,
         uri: &Uri,
@@ -85,6 +103,34 @@ impl Fetcher {
         version: http::Version,
         validators_of: Option<&HeaderMap>,
     ) -> Result<(Response<Incoming>, SystemTime), Error> {
+        let req = self.fill_request(uri, client_headers, version, validators_of)?;
+        self.send_fill(req).await
+    }
+
+    /// Sends a fill request, counted as an origin request; the response head and when the
+    /// request went.
+    pub(super) async fn send_fill(
+        &self,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, SystemTime), Error> {
+        let request_time = SystemTime::now();
+        crate::metrics::Metrics::inc(&self.metrics.origin_requests);
+        let resp = self.origin.send(req).await?;
+        Ok((resp, request_time))
+    }
+
+    /// The origin request of a fill: the client's end-to-end fields without Range and its
+    /// preconditions, plus the validators of `validators_of` (a stored head) when given. With
+    /// nothing stored to revalidate, the client's own `If-None-Match` and `If-Modified-Since`
+    /// go along: the origin's 304 answers the client (and is not stored), its 200 is stored as
+    /// usual.
+    pub(super) fn fill_request(
+        &self,
+        uri: &Uri,
+        client_headers: &HeaderMap,
+        version: http::Version,
+        validators_of: Option<&HeaderMap>,
+    ) -> Result<Request<Body>, Error> {
         let mut h = client_headers.clone();
         let clients_validators = [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE];
         for name in FILL_DROPS {
@@ -97,11 +143,7 @@ impl Fetcher {
                 h.insert(name, value.clone());
             }
         }
-        let req = self.upstream_request(Method::GET, uri, &h, version, body::empty())?;
-        let request_time = SystemTime::now();
-        crate::metrics::Metrics::inc(&self.metrics.origin_requests);
-        let resp = self.origin.send(req).await?;
-        Ok((resp, request_time))
+        self.upstream_request(Method::GET, uri, &h, version, body::empty())
     }
 
     /// Takes the origin's answer to a fill request: freshens `stale` on a 304, starts a fill for

@@ -65,11 +65,15 @@ pub enum Got {
         entry: Arc<Entry>,
         status: CacheStatus,
     },
-    /// An answer that is not stored (`why`: a `NotStorable` reason, `too-big`, `max-fills`…):
-    /// relay it.
+    /// A range that starts no fill, answered from a peer's stored copy (verified pieces).
+    Span(super::ranges::PeerSpan),
+    /// An answer that is not stored (`why`: a `NotStorable` reason, `too-big`, `max-fills`,
+    /// `range-not-filled`…): relay it. `passed`: the client's request went upstream as it was
+    /// (its Range and preconditions with it), not a fill's request.
     Direct {
         resp: Response<Incoming>,
         why: &'static str,
+        passed: bool,
     },
 }
 
@@ -101,8 +105,12 @@ impl Wanted {
 impl Fetcher {
     /// The miss path: join the fill of `miss.key`, or lead one (peers first, unless a stale
     /// entry is revalidated), or — with `cache.max_fills` fills running — fetch it for this
-    /// client alone, unstored (counted).
+    /// client alone, unstored (counted). A range that `cache.range_fill` lets start no fill
+    /// goes upstream as asked, unless a fill of the key runs (see `ranges`).
     pub async fn fill(&self, miss: &Miss<'_>) -> Result<Got, Error> {
+        if let Some(got) = self.unfilled_range(miss).await {
+            return got;
+        }
         for _ in 0..MAX_JOINS {
             match self.inflight.join(miss.key) {
                 Join::Leader(permit) => {
@@ -192,11 +200,24 @@ impl Fetcher {
                 status: CacheStatus::Miss,
                 peer: None,
             },
+            Led::Fetched(Fetched::Redirected { head, node }) => Got::Fill {
+                fill,
+                head,
+                status: CacheStatus::Peer,
+                peer: Some(PeerCopy {
+                    node,
+                    revalidated: false,
+                }),
+            },
             Led::Fetched(Fetched::Freshened(entry)) => Got::Stored {
                 entry,
                 status: CacheStatus::Revalidated,
             },
-            Led::Fetched(Fetched::Direct { resp, why }) => Got::Direct { resp, why },
+            Led::Fetched(Fetched::Direct { resp, why }) => Got::Direct {
+                resp,
+                why,
+                passed: false,
+            },
         })
     }
 
@@ -255,6 +276,12 @@ impl Fetcher {
     /// A miss fetched for its client alone and not stored: `cache.max_fills` fills are running.
     async fn unstored(&self, miss: &Miss<'_>) -> Result<Got, Error> {
         Metrics::inc(&self.metrics.fills_passed_unstored);
+        self.passed(miss, "max-fills").await
+    }
+
+    /// The client's GET sent upstream as it is (Range and preconditions with it), its answer
+    /// not stored, for the reason `why`.
+    pub(super) async fn passed(&self, miss: &Miss<'_>, why: &'static str) -> Result<Got, Error> {
         let resp = self
             .pass(
                 Method::GET,
@@ -266,7 +293,8 @@ impl Fetcher {
             .await?;
         Ok(Got::Direct {
             resp,
-            why: "max-fills",
+            why,
+            passed: true,
         })
     }
 }

@@ -2,13 +2,20 @@
 //! from — a fill already running here, a peer of the group, the origin (directly or through the
 //! parent proxy), or a revalidation of a stale entry — and starts the fill that stores it
 //! (`lead`); the origin client, the writer that drains sources into fills and resumes them,
-//! and the peer source choice live beside it. Never answers a client itself.
+//! and the peer source choice (a large copy from several holders at once: `parallel`) live
+//! beside it; ranges of objects not stored yet are fetched ahead of their fill (`ranges`). Never
+//! answers a client itself.
 
+mod claim;
 pub mod connect;
+pub mod hosts;
 mod lead;
 pub mod miss;
 pub mod origin;
+pub mod parallel;
 pub mod peer;
+pub mod ranges;
+mod redirect;
 pub mod writer;
 
 use std::sync::Arc;
@@ -48,12 +55,17 @@ pub struct Fetcher {
     pub inflight: Arc<Inflight>,
     pub metrics: Arc<Metrics>,
     pub max_object_size: u64,
+    /// Whether a range request for an object not stored yet starts its whole fill
+    /// (`cache.range_fill`).
+    pub range_fill: crate::config::RangeFill,
     /// Our `Via` pseudonym.
     pub via: headers::Via,
     /// The peer group, when peering is on.
     pub peers: Option<Arc<crate::peer::Peers>>,
     /// What to assume where origins say nothing (the same rules on every path).
     pub rules: Arc<Rules>,
+    /// Recent addresses of origin hosts (is a fill going to a member's address?).
+    pub hosts: Arc<hosts::HostAddrs>,
 }
 
 impl Fetcher {

@@ -179,6 +179,8 @@ pub struct Origin {
     client: Client<Connector, Body>,
     connect_timeout: Duration,
     read_timeout: Duration,
+    /// Requests go through `upstream.proxy`.
+    parent: bool,
 }
 
 impl Origin {
@@ -198,7 +200,13 @@ impl Origin {
             client,
             connect_timeout: cfg.connect_timeout,
             read_timeout: cfg.read_timeout,
+            parent: cfg.proxy.is_some(),
         }
+    }
+
+    /// Whether requests go through the parent proxy rather than straight to the origin.
+    pub fn through_parent(&self) -> bool {
+        self.parent
     }
 
     /// How long to wait between two body frames before the source counts as stalled.

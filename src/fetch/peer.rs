@@ -1,6 +1,7 @@
 //! Source choice on a miss when the group may hold the object: ask the best holder for its
 //! stored head, honour its age (revalidating a stale copy with the origin), then stream the body
-//! from that peer into our own fill, with the other holders and the origin as fallbacks. A cold
+//! from that peer — a large complete one from up to `peers.parallel_holders` holders of it at
+//! once — into our own fill, with the other holders and the origin as fallbacks. A cold
 //! object is claimed first, so that one node of the group goes to the origin.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,20 +19,24 @@ use crate::cache::key::Variant;
 use crate::cache::policy::{self, Reuse, Timing};
 use crate::cache::rules::Treatment;
 use crate::error::{Error, Kind, Side};
+use crate::fetch::parallel;
 use crate::fetch::writer::{self, Feed, Feeder, Report, Resume, ResumeFuture};
 use crate::fetch::{Fetched, Fetcher, Start};
 use crate::http::headers;
 use crate::peer::client::fill_path;
-use crate::peer::select;
 use crate::peer::transfer::EntryHead;
 use crate::peer::wire::KeyHash;
 use crate::peer::{key_hash, pieces, Peers, Source};
+use crate::peer::{schedule, select};
 
 /// Longest silence from a peer sending a complete copy (it reads from its disk) before it counts
 /// as stalled and the transfer moves on.
 pub const PEER_STALL: Duration = Duration::from_secs(2);
 /// At most this many holders are tried for one request.
 const MAX_TRIES: usize = 3;
+/// Longest silence of a copy from several holders as a whole: a holder silent for
+/// [`PEER_STALL`] loses its piece to another, which then needs time to answer.
+pub const HOLDERS_STALL: Duration = Duration::from_secs(6);
 
 /// What the group did for a miss.
 pub enum FromPeers {
@@ -70,17 +75,12 @@ impl Fetcher {
             return Ok(FromPeers::NotHere(permit));
         }
         let kh = key_hash(want.key);
-        let mut sources = peers.sources(&kh, None);
+        // Cold, or held by other sites only: claimed first (see `fetch::claim`).
+        let mut sources = self
+            .claimed_sources(&peers, &mut permit, want.key, &kh)
+            .await;
         if sources.is_empty() {
-            // Cold: claim it, and follow a competing claim from a lower id seen meanwhile. The
-            // permit holds the claim: it is withdrawn when the fill ends, or now if this request
-            // is cancelled during the window.
-            permit.hold(peers.claim(want.key));
-            tokio::time::sleep(peers.claim_window).await;
-            sources = peers.sources(&kh, Some(peers.id));
-            if sources.is_empty() {
-                return Ok(FromPeers::NotHere(permit));
-            }
+            return Ok(FromPeers::NotHere(permit));
         }
         let mut permit = Some(permit);
         // Holders that no longer have it: skipped for the rest of this request.
@@ -189,33 +189,57 @@ impl Fetcher {
         // before its chunk group matched the blake3 tree. A fill in flight on the peer has no
         // hash yet: it is only checked for length, and its holder releases its last byte only
         // once it stored it.
+        // A large one comes from several holders of the same body at once (`fetch::parallel`);
+        // the holders left over are fallbacks.
         let expected = copy.hash.filter(|_| complete).map(blake3::Hash::from_bytes);
-        let stream: Body = match (expected, copy.len) {
-            (Some(hash), Some(len)) => {
-                let verified = pieces::fetch(peers, src, hash, len, 0).await?;
-                pieces::checked_start(verified, PEER_STALL).await?
-            }
-            _ => {
-                let resp = peers
-                    .client
-                    .body(src.node, src.addr, &fill_path(kh), 0)
-                    .await?;
-                let (node, counter) = (src.node, peers.clone());
-                body::observed(resp.into_body().map_err(Into::into).boxed(), move |n, _| {
-                    counter.count_download(node, n)
-                })
-            }
+        let same: Vec<Source> = match expected {
+            Some(hash) => others
+                .iter()
+                .filter(|o| o.complete.map(|c| c.0) == Some(*hash.as_bytes()))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
         };
+        let (stream, from, read_timeout, spare): (Body, _, _, &[Source]) =
+            match (expected, copy.len) {
+                (Some(hash), Some(len)) => {
+                    let (piece, max) = (peers.piece_size, peers.parallel_holders);
+                    let width = schedule::width(len, piece, max, 1 + same.len());
+                    if width > 1 {
+                        let (team, spare) = same.split_at(width - 1);
+                        let body = several(peers, src, team, hash, len).await?;
+                        (body, Feeder::Holders, HOLDERS_STALL, spare)
+                    } else {
+                        let verified = pieces::fetch(peers, src, hash, len, 0).await?;
+                        let body = pieces::checked_start(verified, PEER_STALL).await?;
+                        (body, Feeder::Peer(src.node), PEER_STALL, &same)
+                    }
+                }
+                _ => {
+                    let resp = peers
+                        .client
+                        .body(src.node, src.addr, &fill_path(kh), 0)
+                        .await?;
+                    let (node, counter) = (src.node, peers.clone());
+                    let body = body::observed(
+                        resp.into_body().map_err(Into::into).boxed(),
+                        move |n, _| counter.count_download(node, n),
+                    );
+                    (
+                        body,
+                        Feeder::Peer(src.node),
+                        self.origin.read_timeout(),
+                        &same,
+                    )
+                }
+            };
         let temp = self
             .temp_file()
             .await
             .ok_or_else(|| Error::storage("no temporary file"))?;
         let mut fallbacks: Vec<Box<dyn Resume>> = Vec::new();
         if let (Some(hash), Some(len)) = (expected, copy.len) {
-            for o in others
-                .iter()
-                .filter(|o| o.complete.map(|c| c.0) == Some(*hash.as_bytes()))
-            {
+            for o in spare {
                 fallbacks.push(Box::new(PeerResume {
                     peers: peers.clone(),
                     src: o.clone(),
@@ -235,12 +259,8 @@ impl Fetcher {
         };
         let feed = Feed {
             body: stream,
-            read_timeout: if complete {
-                PEER_STALL
-            } else {
-                self.origin.read_timeout()
-            },
-            from: Feeder::Peer(src.node),
+            read_timeout,
+            from,
         };
         let start = Start {
             key: want.key,
@@ -257,6 +277,42 @@ impl Fetcher {
             node: src.node,
         })
     }
+}
+
+/// A complete body of `len` bytes from `first` and `more` at once, in pieces (see
+/// `fetch::parallel`), once its first bytes arrived. If none do within [`HOLDERS_STALL`], the
+/// error is no one holder's: each was charged for what it did.
+async fn several(
+    peers: &Arc<Peers>,
+    first: &Source,
+    more: &[Source],
+    hash: blake3::Hash,
+    len: u64,
+) -> Result<Body, Error> {
+    let mut team = vec![first.clone()];
+    team.extend_from_slice(more);
+    let width = team.len();
+    let cut = parallel::Cut {
+        piece: peers.piece_size,
+        window: schedule::window(width, peers.piece_size),
+        stall: PEER_STALL,
+    };
+    let team = Arc::new(parallel::Team {
+        peers: peers.clone(),
+        holders: team,
+        hash,
+        len,
+    });
+    let body = parallel::copy(team, width, len, cut);
+    pieces::checked_start(body, HOLDERS_STALL)
+        .await
+        .map_err(|e| {
+            Error::new(
+                e.kind,
+                Side::Internal,
+                format!("copy from {width} holders: {e}"),
+            )
+        })
 }
 
 /// What fills find out about members: a bad copy leaves its holder out for a while, like a
@@ -302,11 +358,23 @@ fn decode(h: &EntryHead) -> Result<Head, Error> {
 }
 
 /// The rest of a complete copy from another holder, in verified pieces.
-struct PeerResume {
+pub(super) struct PeerResume {
     peers: Arc<Peers>,
     src: Source,
     hash: blake3::Hash,
     len: u64,
+}
+
+impl PeerResume {
+    /// The rest of the body `hash` of `len` bytes from `src`.
+    pub(super) fn new(peers: &Arc<Peers>, src: &Source, hash: blake3::Hash, len: u64) -> Self {
+        PeerResume {
+            peers: peers.clone(),
+            src: src.clone(),
+            hash,
+            len,
+        }
+    }
 }
 
 impl Resume for PeerResume {
@@ -328,15 +396,18 @@ impl Resume for PeerResume {
 
 /// The rest of the body from the origin: `Range: bytes=N-` with `If-Range`, accepted only as a
 /// 206 starting at N (RFC 9110 §14.2, §13.1.5).
-struct OriginResume {
+pub(super) struct OriginResume {
     fetcher: Fetcher,
     uri: Uri,
     headers: HeaderMap,
     version: http::Version,
+    /// The origin is a content server whose holder failed: the request goes back to it proved
+    /// (`fetch::redirect`).
+    to_server: bool,
 }
 
 impl OriginResume {
-    fn new(fetcher: &Fetcher, want: &Want<'_>, stored: &HeaderMap) -> Option<Self> {
+    pub(super) fn new(fetcher: &Fetcher, want: &Want<'_>, stored: &HeaderMap) -> Option<Self> {
         let strong_etag = stored
             .get(header::ETAG)
             .filter(|v| !v.as_bytes().starts_with(b"W/"));
@@ -351,7 +422,16 @@ impl OriginResume {
             uri: want.uri.clone(),
             headers,
             version: want.version,
+            to_server: false,
         })
+    }
+
+    /// The same, back to the content server that redirected us.
+    pub(super) fn into_fallback(self) -> Self {
+        OriginResume {
+            to_server: true,
+            ..self
+        }
     }
 }
 
@@ -366,13 +446,16 @@ impl Resume for OriginResume {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes={offset}-")) {
                 h.insert(header::RANGE, v);
             }
-            let req = self.fetcher.upstream_request(
+            let mut req = self.fetcher.upstream_request(
                 Method::GET,
                 &self.uri,
                 &h,
                 self.version,
                 body::empty(),
             )?;
+            if self.to_server {
+                self.fetcher.back_to_server(&mut req).await;
+            }
             crate::metrics::Metrics::inc(&self.fetcher.metrics.origin_requests);
             let resp = self.fetcher.origin.send(req).await?;
             let starts_at = resp

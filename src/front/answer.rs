@@ -14,6 +14,7 @@ use crate::cache::head::FillHead;
 use crate::cache::inflight::Fill;
 use crate::cache::read::{drop_corrupt, open, read_span, stream_file, Verify};
 use crate::cache::store::Store;
+use crate::fetch::ranges::Ahead;
 use crate::front::relink::Relink;
 use crate::metrics::{Metrics, Source};
 use crate::sendfile;
@@ -232,7 +233,8 @@ pub async fn from_entry(
 
 /// Answers from a fill in progress (the leader's own client, or a collapsed follower). `age`
 /// (RFC 9111 §5.1) for every answer but the one the origin made for this very request. With
-/// `relink`, preconditions and ranges are judged as `judged_shape` says.
+/// `relink`, preconditions and ranges are judged as `judged_shape` says. With `ahead`, a range
+/// the fill will not reach soon is fetched ahead of it (see [`Ahead::body`]).
 pub fn from_fill(
     method: &Method,
     req: &HeaderMap,
@@ -240,6 +242,7 @@ pub fn from_fill(
     head: &FillHead,
     age: Option<Duration>,
     relink: Option<&Relink>,
+    ahead: Option<&Ahead<'_>>,
 ) -> Response<Body> {
     let mut headers = head.headers();
     if let Some(age) = age {
@@ -249,11 +252,11 @@ pub fn from_fill(
     if let Some(r) = bodiless(shape, judged.as_ref().unwrap_or(&headers), head.len) {
         return r;
     }
-    let (status, headers, body) = match (shape, head.len) {
+    let (status, headers, span) = match (shape, head.len) {
         (Shape::Partial { start, end }, Some(len)) => (
             StatusCode::PARTIAL_CONTENT,
             partial_head(headers, start, end, len),
-            fill.body(start, Some(end + 1)),
+            Some((start, end + 1)),
         ),
         _ => {
             if let Some(len) = head.len {
@@ -261,13 +264,50 @@ pub fn from_fill(
             } else {
                 headers.remove(header::CONTENT_LENGTH);
             }
-            (head.status, headers, fill.body(0, head.len))
+            (head.status, headers, None)
         }
     };
     if method == Method::HEAD {
         return with_head(status, headers, body::empty());
     }
+    let body = match (span, ahead) {
+        (Some((start, end)), Some(ahead)) => ahead.body(fill, head, start, end),
+        (Some((start, end)), None) => fill.body(start, Some(end)),
+        (None, _) => fill.body(0, head.len),
+    };
     with_head(status, headers, body)
+}
+
+/// A 206 of bytes `start..=end` of a representation of `len` bytes with the fields `headers`
+/// (Age included), whose `body` holds exactly those bytes.
+pub fn partial(headers: HeaderMap, start: u64, end: u64, len: u64, body: Body) -> Response<Body> {
+    let headers = partial_head(headers, start, end, len);
+    with_head(StatusCode::PARTIAL_CONTENT, headers, body)
+}
+
+/// Answers from a whole response that is not stored (its `status` and hop-by-hop-free
+/// `headers`, a `body` of `len` bytes on its way from upstream): preconditions and Range judged
+/// against it as for a stored one, a range cut out of the body as it streams.
+pub fn from_whole(
+    method: &Method,
+    req: &HeaderMap,
+    status: StatusCode,
+    headers: HeaderMap,
+    len: u64,
+    body: Body,
+) -> Response<Body> {
+    let shape = shape(method, req, status, &headers, Some(len));
+    if let Some(r) = bodiless(shape, &headers, Some(len)) {
+        return r;
+    }
+    match shape {
+        Shape::Partial { start, end } => with_head(
+            StatusCode::PARTIAL_CONTENT,
+            partial_head(headers, start, end, len),
+            body::window(body, start, end + 1 - start),
+        ),
+        _ => with_head(status, headers, body),
+    }
 }
 
 #[cfg(test)]

@@ -20,12 +20,14 @@ use crate::cache::policy::{self, Failure, Freshness, Heuristic, NotStorable, Reu
 use crate::cache::rules::Treatment;
 use crate::error::{Error, Kind, Side};
 use crate::fetch::origin::relaying_interim;
+use crate::fetch::ranges::Ahead;
 use crate::fetch::{Got, Miss};
-use crate::front::answer;
 use crate::front::cache_status::{CacheStatusField, Fwd};
 use crate::front::interim::Interim;
+use crate::front::redirect::{self, Asker};
 use crate::front::relink::Relink;
 use crate::front::Proxy;
+use crate::front::{answer, ranged};
 use crate::metrics::{CacheStatus, Source};
 
 /// RFC 9211's field.
@@ -46,6 +48,8 @@ pub struct Ask<'a> {
     pub sendfile: Option<&'a crate::sendfile::Slot>,
     /// A mirror request's link rewriting, when its answer may be an index page.
     pub relink: Option<&'a Relink>,
+    /// The group member that proved itself, on a mirror with `redirect_to_peers`.
+    pub asker: Option<&'a Asker>,
 }
 
 impl<'a> Ask<'a> {
@@ -112,6 +116,7 @@ async fn proxied(
     if let Some(r) = relink {
         r.ask(&mut parts.headers);
     }
+    let asker = parts.extensions.get::<Asker>().copied();
     let ask = Ask {
         method: &parts.method,
         target: &target,
@@ -120,6 +125,7 @@ async fn proxied(
         treat: app.rules.treat(key.as_str()),
         sendfile,
         relink,
+        asker: asker.as_ref(),
     };
     let (resp, status) = cached(app, &ask, key.as_str(), &mut trace).await?;
     let resp = match relink {
@@ -180,6 +186,12 @@ async fn cached(
             let stored = entry.stored(&headers);
             let (reuse, freshness) = policy::judge(&stored, &req_cc, now, h);
             trace.ttl = Some(ttl_secs(freshness));
+            if reuse == Reuse::Fresh {
+                // A content server sends a member to the members that hold it.
+                if let Some(a) = redirect::offer(app, ask, &entry, &headers, trace) {
+                    return Ok(a);
+                }
+            }
             match reuse {
                 // One call site for the answers from the store: one state in this future.
                 Reuse::Fresh | Reuse::StaleAllowed | Reuse::StaleWhileRevalidate => {
@@ -338,8 +350,22 @@ async fn fetch(
                 // The origin made a MISS for this very request: no Age of ours (RFC 9111 §5.1).
                 let age = (status != CacheStatus::Miss)
                     .then(|| head.timing.current_age(SystemTime::now()));
-                let resp =
-                    answer::from_fill(ask.method, ask.headers, &fill, &head, age, ask.relink);
+                let ahead = (ask.method == Method::GET).then_some(Ahead {
+                    fetcher: &app.fetcher,
+                    key,
+                    uri: ask.target,
+                    headers: ask.headers,
+                    version: ask.version,
+                });
+                let resp = answer::from_fill(
+                    ask.method,
+                    ask.headers,
+                    &fill,
+                    &head,
+                    age,
+                    ask.relink,
+                    ahead.as_ref(),
+                );
                 return Ok((resp, Some(status)));
             }
             Got::Stored { entry, status } => {
@@ -366,11 +392,19 @@ async fn fetch(
                     return Err(Error::storage("the stored entry is unreadable"));
                 }
             }
-            Got::Direct { resp, why } => {
-                trace.fwd_status = Some(resp.status());
+            Got::Span(span) => {
+                trace.fwd_status = Some(span.head.status);
+                trace.ttl = Some(ttl_of(&span.head, h));
+                trace.peer = Some(span.node.to_string());
+                trace.detail = Some("range-not-filled");
+                return Ok((ranged::from_peer(span), Some(CacheStatus::Peer)));
+            }
+            Got::Direct { resp, why, passed } => {
+                let (resp, upstream) = ranged::unstored(app, ask, resp, passed).await?;
+                trace.fwd_status = Some(upstream);
                 trace.ttl = None;
                 trace.detail = Some(why);
-                return Ok((relay(app, ask.method, resp), Some(CacheStatus::Miss)));
+                return Ok((resp, Some(CacheStatus::Miss)));
             }
         }
     }
@@ -434,7 +468,7 @@ async fn pass_through(
 
 /// Relays an upstream response: hop-by-hop fields removed, body streamed with the read timeout.
 /// A HEAD client gets no body, even when the upstream request was a GET (a revalidation).
-fn relay(app: &Arc<Proxy>, method: &Method, resp: Response<Incoming>) -> Response<Body> {
+pub(super) fn relay(app: &Arc<Proxy>, method: &Method, resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
     crate::http::headers::strip_hop_by_hop(&mut parts.headers);
     let bodyless = method == Method::HEAD

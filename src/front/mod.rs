@@ -11,6 +11,8 @@ pub mod interim;
 pub mod links;
 pub mod meter;
 pub mod pac;
+pub mod ranged;
+pub mod redirect;
 pub mod relink;
 pub mod respond;
 mod state;
@@ -329,7 +331,7 @@ async fn handle(app: Arc<Proxy>, client: &Client, req: Request<Incoming>) -> Res
 
 async fn route(
     app: &Arc<Proxy>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     client: &Client,
     arrived: Arrived,
 ) -> Result<forward::Answer, Error> {
@@ -339,7 +341,17 @@ async fn route(
         mirrors: &app.config.mirrors,
         connect_ports: &app.config.proxy.connect_ports,
     };
-    match classify(req.method(), req.uri(), &routing) {
+    let route = classify(req.method(), req.uri(), &routing);
+    let redirects = match &route {
+        Route::Mirror { mirror, .. } => app
+            .config
+            .mirrors
+            .get(*mirror)
+            .is_some_and(|m| m.redirect_to_peers),
+        _ => false,
+    };
+    redirect::take(app, &mut req, redirects);
+    match route {
         Route::Reject(e) => Err(e),
         Route::Admin { page } => {
             let host = req

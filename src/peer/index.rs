@@ -115,49 +115,76 @@ struct Objects {
     free: Vec<u32>,
     /// Slab slots by (hash, len).
     by_hash: HashTable<u32>,
+    /// Slot → the nodes holding it, once per (key, node) hold: kept only when asked for
+    /// ([`Index::with_body_holders`], a content server), so other nodes pay nothing for it.
+    nodes: Option<Vec<Box<[Slot]>>>,
 }
 
 impl Objects {
-    /// The slot of (`hash`, `len`), one more holder counted.
-    fn acquire(&mut self, hasher: &RandomState, hash: [u8; 32], len: u64) -> u32 {
+    /// The slot of (`hash`, `len`), one more holder (`node`) counted.
+    fn acquire(&mut self, hasher: &RandomState, hash: [u8; 32], len: u64, node: Slot) -> u32 {
         let h = hasher.hash_one((&hash, len));
         let slab = &mut self.slab;
-        if let Some(&i) = self.by_hash.find(h, |&i| {
+        let found = self.by_hash.find(h, |&i| {
             let (oh, ol, _) = slab[i as usize];
             oh == hash && ol == len
-        }) {
-            slab[i as usize].2 += 1;
-            return i;
-        }
-        let i = match self.free.pop() {
-            Some(i) => {
-                slab[i as usize] = (hash, len, 1);
+        });
+        let i = match found {
+            Some(&i) => {
+                slab[i as usize].2 += 1;
                 i
             }
             None => {
-                // At most one object per (key, node) entry: fewer than u32::MAX.
-                let i = u32::try_from(slab.len()).unwrap_or(IN_FLIGHT - 1);
-                slab.push((hash, len, 1));
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        slab[i as usize] = (hash, len, 1);
+                        i
+                    }
+                    None => {
+                        // At most one object per (key, node) entry: fewer than u32::MAX.
+                        let i = u32::try_from(slab.len()).unwrap_or(IN_FLIGHT - 1);
+                        slab.push((hash, len, 1));
+                        i
+                    }
+                };
+                self.by_hash.insert_unique(h, i, |&j| {
+                    let (oh, ol, _) = slab[j as usize];
+                    hasher.hash_one((&oh, ol))
+                });
                 i
             }
         };
-        self.by_hash.insert_unique(h, i, |&j| {
-            let (oh, ol, _) = slab[j as usize];
-            hasher.hash_one((&oh, ol))
-        });
+        if let Some(nodes) = &mut self.nodes {
+            if nodes.len() <= i as usize {
+                nodes.resize_with(i as usize + 1, Default::default);
+            }
+            let held = &mut nodes[i as usize];
+            let mut grown = Vec::with_capacity(held.len() + 1);
+            grown.extend_from_slice(held);
+            grown.push(node);
+            *held = grown.into_boxed_slice();
+        }
         i
     }
 
-    /// One holder fewer for `object` (nothing for [`IN_FLIGHT`]); the last frees it.
-    fn release(&mut self, hasher: &RandomState, object: u32) {
+    /// One holder (`node`) fewer for `object` (nothing for [`IN_FLIGHT`]); the last frees it.
+    fn release(&mut self, hasher: &RandomState, object: u32, node: Slot) {
         let Some(entry) = self.slab.get_mut(object as usize) else {
             return;
         };
         entry.2 = entry.2.saturating_sub(1);
-        if entry.2 > 0 {
+        let last = entry.2 == 0;
+        let h = hasher.hash_one((&entry.0, entry.1));
+        if let Some(held) = self.nodes.as_mut().and_then(|n| n.get_mut(object as usize)) {
+            if let Some(at) = held.iter().position(|&s| s == node) {
+                let mut rest = std::mem::take(held).into_vec();
+                rest.swap_remove(at);
+                *held = rest.into_boxed_slice();
+            }
+        }
+        if !last {
             return;
         }
-        let h = hasher.hash_one((&entry.0, entry.1));
         if let Ok(found) = self.by_hash.find_entry(h, |&i| i == object) {
             found.remove();
         }
@@ -166,6 +193,17 @@ impl Objects {
 
     fn get(&self, object: u32) -> Option<([u8; 32], u64)> {
         self.slab.get(object as usize).map(|&(h, l, _)| (h, l))
+    }
+
+    /// The slot of (`hash`, `len`), if some node holds that body.
+    fn find(&self, hasher: &RandomState, hash: &[u8; 32], len: u64) -> Option<u32> {
+        let h = hasher.hash_one((hash, len));
+        self.by_hash
+            .find(h, |&i| {
+                let (oh, ol, _) = self.slab[i as usize];
+                oh == *hash && ol == len
+            })
+            .copied()
     }
 }
 
@@ -211,6 +249,16 @@ impl Index {
             refused: 0,
             overflowed: 0,
         }
+    }
+
+    /// Also keeps, for each body, the nodes that hold it (under any key), so that
+    /// [`Index::body_holders`] answers without a pass over the keys. A content server asks for
+    /// it (`[[mirror]] redirect_to_peers`); it costs a few bytes per body and holder.
+    pub fn with_body_holders(mut self, on: bool) -> Self {
+        if on && self.objects.nodes.is_none() {
+            self.objects.nodes = Some(Vec::new());
+        }
+        self
     }
 
     /// `node`'s slot, taken if it is not tracked yet and fewer than [`MAX_NODES`] are (else
@@ -403,6 +451,27 @@ impl Index {
         out
     }
 
+    /// The nodes that hold the body `hash` of `len` bytes complete, under any key, in node-id
+    /// order, each once; never the own node. Empty unless the index keeps body holders
+    /// ([`Index::with_body_holders`]).
+    pub fn body_holders(&self, hash: &[u8; 32], len: u64) -> Vec<NodeId> {
+        let Some(nodes) = &self.objects.nodes else {
+            return Vec::new();
+        };
+        let Some(object) = self.objects.find(&self.hasher, hash, len) else {
+            return Vec::new();
+        };
+        let mut out: Vec<NodeId> = nodes
+            .get(object as usize)
+            .into_iter()
+            .flat_map(|held| held.iter())
+            .filter_map(|&s| Some(self.peers.get(usize::from(s))?.as_ref()?.id))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Distinct keys with at least one holder.
     pub fn keys(&self) -> usize {
         self.keys.len()
@@ -452,7 +521,7 @@ impl Index {
                 len,
                 fresh_until,
             } => {
-                let object = self.objects.acquire(&self.hasher, hash, len);
+                let object = self.objects.acquire(&self.hasher, hash, len, s);
                 (key, object, u32::try_from(fresh_until).unwrap_or(u32::MAX))
             }
             Update::InFlight { key } => (key, IN_FLIGHT, 0),
@@ -480,7 +549,7 @@ impl Index {
             Some(old) => {
                 let previous = std::mem::replace(old, hold);
                 if previous.object != IN_FLIGHT {
-                    self.objects.release(&self.hasher, previous.object);
+                    self.objects.release(&self.hasher, previous.object, s);
                 }
             }
             None => {
@@ -516,7 +585,7 @@ impl Index {
                 .insert_unique(h, k, |k| self.hasher.hash_one(k.key));
         }
         if object != IN_FLIGHT {
-            self.objects.release(&self.hasher, object);
+            self.objects.release(&self.hasher, object, s);
         }
         if let Some(p) = self.peer(s) {
             p.entries = p.entries.saturating_sub(1);
@@ -535,7 +604,7 @@ impl Index {
             if let Some(at) = k.holds.iter().position(|hold| hold.node == s) {
                 let object = k.holds[at].object;
                 if object != IN_FLIGHT {
-                    objects.release(hasher, object);
+                    objects.release(hasher, object, s);
                 }
                 if k.holds.len() == 1 {
                     return false;

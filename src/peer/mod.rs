@@ -5,16 +5,21 @@ pub mod auth;
 pub mod client;
 pub mod conns;
 pub mod discovery;
+pub mod holders;
 pub mod identity;
 pub mod index;
 pub mod journal;
 pub mod membership;
 pub mod own;
+pub mod pace;
 pub mod pieces;
 pub mod pulls;
+pub mod redirect;
+pub mod schedule;
 pub mod seeds;
 pub mod select;
 pub mod sim;
+pub mod sites;
 pub mod transfer;
 pub mod wire;
 
@@ -29,11 +34,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::body::{self, Body};
 use crate::cache::head::Entry;
 use crate::cache::inflight::Inflight;
 use crate::cache::rules::Rules;
 use crate::cache::store::Store;
-use crate::config::{Config, Discover};
+use crate::config::{Config, Discover, GossipProfile};
 use crate::error::Error;
 use crate::port_owner::Proto;
 
@@ -52,10 +58,17 @@ use self::wire::{IndexAsk, IndexReply, KeyHash, NodeId, Tagged, Update};
 /// Knobs that tests turn (production uses `Default`).
 #[derive(Debug, Clone)]
 pub struct PeerTuning {
+    /// Gossip timings on one site (`peers.profile` "lan", and "auto" at first).
     pub timings: Timings,
+    /// Gossip timings across sites (`peers.profile` "wan", and "auto" once a member of another
+    /// site is up).
+    pub wan_timings: Timings,
     /// How long a node that claims a cold object waits for competing claims (a little more
     /// than the gossip delay), so that only one node of the group goes to the origin.
     pub claim_window: Duration,
+    /// The same while a member of another site is active: a claim must cross the WAN to reach
+    /// it (see [`sites::cold_window`]).
+    pub wan_claim_window: Duration,
     /// UDP port of multicast DNS discovery (5353; tests use their own so that they find only
     /// each other).
     pub mdns_port: u16,
@@ -66,6 +79,10 @@ pub struct PeerTuning {
     /// How seed names become addresses (DNS).
     pub resolver: Resolver,
 }
+
+/// How long a cold claim waits while the group spans sites: a claim is sent straight to every
+/// member, so this covers a one-way WAN delay of up to ~200 ms with room to spare.
+pub const WAN_CLAIM_WINDOW: Duration = Duration::from_millis(250);
 
 /// Stored keys per index snapshot page: a page of `Have` entries (at most 85 bytes each in
 /// postcard) stays far below the client's reply limit, and reading it is one short store
@@ -80,7 +97,9 @@ impl Default for PeerTuning {
     fn default() -> Self {
         PeerTuning {
             timings: Timings::lan(),
+            wan_timings: Timings::wan(),
             claim_window: Duration::from_millis(50),
+            wan_claim_window: WAN_CLAIM_WINDOW,
             mdns_port: discovery::MDNS_PORT,
             index_page: DEFAULT_INDEX_PAGE,
             connections: ConnLimits::default(),
@@ -122,6 +141,20 @@ pub struct PeerStats {
     pub updates_from_strangers: AtomicU64,
     /// Transfer connections refused (503, closed) at the listener's limits.
     pub connections_refused: AtomicU64,
+    /// Body bytes received from, and uploaded to, members of another site: what crossed
+    /// between sites.
+    pub bytes_from_other_sites: AtomicU64,
+    pub bytes_to_other_sites: AtomicU64,
+    /// Copies fetched from several holders at once (`fetch::parallel`).
+    pub multi_copies: AtomicU64,
+    /// Pieces (or their rest) given to another holder after theirs failed.
+    pub pieces_reassigned: AtomicU64,
+    /// Pieces raced by a second, faster holder (the first to finish wins).
+    pub pieces_raced: AtomicU64,
+    /// Times a holder waited because the next piece lay past the reorder window.
+    pub window_waits: AtomicU64,
+    /// Bytes held right now by copies, arrived ahead of the bytes handed on.
+    pub reorder_bytes: AtomicU64,
 }
 
 /// A holder of a key, resolved to an address, in the order to ask them.
@@ -129,6 +162,8 @@ pub struct PeerStats {
 pub struct Source {
     pub node: NodeId,
     pub addr: SocketAddr,
+    /// On our site (same `site` label).
+    pub same_site: bool,
     pub complete: Option<([u8; 32], u64)>,
 }
 
@@ -146,7 +181,9 @@ pub struct Peers {
     pub max_uploads: usize,
     /// How long the transfer API waits for an in-flight fill's response head.
     pub head_wait: Duration,
+    /// The claim window on one site; across sites see [`Peers::cold_claim_window`].
     pub claim_window: Duration,
+    pub wan_claim_window: Duration,
     /// Stored keys per snapshot page we serve.
     pub index_page: usize,
     /// Snapshot page reads allowed at once ([`MAX_SNAPSHOT_READS`]).
@@ -170,6 +207,14 @@ pub struct Peers {
     pub sendfile: bool,
     /// What mDNS discovery found, when it runs.
     discovery_stats: Option<Arc<discovery::DiscoveryStats>>,
+    /// `peers.parallel_holders`: most holders one copy is fetched from at once.
+    pub parallel_holders: usize,
+    /// `peers.piece_size`: the piece of such a copy.
+    pub piece_size: u64,
+    /// `peers.upload_rate`: the link every upload frame reserves, when capped.
+    upload_link: Option<Mutex<pace::Link>>,
+    /// The zero of the upload link's clock.
+    started: tokio::time::Instant,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -266,6 +311,14 @@ impl Peers {
         let advertise = pc.advertise.unwrap_or(transfer_addr);
         let (seeds, unresolved) = seeds::resolve_all(&pc.seeds, &tuning.resolver).await;
         let (tx, events) = Membership::events();
+        let timings = match pc.profile {
+            GossipProfile::Lan => tuning.timings.clone(),
+            GossipProfile::Wan => tuning.wan_timings.clone(),
+            GossipProfile::Auto => Timings {
+                across_sites: Some(Box::new(tuning.wan_timings.clone())),
+                ..tuning.timings.clone()
+            },
+        };
         let membership = Membership::start_on(
             udp,
             MembershipConfig {
@@ -276,7 +329,7 @@ impl Peers {
                 seeds,
                 key: key.clone(),
             },
-            tuning.timings.clone(),
+            timings.clone(),
             tx,
         )
         .map_err(|e| Error::internal(format!("peer gossip on {transfer_addr}: {e}")))?;
@@ -310,6 +363,7 @@ impl Peers {
             max_uploads: pc.max_uploads,
             head_wait: config.upstream.read_timeout,
             claim_window: tuning.claim_window,
+            wan_claim_window: tuning.wan_claim_window,
             index_page: tuning.index_page.max(1),
             snapshot_reads: Arc::new(Semaphore::new(MAX_SNAPSHOT_READS)),
             conns: Conns::new(tuning.connections),
@@ -321,7 +375,11 @@ impl Peers {
                 DEFAULT_JOURNAL_CAPACITY,
                 StoreState::new(store.clone(), rules.clone()),
             )),
-            index: Mutex::new(Index::new(id)),
+            // A content server finds holders by body (`peer::holders`).
+            index: Mutex::new(
+                Index::new(id)
+                    .with_body_holders(config.mirrors.iter().any(|m| m.redirect_to_peers)),
+            ),
             pulls: Mutex::new(Pulls::default()),
             penalties: Mutex::new(Penalties::default()),
             rtt: Mutex::new(RttTable::default()),
@@ -330,6 +388,10 @@ impl Peers {
             rules,
             sendfile: config.cache.sendfile,
             discovery_stats: discovery.as_ref().map(|d| d.stats.clone()),
+            parallel_holders: pc.parallel_holders,
+            piece_size: pc.piece_size,
+            upload_link: (pc.upload_rate > 0).then(|| Mutex::new(pace::Link::new(pc.upload_rate))),
+            started: tokio::time::Instant::now(),
         });
         // What we already hold needs no updates: members pull a snapshot (read from the store)
         // when they see us come up.
@@ -345,7 +407,7 @@ impl Peers {
                 Arc::downgrade(&peers),
                 unresolved,
                 tuning.resolver.clone(),
-                tuning.timings.reannounce_every,
+                timings.reannounce_every,
             ));
         }
         let (stop, stop_rx) = watch::channel(false);
@@ -520,6 +582,7 @@ impl Peers {
                 Source {
                     node: h.node,
                     addr,
+                    same_site,
                     complete,
                 },
             );
@@ -529,6 +592,17 @@ impl Peers {
             .into_iter()
             .filter_map(|n| by_node.remove(&n))
             .collect()
+    }
+
+    /// How long a claim on a cold object waits for competing claims: longer while an active
+    /// member is on another site (see [`sites::cold_window`]).
+    pub fn cold_claim_window(&self) -> Duration {
+        let other_sites = self
+            .membership
+            .members()
+            .iter()
+            .any(|m| m.state.is_active() && m.site != self.site);
+        sites::cold_window(self.claim_window, self.wan_claim_window, other_sites)
     }
 
     /// Does anybody else take part in the group right now?
@@ -562,16 +636,45 @@ impl Peers {
     /// Body bytes received from `node`, kept per live member only (forgotten when it goes
     /// Down), so the map is bounded by the group.
     pub fn count_download(&self, node: NodeId, n: u64) {
-        if self.addr_of(node).is_some() {
+        if let Some((_, same_site)) = self.addr_of(node) {
             *lock(&self.bytes_from).entry(node).or_insert(0) += n;
+            if !same_site {
+                self.stats.bytes_from_other_sites.fetch_add(n, Relaxed);
+            }
         }
+    }
+
+    /// The upload body `b`, held to `peers.upload_rate` with every other upload when capped.
+    pub fn paced(self: &Arc<Self>, b: Body) -> Body {
+        if self.upload_link.is_none() {
+            return b;
+        }
+        let peers = self.clone();
+        body::paced(b, move |n| peers.reserve_upload(n))
+    }
+
+    /// Whether uploads are capped (`peers.upload_rate`).
+    pub fn upload_capped(&self) -> bool {
+        self.upload_link.is_some()
+    }
+
+    /// When an upload frame of `n` bytes may go.
+    fn reserve_upload(&self, n: u64) -> tokio::time::Instant {
+        let Some(link) = &self.upload_link else {
+            return tokio::time::Instant::now();
+        };
+        let at = lock(link).reserve(n, self.started.elapsed());
+        self.started + at
     }
 
     /// An upload of `n` body bytes to `to`; per-member bytes are kept for live members only (a
     /// member may sign as any node id), so the map is bounded by the group.
     pub fn count_upload(&self, to: NodeId, n: u64) {
-        if self.addr_of(to).is_some() {
+        if let Some((_, same_site)) = self.addr_of(to) {
             *lock(&self.bytes_to).entry(to).or_insert(0) += n;
+            if !same_site {
+                self.stats.bytes_to_other_sites.fetch_add(n, Relaxed);
+            }
         }
         self.stats.uploads.fetch_add(1, Relaxed);
         self.stats.bytes_uploaded.fetch_add(n, Relaxed);
@@ -608,7 +711,13 @@ impl Peers {
             "id": self.id.to_string(),
             "addr": self.membership_addr().to_string(),
             "site": self.site,
+            "gossip_profile": self.membership.profile().as_str(),
             "members": members,
+            // Body bytes exchanged with members of other sites (what crossed between sites).
+            "cross_site": {
+                "bytes_received": self.stats.bytes_from_other_sites.load(Relaxed),
+                "bytes_sent": self.stats.bytes_to_other_sites.load(Relaxed),
+            },
             "index": {
                 "keys": index.keys(),
                 "entries": index.entries(),
@@ -635,6 +744,11 @@ impl Peers {
             "bytes_uploaded": self.stats.bytes_uploaded.load(Relaxed),
             "bad_hashes": self.stats.bad_hashes.load(Relaxed),
             "failovers": self.stats.failovers.load(Relaxed),
+            "multi_copies": self.stats.multi_copies.load(Relaxed),
+            "pieces_reassigned": self.stats.pieces_reassigned.load(Relaxed),
+            "pieces_raced": self.stats.pieces_raced.load(Relaxed),
+            "window_waits": self.stats.window_waits.load(Relaxed),
+            "reorder_bytes": self.stats.reorder_bytes.load(Relaxed),
             "sendfile_bytes": self.stats.sendfile_bytes.load(Relaxed),
             "index_pulls": self.stats.index_pulls.load(Relaxed),
             "index_pulls_running": lock(&self.pulls).running(),

@@ -33,6 +33,9 @@ use crate::peer::{Peers, Source};
 
 /// Bytes per frame the holder sends (a few chunk groups and their parents).
 const FRAME: usize = 64 * 1024;
+/// Verified groups that are ready at once go on joined up to this many bytes: the fill's
+/// writer pays per frame (a write on the blocking pool), not per byte.
+const JOINED: usize = 256 * 1024;
 
 /// Why a verified piece stream stopped before the end of its span. `offset` is the first byte
 /// not released: everything before it was verified and handed on, nothing after it was.
@@ -314,9 +317,8 @@ impl AsyncStreamReader for Frames {
     }
 }
 
-/// Asks `src` for the verified bytes `[start, len)` of the body `hash` of `len` bytes. A bad
-/// piece penalises the holder and counts in `bad_hashes`; the bytes verified so far count as
-/// downloaded from it.
+/// Asks `src` for the verified bytes `[start, len)` of the body `hash` of `len` bytes (see
+/// [`fetch_span`]).
 pub async fn fetch(
     peers: &Arc<Peers>,
     src: &Source,
@@ -324,9 +326,22 @@ pub async fn fetch(
     len: u64,
     start: u64,
 ) -> Result<Body, Error> {
+    fetch_span(peers, src, hash, len, (start, len)).await
+}
+
+/// Asks `src` for the verified bytes `[start, end)` of the body `hash` of `len` bytes. A bad
+/// piece penalises the holder and counts in `bad_hashes`; the bytes verified so far count as
+/// downloaded from it.
+pub async fn fetch_span(
+    peers: &Arc<Peers>,
+    src: &Source,
+    hash: blake3::Hash,
+    len: u64,
+    (start, end): (u64, u64),
+) -> Result<Body, Error> {
     let resp = peers
         .client
-        .body(src.node, src.addr, &path(&hash, start, len), 0)
+        .body(src.node, src.addr, &path(&hash, start, end), 0)
         .await?;
     let (node, told, counter) = (src.node, peers.clone(), peers.clone());
     let on_bad: OnBad = Box::new(move |offset| {
@@ -334,7 +349,7 @@ pub async fn fetch(
         bad_piece(&told, node, offset);
     });
     let encoded = resp.into_body().map_err(Into::into).boxed();
-    let verified = verify(encoded, hash, len, (start, len), on_bad);
+    let verified = body::coalesced(verify(encoded, hash, len, (start, end), on_bad), JOINED);
     Ok(body::observed(verified, move |n, _| {
         counter.count_download(node, n)
     }))

@@ -1,6 +1,7 @@
 //! The peer transfer API on the peer port (TCP): index catch-up, stored response heads, bodies by
-//! content hash and in-flight fills by key. Authenticated members only; it serves what this node
-//! already has or is downloading and never fetches anything on a caller's behalf.
+//! content hash and in-flight fills by key, held to `peers.upload_rate` when capped.
+//! Authenticated members only; it serves what this node already has or is downloading and never
+//! fetches anything on a caller's behalf.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -380,8 +381,9 @@ async fn object(
     let counter = peers.clone();
     // As read from disk: the receiver checks the hash. With `sendfile` only when this process
     // has read or written the blob whole (likely in the page cache: `sendfile` runs on the
-    // runtime thread and would block it on disk reads).
-    let slot = (peers.sendfile && peers.store.is_verified(&hash)).then(|| slot.clone());
+    // runtime thread and would block it on disk reads), and uploads are not capped.
+    let slot = (peers.sendfile && !peers.upload_capped() && peers.store.is_verified(&hash))
+        .then(|| slot.clone());
     let r = ranged(method, req, len, permit, move |start, end| {
         counter.count_upload(caller, end - start);
         match slot {
@@ -391,7 +393,7 @@ async fn object(
                 });
                 sendfile::body(slot, file, start, end, Some(sent))
             }
-            None => crate::cache::read::stream_span(file, start, end),
+            None => counter.paced(crate::cache::read::stream_span(file, start, end)),
         }
     });
     with_uploads(peers, r)
@@ -446,7 +448,7 @@ async fn pieces(
             let _ = tx.blocking_send(Err(e.into()));
         }
     });
-    let b = body::observed(encoded, move |_, _| drop(permit));
+    let b = body::observed(peers.paced(encoded), move |_, _| drop(permit));
     with_uploads(peers, Response::new(b))
 }
 
@@ -476,13 +478,13 @@ async fn fill(
             let counter = peers.clone();
             let r = ranged(method, req, len, permit, move |start, end| {
                 counter.count_upload(caller, end - start);
-                f.body(start, Some(end))
+                counter.paced(f.body(start, Some(end)))
             });
             with_uploads(peers, r)
         }
         None => {
             // Unknown length: the whole body, chunked, ending when the fill does.
-            let b = body::observed(fill.body(0, None), move |_, _| drop(permit));
+            let b = body::observed(peers.paced(fill.body(0, None)), move |_, _| drop(permit));
             let r = Response::new(if method == Method::HEAD {
                 body::empty()
             } else {

@@ -35,18 +35,8 @@ async fn fifty_concurrent_clients_make_one_origin_request_and_stream_before_it_e
     let mut firsts = Vec::new();
     for resp in &mut clients {
         statuses.push(resp.headers()["x-cache"].to_str().unwrap().to_owned());
-        let mut got = Vec::new();
-        while got.len() < 1000 {
-            let frame = tokio::time::timeout(Duration::from_secs(5), resp.body_mut().frame())
-                .await
-                .expect("first bytes arrive while the origin is still sending")
-                .unwrap()
-                .unwrap();
-            if let Ok(d) = frame.into_data() {
-                got.extend_from_slice(&d);
-            }
-        }
-        firsts.push(got);
+        // The first bytes arrive while the origin is still sending.
+        firsts.push(read_at_least(resp, 1000).await);
     }
     assert_eq!(origin.hits("/slow"), 1);
     assert_eq!(statuses.iter().filter(|s| *s == "MISS").count(), 1);

@@ -113,7 +113,11 @@ async fn two_nodes_without_seeds_find_each_other_with_mdns() {
         s["peers"]["discovery"]["other_group"].as_u64() >= Some(1),
         "{s}"
     );
-    assert_eq!(s["peers"]["discovery"]["handed_to_membership"], 1);
+    // b, at least once (a loaded machine may see its announcement expire and come back).
+    assert!(
+        s["peers"]["discovery"]["handed_to_membership"].as_u64() >= Some(1),
+        "{s}"
+    );
     assert!(active(2).is_empty(), "{:?}", active(2));
     for i in 0..2 {
         assert!(!peers[i].members().iter().any(|m| m.id == peers[2].id));

@@ -332,16 +332,7 @@ async fn real_peer_and_node(
     let adir = tempdir();
     let key = adir.path().join("cluster.key");
     write_key(&key, 3);
-    let peer_port = free_port_on("127.0.0.2");
-    let a_peer: std::net::SocketAddr = format!("127.0.0.2:{peer_port}").parse().unwrap();
-    let a_proxy: std::net::SocketAddr = format!("127.0.0.2:{}", free_port_on("127.0.0.2"))
-        .parse()
-        .unwrap();
-    let extra = format!(
-        "[log]\naccess = false\nlevel = \"warn\"\n[peers]\nenabled = true\nlisten = \"{a_peer}\"\nkey_file = \"{}\"\n",
-        key.display()
-    );
-    let a = Proc::start_with(adir.path(), a_proxy, &extra).await;
+    let (a, a_peer) = Proc::start_peer(adir.path(), "127.0.0.2", &key, None).await;
     let bdir = tempdir();
     let mut c = peer_config(bdir.path(), 1, &key, Some(a_peer));
     tune(&mut c);
@@ -417,17 +408,7 @@ async fn a_peer_killed_mid_transfer_is_replaced_and_the_client_sees_no_gap() {
     );
     let mut resp = send_head(b.addr(), "GET", &url, &[]).await;
     assert_eq!(resp.headers()["x-cache"], "PEER");
-    let mut got = Vec::new();
-    while got.len() < 100_000 {
-        let frame = tokio::time::timeout(Duration::from_secs(5), resp.body_mut().frame())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Ok(d) = frame.into_data() {
-            got.extend_from_slice(&d);
-        }
-    }
+    let mut got = read_at_least(&mut resp, 100_000).await;
     a.kill9(); // mid-transfer: A had 250 kB of 600 kB
     open.send(true).unwrap();
     let rest = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())

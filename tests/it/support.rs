@@ -101,6 +101,12 @@ impl Reply {
         self.headers.push((k.to_owned(), v.to_owned()));
         self
     }
+    /// A 200 of `body` cacheable for 10 minutes, with the ETag `etag` (a quoted tag).
+    pub fn cacheable(body: impl Into<Bytes>, etag: &str) -> Reply {
+        Reply::ok(body)
+            .header("cache-control", "max-age=600")
+            .header("etag", etag)
+    }
 }
 
 /// A cacheable 200 of `len` bytes (`Content-Length` set) that sends `first`, then `rest` once
@@ -328,6 +334,90 @@ impl Origin {
             );
         }
         r
+    }
+}
+
+/// A parent proxy on 127.0.0.1 (what `upstream.proxy` names): it forwards absolute-form
+/// `http://` requests to their origin and counts them by target URL.
+#[derive(Clone)]
+pub struct Parent {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Parent {
+    pub async fn start() -> Parent {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let parent = Parent {
+            addr: listener.local_addr().unwrap(),
+            seen: Arc::default(),
+        };
+        let p = parent.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let p = p.clone();
+                        async move { Ok::<_, std::convert::Infallible>(p.forward(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        parent
+    }
+
+    /// Requests forwarded for `url` (the absolute target, as `Origin::url` spells it).
+    pub fn hits(&self, url: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|u| *u == url)
+            .count()
+    }
+
+    /// The `upstream.proxy` value for this parent.
+    pub fn config(&self) -> peercache::config::ParentProxy {
+        peercache::config::ParentProxy {
+            host: "127.0.0.1".into(),
+            port: self.addr.port(),
+        }
+    }
+
+    async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
+        let failed = |why: String| {
+            let mut r = Response::new(body::full(why));
+            *r.status_mut() = StatusCode::BAD_GATEWAY;
+            r
+        };
+        self.seen.lock().unwrap().push(req.uri().to_string());
+        let Some(authority) = req.uri().authority().map(|a| a.to_string()) else {
+            return failed("not an absolute-form target".into());
+        };
+        let (mut parts, incoming) = req.into_parts();
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .unwrap();
+        let tcp = match TcpStream::connect(&authority).await {
+            Ok(t) => t,
+            Err(e) => return failed(e.to_string()),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::from_parts(parts, incoming);
+        match sender.send_request(req).await {
+            Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed()),
+            Err(e) => failed(e.to_string()),
+        }
     }
 }
 
@@ -612,6 +702,38 @@ impl Proc {
         Proc { child, addr }
     }
 
+    /// Starts `peercache run` as a member of a peer group on `ip` (proxy and peer port free
+    /// ones there), cache under `dir`, cluster key `key`, joining through `seed` when given;
+    /// returns it and its peer address.
+    pub async fn start_peer(
+        dir: &Path,
+        ip: &str,
+        key: &Path,
+        seed: Option<SocketAddr>,
+    ) -> (Proc, SocketAddr) {
+        Proc::start_peer_with(dir, ip, key, seed, "").await
+    }
+
+    /// [`Proc::start_peer`] with `peers_keys` added to its `[peers]` table.
+    pub async fn start_peer_with(
+        dir: &Path,
+        ip: &str,
+        key: &Path,
+        seed: Option<SocketAddr>,
+        peers_keys: &str,
+    ) -> (Proc, SocketAddr) {
+        let peer: SocketAddr = format!("{ip}:{}", free_port_on(ip)).parse().unwrap();
+        let proxy: SocketAddr = format!("{ip}:{}", free_port_on(ip)).parse().unwrap();
+        let seeds = seed
+            .map(|s| format!("seeds = [\"{s}\"]\n"))
+            .unwrap_or_default();
+        let extra = format!(
+            "[log]\naccess = false\nlevel = \"warn\"\n[peers]\nenabled = true\nlisten = \"{peer}\"\nkey_file = \"{}\"\n{seeds}{peers_keys}\n",
+            key.display()
+        );
+        (Proc::start_with(dir, proxy, &extra).await, peer)
+    }
+
     /// Sends a signal by name (`STOP`, `CONT`…) with kill(1).
     pub fn signal(&self, name: &str) {
         let ok = Command::new("kill")
@@ -680,15 +802,24 @@ pub fn free_port_on(ip: &str) -> u16 {
     }
 }
 
-/// `Range: bytes=N-` on a 200 with a strong ETag matching `If-Range` (when sent): a 206 of the
-/// whole representation from N (a gated payload counts as complete), as a resuming cache needs.
+/// The 206 a range-capable origin sends for `bytes=N-` or `bytes=N-M` of a 200 with an ETag
+/// (`If-Range` compared with it), its gated bytes included; `None` (the whole reply) for any
+/// other request, or a reply that says `Accept-Ranges: none`.
 fn ranged(req: &http::request::Parts, reply: &Reply) -> Option<Response<Body>> {
     let range = req.headers.get("range")?.to_str().ok()?;
-    let start: usize = range
-        .strip_prefix("bytes=")?
-        .strip_suffix('-')?
-        .parse()
-        .ok()?;
+    let (first, last) = range.strip_prefix("bytes=")?.split_once('-')?;
+    let start: usize = first.parse().ok()?;
+    let last: Option<usize> = match last {
+        "" => None,
+        n => Some(n.parse().ok()?),
+    };
+    let no_ranges = reply
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("accept-ranges") && v == "none");
+    if no_ranges {
+        return None;
+    }
     let etag = reply
         .headers
         .iter()
@@ -713,7 +844,8 @@ fn ranged(req: &http::request::Parts, reply: &Reply) -> Option<Response<Body>> {
     if reply.status != 200 || start >= whole.len() {
         return None;
     }
-    let mut r = Response::new(body::full(whole.slice(start..)));
+    let end = last.map_or(whole.len(), |l| (l + 1).min(whole.len()));
+    let mut r = Response::new(body::full(whole.slice(start..end)));
     *r.status_mut() = StatusCode::PARTIAL_CONTENT;
     for (k, v) in &reply.headers {
         if !k.eq_ignore_ascii_case("content-length") {
@@ -725,11 +857,22 @@ fn ranged(req: &http::request::Parts, reply: &Reply) -> Option<Response<Body>> {
     }
     r.headers_mut().insert(
         "content-range",
-        format!("bytes {start}-{}/{}", whole.len() - 1, whole.len())
+        format!("bytes {start}-{}/{}", end - 1, whole.len())
             .parse()
             .unwrap(),
     );
     Some(r)
+}
+
+/// `body` at `path`, fresh for 10 minutes with the strong ETag `"v1"` (a fill can resume it
+/// from the origin with `Range` and `If-Range`).
+pub fn served(origin: &Origin, path: &str, body: &Bytes) {
+    origin.route(
+        path,
+        Reply::ok(body.clone())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"v1\""),
+    );
 }
 
 /// One node of a test peer group (in-process).
@@ -790,11 +933,18 @@ pub fn peer_config(dir: &Path, i: usize, key: &Path, seed: Option<SocketAddr>) -
     c
 }
 
-/// The peer knobs of test nodes: fast gossip timings and a 100 ms claim window.
+/// The peer knobs of test nodes: fast gossip timings (on the WAN preset's base for nodes given
+/// a site label) and a 100 ms claim window (200 ms while the group spans sites).
 pub fn fast_tuning() -> peercache::peer::PeerTuning {
+    use peercache::peer::membership::{Profile, Timings};
     peercache::peer::PeerTuning {
-        timings: peercache::peer::membership::Timings::fast(),
+        timings: Timings::fast(),
+        wan_timings: Timings {
+            profile: Profile::Wan,
+            ..Timings::fast()
+        },
         claim_window: Duration::from_millis(100),
+        wan_claim_window: Duration::from_millis(200),
         ..Default::default()
     }
 }
@@ -844,6 +994,12 @@ pub async fn cluster_tuned(
         tune(i, &mut c, &mut tuning);
         nodes.push(start_node_tuned(c, dir, tuning).await);
     }
+    wait_formed(&nodes, n - 1).await;
+    (nodes, keydir)
+}
+
+/// Waits until each of `nodes` sees `members` active members.
+pub async fn wait_formed(nodes: &[Node], members: usize) {
     let all = nodes.iter().map(|n| n.peers().clone()).collect::<Vec<_>>();
     assert!(
         wait_until(Duration::from_secs(10), || all.iter().all(|p| p
@@ -851,11 +1007,26 @@ pub async fn cluster_tuned(
             .iter()
             .filter(|m| m.state.is_active())
             .count()
-            == n - 1))
+            == members))
         .await,
         "the group did not form"
     );
-    (nodes, keydir)
+}
+
+/// Reads `resp`'s body until at least `n` bytes came (each frame within 5 s), and returns them.
+pub async fn read_at_least(resp: &mut Response<Incoming>, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = tokio::time::timeout(Duration::from_secs(5), resp.body_mut().frame())
+            .await
+            .expect("a frame within 5 s")
+            .expect("more body")
+            .expect("not cut");
+        if let Ok(d) = frame.into_data() {
+            got.extend_from_slice(&d);
+        }
+    }
+    got
 }
 
 /// Every file below `dir`, recursively.
@@ -881,6 +1052,11 @@ pub fn blobs_under(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// Flips the byte at `at` of the stored body `hash` in `node`'s store, behind its back.
 pub fn corrupt_blob(node: &Node, hash: &blake3::Hash, at: usize) {
+    corrupt_blob_at(node, hash, [at]);
+}
+
+/// Flips the byte at each of `offsets` of the stored body `hash` in `node`'s store.
+pub fn corrupt_blob_at(node: &Node, hash: &blake3::Hash, offsets: impl IntoIterator<Item = usize>) {
     let hex = hash.to_hex();
     let path = node
         .dir
@@ -889,8 +1065,35 @@ pub fn corrupt_blob(node: &Node, hash: &blake3::Hash, at: usize) {
         .join(&hex[..2])
         .join(&hex[2..]);
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[at] ^= 0x20;
+    for at in offsets {
+        bytes[at] ^= 0x20;
+    }
     std::fs::write(&path, bytes).unwrap();
+}
+
+/// Body bytes `node` counts as downloaded from the member `id` (its status page).
+pub fn bytes_from(node: &Node, id: peercache::peer::wire::NodeId) -> u64 {
+    member_counter(&node.peers().status_json(), id, "bytes_from")
+}
+
+/// Body bytes `node` counts as uploaded to the member `id`.
+pub fn bytes_to(node: &Node, id: peercache::peer::wire::NodeId) -> u64 {
+    member_counter(&node.peers().status_json(), id, "bytes_to")
+}
+
+/// A per-member counter of a node's peer status (0 when the member is not listed).
+pub fn member_counter(
+    peers: &serde_json::Value,
+    id: peercache::peer::wire::NodeId,
+    name: &str,
+) -> u64 {
+    peers["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id.to_string())
+        .map(|m| m[name].as_u64().unwrap())
+        .unwrap_or(0)
 }
 
 /// What a [`RawOrigin`] does with one request.

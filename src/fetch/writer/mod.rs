@@ -30,13 +30,15 @@ pub enum Feeder {
     Origin,
     /// A member of the peer group.
     Peer(NodeId),
+    /// Several members at once (`fetch::parallel`), each charged there for what it did.
+    Holders,
 }
 
 impl Feeder {
     fn source(self) -> Source {
         match self {
             Feeder::Origin => Source::Origin,
-            Feeder::Peer(_) => Source::Peer,
+            Feeder::Peer(_) | Feeder::Holders => Source::Peer,
         }
     }
 }
@@ -46,6 +48,7 @@ impl std::fmt::Display for Feeder {
         match self {
             Feeder::Origin => f.write_str("origin"),
             Feeder::Peer(node) => write!(f, "peer {node}"),
+            Feeder::Holders => f.write_str("several peers"),
         }
     }
 }

@@ -90,13 +90,25 @@ fn members(out: &mut String, peers: &Value) {
         .iter()
         .filter(|m| m["state"].as_str() != Some("down"))
         .count();
+    let gossip = peers["gossip_profile"]
+        .as_str()
+        .map_or(String::new(), |p| format!(" ({p} gossip)"));
     let _ = writeln!(
         out,
-        "group:      node {} at site {:?}, {active} active member{}",
+        "group:      node {} at site {:?}{gossip}, {active} active member{}",
         short_id(peers["id"].as_str().unwrap_or("?")),
         peers["site"].as_str().unwrap_or("?"),
         if active == 1 { "" } else { "s" }
     );
+    let cross = &peers["cross_site"];
+    if cross.is_object() {
+        let _ = writeln!(
+            out,
+            "  across sites: received {}  sent {}",
+            bytes(cross["bytes_received"].as_u64().unwrap_or(0)),
+            bytes(cross["bytes_sent"].as_u64().unwrap_or(0))
+        );
+    }
     for m in list {
         let rtt = m["rtt_ms"]
             .as_f64()
@@ -168,7 +180,8 @@ mod tests {
                 { "status": 502, "kind": "connect-failed", "method": "GET", "url": "http://x.example/", "detail": "refused" }
             ],
             "peers": {
-                "id": "0123456789abcdef0123456789abcdef", "site": "office",
+                "id": "0123456789abcdef0123456789abcdef", "site": "office", "gossip_profile": "wan",
+                "cross_site": { "bytes_received": 0, "bytes_sent": 2048 },
                 "members": [
                     { "id": "fedcba9876543210fedcba9876543210", "addr": "10.0.0.12:3129", "site": "office",
                       "state": "alive", "rtt_ms": 0.84, "bytes_from": 12582912, "bytes_to": 3072 },
@@ -184,7 +197,8 @@ mod tests {
              hit ratio:  82% (answers without an origin download)   bytes saved: 1.2 GiB\n\
              cache:      2.5 GiB of 10.0 GiB (25%), 1234 URLs, 2 fills in progress\n\
              errors:     5 (last: 502 connect-failed GET http://x.example/: refused)\n\
-             group:      node 01234567 at site \"office\", 1 active member\n\
+             group:      node 01234567 at site \"office\" (wan gossip), 1 active member\n\
+             \x20 across sites: received 0 B  sent 2.0 KiB\n\
              \x20 fedcba98  10.0.0.12:3129  site \"office\"  alive  rtt 0.8 ms  received 12.0 MiB  sent 3.0 KiB\n\
              \x20 aaaaaaaa  10.0.0.13:3129  site \"lab\"  down  rtt -  received 0 B  sent 0 B\n"
         );

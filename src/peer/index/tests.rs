@@ -664,3 +664,111 @@ fn freshness_is_kept_to_the_second_until_2106_then_for_ever() {
     ix.apply(tag(n(1), E1, 2, at(u64::MAX)));
     assert_eq!(fresh(&ix), u64::from(u32::MAX));
 }
+
+/// The body holders a pass over every key finds: what `body_holders` must answer.
+fn body_holders_by_scan(ix: &Index, hash: &[u8; 32], len: u64) -> Vec<NodeId> {
+    let mut out: Vec<NodeId> = ix
+        .all_keys()
+        .iter()
+        .flat_map(|key| ix.holders(key))
+        .filter(|h| h.state.complete_body() == Some((*hash, len)))
+        .map(|h| h.node)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl HolderState {
+    fn complete_body(&self) -> Option<([u8; 32], u64)> {
+        match self {
+            HolderState::Complete { hash, len, .. } => Some((*hash, *len)),
+            HolderState::InFlight => None,
+        }
+    }
+}
+
+#[test]
+fn a_content_server_finds_the_holders_of_a_body_under_any_key() {
+    let body = |b: u8| ([b; 32], u64::from(b) * 100);
+    let mut ix = Index::new(OWN).with_body_holders(true);
+    // Node 1 holds body 5 under key 1 (its own URL), node 2 under key 2 (an alias), node 3
+    // under both; node 4 is still fetching key 1.
+    ix.apply(tag(n(1), E1, 1, have(1, 5)));
+    ix.apply(tag(n(2), E1, 1, have(2, 5)));
+    ix.apply(tag(n(3), E1, 1, have(1, 5)));
+    ix.apply(tag(n(3), E1, 2, have(2, 5)));
+    ix.apply(tag(n(4), E1, 1, inflight(1)));
+    let (h, len) = body(5);
+    assert_eq!(ix.body_holders(&h, len), [n(1), n(2), n(3)]);
+    assert_eq!(
+        ix.body_holders(&h, len + 1),
+        [],
+        "another length is another body"
+    );
+    assert_eq!(ix.body_holders(&[6; 32], len), []);
+    // Node 3 drops one of its two keys: it still holds the body.
+    ix.apply(tag(n(3), E1, 3, dropped(1)));
+    assert_eq!(ix.body_holders(&h, len), [n(1), n(2), n(3)]);
+    // Node 1 replaces its copy with another body; node 2 goes down; node 3 restarts.
+    ix.apply(tag(n(1), E1, 2, have(1, 6)));
+    ix.remove_node(n(2));
+    ix.apply(tag(n(3), E2, 1, inflight(2)));
+    assert_eq!(ix.body_holders(&h, len), []);
+    let (h6, len6) = body(6);
+    assert_eq!(ix.body_holders(&h6, len6), [n(1)]);
+    // A whole snapshot brings node 2 back with the body under a third key.
+    ix.apply_reply(IndexReply::Snapshot {
+        node: n(2),
+        epoch: E2,
+        seq: 4,
+        entries: vec![have(9, 5), have(1, 6)],
+        next: None,
+    });
+    assert_eq!(ix.body_holders(&h, len), [n(2)]);
+    assert_eq!(ix.body_holders(&h6, len6), [n(1), n(2)]);
+    // An index that was not asked to keep them answers nothing (and pays nothing).
+    let mut plain = Index::new(OWN);
+    plain.apply(tag(n(1), E1, 1, have(1, 5)));
+    assert_eq!(plain.body_holders(&h, len), []);
+}
+
+#[test]
+fn body_holders_always_match_a_pass_over_the_keys() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let mut ix = Index::new(OWN).with_body_holders(true);
+    let mut seqs = [(E1, 0u64); 6];
+    for step in 0..4000 {
+        let node = rng.random_range(1..6u8);
+        let (epoch, seq) = &mut seqs[usize::from(node)];
+        match rng.random_range(0..20) {
+            0 => {
+                ix.remove_node(n(node));
+                *seq = 0;
+            }
+            1 => {
+                *epoch += 1;
+                *seq = 1;
+                ix.apply(tag(n(node), *epoch, 1, inflight(1)));
+            }
+            r => {
+                *seq += 1;
+                let (key, body) = (rng.random_range(1..8u8), rng.random_range(1..5u8));
+                let update = match r % 3 {
+                    0 => dropped(key),
+                    1 => inflight(key),
+                    _ => have(key, body),
+                };
+                ix.apply(tag(n(node), *epoch, *seq, update));
+            }
+        }
+        for body in 1..5u8 {
+            let (h, len) = ([body; 32], u64::from(body) * 100);
+            assert_eq!(
+                ix.body_holders(&h, len),
+                body_holders_by_scan(&ix, &h, len),
+                "step {step}, body {body}"
+            );
+        }
+    }
+}

@@ -42,6 +42,8 @@ pub(super) struct Driver {
 pub(super) struct Setup {
     pub identity: PeerIdentity,
     pub config: Config,
+    /// The config to switch to when a member of another site shows up.
+    pub across_sites: Option<Config>,
     pub socket: UdpSocket,
     pub sealer: Sealer,
     pub seeds: Vec<SocketAddr>,
@@ -62,8 +64,12 @@ enum Wake {
 impl Driver {
     pub(super) fn new(s: Setup) -> io::Result<Driver> {
         let rng = StdRng::try_from_os_rng().map_err(io::Error::other)?;
+        let mut swim = Swim::new(s.identity, s.config, rng, s.seeds, s.counters.clone());
+        if let Some(wan) = s.across_sites {
+            swim = swim.across_sites(wan);
+        }
         Ok(Driver {
-            swim: Swim::new(s.identity, s.config, rng, s.seeds, s.counters.clone()),
+            swim,
             step: Step::default(),
             socket: s.socket,
             sealer: s.sealer,
@@ -218,6 +224,10 @@ impl Driver {
             }
         }
         let now = Instant::now();
+        if self.step.reset_timers {
+            // A new foca instance: the old one's timers mean nothing to it.
+            self.timers.clear();
+        }
         for (after, timer) in self.step.timers.drain(..) {
             let at = now
                 .checked_add(after)

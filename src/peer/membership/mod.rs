@@ -10,7 +10,7 @@ pub(in crate::peer) mod swim;
 use std::io;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU8};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +55,9 @@ pub struct Counters {
     /// Our own broadcasts dropped: the command queue was full, or foca's backlog was (only the
     /// latest is held back then; the ones it replaces are counted).
     pub broadcasts_dropped: AtomicU64,
+    /// Set once gossip runs on the timings for a group that spans sites
+    /// ([`Timings::across_sites`]).
+    pub switched_across_sites: AtomicBool,
     /// Gossip bytes sent: sealed UDP payloads (IP and UDP headers not counted).
     pub bytes_sent: AtomicU64,
     /// Gossip bytes received, authenticated or not (IP and UDP headers not counted).
@@ -130,6 +133,16 @@ pub enum Profile {
     Wan,
 }
 
+impl Profile {
+    /// `lan` or `wan`, as `peers.profile` names them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Lan => "lan",
+            Profile::Wan => "wan",
+        }
+    }
+}
+
 /// SWIM timings. [`Timings::lan`] is the production default (foca's LAN config);
 /// [`Timings::fast`] suits tests on loopback.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +159,9 @@ pub struct Timings {
     pub gossip_every: Duration,
     /// How often to announce to the seeds while we know no member.
     pub reannounce_every: Duration,
+    /// The timings to switch to, once and for good, when an active member with another site
+    /// label shows up (`peers.profile = "auto"`); `None`: keep these.
+    pub across_sites: Option<Box<Timings>>,
 }
 
 impl Timings {
@@ -172,6 +188,16 @@ impl Timings {
                 .periodic_gossip
                 .map_or(Duration::from_millis(200), |p| p.frequency),
             reannounce_every: Duration::from_secs(3),
+            across_sites: None,
+        }
+    }
+
+    /// The LAN preset until a member of another site shows up, then the WAN preset
+    /// (`peers.profile = "auto"`).
+    pub fn auto() -> Self {
+        Timings {
+            across_sites: Some(Box::new(Self::wan())),
+            ..Self::lan()
         }
     }
 
@@ -184,6 +210,7 @@ impl Timings {
             suspect_to_down_after: Duration::from_millis(1000),
             gossip_every: Duration::from_millis(50),
             reannounce_every: Duration::from_millis(250),
+            across_sites: None,
         }
     }
 
@@ -201,7 +228,11 @@ impl Timings {
         if self.probe_rtt >= self.probe_period {
             return Err("probe_rtt must be shorter than probe_period");
         }
-        Ok(())
+        match &self.across_sites {
+            Some(t) if t.across_sites.is_some() => Err("timings across sites switch only once"),
+            Some(t) => t.check(),
+            None => Ok(()),
+        }
     }
 
     pub(in crate::peer) fn foca_config(&self) -> Config {
@@ -275,6 +306,9 @@ pub enum Event {
 /// [`Membership::abort`], or when every handle is dropped (like `abort`).
 #[derive(Clone)]
 pub struct Membership {
+    /// The preset the timings started with, and the one switched to across sites.
+    profile: Profile,
+    across_sites: Option<Profile>,
     cmds: mpsc::Sender<Command>,
     view: watch::Receiver<Vec<MemberInfo>>,
     counters: Arc<Counters>,
@@ -364,6 +398,7 @@ impl Membership {
         let driver = Driver::new(Setup {
             identity: identity.clone(),
             config: timings.foca_config(),
+            across_sites: timings.across_sites.as_ref().map(|t| t.foca_config()),
             socket,
             sealer: Sealer::new(&cfg.key),
             seeds,
@@ -374,6 +409,8 @@ impl Membership {
         })?;
         tokio::spawn(driver.run(cmd_rx));
         Ok(Membership {
+            profile: timings.profile,
+            across_sites: timings.across_sites.as_ref().map(|t| t.profile),
             cmds,
             view,
             counters,
@@ -430,6 +467,18 @@ impl Membership {
     /// Everything the task refused or dropped (see [`Counters`]).
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The preset gossip runs on now: `profile`, or the one of [`Timings::across_sites`] once
+    /// switched to.
+    pub fn profile(&self) -> Profile {
+        match (
+            &self.across_sites,
+            self.counters.switched_across_sites.load(Ordering::Relaxed),
+        ) {
+            (Some(p), true) => *p,
+            _ => self.profile,
+        }
     }
 
     /// The member `id` as seen now (Down ones included), without copying the whole view.
@@ -502,6 +551,20 @@ mod tests {
             ..Timings::fast()
         };
         assert!(zero.check().is_err());
+        assert!(Timings::auto().check().is_ok());
+        let twice = Timings {
+            across_sites: Some(Box::new(Timings::auto())),
+            ..Timings::lan()
+        };
+        assert!(twice.check().is_err(), "one switch only");
+        let bad_wan = Timings {
+            across_sites: Some(Box::new(slow_rtt.clone())),
+            ..Timings::lan()
+        };
+        assert!(
+            bad_wan.check().is_err(),
+            "the timings switched to are checked too"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use foca::{
     State, Timer,
 };
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::peer::identity::PeerIdentity;
 use crate::peer::wire::NodeId;
@@ -45,6 +46,9 @@ pub(in crate::peer) struct Step {
     pub members: Vec<Event>,
     /// Payloads other members broadcast, each delivered once.
     pub broadcasts: Vec<Vec<u8>>,
+    /// foca was rebuilt with other timings: drop every timer scheduled before (`timers` holds
+    /// the new instance's).
+    pub reset_timers: bool,
 }
 
 impl Step {
@@ -54,6 +58,7 @@ impl Step {
         self.view = None;
         self.members.clear();
         self.broadcasts.clear();
+        self.reset_timers = false;
     }
 }
 
@@ -84,6 +89,12 @@ pub(in crate::peer) struct Swim {
     newcomers: Vec<PeerIdentity>,
     /// The sender of the packet being handled.
     direct: Option<SocketAddr>,
+    /// Where foca's custom-broadcast handler hands payloads (kept for a rebuilt instance).
+    delivered_tx: mpsc::SyncSender<Vec<u8>>,
+    /// Seeds the random generator of a rebuilt instance.
+    rng: StdRng,
+    /// The config to switch to when an active member of another site shows up.
+    across_sites: Option<Config>,
 }
 
 impl Swim {
@@ -91,17 +102,18 @@ impl Swim {
     pub(in crate::peer) fn new(
         identity: PeerIdentity,
         config: Config,
-        rng: StdRng,
+        mut rng: StdRng,
         seeds: Vec<SocketAddr>,
         counters: Arc<Counters>,
     ) -> Swim {
         let (delivered_tx, delivered) = mpsc::sync_channel(DELIVERED_CAPACITY);
+        let spare = StdRng::seed_from_u64(rng.random());
         let foca = Foca::with_custom_broadcast(
             identity,
             config.clone(),
             rng,
             PostcardCodec,
-            Dedupe::new(delivered_tx, counters.clone()),
+            Dedupe::new(delivered_tx.clone(), counters.clone()),
         );
         Swim {
             foca,
@@ -118,6 +130,64 @@ impl Swim {
             config,
             newcomers: Vec::new(),
             direct: None,
+            delivered_tx,
+            rng: spare,
+            across_sites: None,
+        }
+    }
+
+    /// Switch to `config` (foca's WAN preset) once an active member with another site label
+    /// shows up (`peers.profile = "auto"`).
+    pub(in crate::peer) fn across_sites(mut self, config: Config) -> Swim {
+        self.across_sites = Some(config);
+        self
+    }
+
+    /// Rebuilds foca with `config`: the same identity, knowing every member as the old instance
+    /// did (state and incarnation). foca fixes its probe period and probe timeout when it is
+    /// created (`set_config` refuses them), and its authors call recreating it cheap. What the
+    /// old instance had not sent yet is lost: a custom broadcast shows up as a gap at its
+    /// receivers, who pull it; a pending probe or suspicion starts over.
+    fn rebuild(&mut self, config: Config, out: &mut Step) {
+        let members: Vec<Member<PeerIdentity>> =
+            self.foca.iter_membership_state().cloned().collect();
+        let identity = self.foca.identity().clone();
+        // The old instance's timers are dropped (here and, by `reset_timers`, the caller's).
+        while self.runtime.to_schedule().is_some() {}
+        out.reset_timers = true;
+        self.foca = Foca::with_custom_broadcast(
+            identity,
+            config.clone(),
+            StdRng::seed_from_u64(self.rng.random()),
+            PostcardCodec,
+            Dedupe::new(self.delivered_tx.clone(), self.counters.clone()),
+        );
+        self.config = config;
+        if let Err(e) = self
+            .foca
+            .apply_many(members.into_iter(), false, &mut self.runtime)
+        {
+            tracing::debug!(error = %e, "members after a timings switch");
+        }
+        self.retune();
+    }
+
+    /// Switches to the timings across sites when an active member of another site is in view.
+    fn switch_across_sites(&mut self, out: &mut Step) {
+        let own = &self.foca.identity().site;
+        let spans = self
+            .view
+            .values()
+            .any(|(m, _)| m.state.is_active() && m.site != *own);
+        if !spans {
+            return;
+        }
+        if let Some(config) = self.across_sites.take() {
+            tracing::info!("a member of another site is up: gossip switches to WAN timings");
+            self.rebuild(config, out);
+            self.counters
+                .switched_across_sites
+                .store(true, Ordering::Relaxed);
         }
     }
 
@@ -370,6 +440,9 @@ impl Swim {
         newcomers.clear();
         self.newcomers = newcomers;
         self.direct = None;
+        if self.across_sites.is_some() {
+            self.switch_across_sites(out);
+        }
         while let Some((dst, data)) = self.runtime.to_send() {
             out.sends.push((dst.addr, data));
         }

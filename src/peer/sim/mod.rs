@@ -42,6 +42,27 @@ pub struct SimConfig {
     pub network: Network,
     /// How long a catch-up pull waits to connect to an unreachable node (`peers.connect_timeout`).
     pub connect_timeout: Duration,
+    /// Two sites joined by a WAN, or one site (`None`).
+    pub sites: Option<TwoSites>,
+}
+
+/// Two sites: nodes `0..first` are on site "a", the others on site "b" (their `peers.site`
+/// labels); gossip packets between the sites cross `wan` instead of `network` (catch-up pulls
+/// are modelled on `network` alone).
+#[derive(Clone, Debug)]
+pub struct TwoSites {
+    pub first: usize,
+    pub wan: Network,
+}
+
+impl TwoSites {
+    fn site(&self, node: usize) -> &'static str {
+        if node < self.first {
+            "a"
+        } else {
+            "b"
+        }
+    }
 }
 
 impl SimConfig {
@@ -53,6 +74,7 @@ impl SimConfig {
             timings,
             network,
             connect_timeout: Duration::from_millis(250),
+            sites: None,
         }
     }
 }
@@ -88,6 +110,10 @@ struct Node {
     failures: HashMap<NodeId, usize>,
     /// When this node first saw each other node Down (and dropped its entries).
     downs: HashMap<NodeId, Duration>,
+    /// Counts foca instances: bumped when the node rebuilds foca (a timings switch), so that
+    /// the old instance's timers are dropped.
+    timers: u64,
+    counters: Arc<Counters>,
 }
 
 enum Ev {
@@ -102,6 +128,8 @@ enum Ev {
     },
     Timer {
         node: usize,
+        /// The node's foca instance it was scheduled by ([`Node::timers`]).
+        of: u64,
         timer: Timer<PeerIdentity>,
     },
     Reannounce(usize),
@@ -186,6 +214,8 @@ pub struct Totals {
     pub pull_bytes: u64,
     /// Events processed.
     pub events: u64,
+    /// Times a node saw another go Down (a flap, when the other was alive all along).
+    pub downs: u64,
 }
 
 /// A simulated peer group.
@@ -234,7 +264,7 @@ impl Sim {
             totals: Totals::default(),
         };
         for _ in 0..sim.cfg.nodes {
-            sim.push_node(Vec::new());
+            sim.push_node(Vec::new(), None);
         }
         let everyone: Vec<PeerIdentity> = sim
             .nodes
@@ -263,20 +293,27 @@ impl Sim {
         sim
     }
 
-    fn push_node(&mut self, seeds: Vec<SocketAddr>) -> usize {
+    /// Adds node `i` (the next number) on `site` (by default "default", or its side of
+    /// [`SimConfig::sites`]).
+    fn push_node(&mut self, seeds: Vec<SocketAddr>, site: Option<&str>) -> usize {
         let i = self.nodes.len();
         let addr = addr_of(i);
         let id = NodeId(self.rng.random());
-        let identity = PeerIdentity::new(id, addr, "default".into(), 1_700_000_000_000, 0);
+        let site = site.unwrap_or_else(|| self.cfg.sites.as_ref().map_or("default", |s| s.site(i)));
+        let identity = PeerIdentity::new(id, addr, site.into(), 1_700_000_000_000, 0);
         let rng = StdRng::seed_from_u64(self.rng.random());
-        let swim = Swim::new(
+        let counters = Arc::new(Counters::default());
+        let mut swim = Swim::new(
             identity,
             self.cfg.timings.foca_config(),
             rng,
             seeds,
-            Arc::new(Counters::default()),
+            counters.clone(),
         )
         .view_on_change_only();
+        if let Some(t) = &self.cfg.timings.across_sites {
+            swim = swim.across_sites(t.foca_config());
+        }
         let epoch = 1_700_000_000_000 + i as u64;
         self.nodes.push(Node {
             id,
@@ -294,6 +331,8 @@ impl Sim {
             reads: [Duration::ZERO; MAX_SNAPSHOT_READS],
             failures: HashMap::new(),
             downs: HashMap::new(),
+            timers: 0,
+            counters,
         });
         self.by_addr.insert(addr, i);
         self.by_id.insert(id, i);
@@ -395,8 +434,8 @@ impl Sim {
                 n.swim.on_packet(data.to_vec());
                 self.flush(to);
             }
-            Ev::Timer { node, timer } => {
-                if !self.nodes[node].alive {
+            Ev::Timer { node, of, timer } => {
+                if !self.nodes[node].alive || self.nodes[node].timers != of {
                     return;
                 }
                 let swim = &mut self.nodes[node].swim;
@@ -433,14 +472,22 @@ impl Sim {
             let Some(&to) = self.by_addr.get(&dst) else {
                 continue;
             };
-            if self.net.lost(&mut self.rng) || !self.sides.connected(node, to) {
+            let net = match &self.cfg.sites {
+                Some(s) if s.site(node) != s.site(to) => &s.wan,
+                _ => &self.net,
+            };
+            if net.lost(&mut self.rng) || !self.sides.connected(node, to) {
                 continue;
             }
-            let at = self.now + self.net.delay(&mut self.rng);
+            let at = self.now + net.delay(&mut self.rng);
             self.schedule(at, Ev::Packet { to, data });
         }
+        if step.reset_timers {
+            self.nodes[node].timers += 1;
+        }
+        let of = self.nodes[node].timers;
         for (after, timer) in step.timers.drain(..) {
-            self.schedule(self.now + after, Ev::Timer { node, timer });
+            self.schedule(self.now + after, Ev::Timer { node, of, timer });
         }
         // The sim's nodes publish no view list: their Up and Down events say the same.
         for ev in step.members.drain(..) {
@@ -454,6 +501,7 @@ impl Sim {
                     }
                 }
                 Event::Down(id) => {
+                    self.totals.downs += 1;
                     let now = self.now;
                     let n = &mut self.nodes[node];
                     n.live.remove(&id);
@@ -761,8 +809,17 @@ impl Sim {
     /// A new, empty node that joins through `seed` (announces to it, as a configured seed);
     /// returns its number.
     pub fn join(&mut self, seed: usize) -> usize {
+        self.join_on(seed, None)
+    }
+
+    /// [`Sim::join`] for a node labelled with `site`.
+    pub fn join_site(&mut self, seed: usize, site: &str) -> usize {
+        self.join_on(seed, Some(site))
+    }
+
+    fn join_on(&mut self, seed: usize, site: Option<&str>) -> usize {
         let seed_addr = self.nodes[seed].addr;
-        let i = self.push_node(vec![seed_addr]);
+        let i = self.push_node(vec![seed_addr], site);
         for p in &mut self.probes {
             p.reached.push(Some(Duration::MAX));
         }
@@ -840,6 +897,18 @@ impl Sim {
     pub fn gossip_bytes(&self, node: usize) -> (u64, u64) {
         let n = &self.nodes[node];
         (n.bytes_sent, n.bytes_received)
+    }
+
+    /// Nodes whose gossip switched to the timings across sites ([`Timings::across_sites`]).
+    pub fn switched(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                n.counters
+                    .switched_across_sites
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .count()
     }
 
     pub fn totals(&self) -> Totals {

@@ -1,5 +1,5 @@
 //! The simulator at small scale: determinism, propagation, failure detection, partitions,
-//! joins.
+//! joins, and gossip timings across a slow or lossy WAN between two sites.
 
 use std::time::Duration;
 
@@ -120,4 +120,80 @@ fn a_new_node_learns_every_member_and_pulls_every_entry() {
         })
     );
     assert!(sim.totals().pulls >= 60);
+}
+
+/// Down events seen in a group of 4 + 4 nodes in two sites whose WAN link delays packets by
+/// `one_way_ms` (+ ~50 ms) and loses `loss` of them, over `secs` of virtual time. Nobody dies:
+/// every Down is a flap.
+fn flaps(timings: Timings, one_way_ms: u64, loss: f64, secs: u64, seed: u64) -> u64 {
+    let wan = Network {
+        base: Duration::from_millis(one_way_ms),
+        jitter: Duration::from_millis(50),
+        max: Duration::from_millis(one_way_ms * 3),
+        ..Network::wan().with_loss(loss)
+    };
+    let mut sim = Sim::new(SimConfig {
+        seed,
+        sites: Some(TwoSites { first: 4, wan }),
+        ..SimConfig::new(8, timings, Network::lan())
+    });
+    sim.run_for(Duration::from_secs(secs));
+    sim.totals().downs
+}
+
+/// `peers.profile = "wan"`, and "auto" once the other site is in view: members across a slow
+/// link (1.5 s one way: a round trip three times the LAN preset's probe period) or a lossy one
+/// (40 % of packets lost) stay members for ten minutes; on the LAN preset the slow link flaps
+/// them within a minute.
+#[test]
+fn wan_timings_do_not_flap_members_behind_a_slow_or_lossy_link() {
+    assert_eq!(flaps(Timings::wan(), 1500, 0.05, 600, 4), 0, "slow link");
+    assert!(
+        flaps(Timings::lan(), 1500, 0.05, 60, 4) > 0,
+        "the LAN preset flaps on the same link"
+    );
+    assert_eq!(flaps(Timings::wan(), 200, 0.4, 600, 5), 0, "lossy link");
+    assert_eq!(
+        flaps(Timings::auto(), 200, 0.4, 600, 5),
+        0,
+        "auto: switched"
+    );
+}
+
+/// "auto" on one site keeps the LAN preset (a dead node is dropped within the LAN suspicion
+/// time); once a member of another site joins, every node switches to the WAN preset and the
+/// group stays whole and keeps spreading updates.
+#[test]
+fn auto_timings_switch_to_wan_when_another_site_joins() {
+    let mut sim = Sim::new(SimConfig {
+        seed: 8,
+        ..SimConfig::new(6, Timings::auto(), Network::lan())
+    });
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.switched(), 0, "one site: LAN timings");
+    let killed = sim.now();
+    sim.kill(5);
+    sim.run_for(Duration::from_secs(12));
+    let t = Timings::lan();
+    let down = sim.down_spread(5, killed);
+    assert_eq!(down.reached, 5, "{down:?}");
+    assert!(
+        down.p100
+            .is_some_and(|d| d < t.suspect_to_down_after + t.probe_period * 4),
+        "{down:?}"
+    );
+    let far = sim.join_site(0, "b");
+    let deadline = sim.now() + Duration::from_secs(10);
+    assert!(
+        sim.run_until_every(deadline, Duration::from_millis(100), |s| {
+            s.members(far) == 5 && s.switched() == 6
+        })
+    );
+    // Every live node rebuilt foca on the WAN preset and knows every other; updates still spread.
+    sim.run_for(Duration::from_secs(60));
+    assert_eq!(sim.totals().downs, 5, "only the dead node went Down");
+    assert!((0..5).chain([far]).all(|i| sim.members(i) == 5));
+    let probe = sim.advertise(2, have(3, 3));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.spread(probe).reached, 5);
 }
