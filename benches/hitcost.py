@@ -96,7 +96,7 @@ components = [
     ("Age, Content-Length, Via, X-Cache, Cache-Status",
      roots(r"^peercache::http::headers::(append_via|via_contains|Via::append|Via::is_in)$",
            r"^peercache::front::forward::finish$", r"^peercache::front::answer::set_len$")
-     + calls(ours + r"|^peercache::front::forward::from_store", r"^http::header::map::HeaderMap<T>::insert$"
+     + calls(ours + r"|^peercache::front::forward::from_store", r"^http::header::map::HeaderMap<T>::(insert|try_insert2)$"
              r"|^<http::header::value::HeaderValue as core::convert::From<u64>>::from$")),
     ("1xx relay window (interim)",
      roots(r"^peercache::front::interim::(Interim::open|Window::hook)$",
