@@ -1,7 +1,5 @@
-//! The access log: one line per request, formatted by the request into a shared buffer and
-//! written to stdout in batches by a dedicated thread, so that request tasks never block on the
-//! terminal, and a busy proxy makes one `write` per batch, not one (and a thread wake-up) per
-//! line. Never formats through `core::fmt` on the request path.
+//! The access log: one line per request, appended to a bounded buffer by the request (never
+//! through `core::fmt`) and written to stdout in batches by a thread of its own; never blocks a request.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
