@@ -11,8 +11,9 @@
 # a client opens HITCOST_CONNS keep-alive connections, fills the cache and warms them, then
 # callgrind's counters are zeroed, HITCOST_N absolute-form GETs of the same 1 KiB object go out
 # (every answer checked: 200, X-Cache: HIT, 1024 bytes), and the counters are dumped. Prints
-# instructions per hit, all threads (the access-log writer included), and leaves the profile
-# in $HITCOST_OUT (default /tmp/hitcost) for `callgrind_annotate --inclusive=yes`.
+# instructions per hit, all threads (the access-log writer included), by component
+# (benches/hitcost.py), and leaves the profile in $HITCOST_OUT (default /tmp/hitcost) for
+# `callgrind_annotate --inclusive=yes`. HITCOST_BIN runs another build (an older commit's, say).
 # Everything runs on 127.0.0.1 and stops by itself.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -142,4 +143,5 @@ ir=$(awk '/^summary:/{print $2}' "$f")
 lines=$(wc -l < "$work/access.log")
 echo "profile: $f"
 echo "access log lines written: $lines"
+python3 "$here/benches/hitcost.py" "$f" "$counted"
 awk -v ir="$ir" -v n="$counted" 'BEGIN{printf "instructions per hit: %.0f (%d instructions / %d hits)\n", ir/n, ir, n}'

@@ -1,7 +1,5 @@
-//! The access log: one line per request, formatted by the request into a shared buffer and
-//! written to stdout in batches by a dedicated thread, so that request tasks never block on the
-//! terminal, and a busy proxy makes one `write` per batch, not one (and a thread wake-up) per
-//! line. Never formats through `core::fmt` on the request path.
+//! The access log: one line per request, appended to a bounded buffer by the request (never
+//! through `core::fmt`) and written to stdout in batches by a thread of its own; never blocks a request.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -75,18 +73,8 @@ impl Record<'_> {
 }
 
 /// Decimal digits of `n`.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(crate::grammar::decimal(n, &mut [0; 20]));
 }
 
 /// An IPv4 address as four decimals; IPv6 as `Ipv6Addr` displays it (RFC 5952).

@@ -117,7 +117,7 @@ where
     let mut b = Observed {
         inner,
         bytes: 0,
-        done: Some(Box::new(done)),
+        done: Some(done),
     };
     if ended {
         b.finish(BodyEnd::Complete);
@@ -125,15 +125,14 @@ where
     b.boxed()
 }
 
-type DoneFn = Box<dyn FnOnce(u64, BodyEnd) + Send + Sync>;
-
-struct Observed {
+/// See [`observed`]; `done` is held in place (one allocation per body, the box of the body).
+struct Observed<F: FnOnce(u64, BodyEnd)> {
     inner: Body,
     bytes: u64,
-    done: Option<DoneFn>,
+    done: Option<F>,
 }
 
-impl Observed {
+impl<F: FnOnce(u64, BodyEnd)> Observed<F> {
     fn finish(&mut self, end: BodyEnd) {
         if let Some(done) = self.done.take() {
             done(self.bytes, end);
@@ -141,7 +140,10 @@ impl Observed {
     }
 }
 
-impl HttpBody for Observed {
+// `done` is never pinned (it is only ever taken out and called).
+impl<F: FnOnce(u64, BodyEnd)> Unpin for Observed<F> {}
+
+impl<F: FnOnce(u64, BodyEnd)> HttpBody for Observed<F> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -175,7 +177,7 @@ impl HttpBody for Observed {
     }
 }
 
-impl Drop for Observed {
+impl<F: FnOnce(u64, BodyEnd)> Drop for Observed<F> {
     fn drop(&mut self) {
         self.finish(BodyEnd::Cut);
     }

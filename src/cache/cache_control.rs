@@ -92,17 +92,18 @@ impl CacheControl {
 
 /// The argument of one directive as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Arg {
+enum Arg<'a> {
     /// No `=`.
     Absent,
-    /// A token, or a quoted-string with its quotes removed and escapes resolved.
-    Value(Vec<u8>),
+    /// A token (borrowed from the field), or a quoted-string with its quotes removed and
+    /// escapes resolved.
+    Value(std::borrow::Cow<'a, [u8]>),
     /// An unterminated quoted-string, or bytes after the closing quote.
     Malformed,
 }
 
 /// Parses delta-seconds (`1*DIGIT`), saturating at [`DELTA_SECONDS_MAX`] (RFC 9111 §1.2.2).
-fn delta_seconds(arg: &Arg) -> Option<u64> {
+fn delta_seconds(arg: &Arg<'_>) -> Option<u64> {
     let Arg::Value(v) = arg else { return None };
     crate::grammar::delta_seconds(v)
 }
@@ -120,7 +121,7 @@ impl Parser {
         !std::mem::replace(&mut self.seen[slot], true)
     }
 
-    fn directive(&mut self, name: &[u8], arg: &Arg) {
+    fn directive(&mut self, name: &[u8], arg: &Arg<'_>) {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         let cc = &mut self.cc;
         if is("no-cache") {
@@ -184,7 +185,7 @@ impl<'a> Directives<'a> {
 }
 
 /// Removes the quotes and escapes of a quoted-string starting at `s[0] == b'"'`.
-fn unquote(s: &[u8]) -> Arg {
+fn unquote(s: &[u8]) -> Arg<'static> {
     let mut out = Vec::with_capacity(s.len());
     let mut iter = s.iter().skip(1);
     while let Some(&b) = iter.next() {
@@ -195,7 +196,7 @@ fn unquote(s: &[u8]) -> Arg {
             },
             b'"' => {
                 return if iter.next().is_none() {
-                    Arg::Value(out)
+                    Arg::Value(out.into())
                 } else {
                     Arg::Malformed
                 };
@@ -207,7 +208,7 @@ fn unquote(s: &[u8]) -> Arg {
 }
 
 impl<'a> Iterator for Directives<'a> {
-    type Item = (&'a [u8], Arg);
+    type Item = (&'a [u8], Arg<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -246,7 +247,7 @@ impl<'a> Iterator for Directives<'a> {
                     let arg = if raw.first() == Some(&b'"') {
                         unquote(raw)
                     } else {
-                        Arg::Value(raw.to_vec())
+                        Arg::Value(raw.into())
                     };
                     (trim(&element[..eq]), arg)
                 }

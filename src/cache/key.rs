@@ -51,11 +51,15 @@ impl CacheKey {
         );
         key.push_str(scheme);
         key.push_str("://");
-        key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            key.push_str(&host.to_ascii_lowercase());
+        } else {
+            key.push_str(host);
+        }
         if let Some(port) = port {
             if port != default_port {
-                use std::fmt::Write;
-                let _ = write!(key, ":{port}");
+                key.push(':');
+                crate::grammar::push_decimal(&mut key, port.into());
             }
         }
         let path = uri.path();

@@ -142,6 +142,10 @@ impl Rules {
 
     /// The first rule whose pattern matches the cache key URL `key`.
     pub fn lookup(&self, key: &str) -> Option<&Hint> {
+        // Most keys match no rule: `is_match` says so without collecting every match.
+        if !self.set.is_match(key) {
+            return None;
+        }
         let first = self.set.matches(key).iter().next()?;
         self.hints.get(first)
     }

@@ -64,8 +64,13 @@ fn with_head(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Bod
     r
 }
 
+/// Sets `Content-Length` to `n`, unless it already says so (as a stored head usually does).
 fn set_len(h: &mut HeaderMap, n: u64) {
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    let mut buf = [0; 20];
+    let digits = crate::grammar::decimal(n, &mut buf);
+    if h.get(header::CONTENT_LENGTH).map(HeaderValue::as_bytes) != Some(digits) {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
 }
 
 /// The answers that need no body bytes; `None` for Full and Partial.

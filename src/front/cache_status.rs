@@ -75,7 +75,6 @@ impl CacheStatusField {
     /// The member, for a response sent with status `sent`: e.g. `peercache; hit; ttl=376`,
     /// `peercache; fwd=stale; fwd-status=304; ttl=60`, `peercache; fwd=uri-miss; detail=private`.
     pub fn member(&self, sent: StatusCode) -> String {
-        use std::fmt::Write;
         let mut out = String::with_capacity(64);
         out.push_str(NAME);
         if self.hit {
@@ -84,7 +83,8 @@ impl CacheStatusField {
             out.push_str("; fwd=");
             out.push_str(fwd.as_str());
             if let Some(s) = self.fwd_status.filter(|s| *s != sent) {
-                let _ = write!(out, "; fwd-status={}", s.as_u16());
+                out.push_str("; fwd-status=");
+                out.push_str(s.as_str());
             }
             if self.stored {
                 out.push_str("; stored");
@@ -94,7 +94,11 @@ impl CacheStatusField {
             }
         }
         if let Some(ttl) = self.ttl {
-            let _ = write!(out, "; ttl={ttl}");
+            out.push_str("; ttl=");
+            if ttl < 0 {
+                out.push('-');
+            }
+            crate::grammar::push_decimal(&mut out, ttl.unsigned_abs());
         }
         if let Some(peer) = &self.peer {
             out.push_str("; peercache-peer=");

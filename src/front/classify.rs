@@ -47,13 +47,11 @@ pub fn classify(method: &Method, uri: &Uri, r: &Routing<'_>) -> Route {
     match uri.scheme_str() {
         None => local(uri, r),
         Some("http" | "https") => {
-            if let Err(why) = check_authority(uri) {
-                return reject(why);
-            }
-            let Some(host) = uri.host() else {
-                return reject("absolute URI without a host");
+            let (host, port) = match check_authority(uri) {
+                Ok(parts) => parts,
+                Err(why) => return reject(why),
             };
-            if is_self(host, uri.port_u16(), uri.scheme_str(), r.listen) {
+            if is_self(host, port, uri.scheme_str(), r.listen) {
                 return local(uri, r);
             }
             Route::Forward {
@@ -78,8 +76,9 @@ pub fn check_host_fields(headers: &HeaderMap) -> Result<(), Error> {
 
 /// The authority of an absolute-form target names a host and, if any, a port in 1..=65535,
 /// and no userinfo: credentials in a URL are refused (RFC 9110 §4.2.4 treats them as an error),
-/// so they reach neither the origin's `Host` nor the cache key nor the log.
-fn check_authority(uri: &Uri) -> Result<(), &'static str> {
+/// so they reach neither the origin's `Host` nor the cache key nor the log. Returns the host
+/// (an IPv6 literal without its brackets) and the port, if one is given.
+fn check_authority(uri: &Uri) -> Result<(&str, Option<u16>), &'static str> {
     let Some(authority) = uri.authority().map(|a| a.as_str()) else {
         return Err("absolute URI without a host");
     };
@@ -105,11 +104,11 @@ fn check_authority(uri: &Uri) -> Result<(), &'static str> {
         return Err("absolute URI without a host");
     }
     match port.strip_prefix(':') {
-        None if port.is_empty() => Ok(()),
+        None if port.is_empty() => Ok((host, None)),
         None => Err("invalid authority in the target"),
-        Some("") => Ok(()), // RFC 3986 §3.2.3: an empty port is the scheme's default
+        Some("") => Ok((host, None)), // RFC 3986 §3.2.3: an empty port is the scheme's default
         Some(digits) => match digits.parse::<u16>() {
-            Ok(p) if p > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+            Ok(p) if p > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => Ok((host, Some(p))),
             _ => Err("the target's port is not in 1..=65535"),
         },
     }

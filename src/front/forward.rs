@@ -72,20 +72,18 @@ impl<'a> Ask<'a> {
 /// bodies are transformed.
 ///
 /// An HTTP/1.1 client also gets the 1xx responses of the origin requests made for it (see
-/// `interim`): they are written before this returns its answer, or its error.
+/// `interim`; `interim` is its connection's queue): they are written before this returns its
+/// answer, or its error.
 pub async fn handle(
     app: &Arc<Proxy>,
     req: Request<Incoming>,
     target: Uri,
     sendfile: Option<&crate::sendfile::Slot>,
     relink: Option<&Relink>,
+    interim: Option<&Interim>,
 ) -> Result<Answer, Error> {
-    let interim = req
-        .extensions()
-        .get::<Interim>()
-        .filter(|_| req.version() == http::Version::HTTP_11)
-        .cloned();
-    let window = interim.as_ref().map(Interim::open);
+    let interim = interim.filter(|_| req.version() == http::Version::HTTP_11);
+    let window = interim.map(Interim::open);
     let hook = window.as_ref().map(|w| w.hook(app.metrics.clone()));
     let answer = relaying_interim(hook, proxied(app, req, target, sendfile, relink)).await;
     drop(window);
@@ -195,18 +193,14 @@ async fn cached(
                 }
             }
             match reuse {
-                Reuse::Fresh | Reuse::StaleAllowed => {
+                // One call site for the answers from the store: one state in this future.
+                Reuse::Fresh | Reuse::StaleAllowed | Reuse::StaleWhileRevalidate => {
                     if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
                         trace.hit = true;
-                        return Ok(a);
-                    }
-                    *trace = unreadable();
-                }
-                Reuse::StaleWhileRevalidate => {
-                    if let Some(a) = from_store(app, ask, &entry, headers, CacheStatus::Hit).await {
-                        trace.hit = true;
-                        trace.detail = Some("stale-while-revalidate");
-                        revalidate_in_background(app, ask, key, entry);
+                        if reuse == Reuse::StaleWhileRevalidate {
+                            trace.detail = Some("stale-while-revalidate");
+                            revalidate_in_background(app, ask, key, entry);
+                        }
                         return Ok(a);
                     }
                     *trace = unreadable();
@@ -266,7 +260,7 @@ async fn cached(
         ..CacheStatusField::default()
     };
     drop(result);
-    from_store(app, ask, &entry, headers, CacheStatus::Hit)
+    Box::pin(from_store(app, ask, &entry, headers, CacheStatus::Hit))
         .await
         .ok_or_else(|| {
             Error::upstream(

@@ -193,10 +193,7 @@ where
 {
     let mut stop = client.stop.clone();
     let peer = client.peer;
-    let svc = service_fn(move |mut req: Request<Incoming>| {
-        if let Some(interim) = &client.interim {
-            req.extensions_mut().insert(interim.clone());
-        }
+    let svc = service_fn(move |req: Request<Incoming>| {
         let (app, client) = (app.clone(), client.clone());
         async move { Ok::<_, Infallible>(handle(app, &client, req).await) }
     });
@@ -396,5 +393,6 @@ async fn forward(
     let relink = mirror
         .then(|| app.relinker.for_request(req.uri(), req.headers()))
         .flatten();
-    forward::handle(app, req, target, sendfile, relink.as_ref()).await
+    let interim = client.interim.as_ref();
+    forward::handle(app, req, target, sendfile, relink.as_ref(), interim).await
 }
