@@ -70,6 +70,70 @@ fn secs(d: Option<Duration>) -> String {
     }
 }
 
+/// Resident memory of this process (`/proc/self/statm`), in bytes; 0 where unknown.
+fn resident() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Bytes the allocator holds now (allocated minus freed since the start).
+fn heap() -> u64 {
+    let s = GLOBAL.stats();
+    (s.bytes_allocated as u64).saturating_sub(s.bytes_deallocated as u64)
+}
+
+/// Prints a row's progress to stderr (so a long row shows it is alive): the phase, the wall
+/// time, the heap and the resident memory; stops the process if it is resident past
+/// `SWARM_MAX_RSS_MB` (default 14 000: the VM is shared), the row's figures so far with it.
+struct Progress {
+    label: String,
+    wall: Instant,
+    max_rss: u64,
+    nodes: usize,
+    /// When the last line was printed.
+    last: std::cell::Cell<Instant>,
+}
+
+impl Progress {
+    fn new(label: String, nodes: usize) -> Self {
+        Progress {
+            label,
+            wall: Instant::now(),
+            max_rss: knob("SWARM_MAX_RSS_MB", 14_000) * 1_000_000,
+            nodes,
+            last: std::cell::Cell::new(Instant::now()),
+        }
+    }
+
+    /// [`Progress::phase`] at most every 30 s of wall time, from inside a long phase.
+    fn tick(&self, what: &str, sim: &Sim) {
+        if self.last.get().elapsed() >= Duration::from_secs(30) {
+            self.phase(what, sim);
+        }
+    }
+
+    fn phase(&self, what: &str, sim: &Sim) {
+        self.last.set(Instant::now());
+        let (heap, rss) = (heap(), resident());
+        eprintln!(
+            "[{}] {what}: wall {:.0} s, virtual {:.1} s, {} events, heap {:.2} GB ({:.0} KB per node), resident {:.2} GB",
+            self.label,
+            self.wall.elapsed().as_secs_f64(),
+            sim.now().as_secs_f64(),
+            sim.totals().events,
+            heap as f64 / 1e9,
+            heap as f64 / 1e3 / self.nodes as f64,
+            rss as f64 / 1e9,
+        );
+        if rss > self.max_rss {
+            eprintln!("[{}] resident past SWARM_MAX_RSS_MB: stopped", self.label);
+            std::process::exit(2);
+        }
+    }
+}
+
 fn kib(bytes_per_s: f64) -> String {
     format!("{:.2} KiB/s", bytes_per_s / 1024.0)
 }
@@ -135,7 +199,9 @@ fn run(
         seed,
         ..SimConfig::new(nodes, p.timings.clone(), p.network.clone().with_loss(loss))
     };
+    let progress = Progress::new(format!("{nodes} {} {} %", p.name, loss * 100.0), nodes);
     let mut sim = Sim::new(cfg);
+    progress.phase("group built", &sim);
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut pick = move |n: usize| {
         rng ^= rng << 13;
@@ -144,10 +210,12 @@ fn run(
         (rng % n as u64) as usize
     };
     sim.run_for(p.timings.probe_period * 3);
+    progress.phase("started", &sim);
 
     // At rest.
     let before = sim.totals().gossip_sent;
     sim.run_for(p.window);
+    progress.phase("at rest", &sim);
     let rest = (sim.totals().gossip_sent - before) as f64 / nodes as f64 / p.window.as_secs_f64();
 
     // Updates at `rate` per second from random nodes.
@@ -161,6 +229,7 @@ fn run(
         next_key += 1;
         probes.push(sim.advertise(origin, have(next_key)));
         sim.run_for(every);
+        progress.tick("updates", &sim);
     }
     let busy = (sim.totals().gossip_sent - before) as f64 / nodes as f64 / p.window.as_secs_f64();
     sim.run_for(p.timings.suspect_to_down_after);
@@ -176,6 +245,7 @@ fn run(
         .and_then(|v| v.into_iter().max());
     let missed = spreads.iter().map(|s| s.targets - s.reached).sum();
     let spread = (mean(|s| s.p50), mean(|s| s.p99), worst);
+    progress.phase("updates spread", &sim);
 
     // A node dies.
     let victim = pick(nodes);
@@ -185,9 +255,11 @@ fn run(
     sim.kill(victim);
     let deadline = sim.now() + p.limit;
     sim.run_until_every(deadline, Duration::from_millis(100), |s| {
+        progress.tick("killed node", s);
         s.down_spread(victim, killed_at).p100.is_some()
     });
     let down = sim.down_spread(victim, killed_at);
+    progress.phase("killed node dropped", &sim);
 
     // A site is cut off, then back.
     let cut = cut.clamp(1, nodes / 2);
@@ -202,20 +274,25 @@ fn run(
             origins.push(o);
         }
         sim.run_for(p.partition / 8);
+        progress.tick("cut off", &sim);
     }
+    progress.phase("cut off", &sim);
     sim.heal();
     let healed = sim.now();
     let deadline = healed + p.limit;
-    let converged =
-        sim.run_until_every(deadline, Duration::from_secs(1), |s| s.converged(&origins));
+    let converged = sim.run_until_every(deadline, Duration::from_secs(1), |s| {
+        progress.tick("healing", s);
+        s.converged(&origins)
+    });
     let heal = converged.then(|| sim.now() - healed);
+    progress.phase("healed", &sim);
 
     // A new node joins a group holding `entries` entries.
     let per = entries / nodes as u64;
     let mut key = 0;
     for n in 0..nodes {
         if n != victim {
-            sim.preload(
+            sim.preload_held(
                 n,
                 (0..per).map(|_| {
                     key += 1;
@@ -224,18 +301,21 @@ fn run(
             );
         }
     }
+    progress.phase("preloaded", &sim);
     let want = (nodes - 2) * per as usize; // not the dead node's, nor its own
     let joined_at = sim.now();
     let newbie = sim.join((victim + 1) % nodes);
     let deadline = joined_at + p.limit;
     let mut join_members = None;
     sim.run_until_every(deadline, Duration::from_millis(100), |s| {
+        progress.tick("joining", s);
         if join_members.is_none() && s.members(newbie) + 2 >= nodes {
             join_members = Some(s.now() - joined_at);
         }
         s.index_entries(newbie) >= want && join_members.is_some()
     });
     let join_entries = (sim.index_entries(newbie) >= want).then(|| sim.now() - joined_at);
+    progress.phase("joined", &sim);
 
     Row {
         rest,

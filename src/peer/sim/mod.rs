@@ -25,7 +25,7 @@ use super::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
 use super::membership::swim::{Step, Swim};
 use super::membership::{Counters, Event, Timings};
 use super::pulls::{self, PullId, Pulls, Want};
-use super::wire::{HeadsReply, IndexReply, NodeId, Tagged, Update};
+use super::wire::{Head, HeadsReply, IndexReply, NodeId, Tagged, Update};
 use super::{DEFAULT_INDEX_PAGE, MAX_SNAPSHOT_READS, SNAPSHOT_QUEUE_WAIT};
 
 pub use net::Network;
@@ -252,6 +252,9 @@ pub struct Sim {
     watching: HashMap<usize, Vec<usize>>,
     step: Step,
     totals: Totals,
+    /// Origin → the head of its journal that the nodes then in the group are taken to hold
+    /// already, and how many nodes that was ([`Sim::preload_held`]).
+    held: HashMap<usize, (Head, usize)>,
 }
 
 /// The simulated address of node `i`: 10.x.y.z:3129.
@@ -279,6 +282,7 @@ impl Sim {
             watching: HashMap::new(),
             step: Step::default(),
             totals: Totals::default(),
+            held: HashMap::new(),
         };
         for _ in 0..sim.cfg.nodes {
             sim.push_node(Vec::new(), None);
@@ -624,6 +628,9 @@ impl Sim {
         let Some(holder) = self.index_of(node, of) else {
             return;
         };
+        if self.holds_already(node, holder) {
+            return;
+        }
         if let Want::Start(id) = self.nodes[node].pulls.want(of) {
             self.nodes[node].pull_ids.insert(of, id);
             self.ask(node, holder);
@@ -861,6 +868,25 @@ impl Sim {
         for u in updates {
             n.journal.record(u);
         }
+    }
+
+    /// [`Sim::preload`], as what the whole group held before the run: the nodes in the group
+    /// now are taken to hold these entries already (a settled group), so they never pull them;
+    /// a node that joins later pulls them as usual. Their indexes do not store them: a group
+    /// of 1 000 nodes each holding a 1 M-entry index would take ~100 GB, and what the swarm
+    /// bench measures with them, a new node's catch-up, reads only the holders' journals.
+    pub fn preload_held(&mut self, node: usize, updates: impl Iterator<Item = Update>) {
+        self.preload(node, updates);
+        let head = self.nodes[node].journal.head();
+        self.held.insert(node, (head, self.nodes.len()));
+    }
+
+    /// Whether `node` is taken to hold `holder`'s stream at its current head already
+    /// ([`Sim::preload_held`]).
+    fn holds_already(&self, node: usize, holder: usize) -> bool {
+        self.held.get(&holder).is_some_and(|&(head, present)| {
+            node < present && self.nodes[holder].journal.head() == head
+        })
     }
 
     /// How far an advertised update got.

@@ -123,6 +123,28 @@ fn a_new_node_learns_every_member_and_pulls_every_entry() {
 }
 
 #[test]
+fn a_group_taken_to_hold_preloaded_entries_pulls_none_and_a_new_node_pulls_them_all() {
+    let mut sim = lan(20, 2);
+    sim.run_for(Duration::from_secs(2));
+    for n in 0..20 {
+        sim.preload_held(n, (0..10u8).map(move |k| have(k, n as u8)));
+    }
+    let before = sim.totals();
+    // Long enough for every node's anti-entropy rounds, which show the members' new heads.
+    sim.run_for(crate::peer::anti_entropy::every(19) * 3);
+    let after = sim.totals();
+    assert!(after.heads_rounds > before.heads_rounds, "{after:?}");
+    assert_eq!(after.pulls, before.pulls, "the group pulled what it holds");
+    let newbie = sim.join(0);
+    let deadline = sim.now() + Duration::from_secs(10);
+    assert!(
+        sim.run_until_every(deadline, Duration::from_millis(100), |s| {
+            s.members(newbie) == 20 && s.index_entries(newbie) == 20 * 10
+        })
+    );
+}
+
+#[test]
 fn a_quiet_node_that_advertised_during_a_partition_is_caught_up_after_the_heal() {
     // A site of 5 nodes is cut off for longer than the suspicion timeout; each side advertises
     // once, early, then falls quiet. The big side declares every node of the site Down, but
