@@ -73,8 +73,10 @@ pub(in crate::peer) struct Swim {
     seeds: Vec<SocketAddr>,
     /// Addresses from `join`, re-announced to like seeds; at most [`MAX_JOINED`].
     joined: Vec<SocketAddr>,
-    /// Last published view, with each member's bump (a new bump = a new process).
-    view: BTreeMap<NodeId, (MemberInfo, u64)>,
+    /// Each member's liveness and bump (a new bump = a new process) as last published. Its
+    /// address and site are foca's (a process keeps them for its lifetime): the view costs 32
+    /// bytes a member beside foca's list, not a second copy of it.
+    view: BTreeMap<NodeId, Seen>,
     counters: Arc<Counters>,
     /// The latest broadcast kept out of a full queue, queued once the queue drains.
     held_back: Option<Vec<u8>>,
@@ -179,9 +181,9 @@ impl Swim {
     fn switch_across_sites(&mut self, out: &mut Step) {
         let own = &self.foca.identity().site;
         let spans = self
-            .view
-            .values()
-            .any(|(m, _)| m.state.is_active() && m.site != *own);
+            .foca
+            .iter_membership_state()
+            .any(|m| m.state() != State::Down && m.id().site != *own);
         if !spans {
             return;
         }
@@ -366,9 +368,9 @@ impl Swim {
     pub(in crate::peer) fn join(&mut self, addr: SocketAddr, local: SocketAddr) {
         let me = self.foca.identity().addr;
         let member = self
-            .view
-            .values()
-            .any(|(m, _)| m.addr == addr && m.state.is_active());
+            .foca
+            .iter_membership_state()
+            .any(|m| m.id().addr == addr && m.state() != State::Down);
         if addr == me || addr == local || member {
             return;
         }
@@ -511,13 +513,13 @@ impl Swim {
             }
         }
         for (id, old) in &self.view {
-            if let Some(p) = change(Some(old), next.get(id), out) {
+            if let Some(p) = change(*id, Some(old), next.get(id), out) {
                 newcomers.push(p);
             }
         }
         for (id, new) in &next {
             if !self.view.contains_key(id) {
-                if let Some(p) = change(None, Some(new), out) {
+                if let Some(p) = change(*id, None, Some(new), out) {
                     newcomers.push(p);
                 }
             }
@@ -526,11 +528,13 @@ impl Swim {
             || next
                 .iter()
                 .zip(&self.view)
-                .any(|((_, (a, _)), (_, (b, _)))| a != b);
+                .any(|((a_id, (a, a_bump)), (b_id, b))| {
+                    a_id != b_id || a.state != b.state || *a_bump != b.bump
+                });
         if changed {
             out.view = Some(next.values().map(|(info, _)| info.clone()).collect());
         }
-        self.view = next;
+        self.view = next.iter().map(|(id, new)| (*id, Seen::of(new))).collect();
     }
 
     /// Updates the view for node `id` only (foca reported a change of one of its identities),
@@ -551,11 +555,11 @@ impl Swim {
             }
         }
         let new = best.map(|(state, bump, pid)| (info(pid, state), bump));
-        if let Some(p) = change(self.view.get(&id), new.as_ref(), out) {
+        if let Some(p) = change(id, self.view.get(&id), new.as_ref(), out) {
             newcomers.push(p);
         }
         match new {
-            Some(entry) => self.view.insert(id, entry),
+            Some(entry) => self.view.insert(id, Seen::of(&entry)),
             None => self.view.remove(&id),
         };
     }
@@ -566,6 +570,22 @@ fn member_state(s: State) -> MemberState {
         State::Alive => MemberState::Alive,
         State::Suspect => MemberState::Suspect,
         State::Down => MemberState::Down,
+    }
+}
+
+/// What the view keeps of a member: its liveness and which process it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    state: MemberState,
+    bump: u64,
+}
+
+impl Seen {
+    fn of((info, bump): &(MemberInfo, u64)) -> Self {
+        Seen {
+            state: info.state,
+            bump: *bump,
+        }
     }
 }
 
@@ -583,24 +603,21 @@ fn info(pid: &PeerIdentity, state: MemberState) -> MemberInfo {
     }
 }
 
-/// The event for one node's entry going from `old` to `new`, if any: Down when it stops being
-/// active, Up when it becomes active, or is a new process, or moved, or changed site. Returns
-/// the identity of a process we did not know before (a new node, or a new bump).
+/// The event for node `id`'s entry going from `old` to `new`, if any: Down when it stops being
+/// active, Up when it becomes active or is a new process (a process keeps its address and site
+/// for its lifetime: another one is another process). Returns the identity of a process we did
+/// not know before (a new node, or a new bump).
 fn change(
-    old: Option<&(MemberInfo, u64)>,
+    id: NodeId,
+    old: Option<&Seen>,
     new: Option<&(MemberInfo, u64)>,
     out: &mut Step,
 ) -> Option<PeerIdentity> {
-    let was_active = old.is_some_and(|(o, _)| o.state.is_active());
+    let was_active = old.is_some_and(|o| o.state.is_active());
     match new {
         Some((info, bump)) if info.state.is_active() => {
-            let new_process = old.is_none_or(|(_, old_bump)| old_bump != bump);
-            let up = match old {
-                Some((o, _)) => {
-                    !was_active || new_process || o.addr != info.addr || o.site != info.site
-                }
-                None => true,
-            };
+            let new_process = old.is_none_or(|o| o.bump != *bump);
+            let up = !was_active || new_process;
             if up {
                 tracing::info!(node = %info.id, addr = %info.addr, site = %info.site, "peer up");
                 out.members.push(Event::Up(info.clone()));
@@ -614,12 +631,56 @@ fn change(
         }
         _ => {
             if was_active {
-                if let Some((o, _)) = old {
-                    tracing::info!(node = %o.id, addr = %o.addr, "peer down");
-                    out.members.push(Event::Down(o.id));
-                }
+                let addr = new.map(|(info, _)| info.addr);
+                tracing::info!(node = %id, addr = ?addr, "peer down");
+                out.members.push(Event::Down(id));
             }
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_is_up_when_it_becomes_active_or_is_a_new_process_and_down_when_it_stops() {
+        let info = |state| MemberInfo {
+            id: NodeId([7; 16]),
+            addr: "10.0.0.7:3129".parse().expect("addr"),
+            site: "lab".into(),
+            state,
+        };
+        let seen = |state, bump| Seen { state, bump };
+        use MemberState::{Alive, Down, Suspect};
+        // (old, new, Up / Down / nothing, a new process to introduce)
+        let cases = [
+            (None, Some((Alive, 1)), "up", true),
+            (Some((Alive, 1)), Some((Alive, 1)), "", false),
+            (Some((Alive, 1)), Some((Suspect, 1)), "", false),
+            (Some((Suspect, 1)), Some((Alive, 1)), "", false),
+            (Some((Alive, 1)), Some((Alive, 2)), "up", true),
+            (Some((Down, 1)), Some((Alive, 1)), "up", false),
+            (Some((Down, 1)), Some((Alive, 2)), "up", true),
+            (Some((Alive, 1)), Some((Down, 1)), "down", false),
+            (Some((Suspect, 1)), None, "down", false),
+            (Some((Down, 1)), None, "", false),
+            (None, Some((Down, 1)), "", false),
+        ];
+        for (old, new, event, introduced) in cases {
+            let old = old.map(|(s, b)| seen(s, b));
+            let new = new.map(|(s, b)| (info(s), b));
+            let mut out = Step::default();
+            let newcomer = change(NodeId([7; 16]), old.as_ref(), new.as_ref(), &mut out);
+            let got = match out.members.as_slice() {
+                [] => "",
+                [Event::Up(m)] if m.id == NodeId([7; 16]) => "up",
+                [Event::Down(id)] if *id == NodeId([7; 16]) => "down",
+                _ => "other",
+            };
+            assert_eq!(got, event, "{old:?} → {new:?}");
+            assert_eq!(newcomer.is_some(), introduced, "{old:?} → {new:?}");
         }
     }
 }
