@@ -1,6 +1,7 @@
 //! The foca `Identity` of a peercache node (id, advertised address, site, restart bump); pure, no I/O.
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +23,9 @@ pub struct PeerIdentity {
     pub id: NodeId,
     /// Where the others reach this node: gossip over UDP and the transfer API over TCP.
     pub addr: SocketAddr,
-    /// Site label, preferred by peer selection.
-    pub site: String,
+    /// Site label, preferred by peer selection. Shared, not copied: foca clones identities
+    /// for every member it picks (a probe, a gossip round, each member of a feed).
+    pub site: Arc<str>,
     /// Orders identities at the same address: `(start time in ms) << 16 | random 16 bits`,
     /// plus one per automatic rejoin.
     pub bump: u64,
@@ -32,7 +34,13 @@ pub struct PeerIdentity {
 impl PeerIdentity {
     /// The identity of a process started at `now_unix_ms`; `random` breaks ties between two
     /// starts in the same millisecond.
-    pub fn new(id: NodeId, addr: SocketAddr, site: String, now_unix_ms: u64, random: u16) -> Self {
+    pub fn new(
+        id: NodeId,
+        addr: SocketAddr,
+        site: Arc<str>,
+        now_unix_ms: u64,
+        random: u16,
+    ) -> Self {
         PeerIdentity {
             id,
             addr,
@@ -47,7 +55,7 @@ impl PeerIdentity {
         PeerIdentity {
             id: NodeId([0; 16]),
             addr,
-            site: String::new(),
+            site: Arc::from(""),
             bump: 0,
         }
     }
@@ -139,7 +147,7 @@ mod tests {
         let big = PeerIdentity {
             id: NodeId([0xff; 16]),
             addr: addr("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"),
-            site: "s".repeat(MAX_SITE_LEN),
+            site: "s".repeat(MAX_SITE_LEN).into(),
             bump: u64::MAX,
         };
         let header = Header {

@@ -387,7 +387,13 @@ impl Membership {
             .filter(|s| *s != advertise && *s != local_addr)
             .collect();
 
-        let identity = PeerIdentity::new(cfg.id, advertise, cfg.site, unix_ms(), rand::random());
+        let identity = PeerIdentity::new(
+            cfg.id,
+            advertise,
+            cfg.site.into(),
+            unix_ms(),
+            rand::random(),
+        );
         let (view_tx, view) = watch::channel(Vec::new());
         let (cmds, cmd_rx) = mpsc::channel(COMMANDS_CAPACITY);
         let counters = Arc::new(Counters::default());

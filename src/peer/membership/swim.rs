@@ -598,7 +598,7 @@ fn info(pid: &PeerIdentity, state: MemberState) -> MemberInfo {
     MemberInfo {
         id: pid.id,
         addr: pid.addr,
-        site: pid.site.clone(),
+        site: pid.site.to_string(),
         state,
     }
 }
@@ -625,7 +625,7 @@ fn change(
             new_process.then(|| PeerIdentity {
                 id: info.id,
                 addr: info.addr,
-                site: info.site.clone(),
+                site: info.site.as_str().into(),
                 bump: *bump,
             })
         }
