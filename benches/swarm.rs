@@ -118,11 +118,12 @@ impl Progress {
         self.last.set(Instant::now());
         let (heap, rss) = (heap(), resident());
         eprintln!(
-            "[{}] {what}: wall {:.0} s, virtual {:.1} s, {} events, heap {:.2} GB ({:.0} KB per node), resident {:.2} GB",
+            "[{}] {what}: wall {:.0} s, virtual {:.1} s, {} events, gossip sent {:.1} MB, heap {:.2} GB ({:.0} KB per node), resident {:.2} GB",
             self.label,
             self.wall.elapsed().as_secs_f64(),
             sim.now().as_secs_f64(),
             sim.totals().events,
+            sim.totals().gossip_sent as f64 / 1e6,
             heap as f64 / 1e9,
             heap as f64 / 1e3 / self.nodes as f64,
             rss as f64 / 1e9,
