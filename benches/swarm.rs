@@ -17,6 +17,7 @@
 //!   its index holds every entry (transfers modelled at the profile's bandwidth and page cost).
 //!
 //! `SWARM_SEED` (default 1) seeds everything: the same seed gives the same table.
+//! `SWARM_ONLY=memory` runs only the index-memory section (`SWARM_ONLY=sim`: only the simulation).
 //! Run: `cargo bench --bench swarm`; e.g. `SWARM_NODES=1000 SWARM_PROFILES=lan cargo bench --bench swarm`.
 
 mod common;
@@ -398,17 +399,23 @@ fn main() {
     let entries = knob("SWARM_ENTRIES", 1_000_000);
     let cut = knob("SWARM_CUT", 50) as usize;
 
-    println!("## Index memory and catch-up CPU (in-process, counting allocator)\n");
-    println!("| entries | nodes | holders per key | bytes per entry | apply time |");
-    println!("|---|---|---|---|---|");
-    for (nodes, per_key) in [(1000, 1), (1000, 2), (1000, 4), (1000, 10), (100, 1)] {
-        let (per, cpu) = index_memory(nodes, entries as usize, per_key);
-        println!(
-            "| {entries} | {nodes} | {per_key} | {per:.1} B | {} |",
-            secs(Some(cpu))
-        );
+    let only = std::env::var("SWARM_ONLY").unwrap_or_default();
+    if only != "sim" {
+        println!("## Index memory and catch-up CPU (in-process, counting allocator)\n");
+        println!("| entries | nodes | holders per key | bytes per entry | apply time |");
+        println!("|---|---|---|---|---|");
+        for (nodes, per_key) in [(1000, 1), (1000, 2), (1000, 4), (1000, 10), (100, 1)] {
+            let (per, cpu) = index_memory(nodes, entries as usize, per_key);
+            println!(
+                "| {entries} | {nodes} | {per_key} | {per:.1} B | {} |",
+                secs(Some(cpu))
+            );
+        }
+        println!();
     }
-    println!();
+    if only == "memory" {
+        return;
+    }
     println!("## Simulated group (seed {seed}; {rate} updates/s group-wide; {entries} entries for the join)\n");
     println!(
         "| nodes | profile | loss | gossip at rest | gossip at {rate}/s | reach 50 % | 99 % | 100 % (worst) | missed | dead: dropped by 50 % | 100 % | {cut}-node site cut off: heal | join: members | join: {entries} entries | wall |"
