@@ -275,11 +275,17 @@ fn snapshots(nodes: usize, entries: usize, per_key: usize) -> Vec<IndexReply> {
 /// Bytes held per (key, node) entry by an index that applied `entries` entries from `nodes`
 /// nodes (each key held by `per_key` of them), counted by the global allocator (allocated minus
 /// freed while building it; the snapshots are built and freed inside the count), and the CPU
-/// time of applying the snapshots (built beforehand).
-fn index_memory(nodes: usize, entries: usize, per_key: usize) -> (f64, Duration) {
+/// time of applying the snapshots (built beforehand). `body_holders`: as on a content server
+/// (`Index::with_body_holders`).
+fn index_memory(
+    nodes: usize,
+    entries: usize,
+    per_key: usize,
+    body_holders: bool,
+) -> (f64, Duration) {
     let own = NodeId([0xff; 16]);
     let region = Region::new(GLOBAL);
-    let mut index = Index::new(own);
+    let mut index = Index::new(own).with_body_holders(body_holders);
     for r in snapshots(nodes, entries, per_key) {
         index.apply_reply(r);
     }
@@ -290,7 +296,7 @@ fn index_memory(nodes: usize, entries: usize, per_key: usize) -> (f64, Duration)
 
     let replies = snapshots(nodes, entries, per_key);
     let t = Instant::now();
-    let mut index = Index::new(own);
+    let mut index = Index::new(own).with_body_holders(body_holders);
     for r in replies {
         index.apply_reply(r);
     }
@@ -404,10 +410,19 @@ fn main() {
         println!("## Index memory and catch-up CPU (in-process, counting allocator)\n");
         println!("| entries | nodes | holders per key | bytes per entry | apply time |");
         println!("|---|---|---|---|---|");
-        for (nodes, per_key) in [(1000, 1), (1000, 2), (1000, 4), (1000, 10), (100, 1)] {
-            let (per, cpu) = index_memory(nodes, entries as usize, per_key);
+        let rows = [
+            (1000, 1, false),
+            (1000, 2, false),
+            (1000, 4, false),
+            (1000, 10, false),
+            (100, 1, false),
+            (1000, 1, true),
+        ];
+        for (nodes, per_key, server) in rows {
+            let (per, cpu) = index_memory(nodes, entries as usize, per_key, server);
+            let server = if server { " (content server)" } else { "" };
             println!(
-                "| {entries} | {nodes} | {per_key} | {per:.1} B | {} |",
+                "| {entries} | {nodes} | {per_key}{server} | {per:.1} B | {} |",
                 secs(Some(cpu))
             );
         }

@@ -8,6 +8,9 @@ pub use self::keys::{body_id, BodyId, MAX_LEN};
 use self::keys::{Body, Hold, Keys, Slot};
 use super::wire::{Head, IndexReply, KeyHash, NodeId, Tagged, Update};
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
 
 mod keys;
 
@@ -91,12 +94,59 @@ impl Peer {
 
 /// Body → the nodes holding it complete, once per (key, node) hold: kept only on a content
 /// server ([`Index::with_body_holders`]), so other nodes pay nothing for it.
+///
+/// Invariant: `by_body` lists each slot in use once, under its body's hash; a slot in use has
+/// at least one node; a free slot has none and is listed in `free`.
 #[derive(Debug, Default)]
-struct BodyHolders(HashMap<Body, Vec<Slot>>);
+struct BodyHolders {
+    slab: Vec<(Body, Box<[Slot]>)>,
+    free: Vec<u32>,
+    by_body: HashTable<u32>,
+    /// Randomly keyed, so that peers cannot aim at one bucket.
+    hasher: RandomState,
+}
 
 impl BodyHolders {
+    /// The slot of `body`, if a node holds it.
+    fn find(&self, body: &Body) -> Option<u32> {
+        let slab = &self.slab;
+        (self.by_body)
+            .find(self.hasher.hash_one(body), |&i| slab[i as usize].0 == *body)
+            .copied()
+    }
+
+    /// The nodes holding `body`, once per key they hold it under.
+    fn nodes(&self, body: &Body) -> &[Slot] {
+        self.find(body)
+            .and_then(|i| self.slab.get(i as usize))
+            .map_or(&[], |(_, nodes)| &nodes[..])
+    }
+
     fn add(&mut self, body: Body, node: Slot) {
-        self.0.entry(body).or_default().push(node);
+        if let Some(i) = self.find(&body) {
+            let held = &mut self.slab[i as usize].1;
+            let mut grown = Vec::with_capacity(held.len() + 1);
+            grown.extend_from_slice(held);
+            grown.push(node);
+            *held = grown.into_boxed_slice();
+            return;
+        }
+        let entry = (body, Box::from([node]));
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = entry;
+                i
+            }
+            None => {
+                self.slab.push(entry);
+                // At most one slot per (key, node) hold: fewer than u32::MAX.
+                u32::try_from(self.slab.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        (self.by_body).insert_unique(hasher.hash_one(body), i, |&j| {
+            hasher.hash_one(slab[j as usize].0)
+        });
     }
 
     /// `hold` left the index: its node no longer holds its body there (when bodies are kept).
@@ -104,13 +154,22 @@ impl BodyHolders {
         let (Some(bodies), Some(body)) = (bodies, hold.body) else {
             return;
         };
-        if let Some(held) = bodies.0.get_mut(&body) {
-            if let Some(at) = held.iter().position(|&s| s == hold.node) {
-                held.swap_remove(at);
+        let Some(i) = bodies.find(&body) else {
+            return;
+        };
+        let held = &mut bodies.slab[i as usize].1;
+        if let Some(at) = held.iter().position(|&s| s == hold.node) {
+            let mut rest = std::mem::take(held).into_vec();
+            rest.swap_remove(at);
+            *held = rest.into_boxed_slice();
+        }
+        if held.is_empty() {
+            if let Ok(found) =
+                (bodies.by_body).find_entry(bodies.hasher.hash_one(body), |&j| j == i)
+            {
+                found.remove();
             }
-            if held.is_empty() {
-                bodies.0.remove(&body);
-            }
+            bodies.free.push(i);
         }
     }
 }
@@ -364,8 +423,7 @@ impl Index {
             return Vec::new();
         };
         let body = Body { id: *body, len };
-        let mut out: Vec<NodeId> = (bodies.0.get(&body).into_iter())
-            .flat_map(|held| held.iter())
+        let mut out: Vec<NodeId> = (bodies.nodes(&body).iter())
             .filter_map(|&s| Some(self.peers.get(usize::from(s))?.as_ref()?.id))
             .collect();
         out.sort();
