@@ -297,6 +297,9 @@ impl Keys {
             *record = KeyHolders::new(id, hold);
             return Some(old);
         }
+        if let Some(old) = self.set_small(at, hold) {
+            return old;
+        }
         let (mut holds, inline) = self.take_all(at);
         let old = match holds.iter_mut().find(|h| h.node == hold.node) {
             Some(h) => Some(std::mem::replace(h, hold)),
@@ -307,6 +310,51 @@ impl Keys {
         };
         self.put_all(at, holds, inline);
         old
+    }
+
+    /// Sets or adds `hold` among the holds after the first of the record at `at` when it leaves
+    /// the layout as it is (another node than the first's, holding the key's inline body or in
+    /// flight): `Some` of the hold it replaces, if any; `None` if it would not (then
+    /// [`Keys::put_all`] lays the holds out again).
+    fn set_small(&mut self, at: usize, hold: Hold) -> Option<Option<Hold>> {
+        let record = self.records.get(at);
+        if record.node == hold.node {
+            return None;
+        }
+        let body = match hold.body {
+            None => IN_FLIGHT,
+            Some(b) if Some(b) == record.inline() => INLINE,
+            Some(_) => return None,
+        };
+        let small = Small {
+            node: hold.node,
+            fresh_until: hold.fresh_until,
+            body,
+        };
+        let slot = record.more;
+        let Some(more) = self.more.get(slot as usize) else {
+            let slot = self.new_more(Box::new([small]));
+            self.records.get_mut(at).more = slot;
+            return Some(None);
+        };
+        let Some(i) = more.iter().position(|s| s.node == hold.node) else {
+            let mut grown = Vec::with_capacity(more.len() + 1);
+            grown.extend_from_slice(more);
+            grown.push(small);
+            self.more[slot as usize] = grown.into_boxed_slice();
+            return Some(None);
+        };
+        let old = self.unpack(record, &more[i]);
+        self.free_if_odd(more[i].body);
+        self.more[slot as usize][i] = small;
+        Some(Some(old))
+    }
+
+    /// Frees `body`'s slot in `odd` if it names one (not [`INLINE`] or [`IN_FLIGHT`]).
+    fn free_if_odd(&mut self, body: u32) {
+        if body != INLINE && body != IN_FLIGHT {
+            self.free_odd.push(body);
+        }
     }
 
     /// Removes `node`'s hold on `key`; returns it, if there was one.
@@ -341,8 +389,21 @@ impl Keys {
             self.remove(at);
             return Some(hold);
         };
-        if record.node != node && !more.iter().any(|s| s.node == node) {
-            return None;
+        if record.node != node {
+            // Not the first: the others stay as they are.
+            let i = more.iter().position(|s| s.node == node)?;
+            let hold = self.unpack(record, &more[i]);
+            let (slot, body) = (record.more, more[i].body);
+            self.free_if_odd(body);
+            let mut rest = std::mem::take(&mut self.more[slot as usize]).into_vec();
+            rest.swap_remove(i);
+            if rest.is_empty() {
+                self.free_more.push(slot);
+                self.records.get_mut(at).more = NO_MORE;
+            } else {
+                self.more[slot as usize] = rest.into_boxed_slice();
+            }
+            return Some(hold);
         }
         let (mut holds, inline) = self.take_all(at);
         let i = holds.iter().position(|h| h.node == node)?;
@@ -364,11 +425,8 @@ impl Keys {
             self.free_more.push(slot);
             let record = self.records.get(at);
             holds.extend(more.iter().map(|s| self.unpack(record, s)));
-            for s in more
-                .iter()
-                .filter(|s| s.body != INLINE && s.body != IN_FLIGHT)
-            {
-                self.free_odd.push(s.body);
+            for s in more.iter() {
+                self.free_if_odd(s.body);
             }
             self.records.get_mut(at).more = NO_MORE;
         }
