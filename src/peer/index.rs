@@ -131,18 +131,9 @@ impl BodyHolders {
             *held = grown.into_boxed_slice();
             return;
         }
+        // At most one slot per (key, node) hold: fewer than u32::MAX.
         let entry = (body, Box::from([node]));
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = entry;
-                i
-            }
-            None => {
-                self.slab.push(entry);
-                // At most one slot per (key, node) hold: fewer than u32::MAX.
-                u32::try_from(self.slab.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
+        let i = keys::place(&mut self.slab, &mut self.free, entry, u32::MAX);
         let (slab, hasher) = (&self.slab, &self.hasher);
         (self.by_body).insert_unique(hasher.hash_one(body), i, |&j| {
             hasher.hash_one(slab[j as usize].0)

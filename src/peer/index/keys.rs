@@ -198,6 +198,21 @@ impl Records {
     }
 }
 
+/// Puts `value` in a free slot of `slab` (listed in `free`), else in a new one; returns the
+/// slot. Callers keep fewer slots than `last`, which stands in for any slot past it.
+pub(super) fn place<T>(slab: &mut Vec<T>, free: &mut Vec<u32>, value: T, last: u32) -> u32 {
+    match free.pop() {
+        Some(slot) => {
+            slab[slot as usize] = value;
+            slot
+        }
+        None => {
+            slab.push(value);
+            u32::try_from(slab.len() - 1).map_or(last, |slot| slot.min(last))
+        }
+    }
+}
+
 /// Every key with at least one hold.
 ///
 /// Invariant: `records` holds each key once; `table` maps each key's hash to its position in
@@ -466,34 +481,14 @@ impl Keys {
         *self.records.get_mut(at) = record;
     }
 
-    /// A slot in `odd` holding `body`.
+    /// A slot in `odd` holding `body` (one per hold: fewer than [`IN_FLIGHT`]).
     fn new_odd(&mut self, body: Body) -> u32 {
-        match self.free_odd.pop() {
-            Some(slot) => {
-                self.odd[slot as usize] = body;
-                slot
-            }
-            None => {
-                self.odd.push(body);
-                // One per hold, and fewer holds than u32 positions.
-                u32::try_from(self.odd.len() - 1).unwrap_or(IN_FLIGHT - 1)
-            }
-        }
+        place(&mut self.odd, &mut self.free_odd, body, IN_FLIGHT - 1)
     }
 
-    /// A slot in `more` holding `holds`.
+    /// A slot in `more` holding `holds` (fewer than keys, and keys fewer than positions).
     fn new_more(&mut self, holds: Box<[Small]>) -> u32 {
-        match self.free_more.pop() {
-            Some(slot) => {
-                self.more[slot as usize] = holds;
-                slot
-            }
-            None => {
-                self.more.push(holds);
-                // Fewer slots than keys, and fewer keys than positions.
-                u32::try_from(self.more.len() - 1).unwrap_or(NO_MORE)
-            }
-        }
+        place(&mut self.more, &mut self.free_more, holds, NO_MORE - 1)
     }
 
     /// Removes the record at `at`; the last record takes its place.
