@@ -2,15 +2,16 @@
 //! tagged updates and catch-up replies; pure: no I/O, no clocks, never panics on what peers send.
 //! This node's own outgoing updates are the journal's (`peer::journal`).
 
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
+
 #[cfg(test)]
 use self::keys::KeyId;
 pub use self::keys::{body_id, BodyId, MAX_LEN};
 use self::keys::{Body, Hold, Keys, Slot};
 use super::wire::{Head, IndexReply, KeyHash, NodeId, Tagged, Update};
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, RandomState};
-
-use hashbrown::HashTable;
 
 mod keys;
 
