@@ -17,6 +17,7 @@
 //!   its index holds every entry (transfers modelled at the profile's bandwidth and page cost).
 //!
 //! `SWARM_SEED` (default 1) seeds everything: the same seed gives the same table.
+//! `SWARM_ONLY=memory` runs only the index-memory section (`SWARM_ONLY=sim`: only the simulation).
 //! Run: `cargo bench --bench swarm`; e.g. `SWARM_NODES=1000 SWARM_PROFILES=lan cargo bench --bench swarm`.
 
 mod common;
@@ -355,11 +356,17 @@ fn snapshots(nodes: usize, entries: usize, per_key: usize) -> Vec<IndexReply> {
 /// Bytes held per (key, node) entry by an index that applied `entries` entries from `nodes`
 /// nodes (each key held by `per_key` of them), counted by the global allocator (allocated minus
 /// freed while building it; the snapshots are built and freed inside the count), and the CPU
-/// time of applying the snapshots (built beforehand).
-fn index_memory(nodes: usize, entries: usize, per_key: usize) -> (f64, Duration) {
+/// time of applying the snapshots (built beforehand). `body_holders`: as on a content server
+/// (`Index::with_body_holders`).
+fn index_memory(
+    nodes: usize,
+    entries: usize,
+    per_key: usize,
+    body_holders: bool,
+) -> (f64, Duration) {
     let own = NodeId([0xff; 16]);
     let region = Region::new(GLOBAL);
-    let mut index = Index::new(own);
+    let mut index = Index::new(own).with_body_holders(body_holders);
     for r in snapshots(nodes, entries, per_key) {
         index.apply_reply(r);
     }
@@ -370,7 +377,7 @@ fn index_memory(nodes: usize, entries: usize, per_key: usize) -> (f64, Duration)
 
     let replies = snapshots(nodes, entries, per_key);
     let t = Instant::now();
-    let mut index = Index::new(own);
+    let mut index = Index::new(own).with_body_holders(body_holders);
     for r in replies {
         index.apply_reply(r);
     }
@@ -479,17 +486,32 @@ fn main() {
     let entries = knob("SWARM_ENTRIES", 1_000_000);
     let cut = knob("SWARM_CUT", 50) as usize;
 
-    println!("## Index memory and catch-up CPU (in-process, counting allocator)\n");
-    println!("| entries | nodes | holders per key | bytes per entry | apply time |");
-    println!("|---|---|---|---|---|");
-    for (nodes, per_key) in [(1000, 1), (1000, 2), (1000, 4), (1000, 10), (100, 1)] {
-        let (per, cpu) = index_memory(nodes, entries as usize, per_key);
-        println!(
-            "| {entries} | {nodes} | {per_key} | {per:.1} B | {} |",
-            secs(Some(cpu))
-        );
+    let only = std::env::var("SWARM_ONLY").unwrap_or_default();
+    if only != "sim" {
+        println!("## Index memory and catch-up CPU (in-process, counting allocator)\n");
+        println!("| entries | nodes | holders per key | bytes per entry | apply time |");
+        println!("|---|---|---|---|---|");
+        let rows = [
+            (1000, 1, false),
+            (1000, 2, false),
+            (1000, 4, false),
+            (1000, 10, false),
+            (100, 1, false),
+            (1000, 1, true),
+        ];
+        for (nodes, per_key, server) in rows {
+            let (per, cpu) = index_memory(nodes, entries as usize, per_key, server);
+            let server = if server { " (content server)" } else { "" };
+            println!(
+                "| {entries} | {nodes} | {per_key}{server} | {per:.1} B | {} |",
+                secs(Some(cpu))
+            );
+        }
+        println!();
     }
-    println!();
+    if only == "memory" {
+        return;
+    }
     println!("## Simulated group (seed {seed}; {rate} updates/s group-wide; {entries} entries for the join)\n");
     println!(
         "| nodes | profile | loss | gossip at rest | gossip at {rate}/s | reach 50 % | 99 % | 100 % (worst) | missed | dead: dropped by 50 % | 100 % | {cut}-node site cut off: heal | join: members | join: {entries} entries | wall |"

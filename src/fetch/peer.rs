@@ -135,7 +135,10 @@ impl Fetcher {
         // The same rules as for our own copies: a peer's copy is judged as if we held it.
         let treat = self.rules.treat(want.key);
         let matches = |h: &&EntryHead| head_matches(h, want.headers, &treat);
-        let (copy, complete) = match reply.complete.iter().find(matches) {
+        // A complete copy only of the body the index names for this holder (else it is no
+        // source for it, as if it had no entry).
+        let named = |h: &&EntryHead| h.hash.is_some_and(|hash| src.names(&hash, h.len));
+        let (copy, complete) = match reply.complete.iter().find(|h| named(h) && matches(h)) {
             Some(h) => (h.clone(), true),
             None => match reply.in_flight.as_ref().filter(matches) {
                 Some(h) => (h.clone(), false),
@@ -192,13 +195,13 @@ impl Fetcher {
         // A large one comes from several holders of the same body at once (`fetch::parallel`);
         // the holders left over are fallbacks.
         let expected = copy.hash.filter(|_| complete).map(blake3::Hash::from_bytes);
-        let same: Vec<Source> = match expected {
-            Some(hash) => others
+        let same: Vec<Source> = match (expected, copy.len) {
+            (Some(hash), Some(len)) => others
                 .iter()
-                .filter(|o| o.complete.map(|c| c.0) == Some(*hash.as_bytes()))
+                .filter(|o| o.holds(hash.as_bytes(), len))
                 .cloned()
                 .collect(),
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         let (stream, from, read_timeout, spare): (Body, _, _, &[Source]) =
             match (expected, copy.len) {

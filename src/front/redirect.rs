@@ -14,7 +14,7 @@ use crate::front::cache_status::CacheStatusField;
 use crate::front::forward::{Answer, Ask};
 use crate::front::Proxy;
 use crate::metrics::Metrics;
-use crate::peer::auth::AUTH_HEADER;
+use crate::peer::auth::AUTH_NAME;
 use crate::peer::redirect::{self, Facts, Proof, Serve, NO_REDIRECT};
 use crate::peer::select::Fault;
 use crate::peer::transfer::EntryHead;
@@ -36,7 +36,8 @@ pub struct Asker {
 /// (counted, logged) and the request is served as a non-member's.
 pub fn take<B>(app: &Proxy, req: &mut Request<B>, redirects: bool) {
     let peers = app.peers.as_ref().filter(|_| redirects);
-    if let Some(peers) = peers.filter(|_| req.headers().contains_key(AUTH_HEADER)) {
+    let proved = req.headers().contains_key(&AUTH_NAME);
+    if let Some(peers) = peers.filter(|_| proved) {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let proof = redirect::check(
             &peers.signer,
@@ -62,9 +63,12 @@ pub fn take<B>(app: &Proxy, req: &mut Request<B>, redirects: bool) {
             Proof::Absent => {}
         }
     }
+    // Neither field goes upstream.
     let h = req.headers_mut();
-    h.remove(AUTH_HEADER);
-    h.remove(NO_REDIRECT);
+    if proved {
+        h.remove(&AUTH_NAME);
+    }
+    h.remove(&NO_REDIRECT);
 }
 
 fn refused(app: &Proxy, uri: &http::Uri, why: &str) {

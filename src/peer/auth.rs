@@ -20,6 +20,8 @@ pub const GOSSIP_CONTEXT: &str = "peercache gossip v1";
 pub const TRANSFER_CONTEXT: &str = "peercache transfer v1";
 /// Name of the HTTP header carrying a signed peer request.
 pub const AUTH_HEADER: &str = "x-peercache-auth";
+/// [`AUTH_HEADER`] as a header name: lookups with it skip parsing the name.
+pub const AUTH_NAME: http::HeaderName = http::HeaderName::from_static(AUTH_HEADER);
 /// Largest accepted distance between a request's timestamp and the verifier's clock, in ms.
 pub const MAX_SKEW_MS: u64 = 300_000;
 

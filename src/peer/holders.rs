@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::index::body_id;
 use super::redirect::{MAX_HOLDERS, MAX_PROOFS};
 use super::select::{self, Candidate};
 use super::wire::NodeId;
@@ -16,7 +17,8 @@ impl Peers {
     /// penalties leaving out those that failed lately), at most [`MAX_HOLDERS`]. Empty unless
     /// this node keeps body holders (a content server).
     pub fn body_sources(&self, hash: &blake3::Hash, len: u64, asker: NodeId) -> Vec<Source> {
-        let holders = lock(&self.index).body_holders(hash.as_bytes(), len);
+        let body = body_id(hash.as_bytes());
+        let holders = lock(&self.index).body_holders(&body, len);
         let asker_site = self.membership.member(asker).map(|m| m.site);
         let mut cands = Vec::new();
         let mut found = Vec::new();
@@ -37,7 +39,7 @@ impl Peers {
                 node,
                 addr: m.addr,
                 same_site: m.site == self.site,
-                complete: Some((*hash.as_bytes(), len)),
+                complete: Some((body, len)),
             });
         }
         let order = select::rank(cands, &lock(&self.penalties), now_ms());
@@ -76,7 +78,7 @@ impl Peers {
             node,
             addr,
             same_site,
-            complete: Some((*hash.as_bytes(), len)),
+            complete: Some((body_id(hash.as_bytes()), len)),
         })
     }
 

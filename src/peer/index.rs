@@ -9,7 +9,8 @@ use hashbrown::HashTable;
 
 #[cfg(test)]
 use self::keys::KeyId;
-use self::keys::{Hold, Keys, Slot};
+pub use self::keys::{body_id, BodyId, MAX_LEN};
+use self::keys::{Body, Hold, Keys, Slot};
 use super::wire::{Head, IndexReply, KeyHash, NodeId, Tagged, Update};
 
 mod keys;
@@ -25,9 +26,10 @@ pub const MAX_NODES: usize = 16_384;
 /// What one node holds for one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HolderState {
-    /// A complete, shareable response whose body has blake3 `hash`; `fresh_until` in unix secs.
+    /// A complete, shareable response whose body's blake3 hash starts with `body` (the holder's
+    /// entry names the whole hash); `fresh_until` in unix secs.
     Complete {
-        hash: [u8; 32],
+        body: BodyId,
         len: u64,
         fresh_until: u64,
     },
@@ -91,107 +93,76 @@ impl Peer {
     }
 }
 
-/// No object: the holder is fetching the key.
-const IN_FLIGHT: u32 = u32::MAX;
-
-/// Distinct bodies (blake3 hash and length), each stored once however many keys and nodes
-/// hold it, counted so that the last holder frees it.
+/// Body → the nodes holding it complete, once per (key, node) hold: kept only on a content
+/// server ([`Index::with_body_holders`]), so other nodes pay nothing for it.
+///
+/// Invariant: `by_body` lists each slot in use once, under its body's hash; a slot in use has
+/// at least one node; a free slot has none and is listed in `free`.
 #[derive(Debug, Default)]
-struct Objects {
-    /// Slot → (hash, len, holders); a free slot has 0 holders and is listed in `free`.
-    slab: Vec<([u8; 32], u64, u32)>,
+struct BodyHolders {
+    slab: Vec<(Body, Box<[Slot]>)>,
     free: Vec<u32>,
-    /// Slab slots by (hash, len).
-    by_hash: HashTable<u32>,
-    /// Slot → the nodes holding it, once per (key, node) hold: kept only when asked for
-    /// ([`Index::with_body_holders`], a content server), so other nodes pay nothing for it.
-    nodes: Option<Vec<Box<[Slot]>>>,
+    by_body: HashTable<u32>,
+    /// Randomly keyed, so that peers cannot aim at one bucket.
+    hasher: RandomState,
 }
 
-impl Objects {
-    /// The slot of (`hash`, `len`), one more holder (`node`) counted.
-    fn acquire(&mut self, hasher: &RandomState, hash: [u8; 32], len: u64, node: Slot) -> u32 {
-        let h = hasher.hash_one((&hash, len));
-        let slab = &mut self.slab;
-        let found = self.by_hash.find(h, |&i| {
-            let (oh, ol, _) = slab[i as usize];
-            oh == hash && ol == len
-        });
-        let i = match found {
-            Some(&i) => {
-                slab[i as usize].2 += 1;
-                i
-            }
-            None => {
-                let i = match self.free.pop() {
-                    Some(i) => {
-                        slab[i as usize] = (hash, len, 1);
-                        i
-                    }
-                    None => {
-                        // At most one object per (key, node) entry: fewer than u32::MAX.
-                        let i = u32::try_from(slab.len()).unwrap_or(IN_FLIGHT - 1);
-                        slab.push((hash, len, 1));
-                        i
-                    }
-                };
-                self.by_hash.insert_unique(h, i, |&j| {
-                    let (oh, ol, _) = slab[j as usize];
-                    hasher.hash_one((&oh, ol))
-                });
-                i
-            }
-        };
-        if let Some(nodes) = &mut self.nodes {
-            if nodes.len() <= i as usize {
-                nodes.resize_with(i as usize + 1, Default::default);
-            }
-            let held = &mut nodes[i as usize];
+impl BodyHolders {
+    /// The slot of `body`, if a node holds it.
+    fn find(&self, body: &Body) -> Option<u32> {
+        let slab = &self.slab;
+        (self.by_body)
+            .find(self.hasher.hash_one(body), |&i| slab[i as usize].0 == *body)
+            .copied()
+    }
+
+    /// The nodes holding `body`, once per key they hold it under.
+    fn nodes(&self, body: &Body) -> &[Slot] {
+        self.find(body)
+            .and_then(|i| self.slab.get(i as usize))
+            .map_or(&[], |(_, nodes)| &nodes[..])
+    }
+
+    fn add(&mut self, body: Body, node: Slot) {
+        if let Some(i) = self.find(&body) {
+            let held = &mut self.slab[i as usize].1;
             let mut grown = Vec::with_capacity(held.len() + 1);
             grown.extend_from_slice(held);
             grown.push(node);
             *held = grown.into_boxed_slice();
+            return;
         }
-        i
+        // At most one slot per (key, node) hold: fewer than u32::MAX.
+        let entry = (body, Box::from([node]));
+        let i = keys::place(&mut self.slab, &mut self.free, entry, u32::MAX);
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        (self.by_body).insert_unique(hasher.hash_one(body), i, |&j| {
+            hasher.hash_one(slab[j as usize].0)
+        });
     }
 
-    /// One holder (`node`) fewer for `object` (nothing for [`IN_FLIGHT`]); the last frees it.
-    fn release(&mut self, hasher: &RandomState, object: u32, node: Slot) {
-        let Some(entry) = self.slab.get_mut(object as usize) else {
+    /// `hold` left the index: its node no longer holds its body there (when bodies are kept).
+    fn released(bodies: &mut Option<BodyHolders>, hold: Hold) {
+        let (Some(bodies), Some(body)) = (bodies, hold.body) else {
             return;
         };
-        entry.2 = entry.2.saturating_sub(1);
-        let last = entry.2 == 0;
-        let h = hasher.hash_one((&entry.0, entry.1));
-        if let Some(held) = self.nodes.as_mut().and_then(|n| n.get_mut(object as usize)) {
-            if let Some(at) = held.iter().position(|&s| s == node) {
-                let mut rest = std::mem::take(held).into_vec();
-                rest.swap_remove(at);
-                *held = rest.into_boxed_slice();
-            }
-        }
-        if !last {
+        let Some(i) = bodies.find(&body) else {
             return;
+        };
+        let held = &mut bodies.slab[i as usize].1;
+        if let Some(at) = held.iter().position(|&s| s == hold.node) {
+            let mut rest = std::mem::take(held).into_vec();
+            rest.swap_remove(at);
+            *held = rest.into_boxed_slice();
         }
-        if let Ok(found) = self.by_hash.find_entry(h, |&i| i == object) {
-            found.remove();
+        if held.is_empty() {
+            if let Ok(found) =
+                (bodies.by_body).find_entry(bodies.hasher.hash_one(body), |&j| j == i)
+            {
+                found.remove();
+            }
+            bodies.free.push(i);
         }
-        self.free.push(object);
-    }
-
-    fn get(&self, object: u32) -> Option<([u8; 32], u64)> {
-        self.slab.get(object as usize).map(|&(h, l, _)| (h, l))
-    }
-
-    /// The slot of (`hash`, `len`), if some node holds that body.
-    fn find(&self, hasher: &RandomState, hash: &[u8; 32], len: u64) -> Option<u32> {
-        let h = hasher.hash_one((hash, len));
-        self.by_hash
-            .find(h, |&i| {
-                let (oh, ol, _) = self.slab[i as usize];
-                oh == *hash && ol == len
-            })
-            .copied()
     }
 }
 
@@ -201,11 +172,13 @@ impl Objects {
 /// order, so any delivery order with any duplicates ends in the same state as in-order delivery.
 /// The own node never appears in it.
 ///
-/// Memory: one 32-byte record per key in [`Keys`] (a 16-byte [`KeyId`] and its first 12-byte
-/// hold inline; a key held by several nodes keeps the others in one boxed slice), one
-/// body record per distinct body (its 32-byte hash once, however many nodes hold it), node ids
-/// kept once per node as 2-byte slots. Dropping every entry of a node (it went Down, or
-/// restarted) is one pass over the keys: there is no per-node list of keys to keep.
+/// Memory: one 48-byte record per key in [`Keys`] (a 16-byte [`KeyId`], the key's body as a
+/// 16-byte [`BodyId`] and 6-byte length, and its first hold: node slot and freshness; a key
+/// held by several nodes keeps the others as 12-byte holds in one boxed slice, a holder of
+/// another body than the key's in a side table), node ids kept once per node as 2-byte slots.
+/// No table by body, but on a content server ([`Index::with_body_holders`]). Dropping every
+/// entry of a node (it went Down, or restarted) is one pass over the keys: there is no per-node
+/// list of keys to keep.
 #[derive(Debug)]
 pub struct Index {
     own: NodeId,
@@ -215,9 +188,8 @@ pub struct Index {
     peers: Vec<Option<Peer>>,
     free_slots: Vec<Slot>,
     keys: Keys,
-    objects: Objects,
-    /// Hashes keys and bodies; randomly keyed, so that peers cannot aim at one bucket.
-    hasher: RandomState,
+    /// Only on a content server.
+    bodies: Option<BodyHolders>,
     /// Updates or replies refused because [`MAX_NODES`] were tracked.
     refused: u64,
     /// Out-of-order updates not buffered because [`MAX_BUFFERED_PER_NODE`] were.
@@ -233,8 +205,7 @@ impl Index {
             peers: Vec::new(),
             free_slots: Vec::new(),
             keys: Keys::default(),
-            objects: Objects::default(),
-            hasher: RandomState::new(),
+            bodies: None,
             refused: 0,
             overflowed: 0,
         }
@@ -242,10 +213,11 @@ impl Index {
 
     /// Also keeps, for each body, the nodes that hold it (under any key), so that
     /// [`Index::body_holders`] answers without a pass over the keys. A content server asks for
-    /// it (`[[mirror]] redirect_to_peers`); it costs a few bytes per body and holder.
+    /// it (`[[mirror]] redirect_to_peers`); it costs a table entry per body and 2 bytes per
+    /// holder.
     pub fn with_body_holders(mut self, on: bool) -> Self {
-        if on && self.objects.nodes.is_none() {
-            self.objects.nodes = Some(Vec::new());
+        if on && self.bodies.is_none() {
+            self.bodies = Some(BodyHolders::default());
         }
         self
     }
@@ -417,13 +389,13 @@ impl Index {
             .holds(key)
             .filter_map(|hold| {
                 let peer = self.peers.get(usize::from(hold.node))?.as_ref()?;
-                let state = match self.objects.get(hold.object) {
-                    Some((hash, len)) if hold.object != IN_FLIGHT => HolderState::Complete {
-                        hash,
-                        len,
+                let state = match hold.body {
+                    Some(b) => HolderState::Complete {
+                        body: b.id,
+                        len: b.len,
                         fresh_until: u64::from(hold.fresh_until),
                     },
-                    _ => HolderState::InFlight,
+                    None => HolderState::InFlight,
                 };
                 Some(Holder {
                     node: peer.id,
@@ -435,20 +407,15 @@ impl Index {
         out
     }
 
-    /// The nodes that hold the body `hash` of `len` bytes complete, under any key, in node-id
+    /// The nodes that hold the body `body` of `len` bytes complete, under any key, in node-id
     /// order, each once; never the own node. Empty unless the index keeps body holders
     /// ([`Index::with_body_holders`]).
-    pub fn body_holders(&self, hash: &[u8; 32], len: u64) -> Vec<NodeId> {
-        let Some(nodes) = &self.objects.nodes else {
+    pub fn body_holders(&self, body: &BodyId, len: u64) -> Vec<NodeId> {
+        let Some(bodies) = &self.bodies else {
             return Vec::new();
         };
-        let Some(object) = self.objects.find(&self.hasher, hash, len) else {
-            return Vec::new();
-        };
-        let mut out: Vec<NodeId> = nodes
-            .get(object as usize)
-            .into_iter()
-            .flat_map(|held| held.iter())
+        let body = Body { id: *body, len };
+        let mut out: Vec<NodeId> = (bodies.nodes(&body).iter())
             .filter_map(|&s| Some(self.peers.get(usize::from(s))?.as_ref()?.id))
             .collect();
         out.sort();
@@ -536,35 +503,46 @@ impl Index {
         epoch > p.epoch || self.behind(node)
     }
 
-    /// Sets slot `s`'s state for the update's key (`Dropped` removes it).
+    /// Sets slot `s`'s state for the update's key (`Dropped` removes it, and so does a body
+    /// longer than [`MAX_LEN`]: no body is that long, and the index could not name it).
     fn set(&mut self, s: Slot, update: Update) {
-        let (key, object, fresh_until) = match update {
+        let (key, hold) = match update {
             Update::Have {
                 key,
                 hash,
                 len,
                 fresh_until,
-            } => {
-                let object = self.objects.acquire(&self.hasher, hash, len, s);
-                (key, object, u32::try_from(fresh_until).unwrap_or(u32::MAX))
+            } if len <= MAX_LEN => {
+                let body = Body {
+                    id: body_id(&hash),
+                    len,
+                };
+                let fresh_until = u32::try_from(fresh_until).unwrap_or(u32::MAX);
+                let hold = Hold {
+                    node: s,
+                    fresh_until,
+                    body: Some(body),
+                };
+                (key, hold)
             }
-            Update::InFlight { key } => (key, IN_FLIGHT, 0),
-            Update::Dropped { key } => {
+            Update::InFlight { key } => {
+                let hold = Hold {
+                    node: s,
+                    fresh_until: 0,
+                    body: None,
+                };
+                (key, hold)
+            }
+            Update::Have { key, .. } | Update::Dropped { key } => {
                 self.unset(s, &key);
                 return;
             }
         };
-        let hold = Hold {
-            node: s,
-            object,
-            fresh_until,
-        };
+        if let (Some(bodies), Some(body)) = (&mut self.bodies, hold.body) {
+            bodies.add(body, s);
+        }
         match self.keys.set(&key, hold) {
-            Some(previous) => {
-                if previous.object != IN_FLIGHT {
-                    self.objects.release(&self.hasher, previous.object, s);
-                }
-            }
+            Some(previous) => BodyHolders::released(&mut self.bodies, previous),
             None => {
                 if let Some(p) = self.peer(s) {
                     p.entries += 1;
@@ -578,9 +556,7 @@ impl Index {
         let Some(hold) = self.keys.unset(key, s) else {
             return;
         };
-        if hold.object != IN_FLIGHT {
-            self.objects.release(&self.hasher, hold.object, s);
-        }
+        BodyHolders::released(&mut self.bodies, hold);
         if let Some(p) = self.peer(s) {
             p.entries = p.entries.saturating_sub(1);
         }
@@ -592,12 +568,9 @@ impl Index {
         if n == 0 {
             return 0;
         }
-        let (objects, hasher) = (&mut self.objects, &self.hasher);
-        self.keys.unset_all(s, |hold| {
-            if hold.object != IN_FLIGHT {
-                objects.release(hasher, hold.object, s);
-            }
-        });
+        let bodies = &mut self.bodies;
+        self.keys
+            .unset_all(s, |hold| BodyHolders::released(bodies, hold));
         n
     }
 
@@ -635,10 +608,10 @@ impl Index {
             .collect()
     }
 
-    /// Bodies held by at least one node (tests check they are shared and freed).
+    /// Bodies held under a key other than the key's own (tests check they are freed).
     #[cfg(test)]
-    pub(crate) fn objects(&self) -> usize {
-        self.objects.by_hash.len()
+    pub(crate) fn odd_bodies(&self) -> usize {
+        self.keys.odd_bodies()
     }
 
     /// Buffered updates of `node` (tests check the bound).

@@ -48,7 +48,7 @@ use self::anti_entropy::AntiEntropy;
 use self::auth::{ClusterKey, ReplayCache, RequestSigner, REPLAY_CAPACITY};
 use self::client::PeerClient;
 use self::conns::{ConnLimits, Conns};
-use self::index::{HolderState, Index};
+use self::index::{BodyId, HolderState, Index};
 use self::journal::{Journal, DEFAULT_JOURNAL_CAPACITY};
 use self::membership::{Event, MemberInfo, MemberState, Membership, MembershipConfig, Timings};
 use self::own::StoreState;
@@ -180,7 +180,10 @@ pub struct Source {
     pub addr: SocketAddr,
     /// On our site (same `site` label).
     pub same_site: bool,
-    pub complete: Option<([u8; 32], u64)>,
+    /// The complete body the index names for it (its [`BodyId`], a prefix of its blake3, and
+    /// its length); `None`: it was fetching the key. Its entry names the whole hash, and is
+    /// taken only if it matches this (see [`Source::names`]).
+    pub complete: Option<(BodyId, u64)>,
 }
 
 /// This node's membership in the peer group.
@@ -645,10 +648,10 @@ impl Peers {
         for h in holders {
             let (complete, fresh) = match h.state {
                 HolderState::Complete {
-                    hash,
+                    body,
                     len,
                     fresh_until,
-                } => (Some((hash, len)), fresh_until > now_secs),
+                } => (Some((body, len)), fresh_until > now_secs),
                 HolderState::InFlight => (None, false),
             };
             if complete.is_none() && in_flight_below.is_some_and(|me| h.node >= me) {

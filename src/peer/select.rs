@@ -6,7 +6,9 @@ use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::index::body_id;
 use super::wire::NodeId;
+use super::Source;
 use crate::error::{Error, Kind, Side};
 
 /// How long a peer that failed us badly (bad hash, lies, unreachable, hung) is not asked again.
@@ -45,6 +47,25 @@ impl Fault {
             Kind::NotFound => Fault::Gone,
             _ => Fault::Bad,
         })
+    }
+}
+
+impl Source {
+    /// Whether the holder's entry for the key, naming a complete body of blake3 `hash` and
+    /// `len` bytes, is a copy to take from it: the body the index names for it (the same
+    /// [`BodyId`](super::index::BodyId) and length), or any when the index last heard it was
+    /// fetching the key (it finished since). Otherwise the holder is no source for this body:
+    /// it is skipped as if it had no entry, and no body is ever verified against a hash the
+    /// index named for another.
+    pub fn names(&self, hash: &[u8; 32], len: Option<u64>) -> bool {
+        self.complete
+            .is_none_or(|(body, want)| body == body_id(hash) && len == Some(want))
+    }
+
+    /// Whether the index names the complete body of blake3 `hash` and `len` bytes for this
+    /// holder (a holder of the same body, for a copy from several at once).
+    pub fn holds(&self, hash: &[u8; 32], len: u64) -> bool {
+        self.complete == Some((body_id(hash), len))
     }
 }
 
@@ -198,6 +219,39 @@ mod tests {
             rtt: None,
             uploads: 0,
         }
+    }
+
+    #[test]
+    fn a_holders_entry_is_taken_only_for_the_body_the_index_names() {
+        let hash = [7u8; 32];
+        let mut other = hash;
+        other[31] = 8; // same id (first 16 bytes), another body: a crafted collision
+        let mut named_elsewhere = hash;
+        named_elsewhere[0] = 8;
+        let src = |complete| Source {
+            node: n(1),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            same_site: true,
+            complete,
+        };
+        let indexed = src(Some((body_id(&hash), 100)));
+        // (index says, entry's hash, entry's len, taken)
+        let table: [(&Source, [u8; 32], Option<u64>, bool); 6] = [
+            (&indexed, hash, Some(100), true),
+            (&indexed, named_elsewhere, Some(100), false),
+            (&indexed, hash, Some(99), false),
+            (&indexed, hash, None, false),
+            // The id is what the index keeps; the whole hash then checks every piece.
+            (&indexed, other, Some(100), true),
+            (&src(None), named_elsewhere, Some(5), true),
+        ];
+        for (i, (source, hash, len, taken)) in table.into_iter().enumerate() {
+            assert_eq!(source.names(&hash, len), taken, "row {i}");
+        }
+        assert!(indexed.holds(&hash, 100));
+        assert!(!indexed.holds(&hash, 101));
+        assert!(!indexed.holds(&named_elsewhere, 100));
+        assert!(!src(None).holds(&hash, 100));
     }
 
     fn ms(v: u64) -> Option<Duration> {

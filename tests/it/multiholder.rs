@@ -28,10 +28,10 @@ fn holders(node: &Node, url: &str) -> Vec<NodeId> {
 async fn three_holders(nodes: &[Node], url: &str) {
     assert_eq!(get(nodes[0].addr(), url).await.x_cache(), "MISS");
     for (i, n) in nodes.iter().enumerate().take(3).skip(1) {
-        wait_holders(n, url, i).await;
+        wait_complete_holders(n, url, i).await;
         assert_eq!(get(n.addr(), url).await.x_cache(), "PEER");
     }
-    wait_holders(&nodes[3], url, 3).await;
+    wait_complete_holders(&nodes[3], url, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,11 +167,11 @@ async fn a_holder_killed_mid_copy_loses_its_pieces_to_the_others() {
     let url = origin.url("/update.bin");
     assert_eq!(get(a.addr, &url).await.x_cache(), "MISS");
     for (i, n) in nodes.iter().enumerate().take(2) {
-        wait_holders(n, &url, i + 1).await;
+        wait_complete_holders(n, &url, i + 1).await;
         assert_eq!(get(n.addr(), &url).await.x_cache(), "PEER");
     }
     let d = &nodes[2];
-    wait_holders(d, &url, 3).await;
+    wait_complete_holders(d, &url, 3).await;
     let a_id = d
         .peers()
         .members()

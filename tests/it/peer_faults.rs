@@ -520,3 +520,79 @@ async fn a_seed_name_that_resolves_late_is_retried_while_alone() {
         "A sees B"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_entry_names_another_body_than_the_index_is_not_a_source() {
+    use peercache::peer::index::body_id;
+    use peercache::peer::wire::{IndexReply, NodeId, Tagged, Update};
+    let origin = Origin::start().await;
+    let body = pattern(200_000, 6);
+    served(&origin, "/app.tar", &body);
+    let (nodes, keydir) = cluster(2).await;
+    let url = origin.url("/app.tar");
+    let (a, b) = (nodes[0].peers().clone(), nodes[1].peers().clone());
+    assert_eq!(get(nodes[0].addr(), &url).await.x_cache(), "MISS");
+    wait_holders(&nodes[1], &url, 1).await;
+
+    // A member gossips, in A's name, that A now holds another body for the URL (as after a
+    // lost update, or a lie): B's index names that body for A, while A's entry names its own.
+    let fake = NodeId::random();
+    let (_answer, answer_rx) = tokio::sync::watch::channel(true);
+    let nothing = IndexReply::Updates {
+        node: fake,
+        epoch: 1,
+        updates: Vec::new(),
+    };
+    let member = FakeMember::start(
+        "127.0.0.21",
+        &keydir.path().join("cluster.key"),
+        b.membership_addr(),
+        nothing,
+        answer_rx,
+    )
+    .await;
+    let head = b.heads().into_iter().find(|(n, _)| *n == a.id).unwrap().1;
+    let other = *blake3::hash(b"another body").as_bytes();
+    let kh = key_hash_of(&url);
+    let forged = Tagged {
+        node: a.id,
+        epoch: head.epoch,
+        seq: head.seq + 1,
+        update: Update::Have {
+            key: kh,
+            hash: other,
+            len: body.len() as u64,
+            fresh_until: 4_000_000_000,
+        },
+    };
+    let named = |b: &peercache::peer::Peers| {
+        b.sources(&kh, None)
+            .iter()
+            .any(|s| s.node == a.id && s.complete == Some((body_id(&other), body.len() as u64)))
+    };
+    // Sent again until it lands (the fake may still be joining; a duplicate is ignored).
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            member
+                .membership
+                .broadcast(postcard::to_stdvec(&forged).unwrap());
+            named(&b)
+        })
+        .await,
+        "B's index names the other body for A"
+    );
+
+    // B asks A for its entry, finds a whole hash without the index's id, and goes to the
+    // origin: it never takes (nor verifies) A's body against a hash the index did not name.
+    let got = get(nodes[1].addr(), &url).await;
+    assert_eq!(got.x_cache(), "MISS");
+    assert!(got.body.unwrap() == body);
+    assert_eq!(origin.hits("/app.tar"), 2, "A once, B once");
+    assert_eq!(bytes_from(&nodes[1], a.id), 0, "nothing came from A");
+    assert_eq!(
+        counter(&b, "bad_hashes"),
+        0,
+        "a holder of another body is not a liar"
+    );
+    member.membership.leave().await;
+}

@@ -910,6 +910,23 @@ pub async fn wait_holders(node: &Node, url: &str, holders: usize) {
     );
 }
 
+/// Waits (bounded) until `node`'s index names at least `holders` complete copies of `url` (a
+/// holder whose `have` has not arrived yet is only in flight, and no source of pieces).
+pub async fn wait_complete_holders(node: &Node, url: &str, holders: usize) {
+    let kh = key_hash_of(url);
+    let p = node.peers().clone();
+    let complete = || {
+        p.sources(&kh, None)
+            .iter()
+            .filter(|s| s.complete.is_some())
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || complete() >= holders).await,
+        "index never showed {holders} complete cop(ies) of {url}"
+    );
+}
+
 /// Writes a cluster key shared by a test group.
 pub fn write_key(path: &Path, byte: u8) {
     std::fs::write(path, hex32([byte; 32])).unwrap();

@@ -395,16 +395,14 @@ where
         .sources(&kh, None)
         .into_iter()
         .filter_map(|src| src.complete.map(|c| (src, c)));
-    for (src, (hash, len)) in holders.take(PEER_TRIES) {
+    for (src, (_, len)) in holders.take(PEER_TRIES) {
         let node = src.node;
         let tried = async {
             let reply = peers.client.entries(src.node, src.addr, &kh).await?;
-            let head = reply
-                .complete
-                .iter()
-                .find(|h| h.hash == Some(hash))
-                .and_then(|h| h.head.head(true));
-            let Some(head) = head else {
+            // Only the body the index names for this holder (see `Source::names`).
+            let copy = (reply.complete.iter())
+                .find_map(|h| Some((h.hash.filter(|x| src.names(x, h.len))?, h.head.head(true)?)));
+            let Some((hash, head)) = copy else {
                 return Ok(None);
             };
             let hash = blake3::Hash::from_bytes(hash);

@@ -33,7 +33,7 @@ pub(crate) fn have(key: u8, body: u8) -> Update {
 
 pub(crate) fn complete(body: u8) -> HolderState {
     HolderState::Complete {
-        hash: [body; 32],
+        body: [body; 16],
         len: u64::from(body) * 100,
         fresh_until: 1_800_000_000,
     }
@@ -599,48 +599,97 @@ fn any_interleaving_with_duplicates_ends_in_the_in_order_state() {
 }
 
 #[test]
-fn a_body_is_stored_once_for_all_its_holders_and_freed_with_the_last() {
+fn the_holders_of_a_key_may_hold_different_bodies_and_each_is_freed_with_its_hold() {
     let mut ix = Index::new(OWN);
-    // Three nodes hold body 5 under key 1, one of them under key 2 as well.
+    // Three nodes hold body 5 under key 1: the key's own body, kept once in its record.
     ix.apply(tag(n(1), E1, 1, have(1, 5)));
     ix.apply(tag(n(2), E1, 1, have(1, 5)));
     ix.apply(tag(n(3), E1, 1, have(1, 5)));
-    ix.apply(tag(n(3), E1, 2, have(2, 5)));
-    assert_eq!((ix.keys(), ix.entries(), ix.objects()), (2, 4, 1));
-    // The same hash with another length is another body (a peer's claim is kept as it said it).
-    let odd = Update::Have {
-        key: k(3),
+    assert_eq!((ix.keys(), ix.entries(), ix.odd_bodies()), (1, 3, 0));
+    // Node 4 holds another body under it, node 5 the same hash with another length (a peer's
+    // claim is kept as it said it): two odd bodies beside the key's.
+    ix.apply(tag(n(4), E1, 1, have(1, 6)));
+    let short = Update::Have {
+        key: k(1),
         hash: [5; 32],
         len: 1,
         fresh_until: 9,
     };
-    ix.apply(tag(n(2), E1, 2, odd));
-    assert_eq!(ix.objects(), 2);
+    ix.apply(tag(n(5), E1, 1, short));
+    assert_eq!(ix.odd_bodies(), 2);
+    let short = HolderState::Complete {
+        body: [5; 16],
+        len: 1,
+        fresh_until: 9,
+    };
     assert_eq!(
-        ix.holders(&k(3)),
+        ix.holders(&k(1)),
+        vec![
+            holder(n(1), complete(5)),
+            holder(n(2), complete(5)),
+            holder(n(3), complete(5)),
+            holder(n(4), complete(6)),
+            holder(n(5), short.clone()),
+        ]
+    );
+    // An odd hold replaced by the key's body, or dropped, frees its odd body.
+    ix.apply(tag(n(4), E1, 2, have(1, 5)));
+    assert_eq!(ix.odd_bodies(), 1);
+    ix.apply(tag(n(5), E1, 2, dropped(1)));
+    assert_eq!((ix.entries(), ix.odd_bodies()), (4, 0));
+    // Node 4 takes body 6 again, then the holders of the key's body leave one by one: the
+    // key's body is kept while one holds it, then body 6 becomes the key's own.
+    ix.apply(tag(n(4), E1, 3, have(1, 6)));
+    assert_eq!(ix.odd_bodies(), 1);
+    ix.apply(tag(n(1), E1, 2, inflight(1)));
+    assert_eq!(ix.remove_node(n(2)), 1);
+    assert_eq!(ix.odd_bodies(), 1, "node 3 still holds body 5");
+    ix.apply(tag(n(3), E2, 1, inflight(7)));
+    assert_eq!(ix.odd_bodies(), 0, "body 6 is the key's own now");
+    assert_eq!(
+        ix.holders(&k(1)),
+        vec![
+            holder(n(1), HolderState::InFlight),
+            holder(n(4), complete(6))
+        ]
+    );
+    // The last complete holder goes: the key is held in flight only, then not at all.
+    assert_eq!(ix.remove_node(n(4)), 1);
+    assert_eq!(ix.holders(&k(1)), vec![holder(n(1), HolderState::InFlight)]);
+    ix.apply(tag(n(1), E1, 3, dropped(1)));
+    assert_eq!((ix.keys(), ix.entries()), (1, 1), "node 3's key 7 is left");
+    assert_eq!(ix.holders(&k(1)), vec![]);
+}
+
+#[test]
+fn the_index_keeps_a_prefix_of_the_body_hash_and_no_impossible_length() {
+    let mut ix = Index::new(OWN);
+    let mut hash = [3; 32];
+    hash[20] = 9;
+    let at = |len| Update::Have {
+        key: k(1),
+        hash,
+        len,
+        fresh_until: 5,
+    };
+    ix.apply(tag(n(1), E1, 1, at(MAX_LEN)));
+    assert_eq!(
+        ix.holders(&k(1)),
         vec![holder(
-            n(2),
+            n(1),
             HolderState::Complete {
-                hash: [5; 32],
-                len: 1,
-                fresh_until: 9
+                body: body_id(&hash),
+                len: MAX_LEN,
+                fresh_until: 5
             }
         )]
     );
-    // Replacing, dropping and removing nodes release the bodies; the last one frees it.
-    ix.apply(tag(n(1), E1, 2, inflight(1)));
-    assert_eq!(ix.objects(), 2);
-    ix.apply(tag(n(2), E1, 3, dropped(3)));
-    assert_eq!(ix.objects(), 1);
-    assert_eq!(ix.remove_node(n(3)), 2);
-    assert_eq!(ix.objects(), 1, "node 2 still holds body 5");
-    assert_eq!(ix.remove_node(n(2)), 1);
-    assert_eq!((ix.keys(), ix.entries(), ix.objects()), (1, 1, 0));
-    assert_eq!(ix.holders(&k(1)), vec![holder(n(1), HolderState::InFlight)]);
-    // A freed slot and body are reused.
-    ix.apply(tag(n(4), E1, 1, have(9, 7)));
-    assert_eq!(ix.holders(&k(9)), vec![holder(n(4), complete(7))]);
-    assert_eq!((ix.nodes(), ix.objects()), (2, 1));
+    assert_eq!(body_id(&hash), [3; 16]);
+    // Longer than the index can name (256 TiB): the node's hold goes, as if it dropped it.
+    ix.apply(tag(n(1), E1, 2, at(MAX_LEN + 1)));
+    assert_eq!((ix.keys(), ix.entries()), (0, 0));
+    ix.apply(tag(n(1), E1, 3, at(u64::MAX)));
+    assert_eq!(ix.holders(&k(1)), vec![]);
 }
 
 #[test]
@@ -663,12 +712,12 @@ fn freshness_is_kept_to_the_second_until_2106_then_for_ever() {
 }
 
 /// The body holders a pass over every key finds: what `body_holders` must answer.
-fn body_holders_by_scan(ix: &Index, hash: &[u8; 32], len: u64) -> Vec<NodeId> {
+fn body_holders_by_scan(ix: &Index, body: &BodyId, len: u64) -> Vec<NodeId> {
     let mut out: Vec<NodeId> = ix
         .dump()
         .into_values()
         .flatten()
-        .filter(|h| h.state.complete_body() == Some((*hash, len)))
+        .filter(|h| h.state.complete_body() == Some((*body, len)))
         .map(|h| h.node)
         .collect();
     out.sort();
@@ -677,9 +726,9 @@ fn body_holders_by_scan(ix: &Index, hash: &[u8; 32], len: u64) -> Vec<NodeId> {
 }
 
 impl HolderState {
-    fn complete_body(&self) -> Option<([u8; 32], u64)> {
+    fn complete_body(&self) -> Option<(BodyId, u64)> {
         match self {
-            HolderState::Complete { hash, len, .. } => Some((*hash, *len)),
+            HolderState::Complete { body, len, .. } => Some((*body, *len)),
             HolderState::InFlight => None,
         }
     }
@@ -687,7 +736,7 @@ impl HolderState {
 
 #[test]
 fn a_content_server_finds_the_holders_of_a_body_under_any_key() {
-    let body = |b: u8| ([b; 32], u64::from(b) * 100);
+    let body = |b: u8| ([b; 16], u64::from(b) * 100);
     let mut ix = Index::new(OWN).with_body_holders(true);
     // Node 1 holds body 5 under key 1 (its own URL), node 2 under key 2 (an alias), node 3
     // under both; node 4 is still fetching key 1.
@@ -703,7 +752,7 @@ fn a_content_server_finds_the_holders_of_a_body_under_any_key() {
         [],
         "another length is another body"
     );
-    assert_eq!(ix.body_holders(&[6; 32], len), []);
+    assert_eq!(ix.body_holders(&[6; 16], len), []);
     // Node 3 drops one of its two keys: it still holds the body.
     ix.apply(tag(n(3), E1, 3, dropped(1)));
     assert_eq!(ix.body_holders(&h, len), [n(1), n(2), n(3)]);
@@ -760,7 +809,7 @@ fn body_holders_always_match_a_pass_over_the_keys() {
             }
         }
         for body in 1..5u8 {
-            let (h, len) = ([body; 32], u64::from(body) * 100);
+            let (h, len) = ([body; 16], u64::from(body) * 100);
             assert_eq!(
                 ix.body_holders(&h, len),
                 body_holders_by_scan(&ix, &h, len),
