@@ -17,6 +17,8 @@
 //!   its index holds every entry (transfers modelled at the profile's bandwidth and page cost).
 //!
 //! `SWARM_SEED` (default 1) seeds everything: the same seed gives the same table.
+//! Each row prints its phases to stderr as they end (wall time, heap, resident memory) and the
+//! process stops when it is resident past `SWARM_MAX_RSS_MB` (default 14 000).
 //! `SWARM_ONLY=memory` runs only the index-memory section (`SWARM_ONLY=sim`: only the simulation).
 //! Run: `cargo bench --bench swarm`; e.g. `SWARM_NODES=1000 SWARM_PROFILES=lan cargo bench --bench swarm`.
 
