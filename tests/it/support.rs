@@ -898,32 +898,36 @@ pub fn key_hash_of(url: &str) -> [u8; 32] {
         .hash()
 }
 
-/// Waits until `node` knows `holders` holders of `url`.
+/// Waits until `node` knows `holders` holders of `url` (complete or in flight).
 pub async fn wait_holders(node: &Node, url: &str, holders: usize) {
-    let kh = key_hash_of(url);
-    let p = node.peers().clone();
-    assert!(
-        wait_until(Duration::from_secs(5), || p.sources(&kh, None).len()
-            >= holders)
-        .await,
-        "index never showed {holders} holder(s) of {url}"
-    );
+    wait_sources(node, url, holders, false).await;
 }
 
-/// Waits (bounded) until `node`'s index names at least `holders` complete copies of `url` (a
-/// holder whose `have` has not arrived yet is only in flight, and no source of pieces).
+/// Waits until `node`'s index names at least `holders` complete copies of `url` (a holder
+/// whose `have` has not arrived yet is only in flight, and no source of pieces).
 pub async fn wait_complete_holders(node: &Node, url: &str, holders: usize) {
+    wait_sources(node, url, holders, true).await;
+}
+
+/// Waits (bounded) until `node` lists `holders` sources of `url`, only complete ones if
+/// `complete`.
+async fn wait_sources(node: &Node, url: &str, holders: usize, complete: bool) {
     let kh = key_hash_of(url);
     let p = node.peers().clone();
-    let complete = || {
+    let count = || {
         p.sources(&kh, None)
             .iter()
-            .filter(|s| s.complete.is_some())
+            .filter(|s| !complete || s.complete.is_some())
             .count()
     };
+    let what = if complete {
+        "complete cop(ies)"
+    } else {
+        "holder(s)"
+    };
     assert!(
-        wait_until(Duration::from_secs(5), || complete() >= holders).await,
-        "index never showed {holders} complete cop(ies) of {url}"
+        wait_until(Duration::from_secs(5), || count() >= holders).await,
+        "index never showed {holders} {what} of {url}"
     );
 }
 

@@ -24,8 +24,13 @@ pub(super) type KeyId = [u8; 16];
 
 /// The [`KeyId`] of a key hash.
 pub(super) fn key_id(key: &KeyHash) -> KeyId {
+    prefix(key)
+}
+
+/// The first 16 bytes of a blake3 hash: what names a key ([`KeyId`]) or a body ([`BodyId`]).
+fn prefix(hash: &[u8; 32]) -> [u8; 16] {
     let mut id = [0; 16];
-    id.copy_from_slice(&key[..16]);
+    id.copy_from_slice(&hash[..16]);
     id
 }
 
@@ -44,9 +49,7 @@ pub type BodyId = [u8; 16];
 
 /// The [`BodyId`] of a body's blake3 hash.
 pub fn body_id(hash: &[u8; 32]) -> BodyId {
-    let mut id = [0; 16];
-    id.copy_from_slice(&hash[..16]);
-    id
+    prefix(hash)
 }
 
 /// The longest body the index records: 2^48 - 2 bytes (256 TiB), the length kept in 6 bytes.
